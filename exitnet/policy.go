@@ -1,0 +1,368 @@
+package exitnet
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// ErrNotAllowed is wrapped by every refusal from Policy.Check. The error
+// returned also carries wire.StatusNotAllowed, so wire.StatusOf reports it as
+// a SOCKS5 "connection not allowed by ruleset".
+var ErrNotAllowed = errors.New("not allowed by exit policy")
+
+// PortRange is an inclusive range of ports; the zero value means all ports.
+type PortRange struct{ Lo, Hi uint16 }
+
+const portRangeForm = `want a port (25), a range (6881-6889) or * for all ports`
+
+// ParsePortRange parses "25", "6881-6889", or "*" or "" for all ports.
+// Port 0 is not accepted, and Lo must not exceed Hi.
+func ParsePortRange(s string) (PortRange, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "*" {
+		return PortRange{}, nil
+	}
+	loStr, hiStr, isRange := strings.Cut(s, "-")
+	lo, err := parsePolicyPort(loStr)
+	if err != nil {
+		return PortRange{}, fmt.Errorf("invalid port range %q: %v; %s", s, err, portRangeForm)
+	}
+	hi := lo
+	if isRange {
+		if hi, err = parsePolicyPort(hiStr); err != nil {
+			return PortRange{}, fmt.Errorf("invalid port range %q: %v; %s", s, err, portRangeForm)
+		}
+		if lo > hi {
+			return PortRange{}, fmt.Errorf("invalid port range %q: %d is greater than %d; %s", s, lo, hi, portRangeForm)
+		}
+	}
+	return PortRange{Lo: lo, Hi: hi}, nil
+}
+
+func parsePolicyPort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a port number from 1 to 65535", s)
+	}
+	if n == 0 {
+		return 0, errors.New("port 0 is not a port")
+	}
+	return uint16(n), nil
+}
+
+// Contains reports whether port is in r.
+func (r PortRange) Contains(port uint16) bool {
+	return r == PortRange{} || r.Lo <= port && port <= r.Hi
+}
+
+// String returns "*" for all ports, "25" for one port and "6881-6889" for a
+// range, the forms ParsePortRange accepts.
+func (r PortRange) String() string {
+	switch {
+	case r == PortRange{}:
+		return "*"
+	case r.Lo == r.Hi:
+		return strconv.Itoa(int(r.Lo))
+	}
+	return strconv.Itoa(int(r.Lo)) + "-" + strconv.Itoa(int(r.Hi))
+}
+
+// Rule allows or denies destinations in Prefix on Ports.
+//
+// Prefix is matched against unmapped addresses, so an IPv4 range must be
+// written as an IPv4 prefix (10.0.0.0/8), not in its IPv4-mapped IPv6 form;
+// ParseRule refuses the latter.
+type Rule struct {
+	Allow  bool
+	Prefix netip.Prefix
+	Ports  PortRange
+}
+
+const ruleForm = `want "allow|deny <ip or prefix> [port|lo-hi|*]", e.g. "deny 0.0.0.0/0 25" or "allow 10.200.0.0/16 6881-6889"`
+
+// ParseRule parses a rule such as "allow 10.0.0.0/8 6881-6889",
+// "deny 0.0.0.0/0 25", "deny ::/0 *" or "allow 192.168.1.5". A bare IP is a
+// /32 or /128; without ports the rule covers all ports. The prefix is
+// masked ("10.1.2.3/8" is 10.0.0.0/8). Errors are one line that shows the
+// expected form.
+func ParseRule(s string) (Rule, error) {
+	f := strings.Fields(s)
+	if len(f) < 2 || len(f) > 3 {
+		return Rule{}, fmt.Errorf("invalid rule %q: %d words; %s", s, len(f), ruleForm)
+	}
+	var r Rule
+	switch {
+	case strings.EqualFold(f[0], "allow"):
+		r.Allow = true
+	case strings.EqualFold(f[0], "deny"):
+	default:
+		return Rule{}, fmt.Errorf("invalid rule %q: %q is neither allow nor deny; %s", s, f[0], ruleForm)
+	}
+	if strings.Contains(f[1], "/") {
+		p, err := netip.ParsePrefix(f[1])
+		if err != nil {
+			return Rule{}, fmt.Errorf("invalid rule %q: %q is not an IP prefix; %s", s, f[1], ruleForm)
+		}
+		r.Prefix = p.Masked()
+	} else {
+		ip, err := netip.ParseAddr(f[1])
+		if err != nil {
+			return Rule{}, fmt.Errorf("invalid rule %q: %q is not an IP address or prefix; %s", s, f[1], ruleForm)
+		}
+		if ip.Zone() != "" {
+			return Rule{}, fmt.Errorf("invalid rule %q: %q has a zone, which a rule cannot match; %s", s, f[1], ruleForm)
+		}
+		r.Prefix = netip.PrefixFrom(ip, ip.BitLen())
+	}
+	if r.Prefix.Addr().Is4In6() {
+		return Rule{}, fmt.Errorf("invalid rule %q: %q is IPv4-mapped IPv6; write the IPv4 prefix (%s); %s",
+			s, f[1], unmapPolicyPrefix(r.Prefix), ruleForm)
+	}
+	if len(f) == 3 {
+		ports, err := ParsePortRange(f[2])
+		if err != nil {
+			return Rule{}, fmt.Errorf("invalid rule %q: %v; %s", s, err, ruleForm)
+		}
+		r.Ports = ports
+	}
+	return r, nil
+}
+
+// unmapPolicyPrefix turns ::ffff:a.b.c.d/96+n into a.b.c.d/n, for an error
+// message.
+func unmapPolicyPrefix(p netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+}
+
+// String returns the rule in the form ParseRule reads, e.g.
+// "deny 0.0.0.0/0 25"; a rule for all ports has no port field.
+func (r Rule) String() string {
+	verb := "deny "
+	if r.Allow {
+		verb = "allow "
+	}
+	if r.Ports == (PortRange{}) {
+		return verb + r.Prefix.String()
+	}
+	return verb + r.Prefix.String() + " " + r.Ports.String()
+}
+
+// Policy decides which destinations an exit dials. The zero value is the
+// default policy: every public address on every port except 25 (SMTP).
+//
+// Check first refuses, whatever the configuration, invalid addresses,
+// addresses with a zone, unspecified (0.0.0.0/8, ::), multicast (224.0.0.0/4,
+// ff00::/8) and broadcast (255.255.255.255) addresses, and NAT64 forms of
+// those; an exit must never dial them.
+//
+// Then the Rules are checked in order; the first rule whose Prefix and Ports
+// match decides. A deny rule refuses. An allow rule allows the port (even one
+// in DenyPorts) and the address if it is public; it lifts a built-in refusal
+// of the address only if its Prefix lies inside the refused range, so
+// "allow 10.200.0.0/16" opens that network while "allow 0.0.0.0/0 6881-6889"
+// opens ports and never loopback or the LAN.
+//
+// With no matching rule, the built-in refusals apply:
+//   - private ranges, lifted by AllowPrivate: loopback (127.0.0.0/8, ::1),
+//     RFC 1918, CGNAT (100.64.0.0/10), link-local (169.254.0.0/16 including
+//     the cloud metadata address 169.254.169.254, fe80::/10), IETF protocol
+//     assignments (192.0.0.0/24), benchmarking (198.18.0.0/15, used by
+//     fake-IP DNS resolvers), ULA (fc00::/7), site-local (fec0::/10) and
+//     local-use NAT64 (64:ff9b:1::/48);
+//   - reserved ranges, not lifted by AllowPrivate: 240.0.0.0/4 and the
+//     deprecated IPv4-compatible ::/96;
+//   - well-known NAT64 (64:ff9b::/96) addresses whose embedded IPv4 address
+//     is refused by any of the above, since a NAT64 gateway would carry them
+//     to that IPv4 address; only a rule inside 64:ff9b::/96 lifts this;
+//   - the ports in DenyPorts, on every address.
+//
+// IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are unmapped before any check,
+// so they are treated as the IPv4 address they carry.
+type Policy struct {
+	// AllowPrivate lifts the refusal of loopback and private ranges (RFC
+	// 1918, CGNAT, IPv6 ULA, link-local, loopback), for labs and tests.
+	// It does not lift the refusal of multicast, unspecified, broadcast and
+	// reserved addresses.
+	AllowPrivate bool
+	// Rules are checked in order before the built-in refusals; the first
+	// rule that matches decides.
+	Rules []Rule
+	// DenyPorts are refused on every address unless a Rule allows them.
+	// Nil means the default, port 25 (SMTP); a non-nil empty slice refuses
+	// no port. A zero PortRange in it refuses every port.
+	DenyPorts []PortRange
+}
+
+var (
+	defaultDenyPorts = []PortRange{{Lo: 25, Hi: 25}}
+	defaultPolicy    Policy
+)
+
+// policyClass is how the built-in refusals treat an address.
+type policyClass uint8
+
+const (
+	classPublic   policyClass = iota
+	classReserved             // lifted only by a rule inside the range
+	classPrivate              // lifted by AllowPrivate or a rule inside the range
+	classNever                // never lifted
+)
+
+type policyRange struct {
+	prefix netip.Prefix
+	class  policyClass
+	reason string
+}
+
+func mustPolicyRanges(class policyClass, reason string, prefixes ...string) []policyRange {
+	rs := make([]policyRange, len(prefixes))
+	for i, p := range prefixes {
+		rs[i] = policyRange{netip.MustParsePrefix(p), class, reason}
+	}
+	return rs
+}
+
+// policyV4 and policyV6 are the built-in ranges, searched in order; the
+// first that contains the address classifies it.
+var (
+	policyV4 = concatPolicyRanges(
+		mustPolicyRanges(classNever, "unspecified", "0.0.0.0/8"),
+		mustPolicyRanges(classNever, "multicast", "224.0.0.0/4"),
+		mustPolicyRanges(classNever, "broadcast", "255.255.255.255/32"),
+		mustPolicyRanges(classPrivate, "loopback", "127.0.0.0/8"),
+		mustPolicyRanges(classPrivate, "private", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
+		mustPolicyRanges(classPrivate, "carrier-grade NAT", "100.64.0.0/10"),
+		mustPolicyRanges(classPrivate, "link-local", "169.254.0.0/16"),
+		mustPolicyRanges(classPrivate, "IETF protocol assignments", "192.0.0.0/24"),
+		mustPolicyRanges(classPrivate, "benchmarking", "198.18.0.0/15"),
+		mustPolicyRanges(classReserved, "reserved", "240.0.0.0/4"),
+	)
+	policyV6 = concatPolicyRanges(
+		mustPolicyRanges(classNever, "unspecified", "::/128"),
+		mustPolicyRanges(classNever, "multicast", "ff00::/8"),
+		mustPolicyRanges(classPrivate, "loopback", "::1/128"),
+		mustPolicyRanges(classPrivate, "link-local", "fe80::/10"),
+		mustPolicyRanges(classPrivate, "site-local", "fec0::/10"),
+		mustPolicyRanges(classPrivate, "unique local", "fc00::/7"),
+		mustPolicyRanges(classPrivate, "local-use NAT64", "64:ff9b:1::/48"),
+		mustPolicyRanges(classReserved, "IPv4-compatible", "::/96"),
+	)
+	policyNAT64 = netip.MustParsePrefix("64:ff9b::/96")
+)
+
+func concatPolicyRanges(lists ...[]policyRange) []policyRange {
+	var all []policyRange
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	return all
+}
+
+// policyVerdict is the built-in classification of one address.
+type policyVerdict struct {
+	class  policyClass
+	prefix netip.Prefix // the refused range; a rule inside it lifts a refusal
+	reason string
+	nat64  bool // reason is about the IPv4 address embedded in NAT64 form
+}
+
+// classifyPolicyAddr classifies an unmapped, zoneless address without
+// allocating.
+func classifyPolicyAddr(ip netip.Addr) policyVerdict {
+	ranges := policyV6
+	if ip.Is4() {
+		ranges = policyV4
+	} else if policyNAT64.Contains(ip) {
+		b := ip.As16()
+		v := classifyPolicyAddr(netip.AddrFrom4([4]byte(b[12:])))
+		if v.class == classPublic {
+			return v
+		}
+		if v.class != classNever {
+			v.class = classReserved
+		}
+		v.prefix, v.nat64 = policyNAT64, true
+		return v
+	}
+	for i := range ranges {
+		if ranges[i].prefix.Contains(ip) {
+			return policyVerdict{class: ranges[i].class, prefix: ranges[i].prefix, reason: ranges[i].reason}
+		}
+	}
+	return policyVerdict{}
+}
+
+// lifts reports whether an allow rule matching the address is specific
+// enough to lift the built-in refusal v.
+func (r *Rule) lifts(v policyVerdict) bool {
+	return v.class != classNever && r.Prefix.Bits() >= v.prefix.Bits() && v.prefix.Contains(r.Prefix.Addr())
+}
+
+// Check decides one resolved destination: nil means allowed. A refusal is a
+// *wire.Error with Status wire.StatusNotAllowed that wraps ErrNotAllowed.
+// ip may be an IPv4-mapped IPv6 address; it is unmapped before any check.
+// A nil *Policy is the default policy. Check does not allocate when it
+// allows.
+func (p *Policy) Check(ip netip.Addr, port uint16) error {
+	if !ip.IsValid() {
+		return refusePolicy(ip, port, "invalid address")
+	}
+	if ip.Zone() != "" {
+		return refusePolicy(ip, port, "address has a zone")
+	}
+	ip = ip.Unmap()
+	v := classifyPolicyAddr(ip)
+	if v.class == classNever {
+		return refuseVerdict(ip, port, v)
+	}
+	if p == nil {
+		p = &defaultPolicy
+	}
+	addrOK := v.class == classPublic || v.class == classPrivate && p.AllowPrivate
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if !r.Prefix.Contains(ip) || !r.Ports.Contains(port) {
+			continue
+		}
+		if !r.Allow {
+			return refusePolicy(ip, port, fmt.Sprintf("rule %d: %s", i+1, r))
+		}
+		if addrOK || r.lifts(v) {
+			return nil
+		}
+		return refuseVerdict(ip, port, v)
+	}
+	if !addrOK {
+		return refuseVerdict(ip, port, v)
+	}
+	deny := p.DenyPorts
+	if deny == nil {
+		deny = defaultDenyPorts
+	}
+	for _, r := range deny {
+		if r.Contains(port) {
+			return refusePolicy(ip, port, "port "+r.String()+" denied")
+		}
+	}
+	return nil
+}
+
+func refuseVerdict(ip netip.Addr, port uint16, v policyVerdict) error {
+	reason := v.reason + " address"
+	if v.nat64 {
+		reason = "NAT64 form of " + v.reason + " IPv4 address"
+	}
+	return refusePolicy(ip, port, reason)
+}
+
+func refusePolicy(ip netip.Addr, port uint16, reason string) error {
+	return &wire.Error{
+		Status: wire.StatusNotAllowed,
+		Err:    fmt.Errorf("%w: %s (%s)", ErrNotAllowed, netip.AddrPortFrom(ip, port), reason),
+	}
+}

@@ -1,0 +1,324 @@
+package exitnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-yamux/v5"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// ErrNoExit means no link to an exit is up. Flows fail closed with it: the
+// client never dials a destination itself.
+var ErrNoExit = errors.New("no link to an exit is up")
+
+// PoolConfig configures a Pool. The zero value of a field means its default.
+type PoolConfig struct {
+	// Link holds the client's identity and link settings. Identity is
+	// required.
+	Link link.Config
+	// Exit is the exit to keep a link to.
+	Exit link.ExitAddr
+	// DialWait is how long a new flow waits for a link that is being
+	// (re)established before it fails with ErrNoExit. Default 5s.
+	DialWait time.Duration
+	// ResponseTimeout bounds the wait for the exit's answer to a request;
+	// the exit's own dial timeout is shorter. Default 30s.
+	ResponseTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the exponential back-off between
+	// attempts to reach the exit. Defaults 250ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// Log receives link events. Nil discards them.
+	Log *slog.Logger
+}
+
+// LinkState is the state of the pool's link.
+type LinkState string
+
+const (
+	StateConnecting LinkState = "connecting"
+	StateUp         LinkState = "up"
+	StateDown       LinkState = "down" // waiting before the next attempt
+)
+
+// PoolStatus is a snapshot of the pool.
+type PoolStatus struct {
+	Exit      link.ExitAddr
+	State     LinkState
+	Since     time.Time     // when State began
+	RTT       time.Duration // last measured link round trip, 0 if unknown
+	LastError string        // why the last attempt or link failed
+}
+
+// Pool keeps a link to an exit and opens flows over it. Its DialContext has
+// the signature of net.Dialer's, so the proxies use it as their Dialer.
+type Pool struct {
+	cfg PoolConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	sess    *link.Session // nil unless up
+	ready   chan struct{} // closed when sess becomes non-nil; replaced when it goes
+	status  PoolStatus
+	stopped bool
+}
+
+// NewPool validates cfg and returns a Pool. Nothing is dialed until Run.
+func NewPool(cfg PoolConfig) (*Pool, error) {
+	if cfg.Link.Identity == nil {
+		return nil, errors.New("pool: no identity configured")
+	}
+	if cfg.Exit.Addr == "" {
+		return nil, errors.New("pool: no exit configured")
+	}
+	if cfg.Link.Log == nil {
+		cfg.Link.Log = cfg.Log
+	}
+	return &Pool{
+		cfg:    cfg,
+		log:    orDiscard(cfg.Log).With("exit", cfg.Exit.ID.Short()),
+		ready:  make(chan struct{}),
+		status: PoolStatus{Exit: cfg.Exit, State: StateConnecting, Since: time.Now()},
+	}, nil
+}
+
+// Run keeps a link to the exit up until ctx is cancelled, reconnecting with
+// exponential back-off and jitter whenever it fails. It returns after the
+// link is closed.
+func (p *Pool) Run(ctx context.Context) error {
+	minB := orDefault(p.cfg.MinBackoff, 250*time.Millisecond)
+	maxB := orDefault(p.cfg.MaxBackoff, 30*time.Second)
+	backoff := minB
+	for ctx.Err() == nil {
+		p.setState(StateConnecting, nil)
+		sess, err := p.dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			p.setState(StateDown, err)
+			// Full jitter keeps many clients of one restarted exit from
+			// returning in lockstep.
+			wait := backoff/2 + rand.N(backoff/2+1)
+			p.log.Warn("exit unreachable", "err", err, "retry_in", wait.Round(time.Millisecond))
+			if !waitOrDone(ctx, wait) {
+				break
+			}
+			backoff = min(backoff*2, maxB)
+			continue
+		}
+		backoff = minB
+		p.up(sess)
+		p.log.Info("link up", "addr", p.cfg.Exit.Addr, "rtt", sess.RTT().Round(time.Microsecond))
+		select {
+		case <-sess.CloseChan():
+			p.down(sess, errors.New("link closed"))
+			p.log.Warn("link down; reconnecting")
+		case <-ctx.Done():
+			p.down(sess, nil)
+			sess.GoAway()
+			sess.Close()
+		}
+	}
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	return nil
+}
+
+// dial establishes a link and checks it with one ping: in TLS 1.3 a client
+// that the exit refuses only learns so on first use.
+func (p *Pool) dial(ctx context.Context) (*link.Session, error) {
+	sess, err := link.Dial(ctx, p.cfg.Link, p.cfg.Exit)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sess.Ping(); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("exit closed the link after the handshake (is this client on its allow-list?): %w", err)
+	}
+	return sess, nil
+}
+
+func (p *Pool) up(sess *link.Session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sess = sess
+	close(p.ready)
+	p.status.State, p.status.Since, p.status.LastError = StateUp, time.Now(), ""
+}
+
+func (p *Pool) down(sess *link.Session, why error) {
+	p.retire(sess)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status.State, p.status.Since = StateDown, time.Now()
+	if why != nil {
+		p.status.LastError = why.Error()
+	}
+}
+
+func (p *Pool) setState(s LinkState, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status.State, p.status.Since = s, time.Now()
+	if err != nil {
+		p.status.LastError = err.Error()
+	}
+}
+
+// Status returns a snapshot of the pool.
+func (p *Pool) Status() PoolStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.status
+	if p.sess != nil {
+		st.RTT = p.sess.RTT()
+	}
+	return st
+}
+
+// session returns the live session, waiting up to DialWait for one.
+func (p *Pool) session(ctx context.Context) (*link.Session, error) {
+	p.mu.Lock()
+	sess, ready, stopped := p.sess, p.ready, p.stopped
+	p.mu.Unlock()
+	if sess != nil && !sess.IsClosed() {
+		return sess, nil
+	}
+	if stopped {
+		return nil, ErrNoExit
+	}
+	t := time.NewTimer(orDefault(p.cfg.DialWait, 5*time.Second))
+	defer t.Stop()
+	select {
+	case <-ready:
+		p.mu.Lock()
+		sess = p.sess
+		p.mu.Unlock()
+		if sess != nil {
+			return sess, nil
+		}
+	case <-t.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return nil, ErrNoExit
+}
+
+// DialContext opens a flow to addr ("host:port"; a host name is sent to the
+// exit unresolved) through the exit. Errors carry a wire.Status; with no
+// link up it is StatusNetworkUnreachable and nothing is sent anywhere.
+func (p *Pool) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &wire.Error{Status: wire.StatusKindNotSupported, Err: fmt.Errorf("network %q", network)}
+	}
+	dst, err := wire.ParseAddr(addr)
+	if err != nil {
+		return nil, &wire.Error{Status: wire.StatusAddrTypeUnsupported, Err: err}
+	}
+	// A link can die between two flows before Run notices: the first flow
+	// to find out retires it and tries once more on the next link.
+	for retried := false; ; retried = true {
+		sess, err := p.session(ctx)
+		if err != nil {
+			return nil, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: err}
+		}
+		st, err := sess.OpenStream(ctx)
+		if err != nil {
+			p.retire(sess)
+			if !retried && ctx.Err() == nil {
+				continue
+			}
+			return nil, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: fmt.Errorf("%w: %v", ErrNoExit, err)}
+		}
+		resp, err := request(ctx, st, wire.Request{Kind: wire.KindConnect, Dst: dst}, orDefault(p.cfg.ResponseTimeout, 30*time.Second))
+		if err != nil {
+			st.Reset()
+			if sess.IsClosed() && !retried && ctx.Err() == nil {
+				p.retire(sess)
+				continue
+			}
+			return nil, err
+		}
+		if resp.Status != wire.StatusOK {
+			st.Close()
+			return nil, &wire.Error{Status: resp.Status}
+		}
+		return &flow{Stream: st, local: resp.Bound, remote: dst}, nil
+	}
+}
+
+// retire stops handing out sess to new flows. Run notices when it closes
+// and reconnects.
+func (p *Pool) retire(sess *link.Session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sess == sess {
+		p.sess = nil
+		p.ready = make(chan struct{})
+	}
+}
+
+// request sends req on st and reads the exit's response.
+func request(ctx context.Context, st *yamux.Stream, req wire.Request, timeout time.Duration) (wire.Response, error) {
+	var buf [wire.MaxHeaderLen]byte
+	b, err := req.AppendBinary(buf[:0])
+	if err != nil {
+		return wire.Response{}, &wire.Error{Status: wire.StatusAddrTypeUnsupported, Err: err}
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	st.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := st.Write(b); err != nil {
+		return wire.Response{}, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: err}
+	}
+	resp, err := wire.ReadResponse(st)
+	if err != nil {
+		// No answer from the exit means the link failed, not the
+		// destination: a timeout is a timeout, anything else unreachable.
+		status := wire.StatusNetworkUnreachable
+		if wire.StatusOf(err) == wire.StatusTimeout {
+			status = wire.StatusTimeout
+		}
+		return wire.Response{}, &wire.Error{Status: status, Err: fmt.Errorf("no answer from the exit: %w", err)}
+	}
+	if !stop() {
+		return wire.Response{}, &wire.Error{Status: wire.StatusTimeout, Err: ctx.Err()}
+	}
+	st.SetDeadline(time.Time{})
+	return resp, nil
+}
+
+// flow is a stream that reports the exit-side addresses of its connection.
+type flow struct {
+	*yamux.Stream
+	local, remote wire.Addr
+}
+
+func (f *flow) LocalAddr() net.Addr { return tcpAddr(f.local) }
+
+func (f *flow) RemoteAddr() net.Addr {
+	if f.remote.IP.IsValid() {
+		return tcpAddr(f.remote)
+	}
+	return f.Stream.RemoteAddr()
+}
+
+func tcpAddr(a wire.Addr) *net.TCPAddr {
+	return &net.TCPAddr{IP: a.IP.AsSlice(), Port: int(a.Port)}
+}
