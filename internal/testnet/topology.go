@@ -1,0 +1,141 @@
+package testnet
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/proxy"
+)
+
+// Options shape a Topology. The zero value is a working lab: the exit may
+// reach loopback (where tests put their targets).
+type Options struct {
+	// Policy is the exit's policy; nil means the default policy with
+	// AllowPrivate, so loopback targets are reachable.
+	Policy *exitnet.Policy
+}
+
+// Topology is an exit, a client pool linked to it and the client's SOCKS5
+// and HTTP proxies, all in this process on 127.0.0.1.
+type Topology struct {
+	SOCKS, HTTP string // proxy addresses
+	Pool        *exitnet.Pool
+	ExitAddr    link.ExitAddr
+
+	t        testing.TB
+	opts     Options
+	exitID   *link.Identity
+	mu       sync.Mutex
+	stopExit func()
+}
+
+// Start builds a topology; t.Cleanup tears it down.
+func Start(t testing.TB, opts Options) *Topology {
+	t.Helper()
+	if opts.Policy == nil {
+		opts.Policy = &exitnet.Policy{AllowPrivate: true}
+	}
+	exitID, err := link.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := &Topology{t: t, opts: opts, exitID: exitID}
+	tp.StartExit("127.0.0.1:0")
+
+	clientID, err := link.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Pool, err = exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exit: tp.ExitAddr,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: tp.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpProxy, err := proxy.NewHTTP(proxy.HTTPConfig{Dialer: tp.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socksLn := listen(t)
+	httpLn := listen(t)
+	tp.SOCKS, tp.HTTP = socksLn.Addr().String(), httpLn.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { tp.Pool.Run(ctx) })
+	wg.Go(func() { serve(t, "socks", func() error { return socks.Serve(ctx, socksLn) }) })
+	wg.Go(func() { serve(t, "http", func() error { return httpProxy.Serve(ctx, httpLn) }) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		tp.StopExit()
+	})
+	return tp
+}
+
+func serve(t testing.TB, what string, f func() error) {
+	if err := f(); err != nil {
+		t.Errorf("%s Serve: %v", what, err)
+	}
+}
+
+func listen(t testing.TB) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// StartExit starts the exit on addr, keeping its identity. It is called by
+// Start; call it again after StopExit to bring the exit back.
+func (tp *Topology) StartExit(addr string) {
+	tp.t.Helper()
+	e, err := exitnet.NewExit(exitnet.ExitConfig{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy,
+		Resolver: LoopbackResolver(), DrainTimeout: 100 * time.Millisecond})
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.ExitAddr = link.ExitAddr{ID: tp.exitID.ID(), Addr: ln.Addr().String()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(tp.t, "exit", func() error { return e.Serve(ctx, ln) })
+	}()
+	tp.mu.Lock()
+	tp.stopExit = func() { cancel(); <-done }
+	tp.mu.Unlock()
+}
+
+// StopExit shuts the exit down and waits until it has. It may be called
+// more than once.
+func (tp *Topology) StopExit() {
+	tp.mu.Lock()
+	stop := tp.stopExit
+	tp.stopExit = nil
+	tp.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// LoopbackResolver resolves from /etc/hosts only; a DNS query goes to a
+// closed loopback port and fails, so tests never send DNS off the machine.
+func LoopbackResolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", "127.0.0.1:1")
+	}}
+}
