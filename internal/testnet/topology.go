@@ -52,7 +52,7 @@ func Start(t testing.TB, opts Options) *Topology {
 		t.Fatal(err)
 	}
 	tp.Pool, err = exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exit: tp.ExitAddr,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: 10 * time.Second})
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
