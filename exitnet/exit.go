@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,12 @@ type ExitConfig struct {
 	// DrainTimeout is how long open flows may continue after shutdown
 	// begins. Default 2s.
 	DrainTimeout time.Duration
+	// MaxUDPPerClient caps the UDP associations one client (peer ID) may
+	// hold at once. A torrent client needs one per listen socket. Default 16.
+	MaxUDPPerClient int
+	// UDPIdleTimeout closes a UDP association that has carried nothing
+	// either way for this long. Default 5m.
+	UDPIdleTimeout time.Duration
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -48,9 +55,29 @@ type Exit struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
+	udp   udpCounters
+	names nameCache
+
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
+	clients  map[link.PeerID]*client
 }
+
+// client is what the exit holds for one peer ID across its links.
+type client struct {
+	links int // guarded by Exit.mu
+	udp   atomic.Int32
+}
+
+func (c *client) acquireUDP(limit int) bool {
+	if c.udp.Add(1) > int32(limit) {
+		c.udp.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (c *client) releaseUDP() { c.udp.Add(-1) }
 
 // NewExit validates cfg and returns an Exit ready to Serve.
 func NewExit(cfg ExitConfig) (*Exit, error) {
@@ -65,6 +92,11 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 		policy:   cfg.Policy,
 		log:      orDiscard(cfg.Log),
 		sessions: make(map[*link.Session]struct{}),
+		clients:  make(map[link.PeerID]*client),
+	}
+	e.names.resolver = cfg.Resolver
+	if e.names.resolver == nil {
+		e.names.resolver = net.DefaultResolver
 	}
 	if e.policy == nil {
 		e.policy = &Policy{}
@@ -172,6 +204,12 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	e.sessions[sess] = struct{}{}
+	c := e.clients[sess.Peer]
+	if c == nil {
+		c = &client{}
+		e.clients[sess.Peer] = c
+	}
+	c.links++
 	e.mu.Unlock()
 	log.Info("link up")
 	start := time.Now()
@@ -182,17 +220,20 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 		if err != nil {
 			break
 		}
-		wg.Go(func() { e.serveStream(ctx, log, st) })
+		wg.Go(func() { e.serveStream(ctx, log, st, c) })
 	}
 	sess.Close()
 	wg.Wait()
 	e.mu.Lock()
 	delete(e.sessions, sess)
+	if c.links--; c.links == 0 {
+		delete(e.clients, sess.Peer)
+	}
 	e.mu.Unlock()
 	log.Info("link down", "dur", time.Since(start).Round(time.Millisecond))
 }
 
-func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, st *yamux.Stream) {
+func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, st *yamux.Stream, c *client) {
 	st.SetReadDeadline(time.Now().Add(orDefault(e.cfg.RequestTimeout, 10*time.Second)))
 	req, err := wire.ReadRequest(st)
 	if err != nil {
@@ -204,6 +245,8 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	switch req.Kind {
 	case wire.KindConnect:
 		e.connect(ctx, log, st, req.Dst)
+	case wire.KindUDP:
+		e.associate(ctx, log, st, c)
 	default:
 		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()

@@ -76,6 +76,7 @@ func (tg *target) port() string {
 
 type exitHandle struct {
 	addr   link.ExitAddr
+	exit   *Exit
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // Serve's result, set before done is closed
@@ -107,7 +108,7 @@ func startExit(t *testing.T, id *link.Identity, addr string, policy *Policy) *ex
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &exitHandle{addr: link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}, cancel: cancel, done: make(chan struct{})}
+	h := &exitHandle{addr: link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}, exit: e, cancel: cancel, done: make(chan struct{})}
 	go func() { h.err = e.Serve(ctx, ln); close(h.done) }()
 	t.Cleanup(func() { h.stop(t) })
 	return h

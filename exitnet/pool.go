@@ -227,12 +227,22 @@ func (p *Pool) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	if err != nil {
 		return nil, &wire.Error{Status: wire.StatusAddrTypeUnsupported, Err: err}
 	}
+	st, resp, err := p.open(ctx, wire.Request{Kind: wire.KindConnect, Dst: dst})
+	if err != nil {
+		return nil, err
+	}
+	return &flow{Stream: st, local: resp.Bound, remote: dst}, nil
+}
+
+// open opens a stream for req on the live link and returns it with the
+// exit's successful response. Every error carries a wire.Status.
+func (p *Pool) open(ctx context.Context, req wire.Request) (*yamux.Stream, wire.Response, error) {
 	// A link can die between two flows before Run notices: the first flow
 	// to find out retires it and tries once more on the next link.
 	for retried := false; ; retried = true {
 		sess, err := p.session(ctx)
 		if err != nil {
-			return nil, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: err}
+			return nil, wire.Response{}, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: err}
 		}
 		st, err := sess.OpenStream(ctx)
 		if err != nil {
@@ -240,22 +250,22 @@ func (p *Pool) DialContext(ctx context.Context, network, addr string) (net.Conn,
 			if !retried && ctx.Err() == nil {
 				continue
 			}
-			return nil, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: fmt.Errorf("%w: %v", ErrNoExit, err)}
+			return nil, wire.Response{}, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: fmt.Errorf("%w: %v", ErrNoExit, err)}
 		}
-		resp, err := request(ctx, st, wire.Request{Kind: wire.KindConnect, Dst: dst}, orDefault(p.cfg.ResponseTimeout, 30*time.Second))
+		resp, err := request(ctx, st, req, orDefault(p.cfg.ResponseTimeout, 30*time.Second))
 		if err != nil {
 			st.Reset()
 			if sess.IsClosed() && !retried && ctx.Err() == nil {
 				p.retire(sess)
 				continue
 			}
-			return nil, err
+			return nil, wire.Response{}, err
 		}
 		if resp.Status != wire.StatusOK {
 			st.Close()
-			return nil, &wire.Error{Status: resp.Status}
+			return nil, wire.Response{}, &wire.Error{Status: resp.Status}
 		}
-		return &flow{Stream: st, local: resp.Bound, remote: dst}, nil
+		return st, resp, nil
 	}
 }
 

@@ -1,0 +1,304 @@
+package exitnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-yamux/v5"
+
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// UDPStats counts what the exit's UDP associations carried and dropped.
+type UDPStats struct {
+	Associations   uint64 // opened since start
+	Active         int64  // open now
+	DatagramsOut   uint64 // sent to the internet
+	DatagramsIn    uint64 // received from the internet and relayed
+	BytesOut       uint64
+	BytesIn        uint64
+	DropPolicy     uint64 // destination refused by the exit policy
+	DropResolve    uint64 // destination name did not resolve
+	DropMalformed  uint64 // frame from the client was not a datagram
+	DropSend       uint64 // the socket refused the datagram
+	RefusedTooMany uint64 // association refused: client at its cap
+	ExpiredIdle    uint64 // associations closed for idleness
+}
+
+type udpCounters struct {
+	associations, datagramsOut, datagramsIn, bytesOut, bytesIn             atomic.Uint64
+	dropPolicy, dropResolve, dropMalformed, dropSend, refused, expiredIdle atomic.Uint64
+	active                                                                 atomic.Int64
+}
+
+// UDPStats returns a snapshot of the UDP counters.
+func (e *Exit) UDPStats() UDPStats {
+	c := &e.udp
+	return UDPStats{
+		Associations: c.associations.Load(), Active: c.active.Load(),
+		DatagramsOut: c.datagramsOut.Load(), DatagramsIn: c.datagramsIn.Load(),
+		BytesOut: c.bytesOut.Load(), BytesIn: c.bytesIn.Load(),
+		DropPolicy: c.dropPolicy.Load(), DropResolve: c.dropResolve.Load(),
+		DropMalformed: c.dropMalformed.Load(), DropSend: c.dropSend.Load(),
+		RefusedTooMany: c.refused.Load(), ExpiredIdle: c.expiredIdle.Load(),
+	}
+}
+
+// maxSourceHeader is the longest frame header the exit writes: LEN, ATYP,
+// an IPv6 address and a port. Payloads are read behind it, so the header is
+// written in place without a copy.
+const maxSourceHeader = 2 + 1 + 16 + 2
+
+// associate serves a UDP association on st: one unconnected socket, any
+// number of destinations, and replies or unsolicited datagrams from any
+// address relayed back (endpoint-independent mapping and filtering).
+func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream, c *client) {
+	if !c.acquireUDP(e.maxUDP()) {
+		e.udp.refused.Add(1)
+		respond(st, wire.Response{Status: wire.StatusNotAllowed})
+		st.Close()
+		return
+	}
+	defer c.releaseUDP()
+
+	conn, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		log.Warn("udp association", "err", err)
+		respond(st, wire.Response{Status: wire.StatusGeneralFailure})
+		st.Close()
+		return
+	}
+	// A DHT node receives bursts from many peers at once.
+	conn.SetReadBuffer(2 << 20)
+	conn.SetWriteBuffer(2 << 20)
+	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
+		conn.Close()
+		st.Reset()
+		return
+	}
+	e.udp.associations.Add(1)
+	e.udp.active.Add(1)
+	defer e.udp.active.Add(-1)
+	log.Debug("udp association open", "stream", st.StreamID(), "port", port)
+
+	var last atomic.Int64 // unix nanoseconds of the last datagram either way
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		e.udpToClient(st, conn, &last)
+		st.Close()
+	})
+	wg.Go(func() { e.expireIdle(ctx, st, conn, &last, done) })
+	e.udpFromClient(ctx, st, conn, &last)
+	close(done)
+	conn.Close()
+	st.Close()
+	wg.Wait()
+	log.Debug("udp association closed", "stream", st.StreamID(), "port", port)
+}
+
+// udpFromClient sends the client's datagrams until the stream ends.
+func (e *Exit) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64) {
+	buf := make([]byte, wire.MaxFrameLen)
+	for {
+		body, err := wire.ReadFrame(st, buf)
+		if err != nil {
+			return
+		}
+		dst, payload, err := wire.ParseDatagram(body)
+		if err != nil {
+			e.udp.dropMalformed.Add(1)
+			continue
+		}
+		ip, ok := e.udpDestination(ctx, dst)
+		if !ok {
+			continue
+		}
+		if _, err := conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ip.Unmap(), dst.Port)); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			e.udp.dropSend.Add(1)
+			continue
+		}
+		last.Store(time.Now().UnixNano())
+		e.udp.datagramsOut.Add(1)
+		e.udp.bytesOut.Add(uint64(len(payload)))
+	}
+}
+
+// udpDestination picks the address a datagram for dst goes to: dst's IP,
+// or the first address of its name, that the policy allows. It counts the
+// drop when there is none.
+func (e *Exit) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr, bool) {
+	if dst.IP.IsValid() {
+		if e.policy.Check(dst.IP, dst.Port) != nil {
+			e.udp.dropPolicy.Add(1)
+			return netip.Addr{}, false
+		}
+		return dst.IP, true
+	}
+	ips, err := e.names.lookup(ctx, dst.Name)
+	if err != nil {
+		e.udp.dropResolve.Add(1)
+		return netip.Addr{}, false
+	}
+	for _, ip := range ips {
+		if e.policy.Check(ip, dst.Port) == nil {
+			return ip, true
+		}
+	}
+	e.udp.dropPolicy.Add(1)
+	return netip.Addr{}, false
+}
+
+// udpToClient relays every datagram the socket receives, from any address,
+// until the socket or the stream fails.
+func (e *Exit) udpToClient(st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64) {
+	buf := make([]byte, maxSourceHeader+wire.MaxDatagram)
+	for {
+		n, src, err := conn.ReadFromUDPAddrPort(buf[maxSourceHeader:])
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // e.g. ICMP errors surfacing on the socket
+		}
+		frame := frameInPlace(buf, n, src)
+		if _, err := st.Write(frame); err != nil {
+			return
+		}
+		last.Store(time.Now().UnixNano())
+		e.udp.datagramsIn.Add(1)
+		e.udp.bytesIn.Add(uint64(n))
+	}
+}
+
+// frameInPlace writes the frame header for a payload of n bytes that sits
+// at buf[maxSourceHeader:], just before it, and returns the whole frame.
+func frameInPlace(buf []byte, n int, src netip.AddrPort) []byte {
+	ip := src.Addr().Unmap()
+	hdr := 2 + 1 + 4 + 2
+	if ip.Is6() {
+		hdr = 2 + 1 + 16 + 2
+	}
+	start := maxSourceHeader - hdr
+	// AppendDatagram would copy the payload; build the header by hand.
+	h := buf[start:maxSourceHeader]
+	length := hdr - 2 + n
+	h[0], h[1] = byte(length>>8), byte(length)
+	if ip.Is4() {
+		h[2] = 1
+		a := ip.As4()
+		copy(h[3:7], a[:])
+	} else {
+		h[2] = 4
+		a := ip.As16()
+		copy(h[3:19], a[:])
+	}
+	h[hdr-2], h[hdr-1] = byte(src.Port()>>8), byte(src.Port())
+	return buf[start : maxSourceHeader+n]
+}
+
+// expireIdle closes the association when no datagram has passed either way
+// for the idle timeout.
+func (e *Exit) expireIdle(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64, done <-chan struct{}) {
+	idle := e.udpIdle()
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			conn.Close()
+			st.Close()
+			return
+		case <-t.C:
+			quiet := time.Since(time.Unix(0, last.Load()))
+			if quiet >= idle {
+				e.udp.expiredIdle.Add(1)
+				conn.Close()
+				st.Close()
+				return
+			}
+			t.Reset(idle - quiet)
+		}
+	}
+}
+
+func (e *Exit) maxUDP() int {
+	if e.cfg.MaxUDPPerClient > 0 {
+		return e.cfg.MaxUDPPerClient
+	}
+	return 16
+}
+
+func (e *Exit) udpIdle() time.Duration { return orDefault(e.cfg.UDPIdleTimeout, 5*time.Minute) }
+
+// nameCache resolves destination names of datagrams, remembering answers
+// for a while: a UDP tracker is asked again every few minutes. The policy is
+// not its business: each datagram is judged on the address it goes to.
+type nameCache struct {
+	resolver *net.Resolver
+	mu       sync.Mutex
+	entries  map[string]nameEntry
+}
+
+type nameEntry struct {
+	ips     []netip.Addr // empty for a negative entry
+	expires time.Time
+}
+
+const (
+	nameTTL         = 5 * time.Minute
+	nameNegativeTTL = 30 * time.Second
+	nameCacheMax    = 4096
+	nameMaxAddrs    = 4
+	nameLookupLimit = 5 * time.Second
+)
+
+// lookup returns up to nameMaxAddrs addresses of name.
+func (nc *nameCache) lookup(ctx context.Context, name string) ([]netip.Addr, error) {
+	now := time.Now()
+	nc.mu.Lock()
+	ent, ok := nc.entries[name]
+	nc.mu.Unlock()
+	if !ok || now.After(ent.expires) {
+		ctx, cancel := context.WithTimeout(ctx, nameLookupLimit)
+		ips, err := nc.resolver.LookupNetIP(ctx, "ip", name)
+		cancel()
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil, err // shutting down: remember nothing
+		}
+		ent = nameEntry{expires: now.Add(nameNegativeTTL)}
+		if len(ips) > 0 {
+			ent = nameEntry{ips: ips[:min(len(ips), nameMaxAddrs)], expires: now.Add(nameTTL)}
+		}
+		nc.mu.Lock()
+		if nc.entries == nil {
+			nc.entries = make(map[string]nameEntry)
+		}
+		if len(nc.entries) >= nameCacheMax {
+			for k := range nc.entries { // evict an arbitrary entry
+				delete(nc.entries, k)
+				break
+			}
+		}
+		nc.entries[name] = ent
+		nc.mu.Unlock()
+	}
+	if len(ent.ips) == 0 {
+		return nil, fmt.Errorf("%s does not resolve", name)
+	}
+	return ent.ips, nil
+}

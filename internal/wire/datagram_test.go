@@ -1,0 +1,95 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/netip"
+	"testing"
+)
+
+func TestDatagramRoundTrip(t *testing.T) {
+	addrs := []Addr{
+		{IP: netip.MustParseAddr("198.51.100.4"), Port: 6881},
+		{IP: netip.MustParseAddr("2001:db8::7"), Port: 443},
+		{Name: "tracker.example", Port: 6969},
+	}
+	var stream []byte
+	payloads := [][]byte{[]byte("d1:ad2:id20:"), {}, bytes.Repeat([]byte{0xab}, 1400)}
+	for i, a := range addrs {
+		var err error
+		stream, err = AppendDatagram(stream, a, payloads[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := bytes.NewReader(stream)
+	buf := make([]byte, MaxFrameLen)
+	for i, want := range addrs {
+		body, err := ReadFrame(r, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, p, err := ParseDatagram(body)
+		if err != nil || a != want || !bytes.Equal(p, payloads[i]) {
+			t.Fatalf("frame %d: %+v %d bytes %v; want %+v %d bytes", i, a, len(p), err, want, len(payloads[i]))
+		}
+	}
+	if _, err := ReadFrame(r, buf); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want EOF", err)
+	}
+}
+
+func TestDatagramLimits(t *testing.T) {
+	a := Addr{IP: netip.MustParseAddr("198.51.100.4"), Port: 1}
+	big := make([]byte, 0xffff)
+	if _, err := AppendDatagram(nil, a, big); !errors.Is(err, ErrFrame) {
+		t.Fatalf("oversized payload: %v", err)
+	}
+	maxIPv4 := 0xffff - 7
+	if b, err := AppendDatagram(nil, a, big[:maxIPv4]); err != nil || len(b) != MaxFrameLen {
+		t.Fatalf("largest IPv4 datagram: %d bytes, %v", len(b), err)
+	}
+	name := Addr{Name: string(bytes.Repeat([]byte{'n'}, 255)), Port: 1}
+	if _, err := AppendDatagram(nil, name, big[:MaxDatagram]); err != nil {
+		t.Fatalf("MaxDatagram with the longest name: %v", err)
+	}
+}
+
+func TestParseDatagramRejects(t *testing.T) {
+	for _, body := range [][]byte{nil, {1, 1, 2, 3}, {4, 0}, {3}, {3, 5, 'a'}, {3, 0, 0, 1}, {9, 0, 0}} {
+		if _, _, err := ParseDatagram(body); err == nil {
+			t.Errorf("ParseDatagram(% x) accepted", body)
+		}
+	}
+	if _, err := ReadFrame(bytes.NewReader([]byte{0, 10, 1, 2}), make([]byte, MaxFrameLen)); err != io.ErrUnexpectedEOF {
+		t.Errorf("truncated frame: %v", err)
+	}
+}
+
+func TestParseDatagramAllocs(t *testing.T) {
+	body, _ := AppendDatagram(nil, Addr{IP: netip.MustParseAddr("2001:db8::7"), Port: 443}, make([]byte, 100))
+	if n := testing.AllocsPerRun(100, func() { ParseDatagram(body[2:]) }); n != 0 {
+		t.Fatalf("ParseDatagram of an IP datagram allocates %v times", n)
+	}
+}
+
+func FuzzParseDatagram(f *testing.F) {
+	for _, a := range []Addr{{IP: netip.MustParseAddr("1.2.3.4"), Port: 1}, {Name: "x.example", Port: 2}, {IP: netip.MustParseAddr("::1"), Port: 3}} {
+		b, _ := AppendDatagram(nil, a, []byte("payload"))
+		f.Add(b[2:])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		a, p, err := ParseDatagram(body)
+		if err != nil {
+			return
+		}
+		b, err := AppendDatagram(nil, a, p)
+		if err != nil {
+			t.Fatalf("parsed %+v does not encode: %v", a, err)
+		}
+		if !bytes.Equal(b[2:], body) {
+			t.Fatalf("re-encoded % x, parsed % x", b[2:], body)
+		}
+	})
+}
