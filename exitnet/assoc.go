@@ -21,8 +21,9 @@ type Association struct {
 	wmu  sync.Mutex
 	wbuf []byte
 
-	rbuf      []byte // used by ReadFrom only, which is not concurrent
-	malformed atomic.Uint64
+	rbuf       []byte // used by ReadFrom only, which is not concurrent
+	malformed  atomic.Uint64
+	unsendable atomic.Uint64
 }
 
 // Associate opens a UDP association through the exit.
@@ -37,13 +38,15 @@ func (p *Pool) Associate(ctx context.Context) (*Association, error) {
 
 // WriteTo sends payload to dst, an IP or a name the exit resolves. It
 // blocks while the link's window for this association is full; it never
-// holds up other flows.
+// holds up other flows. A datagram that cannot be framed (too long for its
+// address) is dropped and counted; an error means the association is dead.
 func (a *Association) WriteTo(payload []byte, dst wire.Addr) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	frame, err := wire.AppendDatagram(a.wbuf[:0], dst, payload)
 	if err != nil {
-		return err
+		a.unsendable.Add(1)
+		return nil
 	}
 	_, err = a.st.Write(frame)
 	return err
@@ -69,6 +72,10 @@ func (a *Association) ReadFrom(p []byte) (int, wire.Addr, error) {
 
 // Malformed counts frames from the exit that were skipped.
 func (a *Association) Malformed() uint64 { return a.malformed.Load() }
+
+// Unsendable counts datagrams WriteTo dropped because they could not be
+// framed.
+func (a *Association) Unsendable() uint64 { return a.unsendable.Load() }
 
 // Close ends the association at both ends.
 func (a *Association) Close() error {

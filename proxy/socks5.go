@@ -39,17 +39,27 @@ type SOCKSConfig struct {
 	// arrived, a flow has no time limit of its own.
 	HandshakeTimeout time.Duration
 
-	// Log receives one Debug record per connection or flow. nil discards.
+	// Associator, when set, carries UDP ASSOCIATE: each association's
+	// datagrams go through an Association it opens. nil: UDP ASSOCIATE is
+	// answered "command not supported".
+	Associator Associator
+
+	// Log receives one Debug record per connection or flow, and an Info
+	// record when a UDP association to the far side is re-established. nil
+	// discards.
 	Log *slog.Logger
 }
 
-// SOCKS is a SOCKS5 server (RFC 1928) that speaks CONNECT through a Dialer.
-// BIND and UDP ASSOCIATE are answered "command not supported".
+// SOCKS is a SOCKS5 server (RFC 1928) that speaks CONNECT through a Dialer
+// and, with an Associator, UDP ASSOCIATE. BIND is answered "command not
+// supported".
 type SOCKS struct {
 	dialer           Dialer
+	associator       Associator
 	handshakeTimeout time.Duration
 	log              *slog.Logger
 	srv              *socks5.Server
+	udp              udpCounters
 }
 
 // NewSOCKS validates cfg and returns a server ready to Serve.
@@ -68,6 +78,7 @@ func NewSOCKS(cfg SOCKSConfig) (*SOCKS, error) {
 	}
 	s := &SOCKS{
 		dialer:           cfg.Dialer,
+		associator:       cfg.Associator,
 		handshakeTimeout: cfg.HandshakeTimeout,
 		log:              cfg.Log,
 	}
@@ -183,12 +194,19 @@ func (s *SOCKS) handleBind(_ context.Context, w io.Writer, _ *socks5.Request) er
 	return s.unsupported(w, "bind")
 }
 
-// handleAssociate refuses UDP ASSOCIATE for now. go-socks5's own association
-// is unusable for torrents (a socket and goroutine per destination, never
-// freed); swarmvpn's, carried over one stream per association, is a separate
-// optional dependency (an Associator) to be added to SOCKSConfig.
-func (s *SOCKS) handleAssociate(_ context.Context, w io.Writer, _ *socks5.Request) error {
-	return s.unsupported(w, "udp associate")
+// handleAssociate relays a UDP ASSOCIATE through the Associator, or refuses
+// it when there is none. go-socks5's own association is unusable for
+// torrents (a socket and goroutine per destination, never freed).
+func (s *SOCKS) handleAssociate(_ context.Context, w io.Writer, req *socks5.Request) error {
+	if s.associator == nil {
+		return s.unsupported(w, "udp associate")
+	}
+	c, err := requestRead(w)
+	if err != nil {
+		socks5.SendReply(w, statute.RepServerFailure, nil)
+		return err
+	}
+	return s.serveAssociate(c, req)
 }
 
 func (s *SOCKS) unsupported(w io.Writer, cmd string) error {

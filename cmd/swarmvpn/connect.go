@@ -54,7 +54,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool, Username: user, Password: pass, Log: log})
+	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool, Associator: associator{pool}, Username: user, Password: pass, Log: log})
 	if err != nil {
 		return err
 	}
@@ -94,4 +94,15 @@ func addrOf(ln net.Listener) string {
 		return "off"
 	}
 	return ln.Addr().String()
+}
+
+// associator lets the SOCKS5 server open UDP associations through the pool.
+type associator struct{ pool *exitnet.Pool }
+
+func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
+	assoc, err := a.pool.Associate(ctx)
+	if err != nil {
+		return nil, err // never a non-nil interface holding a nil pointer
+	}
+	return assoc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Target is a TCP server that records every connection it accepts. Each
@@ -58,6 +59,22 @@ func StartTarget(t testing.TB, addr string, handle func(net.Conn)) *Target {
 	})
 	t.Cleanup(func() { ln.Close(); tg.wg.Wait() })
 	return tg
+}
+
+// WaitFor polls cond until it holds, for state a test cannot be told about
+// directly; it fails the test after 10 seconds.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 }
 
 // Port returns the target's port as text.

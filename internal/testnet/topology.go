@@ -26,6 +26,7 @@ type Topology struct {
 	SOCKS, HTTP string // proxy addresses
 	Pool        *exitnet.Pool
 	ExitAddr    link.ExitAddr
+	Exit        *exitnet.Exit // the running exit; replaced by StartExit
 
 	t        testing.TB
 	opts     Options
@@ -56,7 +57,7 @@ func Start(t testing.TB, opts Options) *Topology {
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: tp.Pool})
+	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: tp.Pool, Associator: associator{tp.Pool}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +109,7 @@ func (tp *Topology) StartExit(addr string) {
 		tp.t.Fatal(err)
 	}
 	tp.ExitAddr = link.ExitAddr{ID: tp.exitID.ID(), Addr: ln.Addr().String()}
+	tp.Exit = e
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -138,4 +140,16 @@ func LoopbackResolver() *net.Resolver {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", "127.0.0.1:1")
 	}}
+}
+
+// associator lets the SOCKS5 server open UDP associations through the pool,
+// as cmd/swarmvpn wires it.
+type associator struct{ pool *exitnet.Pool }
+
+func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
+	assoc, err := a.pool.Associate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return assoc, nil
 }

@@ -86,7 +86,7 @@ func ParseDatagram(body []byte) (Addr, []byte, error) {
 		if len(body) < 2+n+2 {
 			return Addr{}, nil, ErrFrame
 		}
-		if !validName(string(body[2 : 2+n])) { // no allocation: the conversion is not kept
+		if !ValidName(body[2 : 2+n]) {
 			return Addr{}, nil, ErrName
 		}
 		a.Name = string(body[2 : 2+n])

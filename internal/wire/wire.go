@@ -91,7 +91,7 @@ func ParseAddr(hostport string) (Addr, error) {
 		}
 		return Addr{IP: ip, Port: uint16(port)}, nil
 	}
-	if !validName(host) {
+	if !ValidName(host) {
 		return Addr{}, fmt.Errorf("%w: %q", ErrName, host)
 	}
 	return Addr{Name: host, Port: uint16(port)}, nil
@@ -133,7 +133,7 @@ func appendAddr(b []byte, a Addr) ([]byte, error) {
 		v := a.IP.As16()
 		b = append(b, v[:]...)
 	case a.Name != "":
-		if !validName(a.Name) {
+		if !ValidName(a.Name) {
 			return b, fmt.Errorf("%w: %q", ErrName, a.Name)
 		}
 		b = append(b, atypDomain, byte(len(a.Name)))
@@ -174,7 +174,7 @@ func readAddr(r io.Reader, buf []byte) (Addr, error) {
 			return Addr{}, err
 		}
 		name := buf[:n]
-		if !validName(string(name)) {
+		if !ValidName(name) {
 			return Addr{}, ErrName
 		}
 		a.Name = string(name)
@@ -185,14 +185,14 @@ func readAddr(r io.Reader, buf []byte) (Addr, error) {
 	return a, nil
 }
 
-// validName reports whether s can be sent as a domain name: 1 to 255 bytes
-// of printable ASCII other than space, '/' and ':' (which would make the
-// "host:port" form ambiguous).
-func validName(s string) bool {
+// ValidName reports whether s can be sent as a domain name: 1 to 255 bytes
+// of printable ASCII other than space, '/', '\' and ':' (which would make
+// the "host:port" form ambiguous).
+func ValidName[T string | []byte](s T) bool {
 	if len(s) == 0 || len(s) > 255 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		c := s[i]
 		if c <= ' ' || c >= 0x7f || c == '/' || c == ':' || c == '\\' {
 			return false

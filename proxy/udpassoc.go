@@ -1,0 +1,458 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/things-go/go-socks5"
+	"github.com/things-go/go-socks5/statute"
+
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// Associator opens UDP associations to the far side: one per SOCKS5 UDP ASSOCIATE.
+type Associator interface {
+	Associate(ctx context.Context) (Association, error)
+}
+
+// Association carries datagrams between this proxy and any number of remote addresses.
+//
+// An error from WriteTo or ReadFrom means the association can carry no more
+// datagrams (its link dropped, say): the proxy then closes it and opens
+// another. A datagram that merely cannot be delivered (a name that does not
+// resolve, a destination the far side's policy refuses) should be dropped
+// without an error.
+type Association interface {
+	// WriteTo sends one datagram to dst: an IP, or a name the far side resolves (never resolved here).
+	WriteTo(p []byte, dst wire.Addr) error
+	// ReadFrom reads the next datagram from any remote address into p; src is always an IP.
+	ReadFrom(p []byte) (n int, src wire.Addr, err error)
+	// Close ends the association; blocked ReadFrom/WriteTo calls return.
+	Close() error
+}
+
+// Re-association back-off. After an Associate that failed, or an
+// association that failed within maxReassocBackoff of being opened, the
+// next attempt waits: minReassocBackoff at first, doubling up to
+// maxReassocBackoff. An association that lived longer is re-opened at once.
+const (
+	minReassocBackoff = 250 * time.Millisecond
+	maxReassocBackoff = 10 * time.Second
+)
+
+// udpBufLen holds any UDP datagram's payload.
+const udpBufLen = 1 << 16
+
+// relaySocketBuffer is the receive buffer asked for the relay socket: room
+// for bursts of DHT and uTP traffic while the reader is busy.
+const relaySocketBuffer = 4 << 20
+
+// UDPStats counts the traffic of SOCKS5 UDP associations: of one, or of all
+// a server has relayed. Bytes are datagram payloads, headers excluded.
+type UDPStats struct {
+	// Associations counts UDP ASSOCIATE requests answered with success;
+	// Reassociations, associations to the far side re-opened after the
+	// previous one failed.
+	Associations, Reassociations uint64
+
+	// DatagramsOut and BytesOut count what went from clients to the far
+	// side; DatagramsIn and BytesIn what went from the far side to clients.
+	DatagramsOut, BytesOut uint64
+	DatagramsIn, BytesIn   uint64
+
+	// Datagrams dropped, by reason.
+	DropFrag         uint64 // from the client with FRAG ≠ 0: fragments are not reassembled
+	DropMalformed    uint64 // from the client with a truncated header, an unknown address type or a bad name; from the far side with a source that is not an IP
+	DropStranger     uint64 // to the relay socket from any address but the client's
+	DropNoClientPort uint64 // from the far side before the client sent its first datagram
+	DropLinkDown     uint64 // either way while no association to the far side is open, or whose sending failed
+	DropSendFailed   uint64 // from the far side, which the relay socket could not send to the client
+}
+
+// udpCounter names one of the counters of UDPStats.
+type udpCounter int
+
+const (
+	cAssociations udpCounter = iota
+	cReassociations
+	cDatagramsOut
+	cBytesOut
+	cDatagramsIn
+	cBytesIn
+	cDropFrag
+	cDropMalformed
+	cDropStranger
+	cDropNoClientPort
+	cDropLinkDown
+	cDropSendFailed
+	numUDPCounters
+)
+
+// udpCounters holds the values of a UDPStats, updated atomically.
+type udpCounters [numUDPCounters]atomic.Uint64
+
+func (c *udpCounters) stats() UDPStats {
+	return UDPStats{
+		Associations:     c[cAssociations].Load(),
+		Reassociations:   c[cReassociations].Load(),
+		DatagramsOut:     c[cDatagramsOut].Load(),
+		BytesOut:         c[cBytesOut].Load(),
+		DatagramsIn:      c[cDatagramsIn].Load(),
+		BytesIn:          c[cBytesIn].Load(),
+		DropFrag:         c[cDropFrag].Load(),
+		DropMalformed:    c[cDropMalformed].Load(),
+		DropStranger:     c[cDropStranger].Load(),
+		DropNoClientPort: c[cDropNoClientPort].Load(),
+		DropLinkDown:     c[cDropLinkDown].Load(),
+		DropSendFailed:   c[cDropSendFailed].Load(),
+	}
+}
+
+// udpCount adds to an association's own counters and to its server's.
+type udpCount struct{ own, total *udpCounters }
+
+func (u udpCount) add(c udpCounter, n uint64) {
+	u.own[c].Add(n)
+	u.total[c].Add(n)
+}
+
+// UDPStats returns the totals of every UDP association the server has
+// relayed, open ones included.
+func (s *SOCKS) UDPStats() UDPStats { return s.udp.stats() }
+
+// serveAssociate answers a UDP ASSOCIATE and relays the association's
+// datagrams until the client closes the control connection c, or ctx ends
+// (which closes c).
+func (s *SOCKS) serveAssociate(c *socksConn, req *socks5.Request) error {
+	local, lok := c.LocalAddr().(*net.TCPAddr)
+	remote, rok := c.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		socks5.SendReply(c.Conn, statute.RepServerFailure, nil)
+		return fmt.Errorf("socks5 udp associate: control connection is not TCP (%T)", c.Conn)
+	}
+	a, err := associate(c.ctx, s.associator)
+	if err != nil {
+		if rerr := socks5.SendReply(c.Conn, replyCode(err), nil); rerr != nil {
+			return fmt.Errorf("socks5 udp associate: %w (reply: %v)", err, rerr)
+		}
+		return fmt.Errorf("socks5 udp associate: %w", err)
+	}
+	// The relay socket listens where the client reached us, so the client
+	// can reach it too.
+	bind := netip.AddrPortFrom(local.AddrPort().Addr().Unmap(), 0)
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(bind))
+	if err != nil {
+		a.Close()
+		socks5.SendReply(c.Conn, statute.RepServerFailure, nil)
+		return fmt.Errorf("socks5 udp associate: relay socket: %w", err)
+	}
+	pc.SetReadBuffer(relaySocketBuffer) // a smaller buffer only drops more in bursts
+	if err := socks5.SendReply(c.Conn, statute.RepSuccess, pc.LocalAddr()); err != nil {
+		pc.Close()
+		a.Close()
+		return fmt.Errorf("socks5 udp associate: reply: %w", err)
+	}
+
+	client := remote.AddrPort().Addr().Unmap()
+	ctx, cancel := context.WithCancel(c.ctx)
+	r := &udpRelay{
+		pc:         pc,
+		clientAddr: client,
+		clientIP:   client.WithZone(""),
+		ctrl:       c.Conn,
+	}
+	r.count = udpCount{own: &r.own, total: &s.udp}
+	r.up = newUplink(ctx, s.associator, s.log, r.count)
+	if req.DestAddr != nil && req.DestAddr.Port != 0 {
+		// The client said which port it sends from.
+		r.clientPort.Store(uint32(req.DestAddr.Port))
+	}
+	r.count.add(cAssociations, 1)
+	r.up.open(a)
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(r.fromClient)
+	wg.Go(r.fromFar)
+	// The association lives exactly as long as the control connection:
+	// until the client closes it, or ctx ends and serveConns closes it.
+	// Whatever the client sends on it is ignored.
+	_, err = io.Copy(io.Discard, req.Reader)
+	cancel()
+	r.up.close()
+	pc.Close()
+	wg.Wait()
+
+	st := r.own.stats()
+	attrs := []any{
+		"bytes_in", st.BytesIn, "bytes_out", st.BytesOut, "dur", time.Since(start),
+		"datagrams_in", st.DatagramsIn, "datagrams_out", st.DatagramsOut,
+		"reassociations", st.Reassociations,
+		"drop_frag", st.DropFrag, "drop_malformed", st.DropMalformed,
+		"drop_stranger", st.DropStranger, "drop_no_client_port", st.DropNoClientPort,
+		"drop_link_down", st.DropLinkDown, "drop_send_failed", st.DropSendFailed,
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	s.log.Debug("socks5 udp association ended", attrs...)
+	return nil
+}
+
+// associate calls as.Associate, which must return an association or an
+// error.
+func associate(ctx context.Context, as Associator) (Association, error) {
+	a, err := as.Associate(ctx)
+	if err == nil && a == nil {
+		err = errors.New("associator returned neither an association nor an error")
+	}
+	return a, err
+}
+
+// udpRelay carries one association's datagrams between the client, on the
+// relay socket, and the far side, through the uplink.
+type udpRelay struct {
+	pc   *net.UDPConn
+	up   *uplink
+	ctrl net.Conn // the control connection, closed only if pc fails
+
+	// clientAddr is where datagrams for the client go; clientIP, the same
+	// without a zone, is what a datagram's source is compared with.
+	clientAddr, clientIP netip.Addr
+	// clientPort is the client's UDP port, 0 until known. Only fromClient
+	// stores it.
+	clientPort atomic.Uint32
+
+	own   udpCounters
+	count udpCount
+}
+
+// fromClient reads the client's datagrams from the relay socket and sends
+// them to the far side, until the relay socket is closed.
+func (r *udpRelay) fromClient() {
+	buf := make([]byte, udpBufLen)
+	for {
+		n, from, err := r.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				// Not seen on a working host. Without its socket the
+				// association is dead: end it as the client's closing
+				// the control connection would.
+				r.ctrl.Close()
+			}
+			return
+		}
+		if from.Addr().Unmap().WithZone("") != r.clientIP {
+			r.count.add(cDropStranger, 1)
+			continue
+		}
+		switch port := r.clientPort.Load(); {
+		case port == 0:
+			r.clientPort.Store(uint32(from.Port()))
+		case port != uint32(from.Port()):
+			r.count.add(cDropStranger, 1)
+			continue
+		}
+		dst, data, err := parseUDPHeader(buf[:n])
+		if err != nil {
+			if err == errUDPFrag {
+				r.count.add(cDropFrag, 1)
+			} else {
+				r.count.add(cDropMalformed, 1)
+			}
+			continue
+		}
+		l := r.up.get()
+		if l.a == nil {
+			r.count.add(cDropLinkDown, 1)
+			continue
+		}
+		if err := l.a.WriteTo(data, dst); err != nil {
+			r.up.fail(l.gen, err)
+			r.count.add(cDropLinkDown, 1)
+			continue
+		}
+		r.count.add(cDatagramsOut, 1)
+		r.count.add(cBytesOut, uint64(len(data)))
+	}
+}
+
+// fromFar reads datagrams from each association the uplink opens in turn
+// and sends them to the client, until the relay ends.
+func (r *udpRelay) fromFar() {
+	// The header goes in front of the data, in the same buffer.
+	buf := make([]byte, maxIPUDPHeaderLen+udpBufLen)
+	data := buf[maxIPUDPHeaderLen:]
+	for {
+		var l liveAssoc
+		select {
+		case <-r.up.ctx.Done():
+			return
+		case l = <-r.up.ready:
+		}
+		for {
+			n, src, err := l.a.ReadFrom(data)
+			if err != nil {
+				r.up.fail(l.gen, err)
+				break
+			}
+			n = min(n, len(data))
+			port := r.clientPort.Load()
+			if port == 0 {
+				r.count.add(cDropNoClientPort, 1)
+				continue
+			}
+			h := udpHeaderLen(src)
+			if h == 0 || !src.IP.IsValid() {
+				r.count.add(cDropMalformed, 1)
+				continue
+			}
+			start := maxIPUDPHeaderLen - h
+			appendUDPHeader(buf[start:start], src)
+			dst := netip.AddrPortFrom(r.clientAddr, uint16(port))
+			if _, err := r.pc.WriteToUDPAddrPort(buf[start:maxIPUDPHeaderLen+n], dst); err != nil {
+				r.count.add(cDropSendFailed, 1)
+				continue
+			}
+			r.count.add(cDatagramsIn, 1)
+			r.count.add(cBytesIn, uint64(n))
+		}
+	}
+}
+
+// liveAssoc is an open association and its generation: the number that
+// tells it from the ones before it.
+type liveAssoc struct {
+	a   Association
+	gen uint64
+}
+
+// uplink is a relay's association to the far side. When the association
+// fails, uplink closes it and opens another lazily, when the client next
+// sends: one attempt at a time, in the background, with back-off.
+type uplink struct {
+	ctx   context.Context // ends with the relay; Associate calls use it
+	assoc Associator
+	log   *slog.Logger
+	count udpCount
+	// ready receives each association as it opens, for fromFar; it holds
+	// at most the newest.
+	ready chan liveAssoc
+	wg    sync.WaitGroup // attempts in flight
+
+	mu        sync.Mutex
+	cur       liveAssoc // cur.a is nil while the link is down
+	gen       uint64
+	closed    bool
+	dialing   bool
+	since     time.Time // when cur was opened, or the link went down
+	backoff   time.Duration
+	notBefore time.Time // no attempt before
+}
+
+func newUplink(ctx context.Context, a Associator, log *slog.Logger, count udpCount) *uplink {
+	return &uplink{ctx: ctx, assoc: a, log: log, count: count, ready: make(chan liveAssoc, 1)}
+}
+
+// open makes a the current association. The caller holds mu, or is the
+// only one to use u.
+func (u *uplink) open(a Association) {
+	u.gen++
+	u.cur = liveAssoc{a: a, gen: u.gen}
+	u.since = time.Now()
+	select {
+	case <-u.ready: // one that failed before fromFar took it
+	default:
+	}
+	u.ready <- u.cur
+}
+
+// get returns the current association, or one with a nil a while the link
+// is down; then it starts an attempt to re-open it unless one is in flight
+// or the back-off has not yet passed.
+func (u *uplink) get() liveAssoc {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cur.a != nil || u.closed {
+		return u.cur
+	}
+	if !u.dialing && !time.Now().Before(u.notBefore) {
+		u.dialing = true
+		u.wg.Go(u.reassociate)
+	}
+	return liveAssoc{}
+}
+
+func (u *uplink) reassociate() {
+	a, err := associate(u.ctx, u.assoc)
+	u.mu.Lock()
+	u.dialing = false
+	if u.closed {
+		u.mu.Unlock()
+		if err == nil {
+			a.Close()
+		}
+		return
+	}
+	if err != nil {
+		u.delay(time.Now())
+		u.mu.Unlock()
+		u.log.Debug("socks5 udp re-association failed", "err", err)
+		return
+	}
+	down := time.Since(u.since)
+	u.open(a)
+	u.mu.Unlock()
+	u.count.add(cReassociations, 1)
+	u.log.Info("socks5 udp association re-established", "dur", down)
+}
+
+// delay sets the back-off after a failure at now. The caller holds mu.
+func (u *uplink) delay(now time.Time) {
+	u.backoff = min(max(2*u.backoff, minReassocBackoff), maxReassocBackoff)
+	u.notBefore = now.Add(u.backoff)
+}
+
+// fail closes the association of generation gen, which returned err, unless
+// it has already been replaced.
+func (u *uplink) fail(gen uint64, err error) {
+	u.mu.Lock()
+	if u.cur.a == nil || u.cur.gen != gen {
+		u.mu.Unlock()
+		return
+	}
+	a := u.cur.a
+	u.cur = liveAssoc{}
+	now := time.Now()
+	if now.Sub(u.since) < maxReassocBackoff {
+		u.delay(now)
+	} else {
+		u.backoff, u.notBefore = 0, time.Time{}
+	}
+	u.since = now
+	u.mu.Unlock()
+	a.Close()
+	u.log.Debug("socks5 udp association lost", "err", err)
+}
+
+// close closes the current association and waits for an attempt in flight,
+// whose ctx the caller has ended. Nothing is opened after it.
+func (u *uplink) close() {
+	u.mu.Lock()
+	u.closed = true
+	a := u.cur.a
+	u.cur = liveAssoc{}
+	u.mu.Unlock()
+	if a != nil {
+		a.Close()
+	}
+	u.wg.Wait()
+}
