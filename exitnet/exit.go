@@ -42,6 +42,9 @@ type ExitConfig struct {
 	// UDPIdleTimeout closes a UDP association that has carried nothing
 	// either way for this long. Default 5m.
 	UDPIdleTimeout time.Duration
+	// Ports lends forwarded ports to clients. Nil means this exit offers
+	// no port forwarding.
+	Ports PortLender
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -56,6 +59,7 @@ type Exit struct {
 	dialer net.Dialer
 
 	udp   udpCounters
+	fwd   forwardCounters
 	names nameCache
 
 	mu       sync.Mutex
@@ -65,8 +69,10 @@ type Exit struct {
 
 // client is what the exit holds for one peer ID across its links.
 type client struct {
-	links int // guarded by Exit.mu
-	udp   atomic.Int32
+	links        int // guarded by Exit.mu
+	udp          atomic.Int32
+	forward      atomic.Uint32 // the forwarded port, 0 if none
+	udpOnForward atomic.Bool   // an association holds the forwarded port
 }
 
 func (c *client) acquireUDP(limit int) bool {
@@ -220,7 +226,7 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 		if err != nil {
 			break
 		}
-		wg.Go(func() { e.serveStream(ctx, log, st, c) })
+		wg.Go(func() { e.serveStream(ctx, log, sess, st, c) })
 	}
 	sess.Close()
 	wg.Wait()
@@ -233,7 +239,7 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	log.Info("link down", "dur", time.Since(start).Round(time.Millisecond))
 }
 
-func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, st *yamux.Stream, c *client) {
+func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client) {
 	st.SetReadDeadline(time.Now().Add(orDefault(e.cfg.RequestTimeout, 10*time.Second)))
 	req, err := wire.ReadRequest(st)
 	if err != nil {
@@ -247,6 +253,8 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, st *yamux.Stre
 		e.connect(ctx, log, st, req.Dst)
 	case wire.KindUDP:
 		e.associate(ctx, log, st, c)
+	case wire.KindForward:
+		e.forward(ctx, log, sess, st, c, req.Dst.Port)
 	default:
 		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -36,6 +39,18 @@ type PoolConfig struct {
 	// MinBackoff and MaxBackoff bound the exponential back-off between
 	// attempts to reach the exit. Defaults 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
+	// Forward asks the exit for a forwarded port on every link, preferring
+	// ForwardPort (0: any). The exit keeps a client's port for it across
+	// reconnects.
+	Forward     bool
+	ForwardPort uint16
+	// OnPort is called from Run with the forwarded port each time a link
+	// obtains one: after every connect and reconnect. Never with 0. It
+	// must not block for long.
+	OnPort func(port uint16)
+	// Inbound dials the local target for a connection that arrived at the
+	// forwarded port from remote. Nil refuses inbound connections.
+	Inbound func(ctx context.Context, remote netip.AddrPort) (net.Conn, error)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 }
@@ -56,6 +71,8 @@ type PoolStatus struct {
 	Since     time.Time     // when State began
 	RTT       time.Duration // last measured link round trip, 0 if unknown
 	LastError string        // why the last attempt or link failed
+	// ForwardedPort is the port the exit lends this client, 0 if none.
+	ForwardedPort uint16
 }
 
 // Pool keeps a link to an exit and opens flows over it. Its DialContext has
@@ -116,22 +133,116 @@ func (p *Pool) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = minB
-		p.up(sess)
-		p.log.Info("link up", "addr", p.cfg.Exit.Addr, "rtt", sess.RTT().Round(time.Microsecond))
-		select {
-		case <-sess.CloseChan():
-			p.down(sess, errors.New("link closed"))
-			p.log.Warn("link down; reconnecting")
-		case <-ctx.Done():
-			p.down(sess, nil)
-			sess.GoAway()
-			sess.Close()
-		}
+		p.serveLink(ctx, sess)
 	}
 	p.mu.Lock()
 	p.stopped = true
 	p.mu.Unlock()
 	return nil
+}
+
+// serveLink runs one established link until it closes or ctx ends: the
+// forward is requested before flows may use the link, so that the first UDP
+// association gets the forwarded port, and inbound streams are served.
+func (p *Pool) serveLink(ctx context.Context, sess *link.Session) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var port uint16
+	if p.cfg.Forward {
+		port = p.requestForward(ctx, sess)
+	}
+	wg.Go(func() { p.acceptInbound(ctx, sess) })
+	p.up(sess, port)
+	p.log.Info("link up", "addr", p.cfg.Exit.Addr, "rtt", sess.RTT().Round(time.Microsecond))
+	if port != 0 && p.cfg.OnPort != nil {
+		p.cfg.OnPort(port)
+	}
+	select {
+	case <-sess.CloseChan():
+		p.down(sess, errors.New("link closed"))
+		p.log.Warn("link down; reconnecting")
+	case <-ctx.Done():
+		p.down(sess, nil)
+		sess.GoAway()
+		sess.Close()
+	}
+}
+
+// requestForward asks the exit for a port and holds the forward open for
+// the link's life. It returns 0 when the exit lends none.
+func (p *Pool) requestForward(ctx context.Context, sess *link.Session) uint16 {
+	st, err := sess.OpenStream(ctx)
+	if err != nil {
+		return 0
+	}
+	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
+	resp, err := request(ctx, st, req, orDefault(p.cfg.ResponseTimeout, 30*time.Second))
+	switch {
+	case err != nil:
+		st.Reset()
+		p.log.Warn("forward request failed", "err", err)
+		return 0
+	case resp.Status == wire.StatusKindNotSupported:
+		st.Close()
+		p.log.Warn("this exit offers no port forwarding: the torrent client will not be connectable; choose an exit that forwards ports")
+		return 0
+	case resp.Status != wire.StatusOK || resp.Bound.Port == 0:
+		st.Close()
+		p.log.Warn("exit refused to forward a port", "status", resp.Status)
+		return 0
+	}
+	// The stream stays open, held by the session, as long as the link:
+	// closing it would end the forward.
+	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(exitHost(p.cfg.Exit.Addr), strconv.Itoa(int(resp.Bound.Port))))
+	return resp.Bound.Port
+}
+
+func exitHost(hostport string) string {
+	host, _, _ := net.SplitHostPort(hostport)
+	return host
+}
+
+// acceptInbound serves the streams the exit opens: connections that
+// arrived at the forwarded port.
+func (p *Pool) acceptInbound(ctx context.Context, sess *link.Session) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		wg.Go(func() { p.inbound(ctx, st) })
+	}
+}
+
+func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	req, err := wire.ReadRequest(st)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	if req.Kind != wire.KindInbound || p.cfg.Inbound == nil || !req.Dst.IP.IsValid() {
+		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		st.Close()
+		return
+	}
+	remote := netip.AddrPortFrom(req.Dst.IP, req.Dst.Port)
+	conn, err := p.cfg.Inbound(ctx, remote)
+	if err != nil {
+		respond(st, wire.Response{Status: wire.StatusOf(err)})
+		st.Close()
+		p.log.Debug("inbound: local target refused", "dst", remote, "err", err)
+		return
+	}
+	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.AddrFromNet(conn.LocalAddr())}); err != nil {
+		conn.Close()
+		st.Reset()
+		return
+	}
+	relay.Splice(st, conn)
 }
 
 // dial establishes a link and checks it with one ping: in TLS 1.3 a client
@@ -148,19 +259,20 @@ func (p *Pool) dial(ctx context.Context) (*link.Session, error) {
 	return sess, nil
 }
 
-func (p *Pool) up(sess *link.Session) {
+func (p *Pool) up(sess *link.Session, port uint16) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sess = sess
 	close(p.ready)
 	p.status.State, p.status.Since, p.status.LastError = StateUp, time.Now(), ""
+	p.status.ForwardedPort = port
 }
 
 func (p *Pool) down(sess *link.Session, why error) {
 	p.retire(sess)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.status.State, p.status.Since = StateDown, time.Now()
+	p.status.State, p.status.Since, p.status.ForwardedPort = StateDown, time.Now(), 0
 	if why != nil {
 		p.status.LastError = why.Error()
 	}

@@ -68,13 +68,14 @@ func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream
 	}
 	defer c.releaseUDP()
 
-	conn, err := net.ListenUDP("udp", nil)
+	conn, releasePort, err := c.listenUDP()
 	if err != nil {
 		log.Warn("udp association", "err", err)
 		respond(st, wire.Response{Status: wire.StatusGeneralFailure})
 		st.Close()
 		return
 	}
+	defer releasePort()
 	// A DHT node receives bursts from many peers at once.
 	conn.SetReadBuffer(2 << 20)
 	conn.SetWriteBuffer(2 << 20)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -18,6 +19,11 @@ type Options struct {
 	// Policy is the exit's policy; nil means the default policy with
 	// AllowPrivate, so loopback targets are reachable.
 	Policy *exitnet.Policy
+	// ForwardPorts, when set, makes the exit lend ports of this range and
+	// the client ask for one, forwarding inbound connections to
+	// ForwardTarget.
+	ForwardPorts  *portfwd.LeasesConfig
+	ForwardTarget string
 }
 
 // Topology is an exit, a client pool linked to it and the client's SOCKS5
@@ -27,10 +33,13 @@ type Topology struct {
 	Pool        *exitnet.Pool
 	ExitAddr    link.ExitAddr
 	Exit        *exitnet.Exit // the running exit; replaced by StartExit
+	// Ports receives the forwarded port each time the client obtains one.
+	Ports chan uint16
 
 	t        testing.TB
 	opts     Options
 	exitID   *link.Identity
+	leases   *portfwd.Leases // kept across exit restarts, like the lease file
 	mu       sync.Mutex
 	stopExit func()
 }
@@ -45,15 +54,33 @@ func Start(t testing.TB, opts Options) *Topology {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp := &Topology{t: t, opts: opts, exitID: exitID}
+	tp := &Topology{t: t, opts: opts, exitID: exitID, Ports: make(chan uint16, 16)}
+	if opts.ForwardPorts != nil {
+		leases, err := portfwd.NewLeases(*opts.ForwardPorts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp.leases = leases
+	}
 	tp.StartExit("127.0.0.1:0")
 
 	clientID, err := link.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp.Pool, err = exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exit: tp.ExitAddr,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: time.Second})
+	pc := exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exit: tp.ExitAddr,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: time.Second,
+		OnPort: func(port uint16) {
+			select {
+			case tp.Ports <- port:
+			default:
+			}
+		}}
+	if opts.ForwardPorts != nil {
+		pc.Forward = true
+		pc.Inbound = portfwd.Target{Addr: opts.ForwardTarget}.Dial
+	}
+	tp.Pool, err = exitnet.NewPool(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +126,12 @@ func listen(t testing.TB) net.Listener {
 // Start; call it again after StopExit to bring the exit back.
 func (tp *Topology) StartExit(addr string) {
 	tp.t.Helper()
-	e, err := exitnet.NewExit(exitnet.ExitConfig{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy,
-		Resolver: LoopbackResolver(), DrainTimeout: 100 * time.Millisecond})
+	ec := exitnet.ExitConfig{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy,
+		Resolver: LoopbackResolver(), DrainTimeout: 100 * time.Millisecond}
+	if tp.leases != nil {
+		ec.Ports = tp.leases
+	}
+	e, err := exitnet.NewExit(ec)
 	if err != nil {
 		tp.t.Fatal(err)
 	}

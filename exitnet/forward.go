@@ -1,0 +1,138 @@
+package exitnet
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-yamux/v5"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/relay"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// PortLender lends clients ports for inbound forwarding. portfwd.Leases is
+// one.
+type PortLender interface {
+	// Acquire lends peer a port, preferring want, and binds it with try.
+	Acquire(peer link.PeerID, want uint16, try func(port uint16) error) (uint16, error)
+	// Release ends peer's use of port; it may stay reserved for peer.
+	Release(peer link.PeerID, port uint16)
+}
+
+// ForwardStats counts inbound forwarding at the exit.
+type ForwardStats struct {
+	Active  int64  // forwards open now
+	Inbound uint64 // connections that arrived on forwarded ports
+	Refused uint64 // of those, ones the client did not take
+}
+
+type forwardCounters struct {
+	active           atomic.Int64
+	inbound, refused atomic.Uint64
+}
+
+// ForwardStats returns a snapshot of the forwarding counters.
+func (e *Exit) ForwardStats() ForwardStats {
+	return ForwardStats{Active: e.fwd.active.Load(), Inbound: e.fwd.inbound.Load(), Refused: e.fwd.refused.Load()}
+}
+
+// forward lends the client a port for as long as it keeps st open: TCP
+// connections to the port become inbound streams to the client, and the
+// client's first UDP association is bound to it.
+func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client, want uint16) {
+	if e.cfg.Ports == nil {
+		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		st.Close()
+		return
+	}
+	var ln *net.TCPListener
+	port, err := e.cfg.Ports.Acquire(sess.Peer, want, func(p uint16) error {
+		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: int(p)})
+		ln = l
+		return err
+	})
+	if err != nil {
+		log.Info("forward refused", "err", err)
+		respond(st, wire.Response{Status: wire.StatusNotAllowed})
+		st.Close()
+		return
+	}
+	defer e.cfg.Ports.Release(sess.Peer, port)
+	c.forward.Store(uint32(port))
+	defer c.forward.CompareAndSwap(uint32(port), 0)
+	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
+		ln.Close()
+		st.Reset()
+		return
+	}
+	e.fwd.active.Add(1)
+	defer e.fwd.active.Add(-1)
+	log.Info("forward open", "port", port)
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			conn, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			e.fwd.inbound.Add(1)
+			wg.Go(func() { e.inbound(ctx, log, sess, conn) })
+		}
+	})
+	// The forward lasts until the client closes its stream, the link goes,
+	// or the exit shuts down.
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	io.Copy(io.Discard, st)
+	stop()
+	ln.Close()
+	st.Close()
+	wg.Wait()
+	log.Info("forward closed", "port", port)
+}
+
+// inbound carries one connection from a forwarded port to the client.
+func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn) {
+	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	st, err := sess.OpenStream(ctx)
+	if err != nil {
+		conn.Close()
+		return
+	}
+	dst := wire.Addr{IP: remote.Addr().Unmap(), Port: remote.Port()}
+	resp, err := request(ctx, st, wire.Request{Kind: wire.KindInbound, Dst: dst}, 10*time.Second)
+	if err != nil || resp.Status != wire.StatusOK {
+		e.fwd.refused.Add(1)
+		log.Debug("inbound refused by client", "dst", dst, "status", resp.Status, "err", err)
+		conn.Close()
+		st.Reset()
+		return
+	}
+	start := time.Now()
+	r := relay.Splice(conn, st)
+	log.Debug("inbound done", "dst", dst, "bytes_in", r.AtoB, "bytes_out", r.BtoA, "dur", time.Since(start).Round(time.Millisecond))
+}
+
+// listenUDP opens an association's socket: on the client's forwarded port
+// for its first association while it has one, so that peers reach the
+// client at exit-address:forwarded-port, and on an ephemeral port otherwise.
+func (c *client) listenUDP() (conn *net.UDPConn, release func(), err error) {
+	if p := c.forward.Load(); p != 0 && c.udpOnForward.CompareAndSwap(false, true) {
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{Port: int(p)})
+		if err == nil {
+			return conn, func() { c.udpOnForward.Store(false) }, nil
+		}
+		c.udpOnForward.Store(false)
+		// Another program holds the UDP side of the port: fall back to an
+		// ephemeral one rather than fail the association.
+		_ = err
+	}
+	conn, err = net.ListenUDP("udp", nil)
+	return conn, func() {}, err
+}
