@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/urfave/cli/v3"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
 )
 
 func exitCommand() *cli.Command {
@@ -28,6 +31,11 @@ func exitCommand() *cli.Command {
 				Usage: "accept only clients with this peer `ID`; repeatable (default: any client)"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: 0, Sources: env("dial-timeout"),
 				Usage: "bound name resolution plus connecting to a destination (default 10s)"},
+			stringFlag("forward-ports", "", "lend clients ports of this `RANGE` (e.g. 40000-40999) so peers can reach them; empty: no port forwarding"),
+			&cli.IntFlag{Name: "forward-per-client", Value: 1, Sources: env("forward-per-client"),
+				Usage: "the most forwarded ports one client may hold"},
+			&cli.DurationFlag{Name: "forward-reservation", Value: 24 * time.Hour, Sources: env("forward-reservation"),
+				Usage: "keep a client's port for it this long after it leaves, so it gets the same port back"},
 		),
 		Before: applyConfig,
 		Action: runExit,
@@ -63,11 +71,16 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	ports, err := forwardLeases(cmd)
+	if err != nil {
+		return err
+	}
 	e, err := exitnet.NewExit(exitnet.ExitConfig{
 		Link:        link.Config{Identity: id, Log: log},
 		Policy:      policy,
 		Allow:       allow,
 		DialTimeout: cmd.Duration("dial-timeout"),
+		Ports:       ports,
 		Log:         log,
 	})
 	if err != nil {
@@ -81,10 +94,44 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintln(cmd.Root().Writer, a)
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
-		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil)
+		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil,
+		"forward_ports", orNone(cmd.String("forward-ports")))
 	err = e.Serve(ctx, ln)
 	log.Info("exit stopped")
 	return err
+}
+
+// forwardLeases returns the port lender --forward-ports asks for, with its
+// leases kept in the state dir, or nil (as an interface) for none.
+func forwardLeases(cmd *cli.Command) (exitnet.PortLender, error) {
+	spec := cmd.String("forward-ports")
+	if spec == "" {
+		return nil, nil
+	}
+	r, err := exitnet.ParsePortRange(spec)
+	if err != nil || r.Lo == 0 {
+		return nil, fmt.Errorf("--forward-ports %q: want a range such as 40000-40999", spec)
+	}
+	if r.Lo < 1024 {
+		return nil, fmt.Errorf("--forward-ports %q: ports below 1024 need privileges and clash with services; use a range above 1023", spec)
+	}
+	dir, err := stateDir(cmd)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := portfwd.NewLeases(portfwd.LeasesConfig{Lo: r.Lo, Hi: r.Hi, PerClient: int(cmd.Int("forward-per-client")),
+		Reservation: cmd.Duration("forward-reservation"), File: filepath.Join(dir, "forward-leases.json")})
+	if err != nil {
+		return nil, err
+	}
+	return leases, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // exitAddrs lists the addresses clients can use: the public host when one
