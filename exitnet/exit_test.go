@@ -116,7 +116,7 @@ func startExit(t *testing.T, id *link.Identity, addr string, policy *Policy) *ex
 
 func startPool(t *testing.T, exit link.ExitAddr) *Pool {
 	t.Helper()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exit: exit,
+	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit},
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestPoolRefusesWrongExit(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	impostor := exit.addr
 	impostor.ID = newIdentity(t).ID()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exit: impostor,
+	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{impostor},
 		MinBackoff: 10 * time.Millisecond, DialWait: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -277,8 +277,8 @@ func TestExitAllowList(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Serve(ctx, ln) }()
 	defer func() { cancel(); <-done }()
-	p, _ := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exit: link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}})
-	_, err = p.dial(t.Context())
+	p, _ := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{{ID: id.ID(), Addr: ln.Addr().String()}}})
+	_, _, err = p.dial(t.Context(), link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()})
 	if err == nil {
 		t.Fatal("a client off the allow-list got a working link")
 	}

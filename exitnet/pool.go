@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
-	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -28,8 +25,10 @@ type PoolConfig struct {
 	// Link holds the client's identity and link settings. Identity is
 	// required.
 	Link link.Config
-	// Exit is the exit to keep a link to.
-	Exit link.ExitAddr
+	// Exits are the exits the user named. More arrive through AddExit (from
+	// discovery and peer exchange); the pool links to the best and keeps
+	// a second one warm.
+	Exits []link.ExitAddr
 	// DialWait is how long a new flow waits for a link that is being
 	// (re)established before it fails with ErrNoExit. Default 5s.
 	DialWait time.Duration
@@ -37,7 +36,7 @@ type PoolConfig struct {
 	// the exit's own dial timeout is shorter. Default 30s.
 	ResponseTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the exponential back-off between
-	// attempts to reach the exit. Defaults 250ms and 30s.
+	// attempts to reach an exit. Defaults 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// Forward asks the exit for a forwarded port on every link, preferring
 	// ForwardPort (0: any). The exit keeps a client's port for it across
@@ -55,18 +54,18 @@ type PoolConfig struct {
 	Log *slog.Logger
 }
 
-// LinkState is the state of the pool's link.
+// LinkState is the state of the pool's active link.
 type LinkState string
 
 const (
 	StateConnecting LinkState = "connecting"
 	StateUp         LinkState = "up"
-	StateDown       LinkState = "down" // waiting before the next attempt
+	StateDown       LinkState = "down" // no exit reachable; retrying
 )
 
 // PoolStatus is a snapshot of the pool.
 type PoolStatus struct {
-	Exit      link.ExitAddr
+	Exit      link.ExitAddr // the active exit, or the last one tried
 	State     LinkState
 	Since     time.Time     // when State began
 	RTT       time.Duration // last measured link round trip, 0 if unknown
@@ -75,17 +74,23 @@ type PoolStatus struct {
 	ForwardedPort uint16
 }
 
-// Pool keeps a link to an exit and opens flows over it. Its DialContext has
+// Pool keeps a link to the best exit it knows, and a warm standby link to
+// the next best, and opens flows over the active one. Its DialContext has
 // the signature of net.Dialer's, so the proxies use it as their Dialer.
 type Pool struct {
 	cfg PoolConfig
 	log *slog.Logger
 
+	wake    chan struct{} // nudges Run to re-evaluate
+	retired chan *link.Session
+
 	mu      sync.Mutex
-	sess    *link.Session // nil unless up
+	sess    *link.Session // the active link; nil unless up
 	ready   chan struct{} // closed when sess becomes non-nil; replaced when it goes
 	status  PoolStatus
 	stopped bool
+	cands   map[link.PeerID]*candidate
+	order   int // insertion counter, to keep the user's order among equals
 }
 
 // NewPool validates cfg and returns a Pool. Nothing is dialed until Run.
@@ -93,198 +98,22 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if cfg.Link.Identity == nil {
 		return nil, errors.New("pool: no identity configured")
 	}
-	if cfg.Exit.Addr == "" {
-		return nil, errors.New("pool: no exit configured")
-	}
 	if cfg.Link.Log == nil {
 		cfg.Link.Log = cfg.Log
 	}
-	return &Pool{
-		cfg:    cfg,
-		log:    orDiscard(cfg.Log).With("exit", cfg.Exit.ID.Short()),
-		ready:  make(chan struct{}),
-		status: PoolStatus{Exit: cfg.Exit, State: StateConnecting, Since: time.Now()},
-	}, nil
-}
-
-// Run keeps a link to the exit up until ctx is cancelled, reconnecting with
-// exponential back-off and jitter whenever it fails. It returns after the
-// link is closed.
-func (p *Pool) Run(ctx context.Context) error {
-	minB := orDefault(p.cfg.MinBackoff, 250*time.Millisecond)
-	maxB := orDefault(p.cfg.MaxBackoff, 30*time.Second)
-	backoff := minB
-	for ctx.Err() == nil {
-		p.setState(StateConnecting, nil)
-		sess, err := p.dial(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			p.setState(StateDown, err)
-			// Full jitter keeps many clients of one restarted exit from
-			// returning in lockstep.
-			wait := backoff/2 + rand.N(backoff/2+1)
-			p.log.Warn("exit unreachable", "err", err, "retry_in", wait.Round(time.Millisecond))
-			if !waitOrDone(ctx, wait) {
-				break
-			}
-			backoff = min(backoff*2, maxB)
-			continue
-		}
-		backoff = minB
-		p.serveLink(ctx, sess)
+	p := &Pool{
+		cfg:     cfg,
+		log:     orDiscard(cfg.Log),
+		wake:    make(chan struct{}, 1),
+		retired: make(chan *link.Session, 4),
+		ready:   make(chan struct{}),
+		status:  PoolStatus{State: StateConnecting, Since: time.Now()},
+		cands:   make(map[link.PeerID]*candidate),
 	}
-	p.mu.Lock()
-	p.stopped = true
-	p.mu.Unlock()
-	return nil
-}
-
-// serveLink runs one established link until it closes or ctx ends: the
-// forward is requested before flows may use the link, so that the first UDP
-// association gets the forwarded port, and inbound streams are served.
-func (p *Pool) serveLink(ctx context.Context, sess *link.Session) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	var port uint16
-	if p.cfg.Forward {
-		port = p.requestForward(ctx, sess)
+	for _, e := range cfg.Exits {
+		p.AddExit(e, SourceStatic)
 	}
-	wg.Go(func() { p.acceptInbound(ctx, sess) })
-	p.up(sess, port)
-	p.log.Info("link up", "addr", p.cfg.Exit.Addr, "rtt", sess.RTT().Round(time.Microsecond))
-	if port != 0 && p.cfg.OnPort != nil {
-		p.cfg.OnPort(port)
-	}
-	select {
-	case <-sess.CloseChan():
-		p.down(sess, errors.New("link closed"))
-		p.log.Warn("link down; reconnecting")
-	case <-ctx.Done():
-		p.down(sess, nil)
-		sess.GoAway()
-		sess.Close()
-	}
-}
-
-// requestForward asks the exit for a port and holds the forward open for
-// the link's life. It returns 0 when the exit lends none.
-func (p *Pool) requestForward(ctx context.Context, sess *link.Session) uint16 {
-	st, err := sess.OpenStream(ctx)
-	if err != nil {
-		return 0
-	}
-	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
-	resp, err := request(ctx, st, req, orDefault(p.cfg.ResponseTimeout, 30*time.Second))
-	switch {
-	case err != nil:
-		st.Reset()
-		p.log.Warn("forward request failed", "err", err)
-		return 0
-	case resp.Status == wire.StatusKindNotSupported:
-		st.Close()
-		p.log.Warn("this exit offers no port forwarding: the torrent client will not be connectable; choose an exit that forwards ports")
-		return 0
-	case resp.Status != wire.StatusOK || resp.Bound.Port == 0:
-		st.Close()
-		p.log.Warn("exit refused to forward a port", "status", resp.Status)
-		return 0
-	}
-	// The stream stays open, held by the session, as long as the link:
-	// closing it would end the forward.
-	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(exitHost(p.cfg.Exit.Addr), strconv.Itoa(int(resp.Bound.Port))))
-	return resp.Bound.Port
-}
-
-func exitHost(hostport string) string {
-	host, _, _ := net.SplitHostPort(hostport)
-	return host
-}
-
-// acceptInbound serves the streams the exit opens: connections that
-// arrived at the forwarded port.
-func (p *Pool) acceptInbound(ctx context.Context, sess *link.Session) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		wg.Go(func() { p.inbound(ctx, st) })
-	}
-}
-
-func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
-	st.SetReadDeadline(time.Now().Add(10 * time.Second))
-	req, err := wire.ReadRequest(st)
-	if err != nil {
-		st.Reset()
-		return
-	}
-	st.SetReadDeadline(time.Time{})
-	if req.Kind != wire.KindInbound || p.cfg.Inbound == nil || !req.Dst.IP.IsValid() {
-		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
-		st.Close()
-		return
-	}
-	remote := netip.AddrPortFrom(req.Dst.IP, req.Dst.Port)
-	conn, err := p.cfg.Inbound(ctx, remote)
-	if err != nil {
-		respond(st, wire.Response{Status: wire.StatusOf(err)})
-		st.Close()
-		p.log.Debug("inbound: local target refused", "dst", remote, "err", err)
-		return
-	}
-	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.AddrFromNet(conn.LocalAddr())}); err != nil {
-		conn.Close()
-		st.Reset()
-		return
-	}
-	relay.Splice(st, conn)
-}
-
-// dial establishes a link and checks it with one ping: in TLS 1.3 a client
-// that the exit refuses only learns so on first use.
-func (p *Pool) dial(ctx context.Context) (*link.Session, error) {
-	sess, err := link.Dial(ctx, p.cfg.Link, p.cfg.Exit)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := sess.Ping(); err != nil {
-		sess.Close()
-		return nil, fmt.Errorf("exit closed the link after the handshake (is this client on its allow-list?): %w", err)
-	}
-	return sess, nil
-}
-
-func (p *Pool) up(sess *link.Session, port uint16) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.sess = sess
-	close(p.ready)
-	p.status.State, p.status.Since, p.status.LastError = StateUp, time.Now(), ""
-	p.status.ForwardedPort = port
-}
-
-func (p *Pool) down(sess *link.Session, why error) {
-	p.retire(sess)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.status.State, p.status.Since, p.status.ForwardedPort = StateDown, time.Now(), 0
-	if why != nil {
-		p.status.LastError = why.Error()
-	}
-}
-
-func (p *Pool) setState(s LinkState, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.status.State, p.status.Since = s, time.Now()
-	if err != nil {
-		p.status.LastError = err.Error()
-	}
+	return p, nil
 }
 
 // Status returns a snapshot of the pool.
@@ -381,14 +210,21 @@ func (p *Pool) open(ctx context.Context, req wire.Request) (*yamux.Stream, wire.
 	}
 }
 
-// retire stops handing out sess to new flows. Run notices when it closes
-// and reconnects.
+// retire stops handing out sess to new flows, and tells Run, which moves
+// to the standby link at once.
 func (p *Pool) retire(sess *link.Session) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.sess == sess {
+	active := p.sess == sess
+	if active {
 		p.sess = nil
 		p.ready = make(chan struct{})
+	}
+	p.mu.Unlock()
+	if active {
+		select {
+		case p.retired <- sess:
+		default:
+		}
 	}
 }
 

@@ -351,7 +351,7 @@ func startExitB(b *testing.B) link.ExitAddr {
 
 func startPoolB(b *testing.B, exit link.ExitAddr) *Pool {
 	id, _ := link.NewIdentity()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exit: exit})
+	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}})
 	if err != nil {
 		b.Fatal(err)
 	}

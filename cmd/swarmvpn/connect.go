@@ -60,7 +60,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	}
 	announcer := &portfwd.Announcer{PortFile: cmd.String("port-file"), Hook: cmd.String("on-port"), Log: log}
 	ports := make(chan uint16, 1)
-	pc := exitnet.PoolConfig{Link: link.Config{Identity: id, Log: log}, Exit: exit, Log: log}
+	pc := exitnet.PoolConfig{Link: link.Config{Identity: id, Log: log}, Exits: []link.ExitAddr{exit}, Log: log}
 	var pool *exitnet.Pool
 	if fwd := cmd.String("forward"); fwd != "off" {
 		target, err := forwardTarget(fwd, func() uint16 { return pool.Status().ForwardedPort })

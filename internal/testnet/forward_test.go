@@ -154,7 +154,7 @@ func TestForwardSecondClientAndPortlessExit(t *testing.T) {
 func startPool(t *testing.T, exit link.ExitAddr, onPort func(uint16)) *exitnet.Pool {
 	t.Helper()
 	id, _ := link.NewIdentity()
-	p, err := exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: id}, Exit: exit, Forward: true,
+	p, err := exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}, Forward: true,
 		OnPort: onPort, DialWait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

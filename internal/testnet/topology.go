@@ -36,12 +36,12 @@ type Topology struct {
 	// Ports receives the forwarded port each time the client obtains one.
 	Ports chan uint16
 
-	t        testing.TB
-	opts     Options
-	exitID   *link.Identity
-	leases   *portfwd.Leases // kept across exit restarts, like the lease file
-	mu       sync.Mutex
-	stopExit func()
+	t      testing.TB
+	opts   Options
+	exitID *link.Identity
+	leases *portfwd.Leases // kept across exit restarts, like the lease file
+	mu     sync.Mutex
+	node   *ExitNode
 }
 
 // Start builds a topology; t.Cleanup tears it down.
@@ -68,7 +68,7 @@ func Start(t testing.TB, opts Options) *Topology {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exit: tp.ExitAddr,
+	pc := exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exits: []link.ExitAddr{tp.ExitAddr},
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: time.Second,
 		OnPort: func(port uint16) {
 			select {
@@ -103,7 +103,6 @@ func Start(t testing.TB, opts Options) *Topology {
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		tp.StopExit()
 	})
 	return tp
 }
@@ -126,29 +125,14 @@ func listen(t testing.TB) net.Listener {
 // Start; call it again after StopExit to bring the exit back.
 func (tp *Topology) StartExit(addr string) {
 	tp.t.Helper()
-	ec := exitnet.ExitConfig{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy,
-		Resolver: LoopbackResolver(), DrainTimeout: 100 * time.Millisecond}
+	ec := exitnet.ExitConfig{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy}
 	if tp.leases != nil {
 		ec.Ports = tp.leases
 	}
-	e, err := exitnet.NewExit(ec)
-	if err != nil {
-		tp.t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		tp.t.Fatal(err)
-	}
-	tp.ExitAddr = link.ExitAddr{ID: tp.exitID.ID(), Addr: ln.Addr().String()}
-	tp.Exit = e
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		serve(tp.t, "exit", func() error { return e.Serve(ctx, ln) })
-	}()
+	n := StartExitNode(tp.t, ec, addr)
+	tp.ExitAddr, tp.Exit = n.Addr, n.Exit
 	tp.mu.Lock()
-	tp.stopExit = func() { cancel(); <-done }
+	tp.node = n
 	tp.mu.Unlock()
 }
 
@@ -156,12 +140,72 @@ func (tp *Topology) StartExit(addr string) {
 // more than once.
 func (tp *Topology) StopExit() {
 	tp.mu.Lock()
-	stop := tp.stopExit
-	tp.stopExit = nil
+	n := tp.node
 	tp.mu.Unlock()
-	if stop != nil {
-		stop()
+	if n != nil {
+		n.Stop()
 	}
+}
+
+// ExitNode is an exit serving in this process.
+type ExitNode struct {
+	Addr     link.ExitAddr
+	Exit     *exitnet.Exit
+	Identity *link.Identity
+
+	once   sync.Once
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// StartExitNode runs an exit with cfg on addr ("127.0.0.1:0" for a fresh
+// port). A nil identity gets a new one; a nil policy is the lab policy
+// (loopback allowed); names resolve from /etc/hosts only. t.Cleanup stops
+// it.
+func StartExitNode(t testing.TB, cfg exitnet.ExitConfig, addr string) *ExitNode {
+	t.Helper()
+	if cfg.Link.Identity == nil {
+		id, err := link.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Link.Identity = id
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = &exitnet.Policy{AllowPrivate: true}
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = LoopbackResolver()
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 100 * time.Millisecond
+	}
+	e, err := exitnet.NewExit(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &ExitNode{Addr: link.ExitAddr{ID: cfg.Link.Identity.ID(), Addr: ln.Addr().String()}, Exit: e, Identity: cfg.Link.Identity,
+		cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		serve(t, "exit", func() error { return e.Serve(ctx, ln) })
+	}()
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// Stop shuts the exit down and waits until it has. It may be called more
+// than once.
+func (n *ExitNode) Stop() {
+	n.once.Do(func() {
+		n.cancel()
+		<-n.done
+	})
 }
 
 // LoopbackResolver resolves from /etc/hosts only; a DNS query goes to a

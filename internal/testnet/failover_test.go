@@ -1,0 +1,134 @@
+package testnet
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+)
+
+func runPool(t *testing.T, cfg exitnet.PoolConfig) *exitnet.Pool {
+	t.Helper()
+	if cfg.Link.Identity == nil {
+		id, _ := link.NewIdentity()
+		cfg.Link.Identity = id
+	}
+	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 200*time.Millisecond
+	if cfg.DialWait == 0 {
+		cfg.DialWait = 5 * time.Second
+	}
+	p, err := exitnet.NewPool(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p
+}
+
+// echoVia sends a line through the pool to an echo target and checks it.
+func echoVia(t *testing.T, p *exitnet.Pool, target string) {
+	t.Helper()
+	c, err := p.DialContext(t.Context(), "tcp", target)
+	if err != nil {
+		t.Fatalf("flow: %v (status %+v)", err, p.Status())
+	}
+	defer c.Close()
+	io.WriteString(c, "hello")
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+}
+
+func activeExit(p *exitnet.Pool) link.PeerID { return p.Status().Exit.ID }
+
+func roleOf(p *exitnet.Pool, id link.PeerID) string {
+	for _, e := range p.Exits() {
+		if e.Exit.ID == id {
+			return e.Role
+		}
+	}
+	return "unknown"
+}
+
+// TestFailoverToStandby: with two exits the pool keeps one active and one
+// warm; when the active one dies, flows move to the other at once, and
+// back again when that one dies in turn and the first has returned.
+func TestFailoverToStandby(t *testing.T) {
+	app := StartTarget(t, "127.0.0.1:0", Echo)
+	a := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{a.Addr, b.Addr}})
+	echoVia(t, p, app.Addr)
+	first, second := a, b
+	if activeExit(p) == b.Addr.ID {
+		first, second = b, a
+	}
+	WaitFor(t, "a standby link", func() bool { return roleOf(p, second.Addr.ID) == exitnet.RoleStandby })
+
+	first.Stop()
+	echoVia(t, p, app.Addr) // new flows use the standby
+	if activeExit(p) != second.Addr.ID {
+		t.Fatalf("after the active exit died the pool uses %s, want %s", activeExit(p).Short(), second.Addr.ID.Short())
+	}
+
+	// The first exit returns on its address; the second dies: back again.
+	back := StartExitNode(t, exitnet.ExitConfig{Link: link.Config{Identity: first.Identity}}, first.Addr.Addr)
+	WaitFor(t, "the returned exit on standby", func() bool { return roleOf(p, back.Addr.ID) == exitnet.RoleStandby })
+	second.Stop()
+	echoVia(t, p, app.Addr)
+	if activeExit(p) != back.Addr.ID {
+		t.Fatalf("after the second exit died the pool uses %s, want %s", activeExit(p).Short(), back.Addr.ID.Short())
+	}
+}
+
+// TestSelectionPrefersLowerRTT: of two exits, the one behind a 60 ms link
+// is passed over for the near one, whatever the order they were given in.
+func TestSelectionPrefersLowerRTT(t *testing.T) {
+	app := StartTarget(t, "127.0.0.1:0", Echo)
+	far := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	near := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	farAddr := link.ExitAddr{ID: far.Addr.ID, Addr: DelayProxy(t, far.Addr.Addr, 30*time.Millisecond)}
+	p := runPool(t, exitnet.PoolConfig{})
+	p.AddExit(farAddr, exitnet.SourceMDNS) // an injected discovery source, far one first
+	p.AddExit(near.Addr, exitnet.SourceMDNS)
+	echoVia(t, p, app.Addr)
+	if activeExit(p) != near.Addr.ID {
+		t.Fatalf("pool chose %s, want the near exit %s", activeExit(p).Short(), near.Addr.ID.Short())
+	}
+	WaitFor(t, "the far exit on standby", func() bool { return roleOf(p, far.Addr.ID) == exitnet.RoleStandby })
+	var nearRTT, farRTT time.Duration
+	for _, e := range p.Exits() {
+		switch e.Exit.ID {
+		case near.Addr.ID:
+			nearRTT = e.RTT
+		case far.Addr.ID:
+			farRTT = e.RTT
+		}
+		if e.Source != exitnet.SourceMDNS {
+			t.Errorf("exit %s source %q", e.Exit.ID.Short(), e.Source)
+		}
+	}
+	if farRTT < 60*time.Millisecond || nearRTT >= farRTT {
+		t.Fatalf("measured RTT near %v, far %v", nearRTT, farRTT)
+	}
+}
+
+// TestNoExitFailsClosed: a pool that knows no reachable exit refuses flows
+// and says why in its status.
+func TestNoExitFailsClosed(t *testing.T) {
+	p := runPool(t, exitnet.PoolConfig{DialWait: 200 * time.Millisecond})
+	if _, err := p.DialContext(t.Context(), "tcp", "127.0.0.1:9"); err == nil {
+		t.Fatal("a pool with no exit carried a flow")
+	}
+	if st := p.Status(); st.State != exitnet.StateDown || st.LastError == "" {
+		t.Fatalf("status %+v: want down with a reason", st)
+	}
+}
