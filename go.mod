@@ -10,4 +10,12 @@ require (
 	golang.org/x/sync v0.19.0
 )
 
-require github.com/libp2p/go-buffer-pool v0.0.2 // indirect
+require (
+	github.com/hashicorp/mdns v1.0.7 // indirect
+	github.com/libp2p/go-buffer-pool v0.0.2 // indirect
+	github.com/miekg/dns v1.1.72 // indirect
+	golang.org/x/mod v0.31.0 // indirect
+	golang.org/x/net v0.48.0 // indirect
+	golang.org/x/sys v0.39.0 // indirect
+	golang.org/x/tools v0.40.0 // indirect
+)

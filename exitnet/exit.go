@@ -45,6 +45,13 @@ type ExitConfig struct {
 	// Ports lends forwarded ports to clients. Nil means this exit offers
 	// no port forwarding.
 	Ports PortLender
+	// Addrs, Version, Bandwidth (bytes/s, 0 unknown) and Capacity (the
+	// client count called full load; default 256) go into the exit's
+	// signed descriptor.
+	Addrs     []string
+	Version   string
+	Bandwidth int64
+	Capacity  int
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -61,6 +68,7 @@ type Exit struct {
 	udp   udpCounters
 	fwd   forwardCounters
 	names nameCache
+	desc  descriptors
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -255,6 +263,8 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 		e.associate(ctx, log, st, c)
 	case wire.KindForward:
 		e.forward(ctx, log, sess, st, c, req.Dst.Port)
+	case wire.KindDescriptor:
+		e.serveDescriptors(st)
 	default:
 		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()

@@ -23,6 +23,8 @@ type PortLender interface {
 	Acquire(peer link.PeerID, want uint16, try func(port uint16) error) (uint16, error)
 	// Release ends peer's use of port; it may stay reserved for peer.
 	Release(peer link.PeerID, port uint16)
+	// Free counts the ports that could be lent now.
+	Free() int
 }
 
 // ForwardStats counts inbound forwarding at the exit.

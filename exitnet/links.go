@@ -3,6 +3,7 @@ package exitnet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -48,6 +49,7 @@ type candidate struct {
 	nextTry  time.Time
 	lastErr  string
 
+	desc    *Descriptor // from the last link, verified
 	dialing bool
 	sess    *link.Session
 	role    string // RoleActive, RoleStandby or "" (linked but spare, or not linked)
@@ -62,6 +64,10 @@ type ExitInfo struct {
 	RTT     time.Duration
 	Age     time.Duration // since the pool learned of it
 	LastErr string
+	// Caps and Load are from the exit's descriptor; nil and 0 before the
+	// pool has linked to it.
+	Caps []string
+	Load float64
 }
 
 // AddExit tells the pool of an exit. An exit it already knows keeps its
@@ -88,8 +94,12 @@ func (p *Pool) Exits() []ExitInfo {
 	now := time.Now()
 	out := make([]ExitInfo, 0, len(p.cands))
 	for _, c := range p.ranked() {
-		out = append(out, ExitInfo{Exit: c.exit, Source: c.source, Role: c.role, RTT: c.rtt,
-			Age: now.Sub(c.added).Round(time.Second), LastErr: c.lastErr})
+		info := ExitInfo{Exit: c.exit, Source: c.source, Role: c.role, RTT: c.rtt,
+			Age: now.Sub(c.added).Round(time.Second), LastErr: c.lastErr}
+		if c.desc != nil {
+			info.Caps, info.Load = c.desc.Caps(), c.desc.Load
+		}
+		out = append(out, info)
 	}
 	slices.SortStableFunc(out, func(a, b ExitInfo) int { return roleRank(a.Role) - roleRank(b.Role) })
 	return out
@@ -114,11 +124,14 @@ func (p *Pool) nudge() {
 
 // linkEvent reports the end of a dial or of a link to Run.
 type linkEvent struct {
-	c    *candidate
-	sess *link.Session // the new link; nil when err is set or down
-	rtt  time.Duration // the new link's first ping
-	err  error         // why the dial failed
-	down *link.Session // this link closed
+	c      *candidate
+	sess   *link.Session // the new link; nil when err is set or down
+	rtt    time.Duration // the new link's first ping
+	desc   Descriptor    // the new link's exit, verified
+	others []Known       // exits it told of
+	unfit  bool          // err says the exit is unsuitable
+	err    error         // why the dial failed
+	down   *link.Session // this link closed
 }
 
 // Run keeps the best exit linked and a second one on standby until ctx is
@@ -191,16 +204,40 @@ func (p *Pool) maintain(ctx context.Context, wg *sync.WaitGroup, events chan<- l
 			p.status.Exit = c.exit
 		}
 		wg.Go(func() {
-			sess, rtt, err := p.dial(ctx, c.exit)
+			ev := p.dialChecked(ctx, c)
 			select {
-			case events <- linkEvent{c: c, sess: sess, rtt: rtt, err: err}:
+			case events <- ev:
 			case <-ctx.Done():
-				if sess != nil {
-					sess.Close()
+				if ev.sess != nil {
+					ev.sess.Close()
 				}
 			}
 		})
 	}
+}
+
+// dialChecked links to c's exit and reads its descriptor: an exit that
+// sends none that verifies, or that Require refuses, is not used.
+func (p *Pool) dialChecked(ctx context.Context, c *candidate) linkEvent {
+	sess, rtt, err := p.dial(ctx, c.exit)
+	if err != nil {
+		return linkEvent{c: c, err: err}
+	}
+	own, others, dropped, err := fetchDescriptors(ctx, sess, c.exit.ID)
+	if dropped > 0 {
+		p.log.Info("dropped descriptors that did not verify", "exit", c.exit.ID.Short(), "count", dropped)
+	}
+	if err != nil {
+		sess.Close()
+		return linkEvent{c: c, err: fmt.Errorf("%w: no valid descriptor: %v", ErrUnsuitable, err), unfit: true}
+	}
+	if p.cfg.Require != nil {
+		if err := p.cfg.Require(own); err != nil {
+			sess.Close()
+			return linkEvent{c: c, desc: own, err: fmt.Errorf("%w: %v", ErrUnsuitable, err), unfit: true}
+		}
+	}
+	return linkEvent{c: c, sess: sess, rtt: rtt, desc: own, others: others}
 }
 
 // ranked orders candidates best first: the last good exit (the active one)
@@ -221,12 +258,29 @@ func (p *Pool) ranked() []*candidate {
 			}
 			return -1
 		}
-		if a.rtt != b.rtt {
-			return int(a.rtt - b.rtt)
+		if sa, sb := p.score(a), p.score(b); sa != sb {
+			if sa < sb {
+				return -1
+			}
+			return 1
 		}
 		return a.order - b.order
 	})
 	return cs
+}
+
+// score weighs a candidate's round trip by its load, and by four when the
+// pool wants a forwarded port that the exit does not lend: lower is
+// better.
+func (p *Pool) score(c *candidate) float64 {
+	s := float64(c.rtt)
+	if c.desc != nil {
+		s *= 1 + c.desc.Load
+		if p.cfg.Forward && !c.desc.Forward {
+			s *= 4
+		}
+	}
+	return s
 }
 
 // handle applies one event.
@@ -266,6 +320,12 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 		c.failures++
 		c.lastErr = ev.err.Error()
 		wait := p.backoff(c.failures)
+		if ev.unfit {
+			wait = orDefault(p.cfg.UnsuitableRetry, 10*time.Minute)
+			if ev.desc.ID == c.exit.ID {
+				c.desc = &ev.desc
+			}
+		}
 		c.nextTry = now.Add(wait)
 		p.log.Warn("exit unreachable", "exit", c.exit.ID.Short(), "err", ev.err, "retry_in", wait.Round(time.Millisecond))
 		if p.sess == nil {
@@ -274,7 +334,8 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 	default:
 		c.dialing = false
 		c.failures, c.lastErr = 0, ""
-		c.sess, c.upAt, c.rtt = ev.sess, now, max(ev.rtt, time.Nanosecond)
+		c.sess, c.upAt, c.rtt, c.desc = ev.sess, now, max(ev.rtt, time.Nanosecond), &ev.desc
+		p.learnLocked(ev.others)
 		sess := ev.sess
 		wg.Go(func() {
 			select {
@@ -303,6 +364,24 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 			c.sess = nil // a probe that lost the race
 			sess.Close()
 		}
+	}
+}
+
+// learnLocked adds the exits a linked exit told of.
+func (p *Pool) learnLocked(known []Known) {
+	if len(known) == 0 {
+		return
+	}
+	for _, k := range known {
+		if _, ok := p.cands[k.Desc.ID]; ok {
+			continue
+		}
+		p.order++
+		p.cands[k.Desc.ID] = &candidate{exit: link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]},
+			source: SourceExchange, added: time.Now(), order: p.order, desc: &k.Desc}
+	}
+	if p.cfg.OnLearn != nil {
+		p.cfg.OnLearn(known)
 	}
 }
 

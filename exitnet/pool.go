@@ -50,6 +50,16 @@ type PoolConfig struct {
 	// Inbound dials the local target for a connection that arrived at the
 	// forwarded port from remote. Nil refuses inbound connections.
 	Inbound func(ctx context.Context, remote netip.AddrPort) (net.Conn, error)
+	// Require, when set, judges each exit's verified descriptor before the
+	// link carries anything; an error makes the pool pass the exit over
+	// (for UnsuitableRetry) and says why.
+	Require func(Descriptor) error
+	// UnsuitableRetry is how long an unsuitable exit is passed over before
+	// its descriptor is checked again. Default 10m.
+	UnsuitableRetry time.Duration
+	// OnLearn is called from Run with the exits that linked exits told the
+	// pool of (verified), e.g. to keep them for the next start.
+	OnLearn func([]Known)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,11 +44,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testEnv is the environment of every process the tests start: mDNS off,
+// since tests may send nothing beyond loopback and multicast would reach
+// the machine's real interfaces.
+func testEnv() []string { return append(os.Environ(), "SWARMVPN_MDNS=false") }
+
 // run runs the binary to completion and returns stdout, stderr and the exit
 // code.
 func run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(binPath, args...)
+	cmd.Env = testEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -74,6 +81,7 @@ func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(binPath, args...), stdout: make(chan string, 64),
 		logs: make(chan map[string]any, 256), done: make(chan struct{})}
+	p.cmd.Env = testEnv()
 	so, _ := p.cmd.StdoutPipe()
 	se, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
@@ -248,6 +256,24 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatalf("target saw %d requests, want 2", len(seen))
+	}
+
+	// status and peers ask the running client through its control socket.
+	out, errOut, code := run(t, "status", "--state-dir", filepath.Join(dir, "client"), "--json")
+	var st statusReport
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("status: exit %d, %q %q", code, out, errOut)
+	}
+	if st.Link != "up" || st.Exit != exitAddr || st.SOCKS != socksAddr {
+		t.Fatalf("status %+v: want link up to %s with socks %s", st, exitAddr, socksAddr)
+	}
+	out, _, code = run(t, "peers", "--state-dir", filepath.Join(dir, "client"), "--json")
+	var peers []exitReport
+	if code != 0 || json.Unmarshal([]byte(out), &peers) != nil || len(peers) != 1 {
+		t.Fatalf("peers: exit %d, %q", code, out)
+	}
+	if p := peers[0]; p.Exit != exitAddr || p.Role != "active" || p.Source != "static" || !slices.Contains(p.Caps, "p2p") {
+		t.Fatalf("peers: %+v", p)
 	}
 
 	if code := client.stop(t); code != 0 {

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
@@ -21,7 +24,10 @@ func connectCommand() *cli.Command {
 		Name:  "connect",
 		Usage: "serve a local SOCKS5 and HTTP proxy whose every flow leaves through an exit",
 		Flags: append(commonFlags(),
-			stringFlag("exit", "", "the exit to use, `PEERID@HOST:PORT` as printed by 'swarmvpn exit'"),
+			&cli.StringSliceFlag{Name: "exit", Sources: env("exit"),
+				Usage: "an exit to use, `PEERID@HOST:PORT` as printed by 'swarmvpn exit'; repeatable; without it exits are found on the LAN and from other exits"},
+			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
+				Usage: "look for exits on the LAN by mDNS (--mdns=false to use only --exit and exits learned before)"},
 			stringFlag("socks", "127.0.0.1:1080", "serve SOCKS5 on `HOST:PORT`"),
 			stringFlag("http", "127.0.0.1:8118", "serve the HTTP proxy on `HOST:PORT` (\"off\" to disable)"),
 			stringFlag("socks-user", "", "require this SOCKS5 `USER` name (with --socks-pass)"),
@@ -32,6 +38,9 @@ func connectCommand() *cli.Command {
 				Usage: "ask the exit for this `PORT` (it lends another when that one is taken)"},
 			stringFlag("port-file", "", "write the forwarded port to `FILE` each time it is obtained"),
 			stringFlag("on-port", "", "run `COMMAND` (with sh -c) each time the forwarded port is obtained; {{PORT}} becomes the port"),
+			stringFlag("qbittorrent", "", "keep qBittorrent's listen port equal to the forwarded port through its WebUI at `URL` (e.g. http://127.0.0.1:8080)"),
+			qbittorrentFlags()[1],
+			qbittorrentFlags()[2],
 		),
 		Before: applyConfig,
 		Action: runConnect,
@@ -43,12 +52,22 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	if cmd.String("exit") == "" {
-		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine)")
+	var exits []link.ExitAddr
+	for _, s := range cmd.StringSlice("exit") {
+		e, err := link.ParseExitAddr(s)
+		if err != nil {
+			return fmt.Errorf("--exit: %w", err)
+		}
+		exits = append(exits, e)
 	}
-	exit, err := link.ParseExitAddr(cmd.String("exit"))
+	dir, err := stateDir(cmd)
 	if err != nil {
-		return fmt.Errorf("--exit: %w", err)
+		return err
+	}
+	cache := &exitCache{path: filepath.Join(dir, "exits.json"), log: log}
+	cached := cache.load()
+	if len(exits) == 0 && len(cached) == 0 && !cmd.Bool("mdns") {
+		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS on to find exits on the LAN")
 	}
 	user, pass := cmd.String("socks-user"), cmd.String("socks-pass")
 	if (user == "") != (pass == "") {
@@ -59,8 +78,15 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	announcer := &portfwd.Announcer{PortFile: cmd.String("port-file"), Hook: cmd.String("on-port"), Log: log}
+	var qb *portfwd.QBittorrent
+	if cmd.String("qbittorrent") != "" {
+		if qb, err = qbittorrentClient(cmd, log); err != nil {
+			return err
+		}
+	}
 	ports := make(chan uint16, 1)
-	pc := exitnet.PoolConfig{Link: link.Config{Identity: id, Log: log}, Exits: []link.ExitAddr{exit}, Log: log}
+	pc := exitnet.PoolConfig{Link: link.Config{Identity: id, Log: log}, Exits: exits, Log: log,
+		Require: requireP2P, OnLearn: cache.add}
 	var pool *exitnet.Pool
 	if fwd := cmd.String("forward"); fwd != "off" {
 		target, err := forwardTarget(fwd, func() uint16 { return pool.Status().ForwardedPort })
@@ -68,12 +94,28 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 			return err
 		}
 		pc.Forward, pc.ForwardPort = true, cmd.Uint16("forward-port")
+		if fwd != "auto" || pc.ForwardPort != 0 {
+			// The user asked for forwarding in so many words: an exit that
+			// lends no port is no use. With "auto" it is only preferred.
+			pc.Require = func(d exitnet.Descriptor) error {
+				if err := requireP2P(d); err != nil {
+					return err
+				}
+				if !d.Forward || d.FreePorts == 0 {
+					return errors.New("lends no forwarded port, and --forward asks for one")
+				}
+				return nil
+			}
+		}
 		pc.Inbound = target
 		pc.OnPort = func(port uint16) { latest(ports, port) }
 	}
 	pool, err = exitnet.NewPool(pc)
 	if err != nil {
 		return err
+	}
+	for _, k := range cached {
+		pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, exitnet.SourceExchange)
 	}
 	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool, Associator: associator{pool}, Username: user, Password: pass, Log: log})
 	if err != nil {
@@ -98,14 +140,42 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		}
 	}
 
-	log.Info("client ready", "peer", id.ID().String(), "exit", exit.String(), "socks", socksLn.Addr().String(), "http", addrOf(httpLn))
+	// The control socket answers 'swarmvpn status' and 'swarmvpn peers'.
+	// Without it the client still works, so failing to open it is a warning.
+	ctl, err := listenControl(filepath.Join(dir, controlSocketName))
+	if err != nil {
+		log.Warn("no control socket: 'swarmvpn status' will not reach this client", "err", err)
+	}
+	report := func() statusReport {
+		return clientReport(pool, id.ID().String(), socksLn.Addr().String(), addrOf(httpLn))
+	}
+
+	log.Info("client ready", "peer", id.ID().String(), "exits", len(exits), "learned", len(cached),
+		"mdns", cmd.Bool("mdns"), "socks", socksLn.Addr().String(), "http", addrOf(httpLn))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pool.Run(ctx) })
+	if cmd.Bool("mdns") {
+		g.Go(func() error {
+			warned := false
+			exitnet.Browse(ctx, 0, func(f exitnet.Found) { pool.AddExit(f.Exit, exitnet.SourceMDNS) }, func(err error) {
+				if !warned && !errors.Is(err, exitnet.ErrBadAnswer) {
+					warned = true
+					log.Warn("cannot look for exits on the LAN (mDNS unavailable)", "err", err)
+				}
+			})
+			return nil
+		})
+	}
 	g.Go(func() error {
 		for {
 			select {
 			case port := <-ports:
 				announcer.Announce(ctx, port)
+				if qb != nil {
+					if err := qb.SetPort(ctx, port); err != nil {
+						log.Warn("cannot set qBittorrent's listen port; will retry", "port", port, "err", err)
+					}
+				}
 			case <-ctx.Done():
 				return nil
 			}
@@ -114,6 +184,13 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	g.Go(func() error { return socks.Serve(ctx, socksLn) })
 	if httpLn != nil {
 		g.Go(func() error { return httpProxy.Serve(ctx, httpLn) })
+	}
+	if ctl != nil {
+		g.Go(func() error { return serveControlOn(ctx, ctl, report) })
+	}
+	if qb != nil {
+		// Puts the port back after qBittorrent restarts or someone changes it.
+		g.Go(func() error { qb.Keep(ctx, announcer.Port, 30*time.Second); return nil })
 	}
 	err = g.Wait()
 	log.Info("client stopped")
@@ -168,4 +245,39 @@ func latest(ch chan uint16, v uint16) {
 			}
 		}
 	}
+}
+
+// requireP2P refuses exits that do not carry BitTorrent: what a torrent
+// client needs above all, and what other networks' exits drop silently.
+func requireP2P(d exitnet.Descriptor) error {
+	if !d.P2P || !d.TCP || !d.UDP {
+		return fmt.Errorf("does not carry BitTorrent (tcp %v, udp %v, p2p %v; policy: %s)", d.TCP, d.UDP, d.P2P, d.Policy)
+	}
+	return nil
+}
+
+// clientReport is what the control socket tells about the running client.
+func clientReport(pool *exitnet.Pool, peer, socks, http string) statusReport {
+	st := pool.Status()
+	r := statusReport{Peer: peer, Link: string(st.State), Since: st.Since, LastError: st.LastError,
+		SOCKS: socks, HTTP: http, ForwardedPort: st.ForwardedPort}
+	if st.Exit.Addr != "" {
+		r.Exit = st.Exit.String()
+	}
+	if st.RTT > 0 {
+		r.RTT = st.RTT.Round(time.Microsecond).String()
+	}
+	if st.ForwardedPort != 0 {
+		host, _, _ := net.SplitHostPort(st.Exit.Addr)
+		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
+	}
+	for _, e := range pool.Exits() {
+		er := exitReport{Exit: e.Exit.String(), Source: e.Source, Role: e.Role, Caps: e.Caps, Load: e.Load,
+			Age: e.Age.String(), LastError: e.LastErr}
+		if e.RTT > 0 {
+			er.RTT = e.RTT.Round(time.Microsecond).String()
+		}
+		r.Exits = append(r.Exits, er)
+	}
+	return r
 }

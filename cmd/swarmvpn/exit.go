@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/internal/link"
@@ -31,6 +33,10 @@ func exitCommand() *cli.Command {
 				Usage: "accept only clients with this peer `ID`; repeatable (default: any client)"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: 0, Sources: env("dial-timeout"),
 				Usage: "bound name resolution plus connecting to a destination (default 10s)"},
+			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
+				Usage: "advertise this exit on the LAN by mDNS (--mdns=false to stay quiet)"},
+			&cli.StringSliceFlag{Name: "known-exit", Sources: env("known-exit"),
+				Usage: "another exit's `PEERID@HOST:PORT` whose signed descriptor this exit fetches and passes on to its clients; repeatable"},
 			stringFlag("forward-ports", "", "lend clients ports of this `RANGE` (e.g. 40000-40999) so peers can reach them; empty: no port forwarding"),
 			&cli.IntFlag{Name: "forward-per-client", Value: 1, Sources: env("forward-per-client"),
 				Usage: "the most forwarded ports one client may hold"},
@@ -75,30 +81,96 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	e, err := exitnet.NewExit(exitnet.ExitConfig{
+	cfg := exitnet.ExitConfig{
 		Link:        link.Config{Identity: id, Log: log},
 		Policy:      policy,
 		Allow:       allow,
 		DialTimeout: cmd.Duration("dial-timeout"),
 		Ports:       ports,
+		Version:     version,
 		Log:         log,
-	})
-	if err != nil {
-		return err
+	}
+	var known []link.ExitAddr
+	for _, s := range cmd.StringSlice("known-exit") {
+		k, err := link.ParseExitAddr(s)
+		if err != nil {
+			return fmt.Errorf("--known-exit: %w", err)
+		}
+		known = append(known, k)
 	}
 	ln, err := listen(cmd.String("listen"), "--listen")
 	if err != nil {
 		return err
 	}
-	for _, a := range exitAddrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr")) {
+	addrs := exitAddrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
+	for _, a := range addrs {
 		fmt.Fprintln(cmd.Root().Writer, a)
+		cfg.Addrs = append(cfg.Addrs, a.Addr)
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
 		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil,
 		"forward_ports", orNone(cmd.String("forward-ports")))
-	err = e.Serve(ctx, ln)
+	e, err := exitnet.NewExit(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.Serve(ctx, ln) })
+	if cmd.Bool("mdns") {
+		g.Go(func() error {
+			advertise(ctx, e, id, ln.Addr().(*net.TCPAddr), log)
+			return nil
+		})
+	}
+	if len(known) > 0 {
+		g.Go(func() error {
+			learnKnown(ctx, e, id, known, log)
+			return nil
+		})
+	}
+	err = g.Wait()
 	log.Info("exit stopped")
 	return err
+}
+
+// advertise announces the exit on the LAN until ctx ends. Without
+// multicast (a container, a VPS) that fails, which is worth a warning only.
+func advertise(ctx context.Context, e *exitnet.Exit, id *link.Identity, ln *net.TCPAddr, log *slog.Logger) {
+	d, err := e.Descriptor()
+	if err != nil {
+		log.Warn("no descriptor to advertise", "err", err)
+		return
+	}
+	desc, _ := d.Verify(id.ID(), time.Now())
+	var ips []net.IP
+	if !ln.IP.IsUnspecified() {
+		ips = []net.IP{ln.IP}
+	}
+	if err := exitnet.Advertise(ctx, id.ID(), ln.Port, ips, desc.Caps(), d.Digest()); err != nil {
+		log.Warn("not advertising on the LAN (mDNS unavailable); clients can still use the exit address", "err", err)
+	}
+}
+
+// learnKnown fetches the descriptors of the exits named by --known-exit,
+// now and every half hour, so this exit can pass them on to its clients.
+func learnKnown(ctx context.Context, e *exitnet.Exit, id *link.Identity, known []link.ExitAddr, log *slog.Logger) {
+	for {
+		for _, k := range known {
+			s, err := exitnet.FetchDescriptor(ctx, link.Config{Identity: id}, k)
+			if err == nil {
+				err = e.Learn(s)
+			}
+			if err != nil {
+				log.Warn("cannot learn a known exit", "exit", k.ID.Short(), "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(30 * time.Minute):
+		}
+	}
 }
 
 // forwardLeases returns the port lender --forward-ports asks for, with its

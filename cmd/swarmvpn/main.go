@@ -37,6 +37,9 @@ func newApp() *cli.Command {
 			idCommand(),
 			exitCommand(),
 			connectCommand(),
+			statusCommand(),
+			doctorCommand(),
+			peersCommand(),
 		},
 		HideHelpCommand: true,
 		OnUsageError: func(_ context.Context, cmd *cli.Command, err error, _ bool) error {

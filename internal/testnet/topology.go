@@ -180,12 +180,16 @@ func StartExitNode(t testing.TB, cfg exitnet.ExitConfig, addr string) *ExitNode 
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 100 * time.Millisecond
 	}
-	e, err := exitnet.NewExit(cfg)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	if cfg.Addrs == nil {
+		cfg.Addrs = []string{ln.Addr().String()}
+	}
+	e, err := exitnet.NewExit(cfg)
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/swarmvpn/swarmvpn/exitnet"
+)
+
+func peersCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "peers",
+		Usage: "list the exits the running client knows; with none running, look for exits on the LAN",
+		Flags: []cli.Flag{
+			stringFlag("state-dir", "", "the running client's state `DIR` (default: swarmvpn under the user's config directory)"),
+			&cli.BoolFlag{Name: "json", Usage: "print the exits as one JSON document"},
+			&cli.DurationFlag{Name: "browse", Value: 3 * time.Second, Usage: "with no client running, look on the LAN for this long"},
+		},
+		Action: runPeers,
+	}
+}
+
+func runPeers(ctx context.Context, cmd *cli.Command) error {
+	dir, err := stateDir(cmd)
+	if err != nil {
+		return err
+	}
+	var exits []exitReport
+	_, r, err := fetchStatus(ctx, filepath.Join(dir, controlSocketName))
+	switch {
+	case err == nil:
+		exits = r.Exits
+	case errors.Is(err, errNoClient):
+		exits, err = browseExits(ctx, cmd.Duration("browse"))
+		if err != nil {
+			return fmt.Errorf("no client is running with state dir %s, and the LAN cannot be searched: %v", dir, err)
+		}
+	default:
+		return err
+	}
+	w := cmd.Root().Writer
+	if cmd.Bool("json") {
+		if exits == nil {
+			exits = []exitReport{}
+		}
+		return json.NewEncoder(w).Encode(exits)
+	}
+	printPeers(w, exits)
+	return nil
+}
+
+// browseExits looks for exits on the LAN for d.
+func browseExits(ctx context.Context, d time.Duration) ([]exitReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]exitReport{}
+	var failure error
+	start := time.Now()
+	exitnet.Browse(ctx, d/2, func(f exitnet.Found) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[f.Exit.String()] = exitReport{Exit: f.Exit.String(), Source: exitnet.SourceMDNS, Caps: f.Caps,
+			Age: time.Since(start).Round(time.Second).String()}
+	}, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failure == nil && !errors.Is(err, exitnet.ErrBadAnswer) {
+			failure = err
+		}
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 && failure != nil {
+		return nil, failure
+	}
+	out := make([]exitReport, 0, len(seen))
+	for _, e := range seen {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func printPeers(w io.Writer, exits []exitReport) {
+	if len(exits) == 0 {
+		fmt.Fprintln(w, "no exits known")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "EXIT\tROLE\tRTT\tCAPS\tLOAD\tSOURCE\tAGE\tNOTE")
+	for _, e := range exits {
+		role := e.Role
+		if role == "" {
+			role = "-"
+		}
+		rtt := e.RTT
+		if rtt == "" {
+			rtt = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\t%s\n", e.Exit, role, rtt, strings.Join(e.Caps, ","),
+			e.Load*100, e.Source, e.Age, e.LastError)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testReport = statusReport{
+	Peer:           "peerclient",
+	Exit:           "peerexit@203.0.113.7:7000",
+	Link:           "up",
+	Since:          time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
+	RTT:            "23ms",
+	SOCKS:          "127.0.0.1:1080",
+	HTTP:           "127.0.0.1:8118",
+	ForwardedPort:  51413,
+	PublicEndpoint: "203.0.113.7:51413",
+}
+
+// runApp runs the whole app in-process and returns what it printed.
+func runApp(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.Run(t.Context(), append([]string{"swarmvpn"}, args...))
+	return out.String(), err
+}
+
+// startControl serves report on dir's control socket until the test ends.
+func startControl(t *testing.T, dir string, report statusReport) {
+	t.Helper()
+	ln, err := listenControl(filepath.Join(dir, controlSocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveControlOn(ctx, ln, func() statusReport { return report }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveControlOn: %v", err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, controlSocketName)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("control socket left behind: %v", err)
+		}
+	})
+}
+
+func TestStatusCommand(t *testing.T) {
+	dir := t.TempDir()
+	startControl(t, dir, testReport)
+
+	fi, err := os.Lstat(filepath.Join(dir, controlSocketName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode %v (%v), want 0600", fi.Mode(), err)
+	}
+
+	out, err := runApp(t, "status", "--state-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"exit     peerexit@203.0.113.7:7000\n",
+		"link     up since ",
+		"rtt      23ms\n",
+		"port     51413, reachable at 203.0.113.7:51413\n",
+		"socks    127.0.0.1:1080\n",
+		"http     127.0.0.1:8118\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, err = runApp(t, "status", "--state-dir", dir, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got statusReport
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("--json output %q: %v", out, err)
+	}
+	if !got.Since.Equal(testReport.Since) {
+		t.Fatalf("since %v, want %v", got.Since, testReport.Since)
+	}
+	got.Since = testReport.Since
+	if !reflect.DeepEqual(got, testReport) {
+		t.Fatalf("--json:\n got %+v\nwant %+v", got, testReport)
+	}
+
+	t.Setenv("SWARMVPN_STATE_DIR", dir)
+	if out, err := runApp(t, "status"); err != nil || !strings.Contains(out, "peerexit@") {
+		t.Fatalf("with SWARMVPN_STATE_DIR: %q, %v", out, err)
+	}
+}
+
+func TestPrintStatus(t *testing.T) {
+	since := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	printStatus(&b, statusReport{Exit: "e@h:1", Link: "down", Since: since, LastError: "link to h:1: connection refused",
+		SOCKS: "127.0.0.1:1080"}, since.Add(90*time.Second))
+	want := "exit     e@h:1\n" +
+		"link     down since " + since.Local().Format(time.DateTime) + " (1m30s)\n" +
+		"error    link to h:1: connection refused\n" +
+		"port     none forwarded\n" +
+		"socks    127.0.0.1:1080\n" +
+		"http     off\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestStatusNoClient(t *testing.T) {
+	dir := t.TempDir()
+	want := "no swarmvpn client is running with state dir " + dir + ": start one with 'swarmvpn connect'"
+	if _, err := runApp(t, "status", "--state-dir", dir); err == nil || err.Error() != want {
+		t.Fatalf("no socket: %v\nwant %s", err, want)
+	}
+	staleSocket(t, filepath.Join(dir, controlSocketName))
+	if _, err := runApp(t, "status", "--state-dir", dir); err == nil || err.Error() != want {
+		t.Fatalf("stale socket: %v\nwant %s", err, want)
+	}
+}
+
+// staleSocket leaves a socket at path that nobody answers on, as a client
+// that was killed does.
+func staleSocket(t *testing.T, path string) {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+}
+
+// TestServeControlStale: a socket left by a dead client is replaced.
+func TestServeControlStale(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, controlSocketName)
+	staleSocket(t, path)
+	startControl(t, dir, testReport)
+	if out, err := runApp(t, "status", "--state-dir", dir); err != nil || !strings.Contains(out, "peerexit@") {
+		t.Fatalf("status after a stale socket: %q, %v", out, err)
+	}
+
+	// serveControl itself: with ctx already done it replaces the stale
+	// socket, stops at once and removes its own.
+	dir2 := t.TempDir()
+	path2 := filepath.Join(dir2, controlSocketName)
+	staleSocket(t, path2)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := serveControl(ctx, path2, func() statusReport { return testReport }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path2); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket left after serveControl returned: %v", err)
+	}
+}
+
+// TestServeControlLive: a second client with the same state dir is refused
+// and the first keeps its socket.
+func TestServeControlLive(t *testing.T) {
+	dir := t.TempDir()
+	startControl(t, dir, testReport)
+	err := serveControl(t.Context(), filepath.Join(dir, controlSocketName), func() statusReport { return statusReport{} })
+	if err == nil || !strings.Contains(err.Error(), "another swarmvpn client is running with state dir "+dir) {
+		t.Fatalf("second serveControl: %v", err)
+	}
+	if out, err := runApp(t, "status", "--state-dir", dir); err != nil || !strings.Contains(out, "peerexit@") {
+		t.Fatalf("the first client stopped answering: %q, %v", out, err)
+	}
+}
+
+func TestServeControlBadPath(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, controlSocketName)
+	os.WriteFile(path, []byte("not a socket"), 0o600)
+	err := serveControl(t.Context(), path, func() statusReport { return testReport })
+	if err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("a regular file in the way: %v", err)
+	}
+
+	long := filepath.Join(dir, strings.Repeat("d", 120))
+	err = serveControl(t.Context(), filepath.Join(long, controlSocketName), func() statusReport { return testReport })
+	if err == nil || !strings.Contains(err.Error(), "use a shorter --state-dir") {
+		t.Fatalf("too long a path: %v", err)
+	}
+	if _, err := runApp(t, "status", "--state-dir", long); err == nil || !strings.Contains(err.Error(), "use a shorter --state-dir") {
+		t.Fatalf("status with too long a path: %v", err)
+	}
+	if _, err := os.Stat(long); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the long state dir was created: %v", err)
+	}
+}

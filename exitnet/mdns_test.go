@@ -1,0 +1,323 @@
+package exitnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/mdns"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
+)
+
+// netnsEnv marks a test binary re-run inside a network namespace of its own.
+const netnsEnv = "SWARMVPN_IN_NETNS"
+
+// inNetns reports whether the test runs inside its own network namespace,
+// after running the ip commands of setup there. Outside, it re-runs this
+// test in a fresh namespace (unshare -n), checks that it passed there, and
+// reports false: the caller then returns. mDNS tests run only there, so
+// that nothing is sent on the host's network.
+//
+// Without unshare or the right to use it, the test is skipped, unless CI is
+// set: then it fails.
+func inNetns(t *testing.T, setup ...string) bool {
+	t.Helper()
+	if os.Getenv(netnsEnv) != "" {
+		for _, cmd := range setup {
+			if out, err := exec.Command("ip", strings.Fields(cmd)...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %s: %v\n%s", cmd, err, out)
+			}
+		}
+		return true
+	}
+	unavailable := func(why string) {
+		t.Helper()
+		if os.Getenv("CI") != "" {
+			t.Fatalf("network namespaces needed, and %s", why)
+		}
+		t.Skipf("needs a network namespace of its own, and %s (run as root; in CI it must not skip)", why)
+	}
+	for _, tool := range []string{"unshare", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable(tool + " is not installed")
+		}
+	}
+	cmd := exec.CommandContext(t.Context(), "unshare", "-n", "env", netnsEnv+"=1",
+		os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=2m")
+	out, err := cmd.CombinedOutput()
+	if err != nil && bytes.HasPrefix(out, []byte("unshare: ")) {
+		unavailable("unshare -n failed: " + strings.TrimSpace(string(out)))
+	}
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
+		t.Fatalf("in a network namespace: %v\n%s", err, out)
+	}
+	return false
+}
+
+// multicastOnLoopback lets a namespace with nothing but loopback multicast.
+var multicastOnLoopback = []string{"link set lo up", "link set lo multicast on", "route add 224.0.0.0/4 dev lo"}
+
+// runGroup runs functions until the test ends, then cancels them and waits.
+type runGroup struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newRunGroup(t *testing.T) *runGroup {
+	g := &runGroup{}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	t.Cleanup(g.stop)
+	return g
+}
+
+// stop cancels and waits for everything to end.
+func (g *runGroup) stop() {
+	g.cancel()
+	g.wg.Wait()
+}
+
+// stopWithin stops g and fails if that takes longer than d.
+func (g *runGroup) stopWithin(t *testing.T, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { g.stop(); close(done) }()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		t.Fatalf("still running %s after cancel", d)
+	}
+}
+
+type advertised struct {
+	id     *link.Identity
+	port   int
+	caps   []string
+	digest string
+}
+
+func TestMDNSTwoExitsFound(t *testing.T) {
+	if !inNetns(t, multicastOnLoopback...) {
+		return
+	}
+	exits := []advertised{
+		{id: seededIdentity(t, 1), port: 7001, caps: []string{"tcp", "udp", "p2p", "fwd"}},
+		{id: seededIdentity(t, 2), port: 7002, caps: []string{"tcp"}},
+	}
+	want := make(map[link.PeerID]advertised)
+	for i := range exits {
+		e := &exits[i]
+		d := testDescriptor(e.id.ID())
+		d.Policy = strings.Repeat("x", i) // a digest of its own
+		e.digest = signTest(t, e.id, d).Digest()
+		want[e.id.ID()] = *e
+	}
+
+	g := newRunGroup(t)
+	advErr := make(chan error, len(exits))
+	for _, e := range exits {
+		g.wg.Go(func() {
+			advErr <- Advertise(g.ctx, e.id.ID(), e.port, []net.IP{net.IPv4(127, 0, 0, 1)}, e.caps, e.digest)
+		})
+	}
+	found := make(chan Found, 16)
+	g.wg.Go(func() {
+		Browse(g.ctx, 200*time.Millisecond, func(f Found) {
+			select {
+			case found <- f:
+			default: // the test has what it needs
+			}
+		}, func(err error) { t.Errorf("warn: %v", err) })
+	})
+
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	seen := make(map[link.PeerID]bool)
+	for len(seen) < len(exits) {
+		select {
+		case f := <-found:
+			e, ok := want[f.Exit.ID]
+			if !ok {
+				t.Fatalf("found an exit that was not advertised: %+v", f)
+			}
+			if wantAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(e.port)); f.Exit.Addr != wantAddr {
+				t.Errorf("%s at %s, want %s", f.Exit.ID.Short(), f.Exit.Addr, wantAddr)
+			}
+			if !reflect.DeepEqual(f.Caps, e.caps) || f.Digest != e.digest || f.Seen.IsZero() {
+				t.Errorf("%s: caps %q digest %q, want %q %q", f.Exit.ID.Short(), f.Caps, f.Digest, e.caps, e.digest)
+			}
+			seen[f.Exit.ID] = true
+		case err := <-advErr:
+			t.Fatalf("advertise: %v", err)
+		case <-deadline.C:
+			t.Fatalf("after 15 s found %d of %d exits", len(seen), len(exits))
+		}
+	}
+	g.stopWithin(t, 5*time.Second)
+	for range exits {
+		if err := <-advErr; err != nil {
+			t.Errorf("advertise: %v", err)
+		}
+	}
+}
+
+// TestMDNSNoMulticast runs where mDNS cannot start, as in a container:
+// Advertise fails, Browse warns once however many rounds fail, finds
+// nothing, and stops when told.
+func TestMDNSNoMulticast(t *testing.T) {
+	if !inNetns(t, "link set lo up") {
+		return
+	}
+	id := seededIdentity(t, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := Advertise(ctx, id.ID(), 7001, nil, nil, ""); err == nil {
+		t.Error("Advertise without multicast: no error")
+	} else {
+		t.Logf("Advertise: %v", err)
+	}
+
+	g := newRunGroup(t)
+	warned := make(chan error, 16)
+	found := make(chan Found, 16)
+	g.wg.Go(func() {
+		Browse(g.ctx, 10*time.Millisecond, func(f Found) { found <- f }, func(err error) { warned <- err })
+	})
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	select {
+	case err := <-warned:
+		t.Logf("warned: %v", err)
+		if errors.Is(err, ErrBadAnswer) {
+			t.Errorf("warned of a bad answer, want an mDNS failure: %v", err)
+		}
+	case f := <-found:
+		t.Fatalf("found %+v", f)
+	case <-timeout.C:
+		t.Fatal("no warning after 10 s")
+	}
+	// Let a few more rounds fail (every 10 ms), then stop.
+	more := time.NewTimer(200 * time.Millisecond)
+	defer more.Stop()
+	select {
+	case err := <-warned:
+		t.Errorf("warned again: %v", err)
+	case f := <-found:
+		t.Errorf("found %+v", f)
+	case <-more.C:
+	}
+	g.stopWithin(t, 5*time.Second)
+}
+
+func TestAdvertiseRefusesBadArguments(t *testing.T) {
+	id := seededIdentity(t, 1)
+	for _, tc := range []struct {
+		name   string
+		port   int
+		caps   []string
+		digest string
+	}{
+		{"port 0", 0, nil, ""},
+		{"port 65536", 65536, nil, ""},
+		{"comma in a capability", 7001, []string{"tcp,udp"}, ""},
+		{"capital capability", 7001, []string{"TCP"}, ""},
+		{"empty capability", 7001, []string{""}, ""},
+		{"short digest", 7001, nil, "abc"},
+		{"digest not hex", 7001, nil, strings.Repeat("g", 32)},
+	} {
+		// The arguments are checked before anything listens, so this runs
+		// anywhere and sends nothing.
+		if err := Advertise(t.Context(), id.ID(), tc.port, []net.IP{net.IPv4(127, 0, 0, 1)}, tc.caps, tc.digest); err == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+}
+
+func TestParseAnswer(t *testing.T) {
+	id := seededIdentity(t, 1).ID()
+	digest := strings.Repeat("0123456789abcdef", 2)
+	good := func() *mdns.ServiceEntry {
+		return &mdns.ServiceEntry{
+			Name:       id.Short() + "._swarmvpn._tcp.local.",
+			AddrV4:     net.IPv4(192, 0, 2, 7),
+			Port:       7001,
+			InfoFields: []string{"id=" + id.String(), "caps=tcp,udp,p2p,fwd", "d=" + digest, "v=1"},
+		}
+	}
+	now := time.Now()
+	f, err := parseAnswer(good(), false, now)
+	wantF := Found{
+		Exit:   link.ExitAddr{ID: id, Addr: "192.0.2.7:7001"},
+		Caps:   []string{"tcp", "udp", "p2p", "fwd"},
+		Digest: digest,
+		Seen:   now,
+	}
+	if err != nil || !reflect.DeepEqual(f, wantF) {
+		t.Fatalf("parseAnswer = %+v, %v\nwant %+v", f, err, wantF)
+	}
+
+	for _, tc := range []struct {
+		name       string
+		change     func(*mdns.ServiceEntry)
+		loopbackOK bool
+		addr       string // "" means the answer is bad
+	}{
+		{"no caps, no digest", func(e *mdns.ServiceEntry) { e.InfoFields = []string{"id=" + id.String(), "caps=", "v=1"} }, false, "192.0.2.7:7001"},
+		{"fields in another order", func(e *mdns.ServiceEntry) { e.InfoFields = []string{"v=1", "id=" + id.String()} }, false, "192.0.2.7:7001"},
+		{"unknown capability kept", func(e *mdns.ServiceEntry) { e.InfoFields[1] = "caps=tcp,later-cap" }, false, "192.0.2.7:7001"},
+		{"IPv6 only", func(e *mdns.ServiceEntry) {
+			e.AddrV4 = nil
+			e.AddrV6IPAddr = &net.IPAddr{IP: net.ParseIP("2001:db8::7")}
+		}, false, "[2001:db8::7]:7001"},
+		{"IPv6 link-local with zone", func(e *mdns.ServiceEntry) {
+			e.AddrV4 = nil
+			e.AddrV6IPAddr = &net.IPAddr{IP: net.ParseIP("fe80::7"), Zone: "eth0"}
+		}, false, "[fe80::7%eth0]:7001"},
+		{"unusable IPv4, usable IPv6", func(e *mdns.ServiceEntry) {
+			e.AddrV4 = net.IPv4zero
+			e.AddrV6IPAddr = &net.IPAddr{IP: net.ParseIP("2001:db8::7")}
+		}, false, "[2001:db8::7]:7001"},
+		{"loopback on loopback", func(e *mdns.ServiceEntry) { e.AddrV4 = net.IPv4(127, 0, 0, 1) }, true, "127.0.0.1:7001"},
+
+		{"loopback elsewhere", func(e *mdns.ServiceEntry) { e.AddrV4 = net.IPv4(127, 0, 1, 1) }, false, ""},
+		{"IPv6 link-local without zone", func(e *mdns.ServiceEntry) {
+			e.AddrV4 = nil
+			e.AddrV6IPAddr = &net.IPAddr{IP: net.ParseIP("fe80::7")}
+		}, false, ""},
+		{"unspecified", func(e *mdns.ServiceEntry) { e.AddrV4 = net.IPv4zero }, false, ""},
+		{"multicast", func(e *mdns.ServiceEntry) { e.AddrV4 = net.IPv4(224, 0, 0, 251) }, false, ""},
+		{"no address", func(e *mdns.ServiceEntry) { e.AddrV4 = nil }, false, ""},
+		{"port 0", func(e *mdns.ServiceEntry) { e.Port = 0 }, false, ""},
+		{"no id", func(e *mdns.ServiceEntry) { e.InfoFields = e.InfoFields[1:] }, false, ""},
+		{"bad id", func(e *mdns.ServiceEntry) { e.InfoFields[0] = "id=" + id.String()[1:] }, false, ""},
+		{"id twice", func(e *mdns.ServiceEntry) { e.InfoFields = append(e.InfoFields, "id="+id.String()) }, false, ""},
+		{"no version", func(e *mdns.ServiceEntry) { e.InfoFields = e.InfoFields[:3] }, false, ""},
+		{"version 2", func(e *mdns.ServiceEntry) { e.InfoFields[3] = "v=2" }, false, ""},
+		{"not key=value", func(e *mdns.ServiceEntry) { e.InfoFields = append(e.InfoFields, "junk") }, false, ""},
+		{"empty capability", func(e *mdns.ServiceEntry) { e.InfoFields[1] = "caps=tcp,,udp" }, false, ""},
+		{"capability with a quote", func(e *mdns.ServiceEntry) { e.InfoFields[1] = `caps=tcp\"` }, false, ""},
+		{"bad digest", func(e *mdns.ServiceEntry) { e.InfoFields[2] = "d=" + strings.ToUpper(digest) }, false, ""},
+	} {
+		e := good()
+		tc.change(e)
+		f, err := parseAnswer(e, tc.loopbackOK, now)
+		switch {
+		case tc.addr == "" && !errors.Is(err, ErrBadAnswer):
+			t.Errorf("%s: %+v, %v; want ErrBadAnswer", tc.name, f, err)
+		case tc.addr != "" && (err != nil || f.Exit.Addr != tc.addr || f.Exit.ID != id):
+			t.Errorf("%s: %+v, %v; want %s", tc.name, f, err, tc.addr)
+		}
+	}
+}
