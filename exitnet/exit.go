@@ -36,6 +36,12 @@ type ExitConfig struct {
 	// DrainTimeout is how long open flows may continue after shutdown
 	// begins. Default 2s.
 	DrainTimeout time.Duration
+	// MaxClients caps the clients (peer IDs) the exit serves at once.
+	// Default 1024.
+	MaxClients int
+	// MaxStreamsPerClient caps the flows one client may have open at once,
+	// UDP associations and forwards included. Default 8192.
+	MaxStreamsPerClient int
 	// MaxUDPPerClient caps the UDP associations one client (peer ID) may
 	// hold at once. A torrent client needs one per listen socket. Default 16.
 	MaxUDPPerClient int
@@ -65,10 +71,12 @@ type Exit struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	udp   udpCounters
-	fwd   forwardCounters
-	names nameCache
-	desc  descriptors
+	udp udpCounters
+	fwd forwardCounters
+
+	refusedClients, refusedStreams atomic.Uint64
+	names                          nameCache
+	desc                           descriptors
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -78,6 +86,7 @@ type Exit struct {
 // client is what the exit holds for one peer ID across its links.
 type client struct {
 	links        int // guarded by Exit.mu
+	streams      atomic.Int32
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
@@ -205,7 +214,7 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
-	sess, err := link.Server(ctx, conn, e.cfg.Link, e.cfg.Allow)
+	sess, err := link.Server(ctx, conn, e.cfg.Link, e.admit)
 	if err != nil {
 		e.log.Info("link refused", "err", err)
 		return
@@ -217,12 +226,19 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 		sess.Close()
 		return
 	}
-	e.sessions[sess] = struct{}{}
 	c := e.clients[sess.Peer]
 	if c == nil {
+		if len(e.clients) >= e.maxClients() {
+			e.mu.Unlock()
+			e.refusedClients.Add(1)
+			log.Warn("link refused: the exit serves as many clients as it allows", "clients", e.maxClients())
+			sess.Close()
+			return
+		}
 		c = &client{}
 		e.clients[sess.Peer] = c
 	}
+	e.sessions[sess] = struct{}{}
 	c.links++
 	e.mu.Unlock()
 	log.Info("link up")
@@ -234,7 +250,18 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 		if err != nil {
 			break
 		}
-		wg.Go(func() { e.serveStream(ctx, log, sess, st, c) })
+		if c.streams.Add(1) > int32(e.maxStreams()) {
+			// Over the cap: answer, rather than reset, so the client's
+			// application gets a reason.
+			c.streams.Add(-1)
+			e.refusedStreams.Add(1)
+			wg.Go(func() { e.refuseStream(st) })
+			continue
+		}
+		wg.Go(func() {
+			defer c.streams.Add(-1)
+			e.serveStream(ctx, log, sess, st, c)
+		})
 	}
 	sess.Close()
 	wg.Wait()
@@ -290,6 +317,51 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 	r := relay.Splice(st, conn)
 	log.Debug("flow done", "stream", st.StreamID(), "dst", dst,
 		"bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond), "err", r.Err)
+}
+
+// admit decides in the TLS handshake whether a client may link: it must be
+// on the allow-list, if there is one, and there must be room for it.
+func (e *Exit) admit(id link.PeerID) bool {
+	if e.cfg.Allow != nil && !e.cfg.Allow(id) {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.clients[id] == nil && len(e.clients) >= e.maxClients() {
+		e.refusedClients.Add(1)
+		return false
+	}
+	return true
+}
+
+func (e *Exit) maxClients() int {
+	if e.cfg.MaxClients > 0 {
+		return e.cfg.MaxClients
+	}
+	return 1024
+}
+
+func (e *Exit) maxStreams() int {
+	if e.cfg.MaxStreamsPerClient > 0 {
+		return e.cfg.MaxStreamsPerClient
+	}
+	return 8192
+}
+
+// refuseStream reads a stream's request and answers that the exit will not
+// carry it: the client holds too many.
+func (e *Exit) refuseStream(st *yamux.Stream) {
+	st.SetReadDeadline(time.Now().Add(orDefault(e.cfg.RequestTimeout, 10*time.Second)))
+	if _, err := wire.ReadRequest(st); err == nil {
+		respond(st, wire.Response{Status: wire.StatusNotAllowed})
+	}
+	st.Close()
+}
+
+// Refused counts links refused for the client cap and flows refused for
+// the per-client stream cap.
+func (e *Exit) Refused() (clients, streams uint64) {
+	return e.refusedClients.Load(), e.refusedStreams.Load()
 }
 
 func respond(st *yamux.Stream, resp wire.Response) error {

@@ -347,3 +347,54 @@ func TestThousandConcurrentFlows(t *testing.T) {
 		t.Fatalf("target accepted %d, want 1000", n)
 	}
 }
+
+// TestExitLimits: a client over its stream cap gets "not allowed" for the
+// extra flows, and a client beyond the exit's client cap gets no link.
+func TestExitLimits(t *testing.T) {
+	id := newIdentity(t)
+	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &Policy{AllowPrivate: true},
+		MaxClients: 1, MaxStreamsPerClient: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+	addr := link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}
+	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
+	dst := "127.0.0.1:" + tg.port()
+
+	pool := startPool(t, addr)
+	var open []net.Conn
+	for range 3 {
+		c, err := pool.DialContext(t.Context(), "tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	if _, err := pool.DialContext(t.Context(), "tcp", dst); wire.StatusOf(err) != wire.StatusNotAllowed {
+		t.Fatalf("fourth flow: %v, want not allowed", err)
+	}
+	open[0].Close()
+	waitFor(t, "a stream slot to free", func() bool {
+		c, err := pool.DialContext(t.Context(), "tcp", dst)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	for _, c := range open[1:] {
+		c.Close()
+	}
+
+	second, _ := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{addr}})
+	if _, _, err := second.dial(t.Context(), addr); err == nil {
+		t.Fatal("a second client got a link from an exit capped at one")
+	}
+	if clients, streams := e.Refused(); clients != 1 || streams < 1 {
+		t.Fatalf("refused: %d clients, %d streams", clients, streams)
+	}
+}

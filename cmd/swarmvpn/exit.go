@@ -35,6 +35,14 @@ func exitCommand() *cli.Command {
 				Usage: "bound name resolution plus connecting to a destination (default 10s)"},
 			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
 				Usage: "advertise this exit on the LAN by mDNS (--mdns=false to stay quiet)"},
+			&cli.IntFlag{Name: "max-clients", Value: 1024, Sources: env("max-clients"),
+				Usage: "serve at most this many clients at once"},
+			&cli.IntFlag{Name: "max-flows-per-client", Value: 8192, Sources: env("max-flows-per-client"),
+				Usage: "let one client have at most this many flows open at once"},
+			&cli.IntFlag{Name: "max-udp-per-client", Value: 16, Sources: env("max-udp-per-client"),
+				Usage: "let one client hold at most this many UDP associations"},
+			&cli.DurationFlag{Name: "udp-idle", Value: 5 * time.Minute, Sources: env("udp-idle"),
+				Usage: "close a UDP association that carried nothing for this long"},
 			&cli.StringSliceFlag{Name: "known-exit", Sources: env("known-exit"),
 				Usage: "another exit's `PEERID@HOST:PORT` whose signed descriptor this exit fetches and passes on to its clients; repeatable"},
 			stringFlag("forward-ports", "", "lend clients ports of this `RANGE` (e.g. 40000-40999) so peers can reach them; empty: no port forwarding"),
@@ -88,6 +96,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		DialTimeout: cmd.Duration("dial-timeout"),
 		Ports:       ports,
 		Version:     version,
+
+		MaxClients:          int(cmd.Int("max-clients")),
+		MaxStreamsPerClient: int(cmd.Int("max-flows-per-client")),
+		MaxUDPPerClient:     int(cmd.Int("max-udp-per-client")),
+		UDPIdleTimeout:      cmd.Duration("udp-idle"),
 		Log:         log,
 	}
 	var known []link.ExitAddr
