@@ -101,7 +101,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		MaxStreamsPerClient: int(cmd.Int("max-flows-per-client")),
 		MaxUDPPerClient:     int(cmd.Int("max-udp-per-client")),
 		UDPIdleTimeout:      cmd.Duration("udp-idle"),
-		Log:         log,
+		Log:                 log,
 	}
 	var known []link.ExitAddr
 	for _, s := range cmd.StringSlice("known-exit") {
