@@ -132,3 +132,24 @@ func TestNoExitFailsClosed(t *testing.T) {
 		t.Fatalf("status %+v: want down with a reason", st)
 	}
 }
+
+// TestStalledLinkNoticed: the path to the active exit goes dead without
+// any connection closing. Keepalive notices within two intervals and new
+// flows move to the standby exit.
+func TestStalledLinkNoticed(t *testing.T) {
+	app := StartTarget(t, "127.0.0.1:0", Echo)
+	a := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	path := NewStallProxy(t, a.Addr.Addr)
+	id, _ := link.NewIdentity()
+	// Only the path to a is watched closely; b is the standby.
+	p := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id, KeepAlive: 200 * time.Millisecond},
+		Exits: []link.ExitAddr{{ID: a.Addr.ID, Addr: path.Addr}}})
+	echoVia(t, p, app.Addr)
+	p.AddExit(b.Addr, exitnet.SourceStatic)
+	WaitFor(t, "b on standby", func() bool { return roleOf(p, b.Addr.ID) == exitnet.RoleStandby })
+
+	path.Stall()
+	WaitFor(t, "the stalled link to be dropped", func() bool { return activeExit(p) == b.Addr.ID })
+	echoVia(t, p, app.Addr)
+}
