@@ -188,7 +188,7 @@ type Found struct {
 }
 
 // Browse looks for exits on the LAN until ctx ends: it queries at once and
-// then every every (0 means 10 s) on each interface that is up and can
+// then once per interval every (0 means 10 s) on each interface that is up and can
 // multicast, loopback included when its multicast flag is on, or on the
 // default interface when no interface qualifies. For each exit that answered
 // a round with a valid TXT record and a usable address, it calls found,
@@ -202,13 +202,16 @@ type Found struct {
 // called from Browse's goroutine, never at the same time.
 //
 // Browse returns after every query it started has ended: within about a
-// second of ctx ending, since hashicorp/mdns waits out a query's one-second
-// window even when cancelled.
+// second of ctx ending, since hashicorp/mdns waits out a query's window
+// (one second, or every/2 if shorter) even when cancelled.
 func Browse(ctx context.Context, every time.Duration, found func(Found), warn func(error)) {
 	if every <= 0 {
 		every = defaultMDNSEvery
 	}
 	wait := min(maxMDNSQueryWait, every/2)
+	if found == nil {
+		found = func(Found) {}
+	}
 	if warn == nil {
 		warn = func(error) {}
 	}
@@ -262,10 +265,20 @@ func browseRound(ctx context.Context, wait time.Duration) ([]mdnsAnswer, error) 
 	if err != nil {
 		return nil, fmt.Errorf("mdns browse: %w", err)
 	}
-	if len(ifs) == 0 {
+	type target struct {
+		ifi    net.Interface
+		v4, v6 bool
+	}
+	var targets []target
+	for _, ifi := range ifs {
+		if v4, v6 := ipFamilies(&ifi); v4 || v6 {
+			targets = append(targets, target{ifi, v4, v6})
+		}
+	}
+	if len(targets) == 0 {
 		got, err := mdnsQuery(ctx, nil, true, true, wait)
 		if err != nil {
-			return nil, fmt.Errorf("mdns browse: no interface can multicast, and the default: %w", err)
+			return nil, fmt.Errorf("mdns browse: no interface with an address can multicast, and the default interface: %w", err)
 		}
 		answers := make([]mdnsAnswer, len(got))
 		for i, e := range got {
@@ -277,41 +290,28 @@ func browseRound(ctx context.Context, wait time.Duration) ([]mdnsAnswer, error) 
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		answers []mdnsAnswer
-		errs    []error
+		errs    []string
 	)
-	for _, ifi := range ifs {
-		v4, v6 := ipFamilies(&ifi)
-		if !v4 && !v6 {
-			continue
-		}
+	for _, tg := range targets {
 		wg.Go(func() {
-			got, err := mdnsQuery(ctx, &ifi, v4, v6, wait)
+			got, err := mdnsQuery(ctx, &tg.ifi, tg.v4, tg.v6, wait)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", ifi.Name, err))
+				errs = append(errs, tg.ifi.Name+": "+err.Error())
 				return
 			}
 			for _, e := range got {
-				answers = append(answers, mdnsAnswer{entry: e, loopback: ifi.Flags&net.FlagLoopback != 0})
+				answers = append(answers, mdnsAnswer{entry: e, loopback: tg.ifi.Flags&net.FlagLoopback != 0})
 			}
 		})
 	}
 	wg.Wait()
-	if len(answers) == 0 && len(errs) > 0 && len(errs) == countQueried(ifs) {
-		return nil, fmt.Errorf("mdns browse: %w", errors.Join(errs...))
+	if len(errs) == len(targets) {
+		slices.Sort(errs)
+		return nil, errors.New("mdns browse: " + strings.Join(errs, "; "))
 	}
 	return answers, nil
-}
-
-func countQueried(ifs []net.Interface) int {
-	n := 0
-	for i := range ifs {
-		if v4, v6 := ipFamilies(&ifs[i]); v4 || v6 {
-			n++
-		}
-	}
-	return n
 }
 
 // ipFamilies reports whether ifi has IPv4 and IPv6 addresses, so that a

@@ -132,21 +132,48 @@ func TestMDNSTwoExitsFound(t *testing.T) {
 			advErr <- Advertise(g.ctx, e.id.ID(), e.port, []net.IP{net.IPv4(127, 0, 0, 1)}, e.caps, e.digest)
 		})
 	}
+	// A third responder whose TXT records are not an exit's.
+	bogus, err := mdns.NewMDNSService("bogus", MDNSService, "local.", "bogus.local.", 7003,
+		[]net.IP{net.IPv4(127, 0, 0, 1)}, []string{"id=nope", "v=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := mdns.NewServer(&mdns.Config{Zone: bogus, Logger: discardLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+
 	found := make(chan Found, 16)
+	bad := make(chan error, 16)
 	g.wg.Go(func() {
 		Browse(g.ctx, 200*time.Millisecond, func(f Found) {
 			select {
 			case found <- f:
 			default: // the test has what it needs
 			}
-		}, func(err error) { t.Errorf("warn: %v", err) })
+		}, func(err error) {
+			if !errors.Is(err, ErrBadAnswer) {
+				t.Errorf("warn: %v", err)
+			}
+			select {
+			case bad <- err:
+			default:
+			}
+		})
 	})
 
 	deadline := time.NewTimer(15 * time.Second)
 	defer deadline.Stop()
 	seen := make(map[link.PeerID]bool)
-	for len(seen) < len(exits) {
+	badSeen := false
+	for len(seen) < len(exits) || !badSeen {
 		select {
+		case err := <-bad:
+			if !strings.Contains(err.Error(), "bogus") {
+				t.Errorf("bad answer reported: %v", err)
+			}
+			badSeen = true
 		case f := <-found:
 			e, ok := want[f.Exit.ID]
 			if !ok {
@@ -162,7 +189,7 @@ func TestMDNSTwoExitsFound(t *testing.T) {
 		case err := <-advErr:
 			t.Fatalf("advertise: %v", err)
 		case <-deadline.C:
-			t.Fatalf("after 15 s found %d of %d exits", len(seen), len(exits))
+			t.Fatalf("after 15 s found %d of %d exits; bad answer reported: %v", len(seen), len(exits), badSeen)
 		}
 	}
 	g.stopWithin(t, 5*time.Second)
@@ -181,9 +208,10 @@ func TestMDNSNoMulticast(t *testing.T) {
 		return
 	}
 	id := seededIdentity(t, 1)
-	ctx, cancel := context.WithCancel(t.Context())
+	// Advertise must fail at once; should it start, it stops after 5 s.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if err := Advertise(ctx, id.ID(), 7001, nil, nil, ""); err == nil {
+	if err := Advertise(ctx, id.ID(), 7001, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, ""); err == nil {
 		t.Error("Advertise without multicast: no error")
 	} else {
 		t.Logf("Advertise: %v", err)
