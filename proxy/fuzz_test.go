@@ -13,21 +13,45 @@ import (
 )
 
 // memConn is a connection whose peer has sent in and then closed: reads
-// return in, then EOF; writes are collected. It never blocks, so a fuzz
-// iteration over it cannot hang.
+// return in, then EOF; writes are collected. A client's memConn never
+// blocks, so a fuzz iteration over it cannot hang.
 type memConn struct {
 	r      *bytes.Reader
 	mu     sync.Mutex
 	out    bytes.Buffer
 	once   sync.Once
 	closed chan struct{}
+
+	// spoken, when not nil, holds reads back until the first Write,
+	// CloseWrite or Close: the peer is a server, which answers a request.
+	spoken chan struct{}
+	speak  sync.Once
 }
 
 func newMemConn(in []byte) *memConn {
 	return &memConn{r: bytes.NewReader(in), closed: make(chan struct{})}
 }
 
+// newServerConn is a memConn whose peer sends in only once it has been sent
+// something (or half-closed, or closed). Sooner, an HTTP transport would take
+// in for an unsolicited response, drop it and answer 502 instead.
+func newServerConn(in []byte) *memConn {
+	c := newMemConn(in)
+	c.spoken = make(chan struct{})
+	return c
+}
+
+// spoke releases a server conn's reads.
+func (c *memConn) spoke() {
+	if c.spoken != nil {
+		c.speak.Do(func() { close(c.spoken) })
+	}
+}
+
 func (c *memConn) Read(p []byte) (int, error) {
+	if c.spoken != nil {
+		<-c.spoken
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.r.Read(p)
@@ -41,6 +65,7 @@ func (c *memConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
+	defer c.spoke()
 	return c.out.Write(p)
 }
 
@@ -50,8 +75,13 @@ func (c *memConn) output() []byte {
 	return bytes.Clone(c.out.Bytes())
 }
 
-func (c *memConn) Close() error                     { c.once.Do(func() { close(c.closed) }); return nil }
-func (c *memConn) CloseWrite() error                { return nil }
+func (c *memConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	c.spoke()
+	return nil
+}
+
+func (c *memConn) CloseWrite() error                { c.spoke(); return nil }
 func (c *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1080} }
 func (c *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
 func (c *memConn) SetDeadline(time.Time) error      { return nil }
@@ -62,8 +92,8 @@ func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
 // forwarded request gets one, and plain bytes for a tunnel.
 const cannedResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
-// fuzzDialer answers by port: a multiple of 9 connects to a memConn that
-// sends cannedResponse; any other port fails with status port%9.
+// fuzzDialer answers by port: a multiple of 9 connects to a server conn that
+// answers with cannedResponse; any other port fails with status port%9.
 var fuzzDialer = dialFunc(func(_ context.Context, _, addr string) (net.Conn, error) {
 	_, p, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -71,7 +101,7 @@ var fuzzDialer = dialFunc(func(_ context.Context, _, addr string) (net.Conn, err
 	}
 	port, _ := strconv.Atoi(p)
 	if port%9 == 0 {
-		return newMemConn([]byte(cannedResponse)), nil
+		return newServerConn([]byte(cannedResponse)), nil
 	}
 	return nil, &wire.Error{Status: wire.Status(port % 9)}
 })

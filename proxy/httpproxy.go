@@ -235,6 +235,15 @@ func (h *HTTP) connect(w http.ResponseWriter, r *http.Request) {
 // forwardRequest sends an absolute-URI request on through the transport.
 func (h *HTTP) forwardRequest(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// The transport may still be reading the request body when the
+	// response starts: it makes one last Read after Content-Length bytes,
+	// and an origin may answer before it has read the body at all. An
+	// HTTP/1 server, unless told the handler is full duplex, consumes and
+	// closes the unread body as the response header goes out; that Read
+	// then fails, the transport closes the origin connection, and the
+	// response is cut off into an EOF. HTTP/2 is always full duplex and
+	// says ErrNotSupported, which is then no error.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	out := r.WithContext(r.Context())
 	out.Header = r.Header.Clone()
 	removeHopByHop(out.Header)

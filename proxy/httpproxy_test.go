@@ -237,6 +237,73 @@ func TestHTTPForward(t *testing.T) {
 	})
 }
 
+// An origin may answer before it has read the request body, and a client
+// may send its body only once the answer has begun: the proxy carries both
+// directions at once. The body it is still forwarding must be neither
+// consumed nor closed by the server when the response starts; when it was,
+// this exchange deadlocked, and a POST whose response began before the
+// transport's final read of the body got an EOF instead of its response.
+func TestHTTPForwardFullDuplex(t *testing.T) {
+	checkLeaks(t)
+	// Under net/http's 256 KiB limit, below which the server consumes the
+	// unread body when a non-duplex handler starts its response.
+	up := randBytes(t, 64<<10)
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.EnableFullDuplex(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "ready\n")
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, r.Body); err != nil {
+			fmt.Fprintf(w, "read body: %v\n", err)
+			return
+		}
+		fmt.Fprintf(w, "%x\n", h.Sum(nil))
+	}))
+	t.Cleanup(o.Close)
+	proxy, _ := startHTTP(t, HTTPConfig{Dialer: &net.Dialer{}})
+
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(time.Minute)) // a guard against the deadlock
+	host := strings.TrimPrefix(o.URL, "http://")
+	if _, err := fmt.Fprintf(c, "POST %s/duplex HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", o.URL, host, len(up)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response head: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s", resp.Status)
+	}
+	body := bufio.NewReader(resp.Body)
+	if line, err := body.ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	// Only now, with the response under way, the request body.
+	if _, err := c.Write(up); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(up)
+	if want := hex.EncodeToString(sum[:]) + "\n"; string(rest) != want {
+		t.Errorf("origin answered %q, want the hash of the body sent, %q", rest, want)
+	}
+}
+
 func TestHTTPErrors(t *testing.T) {
 	checkLeaks(t)
 	ln := listen(t, "127.0.0.1:0")
