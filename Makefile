@@ -5,7 +5,7 @@ BIN      ?= bin/swarmvpn
 FUZZTIME ?= 20s
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test fuzz bench clean
+.PHONY: build test fuzz bench bench-cmd clean e2e
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/swarmvpn
@@ -29,8 +29,19 @@ fuzz:
 	  done; \
 	done
 
+# End-to-end suite in network namespaces with real torrent clients (root;
+# installs qbittorrent-nox, python3-libtorrent, opentracker, mktorrent,
+# iproute2, nftables, curl when missing). E2E_ARGS picks scenarios.
+e2e:
+	bash e2e/run.sh $(E2E_ARGS)
+
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./... | tee bench.txt
+
+# The whole path, measured by the binary itself against the direct
+# baseline (see BENCHMARKS.md for comparisons with ssh -D).
+bench-cmd: build
+	$(BIN) bench --direct
 
 clean:
 	rm -rf bin bench.txt
