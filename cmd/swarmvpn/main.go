@@ -40,6 +40,7 @@ func newApp() *cli.Command {
 			statusCommand(),
 			doctorCommand(),
 			peersCommand(),
+			benchCommand(),
 		},
 		HideHelpCommand: true,
 		OnUsageError: func(_ context.Context, cmd *cli.Command, err error, _ bool) error {

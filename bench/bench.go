@@ -1,0 +1,588 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Bench is a validated run, ready to start.
+type Bench struct{ cfg Config }
+
+// New fills in cfg's defaults and validates it; nothing is started yet.
+func New(cfg Config) (*Bench, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Bench{cfg: cfg}, nil
+}
+
+// fdReserve is what bench keeps of its open-file limit for everything but
+// the flows it holds.
+const fdReserve = 512
+
+// readyTimeout bounds waiting for a path's first flow to get through.
+const readyTimeout = 15 * time.Second
+
+// settleTimeout bounds waiting, after a round, for the targets to see the
+// round's flows closed.
+const settleTimeout = 20 * time.Second
+
+// path is a Path made ready to measure.
+type path struct {
+	Path
+	via     string   // what the flows go through, for the report
+	dial    dialFunc // a flow to a target
+	udp     func(ctx context.Context) (packetPath, error)
+	slow    dialFunc // a flow to the TCP target over the delayed link; nil: not measured
+	slowWhy string   // why slow is nil
+
+	exit, client *Proc   // this path's processes, when bench started them
+	rssBase      []int64 // their memory before the first idle round
+	dead         error   // set once one of its processes has ended
+}
+
+// procs returns the path's processes whose memory is measured: its exit
+// and its client, or nil for those it has not.
+func (p *path) procs() []*Proc { return []*Proc{p.exit, p.client} }
+
+// Run starts the targets and the processes the paths need, runs every
+// workload round by round alternating between paths, stops everything it
+// started (on every way out, a cancelled ctx included) and returns the
+// report. A path that fails a workload gets the error in the report, not a
+// failed run; Run fails only when it cannot start or is cancelled.
+func (b *Bench) Run(ctx context.Context) (*Report, error) {
+	cfg := b.cfg
+	rep := newReport(cfg)
+	started := time.Now()
+
+	burstFlows, idleFlows := cfg.BurstCount, cfg.IdleFlows
+	want := uint64(2*max(burstFlows, idleFlows) + fdReserve)
+	limit, err := raiseFileLimit(want)
+	if err != nil {
+		return nil, fmt.Errorf("open-file limit: %w", err)
+	}
+	if limit < want {
+		// bench holds both ends of each flow: the application's and the
+		// target's.
+		room := max((int(limit)-fdReserve)/2, 1)
+		if slices.Contains(cfg.Workloads, WorkIdle) && idleFlows > room {
+			rep.note("idle flows reduced from %d to %d: the open-file limit is %d (raise it: ulimit -n %d, as root if needed)",
+				idleFlows, room, limit, want)
+			idleFlows = room
+		}
+		if slices.Contains(cfg.Workloads, WorkBurst) && burstFlows > room {
+			rep.note("burst reduced from %d to %d flows: the open-file limit is %d (raise it: ulimit -n %d)",
+				burstFlows, room, limit, want)
+			burstFlows = room
+		}
+	}
+	rep.Settings.IdleFlows, rep.Settings.BurstFlows = idleFlows, burstFlows
+
+	dir, err := os.MkdirTemp("", "swarmvpn-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary state dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	var procs []*Proc
+	defer func() {
+		for _, p := range procs {
+			p.Stop()
+		}
+	}()
+
+	listenHost, advertise := "127.0.0.1", "127.0.0.1"
+	if cfg.TargetHost != "" {
+		advertise, listenHost = cfg.TargetHost, "0.0.0.0"
+		if strings.Contains(cfg.TargetHost, ":") {
+			listenHost = "::"
+		}
+	}
+	targets, err := ListenTargets(listenHost, cfg.TargetPort, advertise)
+	if err != nil {
+		return nil, err
+	}
+	wg.Go(func() { targets.Serve(ctx) })
+	rep.Settings.Targets = targets.Addr
+
+	s := &setup{cfg: cfg, ctx: ctx, dir: dir, wg: &wg, targets: targets, procs: &procs}
+	var paths []*path
+	for _, spec := range cfg.Paths {
+		if cfg.Progress != nil {
+			cfg.Progress(Status{Workload: "starting", Path: spec.Name, Elapsed: time.Since(started)})
+		}
+		p, err := s.path(spec)
+		if err != nil {
+			return nil, fmt.Errorf("path %s: %w", spec.Name, err)
+		}
+		paths = append(paths, p)
+		rep.Paths = append(rep.Paths, PathInfo{Name: p.Name, Kind: string(p.Kind), Via: p.via})
+	}
+
+	// Idle flows run first, while the processes are fresh: their memory
+	// before the first idle round is then the process's own, not heap left
+	// over from bulk rounds that new flows would reuse unseen. The report
+	// keeps the usual order.
+	ws := b.workloads(targets.Addr, burstFlows, idleFlows, rep.note)
+	slices.SortStableFunc(ws, func(a, b workload) int {
+		return cmp.Compare(btoi(a.group != WorkIdle), btoi(b.group != WorkIdle))
+	})
+	for _, w := range ws {
+		if err := b.runWorkload(ctx, rep, w, paths, targets, started); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(rep.Figures, func(a, b Figure) int {
+		return cmp.Compare(slices.Index(AllWorkloads, a.Workload), slices.Index(AllWorkloads, b.Workload))
+	})
+	rep.finish(started)
+	return rep, nil
+}
+
+// setup makes Paths ready: it starts what they need and checks that a
+// first flow gets through each.
+type setup struct {
+	cfg     Config
+	ctx     context.Context
+	dir     string
+	wg      *sync.WaitGroup
+	targets *Targets
+	procs   *[]*Proc
+}
+
+func (s *setup) wrap(role string, args []string) []string {
+	if s.cfg.ChildArgs != nil {
+		return s.cfg.ChildArgs(role, args)
+	}
+	return args
+}
+
+func (s *setup) path(spec Path) (*path, error) {
+	p := &path{Path: spec}
+	ctx, cfg, tgt := s.ctx, s.cfg, s.targets.Addr
+	switch spec.Kind {
+	case Direct:
+		var d net.Dialer
+		p.via = "-"
+		p.dial = func(ctx context.Context, target string) (net.Conn, error) { return d.DialContext(ctx, "tcp", target) }
+		p.udp = func(context.Context) (packetPath, error) { return dialUDP(tgt) }
+		if cfg.RTT > 0 {
+			relay, err := s.relay(tgt)
+			if err != nil {
+				return nil, err
+			}
+			p.slow = func(ctx context.Context, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", relay) }
+		}
+	case Local, RemoteExit:
+		exit := spec.Exit
+		if spec.Kind == Local {
+			proc, addr, err := startExit(ctx, cfg.Exe, filepath.Join(s.dir, "exit"), s.wrap)
+			if err != nil {
+				return nil, err
+			}
+			*s.procs = append(*s.procs, proc)
+			p.exit, exit = proc, addr
+		}
+		client, socks, err := startClient(ctx, "client", cfg.Exe, filepath.Join(s.dir, "client"), exit, s.wrap)
+		if err != nil {
+			return nil, err
+		}
+		*s.procs = append(*s.procs, client)
+		p.client, p.via = client, "SOCKS5 "+socks+" → exit "+exitHost(exit)
+		p.useSOCKS(SOCKS5{Addr: socks}, tgt)
+		if cfg.RTT > 0 {
+			// A second client whose link to the same exit goes through the
+			// delay line.
+			relay, err := s.relay(exitHost(exit))
+			if err != nil {
+				return nil, err
+			}
+			id, _, _ := strings.Cut(exit, "@")
+			slow, socks, err := startClient(ctx, "client-rtt", cfg.Exe, filepath.Join(s.dir, "client-rtt"), id+"@"+relay, s.wrap)
+			if err != nil {
+				return nil, err
+			}
+			*s.procs = append(*s.procs, slow)
+			p.slow = SOCKS5{Addr: socks}.Dial
+		}
+	case Proxy:
+		p.via = "SOCKS5 " + spec.SOCKS.Addr
+		p.useSOCKS(spec.SOCKS, tgt)
+		if spec.DelayedSOCKS != nil {
+			p.slow = spec.DelayedSOCKS.Dial
+		} else if cfg.RTT > 0 {
+			p.slowWhy = "not measured: bench cannot add delay inside this proxy's link; " +
+				"give the same proxy over a delayed link (see 'swarmvpn bench delay --help')"
+		}
+	}
+	if err := waitReady(ctx, p.dial, tgt); err != nil {
+		return nil, readyError(p, tgt, err)
+	}
+	if p.slow != nil {
+		if err := waitReady(ctx, p.slow, tgt); err != nil {
+			return nil, fmt.Errorf("over the delayed link: %w", readyError(p, tgt, err))
+		}
+	}
+	return p, nil
+}
+
+func (p *path) useSOCKS(s SOCKS5, target string) {
+	p.dial = s.Dial
+	p.udp = func(ctx context.Context) (packetPath, error) { return s.associate(ctx, target) }
+}
+
+// exitHost returns the HOST:PORT of an exit address PEERID@HOST:PORT.
+func exitHost(exit string) string {
+	i := strings.LastIndex(exit, "@")
+	return exit[i+1:]
+}
+
+// relay starts a LinkDelay to upstream on a free loopback port and returns
+// its address.
+func (s *setup) relay(upstream string) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("link delay: %w", err)
+	}
+	l := &LinkDelay{Upstream: upstream, RTT: s.cfg.RTT}
+	s.wg.Go(func() { l.Serve(s.ctx, ln) })
+	return ln.Addr().String(), nil
+}
+
+// waitReady opens echo flows until one gets its byte back, for up to
+// readyTimeout: a client's link to its exit comes up after it says it is
+// ready.
+func waitReady(ctx context.Context, dial dialFunc, target string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	backoff := 10 * time.Millisecond
+	for {
+		c, err := openFlow(ctx, dial, target, opEcho)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if re, ok := errors.AsType[*ReplyError](err); ok && re.Code != 3 && re.Code != 1 {
+			return err // a refusal, not a link still coming up
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// readyError explains a path that cannot reach the targets.
+func readyError(p *path, target string, err error) error {
+	re, _ := errors.AsType[*ReplyError](err)
+	switch {
+	case re != nil && re.Code == 2 && p.Kind == RemoteExit:
+		return fmt.Errorf("the exit refuses the targets at %s (%v): an exit refuses private addresses unless it runs with --allow-private or --rule \"allow ...\"; or give --target-host a public address of this machine", target, err)
+	case re != nil && re.Code == 7:
+		return fmt.Errorf("%v: this SOCKS5 proxy has no CONNECT", err)
+	case p.Kind == RemoteExit || p.Kind == Proxy && !isLoopbackAddr(target):
+		return fmt.Errorf("no flow reached the targets at %s within %v (%v): the far side must reach that address and port (TCP and UDP): check --target-host and the firewall", target, readyTimeout, err)
+	}
+	return fmt.Errorf("no flow reached the targets at %s within %v: %w", target, readyTimeout, err)
+}
+
+func isLoopbackAddr(hostport string) bool {
+	host, _, _ := net.SplitHostPort(hostport)
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// figSpec is one figure a workload measures.
+type figSpec struct {
+	id, label, unit string
+	lower           bool               // lower is better
+	noRatio         bool               // a count or a percentage: no ratio
+	applies         func(*path) string // why it is not measured on a path; nil: it is on all
+}
+
+// workload is one kind of round, measured on every path.
+type workload struct {
+	group  string // its name in Config.Workloads
+	title  string // for the progress display
+	figs   []figSpec
+	noWarm bool               // no warm-up round
+	skip   func(*path) string // why it is not measured on a path; nil: it is on all
+	// run measures one round on one path: a value per figure (NaN where a
+	// figure does not apply).
+	run func(ctx context.Context, p *path) ([]float64, error)
+}
+
+// workloads lists what a run measures, in report order. note adds a line
+// to the report, once.
+func (b *Bench) workloads(target string, burstFlows, idleFlows int, note func(string, ...any)) []workload {
+	cfg := b.cfg
+	var ws []workload
+	on := func(g string) bool { return slices.Contains(cfg.Workloads, g) }
+	if on(WorkBulk) {
+		for _, up := range []bool{true, false} {
+			for _, n := range cfg.BulkFlows {
+				dir, fn, id := "download", bulkDownload, "down"
+				if up {
+					dir, fn, id = "upload", bulkUpload, "up"
+				}
+				label := fmt.Sprintf("bulk %s, %s", dir, plural(n, "flow"))
+				ws = append(ws, workload{group: WorkBulk, title: label,
+					figs: []figSpec{{id: fmt.Sprintf("bulk_%s_%d", id, n), label: label, unit: "MB/s"}},
+					run: func(ctx context.Context, p *path) ([]float64, error) {
+						v, err := fn(ctx, p.dial, target, n, cfg.BulkDuration)
+						return []float64{v}, err
+					}})
+			}
+		}
+	}
+	if on(WorkLatency) {
+		l := "request/response, 64 B on an open flow"
+		ws = append(ws, workload{group: WorkLatency, title: l,
+			figs: []figSpec{
+				{id: "latency_median", label: l + ": median", unit: "µs", lower: true},
+				{id: "latency_p99", label: l + ": p99", unit: "µs", lower: true},
+				{id: "latency_max", label: l + ": max", unit: "µs", lower: true},
+			},
+			run: func(ctx context.Context, p *path) ([]float64, error) {
+				return latency(ctx, p.dial, target, cfg.LatencyCount)
+			}})
+	}
+	if on(WorkSetup) {
+		l := "new flow + first byte, one at a time"
+		ws = append(ws, workload{group: WorkSetup, title: l,
+			figs: []figSpec{
+				{id: "setup_median", label: l + ": median", unit: "µs", lower: true},
+				{id: "setup_p99", label: l + ": p99", unit: "µs", lower: true},
+			},
+			run: func(ctx context.Context, p *path) ([]float64, error) {
+				return setupOneByOne(ctx, p.dial, target, cfg.SetupCount)
+			}})
+	}
+	if on(WorkBurst) {
+		l := fmt.Sprintf("burst of %s flows at once", thousands(burstFlows))
+		ws = append(ws, workload{group: WorkBurst, title: l,
+			figs: []figSpec{
+				{id: "burst_all", label: l + ": all established", unit: "ms", lower: true},
+				{id: "burst_median", label: l + ": median flow", unit: "ms", lower: true},
+				{id: "burst_errors", label: l + ": errors", unit: "flows", lower: true, noRatio: true},
+			},
+			run: func(ctx context.Context, p *path) ([]float64, error) {
+				v, failure, err := burst(ctx, p.dial, target, burstFlows)
+				if failure != nil {
+					note("%s: not every flow of the burst opened; the first failure: %v", p.Name, failure)
+				}
+				return v, err
+			}})
+	}
+	if on(WorkIdle) {
+		mine := func(which string, has func(*path) bool) func(*path) string {
+			return func(p *path) string {
+				if has(p) {
+					return ""
+				}
+				return "not measured: no " + which + " process that bench started"
+			}
+		}
+		l := fmt.Sprintf("%s idle flows", thousands(idleFlows))
+		ws = append(ws, workload{group: WorkIdle, title: l, noWarm: true,
+			figs: []figSpec{
+				{id: "idle_flows", label: l + ": held open", unit: "flows", noRatio: true},
+				{id: "idle_failed", label: l + ": failed to open", unit: "flows", lower: true, noRatio: true},
+				{id: "idle_exit_kib", label: l + ": exit memory per flow", unit: "KiB", lower: true,
+					applies: mine("exit", func(p *path) bool { return p.exit != nil })},
+				{id: "idle_client_kib", label: l + ": client memory per flow", unit: "KiB", lower: true,
+					applies: mine("client", func(p *path) bool { return p.client != nil })},
+			},
+			run: func(ctx context.Context, p *path) ([]float64, error) {
+				var procs []*Proc
+				var at []int
+				for i, proc := range p.procs() {
+					if proc != nil {
+						procs, at = append(procs, proc), append(at, i)
+					}
+				}
+				if p.rssBase == nil {
+					for _, proc := range procs {
+						rss, err := proc.RSS()
+						if err != nil {
+							return nil, err
+						}
+						p.rssBase = append(p.rssBase, rss)
+					}
+				}
+				v, failure, err := idle(ctx, p.dial, target, idleFlows, procs, p.rssBase)
+				if err != nil {
+					return nil, err
+				}
+				if failure != nil {
+					note("%s: not every idle flow opened; the first failure: %v", p.Name, failure)
+				}
+				out := []float64{v[0], v[1], math.NaN(), math.NaN()}
+				for j, i := range at {
+					out[2+i] = v[2+j]
+				}
+				return out, nil
+			}})
+	}
+	if on(WorkUDP) {
+		for _, size := range cfg.UDPSizes {
+			l := fmt.Sprintf("UDP ASSOCIATE, %s B datagrams", thousands(size))
+			ws = append(ws, workload{group: WorkUDP, title: l,
+				figs: []figSpec{
+					{id: fmt.Sprintf("udp_%d_rate", size), label: l + ": echoed", unit: "dgram/s"},
+					{id: fmt.Sprintf("udp_%d_loss", size), label: l + ": lost", unit: "%", lower: true, noRatio: true},
+				},
+				run: func(ctx context.Context, p *path) ([]float64, error) {
+					return udpRound(ctx, p.udp, size, cfg.UDPDuration)
+				}})
+		}
+	}
+	if on(WorkRTT) {
+		for _, up := range []bool{false, true} {
+			dir, fn, id := "download", bulkDownload, "down"
+			if up {
+				dir, fn, id = "upload", bulkUpload, "up"
+			}
+			label := fmt.Sprintf("1 flow over a link with %v RTT added: %s", cfg.RTT, dir)
+			ws = append(ws, workload{group: WorkRTT, title: label,
+				figs: []figSpec{{id: "rtt_" + id, label: label, unit: "MB/s"}},
+				skip: func(p *path) string { return p.slowWhy },
+				run: func(ctx context.Context, p *path) ([]float64, error) {
+					v, err := fn(ctx, p.slow, target, 1, cfg.RTTDuration)
+					return []float64{v}, err
+				}})
+		}
+	}
+	return ws
+}
+
+// runWorkload measures w on every path: the warm-up rounds, then the
+// measured ones, each round going through the paths in turn. It adds w's
+// figures to rep.
+func (b *Bench) runWorkload(ctx context.Context, rep *Report, w workload, paths []*path, targets *Targets, started time.Time) error {
+	cfg := b.cfg
+	warm := max(cfg.Warmup, 0)
+	if w.noWarm {
+		warm = 0
+	}
+	why := make([]string, len(paths))       // why a path has no values
+	vals := make([][][]float64, len(paths)) // [path][figure][round]
+	for i, p := range paths {
+		vals[i] = make([][]float64, len(w.figs))
+		if w.skip != nil {
+			why[i] = w.skip(p)
+		}
+	}
+	for r := range warm + cfg.Rounds {
+		for i, p := range paths {
+			if p.dead != nil {
+				why[i] = p.dead.Error()
+			}
+			if why[i] != "" {
+				continue
+			}
+			if cfg.Progress != nil {
+				cfg.Progress(Status{Workload: w.title, Path: p.Name, Round: r - warm + 1, Rounds: cfg.Rounds,
+					Elapsed: time.Since(started)})
+			}
+			v, err := w.run(ctx, p)
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			for _, proc := range p.procs() {
+				if proc == nil {
+					continue
+				}
+				if ended, how := proc.Exited(); ended {
+					p.dead = errors.New(how)
+					err = p.dead
+				}
+			}
+			if err != nil {
+				why[i] = err.Error()
+				cfg.Log.Debug("round failed", "workload", w.title, "path", p.Name, "err", err)
+			} else if r >= warm {
+				for f := range w.figs {
+					vals[i][f] = append(vals[i][f], v[f])
+				}
+			}
+			// Let the round's flows end before the next round starts.
+			sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+			if !targets.waitIdle(sctx, 0) && ctx.Err() == nil {
+				cfg.Log.Debug("flows still open after a round", "workload", w.title, "path", p.Name, "open", targets.Open())
+			}
+			cancel()
+		}
+	}
+	for f, spec := range w.figs {
+		fig := Figure{ID: spec.id, Workload: w.group, Label: spec.label, Unit: spec.unit, Better: "higher"}
+		if spec.lower {
+			fig.Better = "lower"
+		}
+		for i, p := range paths {
+			res := Result{Path: p.Name}
+			na := ""
+			if spec.applies != nil {
+				na = spec.applies(p)
+			}
+			switch {
+			case na != "":
+				res.Error = na
+			case len(vals[i][f]) < cfg.Rounds && why[i] != "":
+				res.Error = why[i]
+			default:
+				res.Rounds = vals[i][f]
+				res.Value = Median(res.Rounds)
+			}
+			fig.Results = append(fig.Results, res)
+		}
+		if !spec.noRatio {
+			fig.setRatios()
+		}
+		rep.Figures = append(rep.Figures, fig)
+	}
+	return nil
+}
+
+// plural returns "1 flow", "8 flows".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return thousands(n) + " " + what + "s"
+}
+
+// thousands writes n with a comma between thousands: 10,000.
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,6 @@
+package bench
+
+import "syscall"
+
+// procAttr has nothing to add on Windows.
+func procAttr() *syscall.SysProcAttr { return nil }
