@@ -7,6 +7,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 E2E=$ROOT/e2e
+LTPEER=$ROOT/internal/testnet/testdata/ltpeer.py  # the libtorrent peer the Go tests use too
 PY=/usr/bin/python3 # python3-libtorrent imports only here
 export SWARMVPN_MDNS=false
 DEADLINE_DL=${E2E_DL_TIMEOUT:-120}
@@ -216,12 +217,12 @@ tracker_and_seeder() {
 	mktorrent -a http://10.200.4.2:6969/announce -a udp://10.200.4.2:6969/announce -l 18 \
 		-o "$d/t.torrent" "$d/seed/payload.bin" >/dev/null
 	TORRENT=$d/t.torrent DATA=$d/seed/payload.bin
-	HASH=$($PY "$E2E/peer.py" infohash "$TORRENT")
+	HASH=$($PY "$LTPEER" infohash "$TORRENT")
 	echo "$HASH" >"$d/tracker/whitelist.txt"
 	chmod -R a+rX "$d/tracker"
 	bg "$name-tracker" "$NI" opentracker -i 10.200.4.2 -p 6969 -P 6969 -d "$d/tracker" -w whitelist.txt -u nobody
 	wait_for 10 "opentracker" ip netns exec "$NI" bash -c 'exec 3<>/dev/tcp/10.200.4.2/6969'
-	bg "$name-seeder" "$NI" "$PY" "$E2E/peer.py" seed "$TORRENT" "$d/seed" --listen 10.200.4.2:6881 "$@"
+	bg "$name-seeder" "$NI" "$PY" "$LTPEER" seed "$TORRENT" "$d/seed" --listen 10.200.4.2:6881 "$@"
 	wait_for 15 "seeder ready" grep -q '^ready' "$WORK/logs/$name-seeder.log"
 }
 
@@ -230,12 +231,12 @@ s_utp() {
 	local d=$WORK/utp
 	mkdir -p "$d/seed" "$d/leech"
 	mkfile "$d/seed/payload.bin" $((8 << 20))
-	$PY "$E2E/peer.py" make "$d/seed/payload.bin" "$d/t.torrent"
-	bg utp-seeder "$NI" "$PY" "$E2E/peer.py" seed "$d/t.torrent" "$d/seed" --listen 10.200.4.2:6881 --utp-only
+	$PY "$LTPEER" make "$d/seed/payload.bin" "$d/t.torrent"
+	bg utp-seeder "$NI" "$PY" "$LTPEER" seed "$d/t.torrent" "$d/seed" --listen 10.200.4.2:6881 --utp-only
 	wait_for 15 "seeder ready" grep -q '^ready' "$WORK/logs/utp-seeder.log"
 	start_exit utp-exit
 	start_client utp-client --forward off
-	bg utp-leecher "$NC" "$PY" "$E2E/peer.py" leech "$d/t.torrent" "$d/leech" --listen 10.200.3.2:6881 \
+	bg utp-leecher "$NC" "$PY" "$LTPEER" leech "$d/t.torrent" "$d/leech" --listen 10.200.3.2:6881 \
 		--peer 10.200.4.2:6881 --socks 127.0.0.1:1080 --utp-only --timeout "$DEADLINE_DL"
 	wait_for $((DEADLINE_DL + 5)) "uTP download" grep -q '^done' "$WORK/logs/utp-leecher.log"
 	cmp "$d/seed/payload.bin" "$d/leech/payload.bin" || fail "downloaded file differs"
@@ -322,7 +323,7 @@ s_connectable() {
 	# drop_no_client_port), and a real seeder announces anyway. The leecher
 	# does not use the tracker: it knows only exit-address:forwarded-port.
 	mktorrent -a udp://10.200.4.2:6969/announce -l 18 -o "$d/t.torrent" "$d/seed/payload.bin" >/dev/null
-	$PY "$E2E/peer.py" infohash "$d/t.torrent" >"$d/tracker/whitelist.txt"
+	$PY "$LTPEER" infohash "$d/t.torrent" >"$d/tracker/whitelist.txt"
 	chmod -R a+rX "$d/tracker"
 	bg connectable-tracker "$NI" opentracker -i 10.200.4.2 -p 6969 -P 6969 -d "$d/tracker" -w whitelist.txt -u nobody
 	wait_for 10 "opentracker" ip netns exec "$NI" bash -c 'exec 3<>/dev/tcp/10.200.4.2/6969'
@@ -331,10 +332,10 @@ s_connectable() {
 	wait_for 15 "forwarded port" test -s "$d/port"
 	port=$(tr -dc 0-9 <"$d/port")
 	[ "$port" -ge 40000 ] && [ "$port" -le 40099 ] || fail "forwarded port $port outside 40000-40099"
-	bg connectable-seeder "$NC" "$PY" "$E2E/peer.py" seed "$d/t.torrent" "$d/seed" --listen "0.0.0.0:$port" \
+	bg connectable-seeder "$NC" "$PY" "$LTPEER" seed "$d/t.torrent" "$d/seed" --listen "0.0.0.0:$port" \
 		--socks 127.0.0.1:1080
 	wait_for 15 "seeder ready" grep -q '^ready' "$WORK/logs/connectable-seeder.log"
-	bg connectable-leecher "$NI" "$PY" "$E2E/peer.py" leech "$d/t.torrent" "$d/leech" --listen 10.200.4.2:6882 \
+	bg connectable-leecher "$NI" "$PY" "$LTPEER" leech "$d/t.torrent" "$d/leech" --listen 10.200.4.2:6882 \
 		--peer "10.200.4.1:$port" --utp-only --timeout "$DEADLINE_DL"
 	wait_for $((DEADLINE_DL + 5)) "download from the forwarded port" grep -q '^done' "$WORK/logs/connectable-leecher.log"
 	cmp "$d/seed/payload.bin" "$d/leech/payload.bin" || fail "downloaded file differs"

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""A libtorrent peer for swarmvpn's tests (python3-libtorrent, Debian).
+"""A libtorrent peer for swarmvpn's tests and end-to-end suite
+(python3-libtorrent, Debian).
 
   ltpeer.py make FILE TORRENT            create a torrent for FILE
   ltpeer.py seed TORRENT DIR --listen IP:PORT
@@ -43,6 +44,10 @@ def session(args):
         s.update({"proxy_type": lt.proxy_type_t.socks5, "proxy_hostname": ph,
                   "proxy_port": int(pp), "proxy_peer_connections": True,
                   "proxy_tracker_connections": True, "proxy_hostnames": True})
+    if getattr(args, "rate", 0):
+        s["upload_rate_limit"] = int(args.rate)
+        # peers in 10.0.0.0/8 are "local": limits would not apply to them
+        s["ignore_limits_on_local_network"] = False
     return lt.session(s)
 
 
@@ -58,6 +63,10 @@ def make(args):
     lt.set_piece_hashes(t, os.path.dirname(os.path.abspath(args.file)))
     with open(args.torrent, "wb") as f:
         f.write(lt.bencode(t.generate()))
+
+
+def infohash(args):
+    out(str(lt.torrent_info(args.torrent).info_hash()))
 
 
 def seed(args):
@@ -130,10 +139,15 @@ def main():
         c.add_argument("--listen", required=True)
         c.add_argument("--socks")
         c.add_argument("--utp-only", action="store_true")
+        c.add_argument("--rate", type=int, default=0, help="upload rate limit, bytes/s")
         if name == "leech":
             c.add_argument("--peer", required=True)
             c.add_argument("--timeout", type=float, default=120)
+    ih = sub.add_parser("infohash")
+    ih.add_argument("torrent")
     args = p.parse_args()
+    if args.cmd == "infohash":
+        return infohash(args)
     if args.cmd == "make":
         return make(args)
     if args.cmd == "seed":
