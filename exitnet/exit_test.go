@@ -84,7 +84,7 @@ type exitHandle struct {
 
 // stop shuts the exit down and waits for Serve to return. It may be called
 // more than once.
-func (h *exitHandle) stop(t *testing.T) {
+func (h *exitHandle) stop(t testing.TB) {
 	h.cancel()
 	<-h.done
 	if h.err != nil {
@@ -93,7 +93,7 @@ func (h *exitHandle) stop(t *testing.T) {
 }
 
 // startExit runs an exit on addr ("127.0.0.1:0" for a fresh port).
-func startExit(t *testing.T, id *link.Identity, addr string, policy *Policy) *exitHandle {
+func startExit(t testing.TB, id *link.Identity, addr string, policy *Policy) *exitHandle {
 	t.Helper()
 	if id == nil {
 		id = newIdentity(t)
@@ -114,7 +114,7 @@ func startExit(t *testing.T, id *link.Identity, addr string, policy *Policy) *ex
 	return h
 }
 
-func startPool(t *testing.T, exit link.ExitAddr) *Pool {
+func startPool(t testing.TB, exit link.ExitAddr) *Pool {
 	t.Helper()
 	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit},
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 10 * time.Second})
@@ -128,7 +128,7 @@ func startPool(t *testing.T, exit link.ExitAddr) *Pool {
 	return p
 }
 
-func newIdentity(t *testing.T) *link.Identity {
+func newIdentity(t testing.TB) *link.Identity {
 	t.Helper()
 	id, err := link.NewIdentity()
 	if err != nil {

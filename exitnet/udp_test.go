@@ -311,8 +311,8 @@ func TestUDPCapAndIdleExpiry(t *testing.T) {
 func BenchmarkUDPAssociation(b *testing.B) {
 	for _, size := range []int{100, 1400} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			exit := startExitB(b)
-			pool := startPoolB(b, exit)
+			exit := startExit(b, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+			pool := startPool(b, exit.addr)
 			a, err := pool.Associate(b.Context())
 			if err != nil {
 				b.Fatal(err)
@@ -333,31 +333,4 @@ func BenchmarkUDPAssociation(b *testing.B) {
 			}
 		})
 	}
-}
-
-func startExitB(b *testing.B) link.ExitAddr {
-	id, _ := link.NewIdentity()
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &Policy{AllowPrivate: true}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { e.Serve(ctx, ln); close(done) }()
-	b.Cleanup(func() { cancel(); <-done })
-	return link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}
-}
-
-func startPoolB(b *testing.B, exit link.ExitAddr) *Pool {
-	id, _ := link.NewIdentity()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	b.Cleanup(func() { cancel(); <-done })
-	return p
 }
