@@ -37,6 +37,14 @@ const (
 // a handshake takes a few round trips, the nearest exit tends to win.
 const probeWidth = 3
 
+// reselectWindow is how long after a link comes up a clearly nearer exit
+// may still take its place.
+const reselectWindow = 10 * time.Second
+
+// reselectMargin is how much nearer that exit must be, besides half the
+// round trip, so that jitter between equally near exits moves nothing.
+const reselectMargin = 20 * time.Millisecond
+
 // candidate is an exit the pool knows of. Guarded by Pool.mu; only Run
 // changes the link fields.
 type candidate struct {
@@ -349,15 +357,33 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 			}
 		})
 		wg.Go(func() { p.acceptInbound(ctx, sess) })
-		hasActive, hasStandby := false, false
+		var active, standby *candidate
 		for _, o := range p.cands {
-			hasActive = hasActive || o.role == RoleActive
-			hasStandby = hasStandby || o.role == RoleStandby
+			switch o.role {
+			case RoleActive:
+				active = o
+			case RoleStandby:
+				standby = o
+			}
 		}
 		switch {
-		case !hasActive:
+		case active == nil:
 			p.activateLocked(ctx, wg, c)
-		case !hasStandby:
+		case now.Sub(active.upAt) < reselectWindow && p.score(c)*2 < p.score(active) && active.rtt-c.rtt > reselectMargin:
+			// The first exit to answer is not always the nearest (a busy
+			// machine, a slow handshake): a clearly nearer one that comes
+			// up soon after takes over, and the first waits as standby.
+			if standby != nil { // one standby is enough
+				old := standby.sess
+				standby.role, standby.sess = "", nil
+				old.Close()
+			}
+			p.log.Info("switching to a nearer exit", "from", active.exit.ID.Short(), "to", c.exit.ID.Short(),
+				"rtt", c.rtt.Round(time.Microsecond))
+			p.deactivateLocked(active.sess)
+			active.role = RoleStandby
+			p.activateLocked(ctx, wg, c)
+		case standby == nil:
 			c.role = RoleStandby
 			p.log.Info("standby link up", "exit", c.exit.ID.Short(), "rtt", c.rtt.Round(time.Microsecond))
 		default:
