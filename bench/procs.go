@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -210,6 +209,3 @@ func startClient(ctx context.Context, role, exe, stateDir, exit string, wrap fun
 		return ""
 	})
 }
-
-// errNotReady is a path whose first flow never got through.
-var errNotReady = errors.New("no flow got through")

@@ -61,7 +61,9 @@ Examples:
 				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",")},
 			&cli.IntFlag{Name: "rounds", DefaultText: "3; --quick: 2", Usage: "measured rounds behind each median"},
 			&cli.IntFlag{Name: "warmup", Value: 1, Usage: "rounds run and discarded before the measured ones"},
-			&cli.DurationFlag{Name: "duration", DefaultText: "1s; --quick: 150ms", Usage: "length of a bulk or UDP round"},
+			&cli.DurationFlag{Name: "duration", DefaultText: "1s, long-link 3s; --quick: 150ms, 300ms",
+				Usage: "length of a bulk, UDP or long-link round"},
+			&cli.StringFlag{Name: "bulk-flows", DefaultText: "1,8,64", Usage: "parallel flows of the bulk rounds, comma-separated `LIST`"},
 			&cli.IntFlag{Name: "idle-flows", DefaultText: "10000; --quick: 500", Usage: "idle flows held open"},
 			&cli.IntFlag{Name: "burst", DefaultText: "1000; --quick: 200", Usage: "flows opened at once in the burst"},
 			&cli.StringFlag{Name: "cpuprofile", Hidden: true,
@@ -155,6 +157,7 @@ func benchConfig(cmd *cli.Command) (bench.Config, error) {
 		Rounds:       int(cmd.Int("rounds")),
 		BulkDuration: cmd.Duration("duration"),
 		UDPDuration:  cmd.Duration("duration"),
+		RTTDuration:  cmd.Duration("duration"),
 		IdleFlows:    int(cmd.Int("idle-flows")),
 		BurstCount:   int(cmd.Int("burst")),
 	}
@@ -169,6 +172,15 @@ func benchConfig(cmd *cli.Command) (bench.Config, error) {
 	if cfg.TargetHost != "" {
 		if net.ParseIP(cfg.TargetHost) == nil {
 			return cfg, fmt.Errorf("--target-host %q: want an IP address of this machine that the exit can reach", cfg.TargetHost)
+		}
+	}
+	if list := cmd.String("bulk-flows"); list != "" {
+		for _, f := range strings.Split(list, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > 1024 {
+				return cfg, fmt.Errorf("--bulk-flows %q: want numbers of flows from 1 to 1024, comma-separated, e.g. 1,8,64", list)
+			}
+			cfg.BulkFlows = append(cfg.BulkFlows, n)
 		}
 	}
 	if w := cmd.String("workloads"); w != "" {

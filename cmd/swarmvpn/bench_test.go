@@ -138,7 +138,7 @@ func TestBenchBadInput(t *testing.T) {
 // and checks that the exit and client it started are gone.
 func TestBenchInterrupt(t *testing.T) {
 	p := start(t, "bench", "--quick")
-	testnet.WaitFor(t, "bench to start measuring", func() bool { return strings.Contains(p.output(), "bulk upload") })
+	testnet.WaitFor(t, "bench to start measuring", func() bool { return strings.Contains(p.output(), "idle flows") })
 	children := childrenOf(p.cmd.Process.Pid)
 	if len(children) < 2 {
 		t.Fatalf("bench runs %d child processes, want an exit and a client", len(children))
