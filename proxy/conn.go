@@ -26,3 +26,12 @@ func (c *clientConn) CloseWrite() error {
 	}
 	return errors.ErrUnsupported
 }
+
+// SetLinger passes an abort on to the client as a TCP reset, so that a flow
+// the exit or the target cut short does not look finished.
+func (c *clientConn) SetLinger(sec int) error {
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return errors.ErrUnsupported
+}

@@ -28,7 +28,9 @@ type Result struct {
 // both. When one side ends its stream cleanly, Splice closes the write half
 // of the other and keeps copying the opposite direction: a half-closed flow
 // stays half-open as long as its peer wants. An error in either direction
-// aborts both.
+// aborts both, and each side learns that its flow was cut short rather than
+// finished: a side with a Reset method (a multiplexed stream) is reset, a
+// side with SetLinger (TCP) sends a reset.
 func Splice(a, b net.Conn) Result {
 	var r Result
 	var wg sync.WaitGroup
@@ -36,6 +38,10 @@ func Splice(a, b net.Conn) Result {
 	abort := func(err error) {
 		once.Do(func() {
 			r.Err = err
+			if err != nil {
+				reset(a)
+				reset(b)
+			}
 			a.Close()
 			b.Close()
 		})
@@ -71,6 +77,17 @@ func copyHalf(dst, src net.Conn, abort func(error)) int64 {
 	}
 	abort(nil)
 	return n
+}
+
+// reset ends c as aborted, so that its far end stops at once instead of
+// waiting for the rest of a flow that will never come.
+func reset(c net.Conn) {
+	switch c := c.(type) {
+	case interface{ Reset() error }:
+		c.Reset()
+	case interface{ SetLinger(sec int) error }:
+		c.SetLinger(0)
+	}
 }
 
 type readerOnly struct{ io.Reader }
