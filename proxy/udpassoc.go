@@ -336,8 +336,10 @@ type liveAssoc struct {
 }
 
 // uplink is a relay's association to the far side. When the association
-// fails, uplink closes it and opens another lazily, when the client next
-// sends: one attempt at a time, in the background, with back-off.
+// fails, uplink closes it and opens another at once, in the background,
+// retrying with back-off until it succeeds or the relay ends: datagrams
+// from the internet can only reach the client while an association is
+// open, so the uplink does not wait for the client to send first.
 type uplink struct {
 	ctx   context.Context // ends with the relay; Associate calls use it
 	assoc Associator
@@ -346,13 +348,13 @@ type uplink struct {
 	// ready receives each association as it opens, for fromFar; it holds
 	// at most the newest.
 	ready chan liveAssoc
-	wg    sync.WaitGroup // attempts in flight
+	wg    sync.WaitGroup // the re-opening goroutine
 
 	mu        sync.Mutex
 	cur       liveAssoc // cur.a is nil while the link is down
 	gen       uint64
 	closed    bool
-	dialing   bool
+	dialing   bool      // a goroutine is re-opening the association
 	since     time.Time // when cur was opened, or the link went down
 	backoff   time.Duration
 	notBefore time.Time // no attempt before
@@ -376,43 +378,56 @@ func (u *uplink) open(a Association) {
 }
 
 // get returns the current association, or one with a nil a while the link
-// is down; then it starts an attempt to re-open it unless one is in flight
-// or the back-off has not yet passed.
+// is down.
 func (u *uplink) get() liveAssoc {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.cur.a != nil || u.closed {
-		return u.cur
-	}
-	if !u.dialing && !time.Now().Before(u.notBefore) {
-		u.dialing = true
-		u.wg.Go(u.reassociate)
-	}
-	return liveAssoc{}
+	return u.cur
 }
 
+// reassociate re-opens the association: one attempt at a time, each after
+// the back-off, until one succeeds or the relay ends.
 func (u *uplink) reassociate() {
-	a, err := associate(u.ctx, u.assoc)
-	u.mu.Lock()
-	u.dialing = false
-	if u.closed {
+	for {
+		u.mu.Lock()
+		wait := time.Until(u.notBefore)
 		u.mu.Unlock()
-		if err == nil {
-			a.Close()
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-u.ctx.Done():
+				t.Stop()
+			}
 		}
-		return
-	}
-	if err != nil {
-		u.delay(time.Now())
+		var a Association
+		err := u.ctx.Err()
+		if err == nil {
+			a, err = associate(u.ctx, u.assoc)
+		}
+		u.mu.Lock()
+		if u.closed || u.ctx.Err() != nil {
+			u.dialing = false
+			u.mu.Unlock()
+			if err == nil {
+				a.Close()
+			}
+			return
+		}
+		if err != nil {
+			u.delay(time.Now())
+			u.mu.Unlock()
+			u.log.Debug("socks5 udp re-association failed", "err", err)
+			continue
+		}
+		u.dialing = false
+		down := time.Since(u.since)
+		u.open(a)
 		u.mu.Unlock()
-		u.log.Debug("socks5 udp re-association failed", "err", err)
+		u.count.add(cReassociations, 1)
+		u.log.Info("socks5 udp association re-established", "dur", down)
 		return
 	}
-	down := time.Since(u.since)
-	u.open(a)
-	u.mu.Unlock()
-	u.count.add(cReassociations, 1)
-	u.log.Info("socks5 udp association re-established", "dur", down)
 }
 
 // delay sets the back-off after a failure at now. The caller holds mu.
@@ -422,7 +437,7 @@ func (u *uplink) delay(now time.Time) {
 }
 
 // fail closes the association of generation gen, which returned err, unless
-// it has already been replaced.
+// it has already been replaced, and starts re-opening it.
 func (u *uplink) fail(gen uint64, err error) {
 	u.mu.Lock()
 	if u.cur.a == nil || u.cur.gen != gen {
@@ -438,6 +453,10 @@ func (u *uplink) fail(gen uint64, err error) {
 		u.backoff, u.notBefore = 0, time.Time{}
 	}
 	u.since = now
+	if !u.dialing && !u.closed {
+		u.dialing = true
+		u.wg.Go(u.reassociate)
+	}
 	u.mu.Unlock()
 	a.Close()
 	u.log.Debug("socks5 udp association lost", "err", err)

@@ -618,8 +618,8 @@ func (b *syncBuffer) String() string {
 }
 
 // When the association to the far side fails, the proxy closes it and
-// opens another when the client next sends, after a failed attempt and its
-// back-off; the client keeps its relay address and its control connection
+// opens another by itself, here after a failed attempt and its back-off;
+// the client keeps its relay address and its control connection
 // throughout.
 func TestUDPReassociate(t *testing.T) {
 	checkLeaks(t)
@@ -755,20 +755,22 @@ func TestUplinkBackoff(t *testing.T) {
 			t.Fatalf("get: %+v, want the first association", l)
 		}
 
-		// tryAt asks for the association, which is down, and reports
-		// whether that started an attempt.
-		tryAt := func() bool {
+		// attempted lets the uplink run until it waits, and reports
+		// whether it has called Associate since the last time asked.
+		seen := 0
+		attempted := func() bool {
 			t.Helper()
-			before := fa.numCalls()
+			synctest.Wait()
+			n := fa.numCalls()
+			defer func() { seen = n }()
 			if l := up.get(); l.a != nil {
 				t.Fatalf("get: %+v while the link is down", l)
 			}
-			synctest.Wait()
-			return fa.numCalls() > before
+			return n > seen
 		}
 
-		// The association fails at once: the next attempt waits the
-		// shortest back-off.
+		// The association fails at once: the uplink re-opens it by itself,
+		// after the shortest back-off.
 		fa.set(errTest, nil)
 		up.fail(1, errLinkDown)
 		up.fail(1, errLinkDown) // twice: no effect
@@ -776,38 +778,34 @@ func TestUplinkBackoff(t *testing.T) {
 			t.Fatal("the failed association is open")
 		}
 		time.Sleep(minReassocBackoff - 1)
-		if tryAt() {
+		if attempted() {
 			t.Fatal("an attempt before the back-off passed")
 		}
 		time.Sleep(1)
-		if !tryAt() {
+		if !attempted() {
 			t.Fatal("no attempt once the back-off passed")
 		}
 		// Each failed attempt doubles the back-off, up to the maximum.
 		for _, d := range []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second,
 			4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second} {
-			if tryAt() {
-				t.Fatalf("back-off %v: an attempt at once", d)
-			}
 			time.Sleep(d - 1)
-			if tryAt() {
+			if attempted() {
 				t.Fatalf("back-off %v: an attempt before it passed", d)
 			}
 			time.Sleep(1)
-			if !tryAt() {
+			if !attempted() {
 				t.Fatalf("back-off %v: no attempt once it passed", d)
 			}
 		}
 
-		// One attempt at a time.
+		// One attempt at a time, however long it takes.
 		gate := make(chan struct{})
 		fa.set(nil, gate)
 		time.Sleep(maxReassocBackoff)
-		calls := fa.numCalls()
-		tryAt()
-		tryAt()
-		if n := fa.numCalls() - calls; n != 1 {
-			t.Fatalf("%d attempts in flight, want 1", n)
+		attempted()
+		time.Sleep(3 * maxReassocBackoff)
+		if attempted() {
+			t.Fatal("a second attempt while one is in flight")
 		}
 		close(gate)
 		synctest.Wait()
@@ -826,20 +824,19 @@ func TestUplinkBackoff(t *testing.T) {
 		fa.set(nil, nil)
 		time.Sleep(maxReassocBackoff)
 		up.fail(l.gen, errLinkDown)
-		if !tryAt() {
-			t.Fatal("no immediate attempt after a long-lived association failed")
-		}
+		synctest.Wait()
 		l = up.get()
 		if l.a == nil || l.gen != 3 {
-			t.Fatalf("get: %+v, want the third association", l)
+			t.Fatalf("get: %+v, want the third association at once", l)
 		}
 
 		// close waits for an attempt in flight, and closes what it opens.
 		gate = make(chan struct{})
 		fa.set(nil, gate)
-		up.fail(l.gen, errLinkDown)
 		time.Sleep(maxReassocBackoff)
-		if !tryAt() {
+		seen = fa.numCalls()
+		up.fail(l.gen, errLinkDown)
+		if !attempted() {
 			t.Fatal("no attempt")
 		}
 		cancel()
@@ -867,8 +864,35 @@ func TestUplinkBackoff(t *testing.T) {
 		}
 		synctest.Wait()
 		if n := len(fa.opened); n != 3 { // no race: no attempt can be running
-			t.Errorf("%d associations opened, want 3: get after close must not open one", n)
+			t.Errorf("%d associations opened, want 3: nothing opens after close", n)
 		}
+	})
+}
+
+// A relay whose association fails while the client is silent re-opens it
+// by itself: after a restart of the far side, datagrams from the internet
+// reach the client again before it sends anything.
+func TestUplinkReopensWhileClientIsSilent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fa := &fakeAssociator{}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var own, total udpCounters
+		up := newUplink(ctx, fa, slog.New(slog.DiscardHandler), udpCount{&own, &total})
+		up.open(&fakeAssoc{closed: make(chan struct{})})
+		<-up.ready
+		up.fail(1, errLinkDown)
+		time.Sleep(minReassocBackoff)
+		synctest.Wait()
+		l := up.get()
+		if l.a == nil || l.gen != 2 {
+			t.Fatalf("get: %+v, want a new association without the client sending", l)
+		}
+		if got := <-up.ready; got != l {
+			t.Errorf("ready: %+v, want %+v", got, l)
+		}
+		cancel()
+		up.close()
 	})
 }
 
