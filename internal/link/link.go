@@ -104,12 +104,13 @@ func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Sessi
 		conn.Close()
 		return nil, err
 	}
-	tconn := tls.Client(conn, tc)
+	bconn := newBatched(conn)
+	tconn := tls.Client(bconn, tc)
 	peer, err := cfg.handshake(ctx, tconn)
 	if err != nil {
 		return nil, err
 	}
-	mux, err := yamux.Client(tconn, cfg.yamuxConfig(), nil)
+	mux, err := yamux.Client(framed(tconn, bconn), cfg.yamuxConfig(), nil)
 	if err != nil {
 		tconn.Close()
 		return nil, err
@@ -139,12 +140,13 @@ func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) b
 			return nil
 		}
 	}
-	tconn := tls.Server(conn, tc)
+	bconn := newBatched(conn)
+	tconn := tls.Server(bconn, tc)
 	peer, err := cfg.handshake(ctx, tconn)
 	if err != nil {
 		return nil, err
 	}
-	mux, err := yamux.Server(tconn, cfg.yamuxConfig(), nil)
+	mux, err := yamux.Server(framed(tconn, bconn), cfg.yamuxConfig(), nil)
 	if err != nil {
 		tconn.Close()
 		return nil, err
