@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -171,13 +173,30 @@ func (s *SOCKS) handleConnect(_ context.Context, w io.Writer, req *socks5.Reques
 		target.Close()
 		return fmt.Errorf("socks5 connect %s: reply: %w", dst, err)
 	}
-	res := relay.Splice(&clientConn{Conn: c.Conn, r: req.Reader}, target)
+	res := relay.Splice(&clientConn{Conn: c.Conn, r: readAhead(req, c.Conn)}, target)
 	attrs := []any{"dst", dst.String(), "bytes_in", res.BtoA, "bytes_out", res.AtoB, "dur", time.Since(start)}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err)
 	}
 	s.log.Debug("socks5 flow ended", attrs...)
 	return nil
+}
+
+// readAhead returns the reader a flow reads its client from: the bytes the
+// client pipelined after its request, which go-socks5's 4 KiB reader may
+// hold, then conn itself. The flow does not keep that reader: an idle flow
+// holds no buffer it does not need.
+func readAhead(req *socks5.Request, conn net.Conn) io.Reader {
+	br, ok := req.Reader.(*bufio.Reader)
+	if !ok {
+		return req.Reader
+	}
+	req.Reader = nil
+	if n := br.Buffered(); n > 0 {
+		early, _ := br.Peek(n)
+		return io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
+	}
+	return conn
 }
 
 // refuse sends the SOCKS5 reply for a failed CONNECT and returns err with

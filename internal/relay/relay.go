@@ -11,10 +11,17 @@ import (
 	"sync"
 )
 
-// bufSize is the copy buffer per direction. 32 KiB moves a bulk flow in
-// few system calls per megabyte while staying small next to the link's
-// stream window.
-const bufSize = 32 << 10
+// A direction reads into a buffer of quietSize while its flow is quiet and
+// into one of bufSize, borrowed from a pool, while bytes are moving: a
+// read that fills the small buffer borrows the large one, a read that
+// would have fitted in the small one gives it back. A torrent client holds
+// thousands of flows that are idle most of the time; none of them then
+// holds more than the small buffers, while a bulk flow moves 32 KiB per
+// system call.
+const (
+	bufSize   = 32 << 10
+	quietSize = 1 << 10
+)
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
@@ -61,22 +68,53 @@ func Splice(a, b net.Conn) Result {
 // copyHalf copies src to dst, then closes dst's write half (or all of dst
 // when it cannot half-close).
 func copyHalf(dst, src net.Conn, abort func(error)) int64 {
-	bp := bufPool.Get().(*[]byte)
-	// Hide ReadFrom/WriteTo: for TCP they would allocate a buffer of their
-	// own per call when the other side is not a socket.
-	n, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
-	bufPool.Put(bp)
+	quiet := make([]byte, quietSize)
+	buf := quiet
+	var big *[]byte
+	var total int64
+	var err error
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr == nil && w != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				err = werr
+				break
+			}
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				err = rerr
+			}
+			break
+		}
+		switch {
+		case big == nil && n == len(quiet):
+			big = bufPool.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < len(quiet):
+			bufPool.Put(big)
+			big, buf = nil, quiet
+		}
+	}
+	if big != nil {
+		bufPool.Put(big)
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		abort(err)
-		return n
+		return total
 	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		if cw.CloseWrite() == nil {
-			return n
+			return total
 		}
 	}
 	abort(nil)
-	return n
+	return total
 }
 
 // reset ends c as aborted, so that its far end stops at once instead of
@@ -89,6 +127,3 @@ func reset(c net.Conn) {
 		c.SetLinger(0)
 	}
 }
-
-type readerOnly struct{ io.Reader }
-type writerOnly struct{ io.Writer }

@@ -171,3 +171,37 @@ func TestSpliceStreamResetResetsApp(t *testing.T) {
 	}
 	h.wait(t)
 }
+
+// Writes of every size, so that each direction moves between its quiet
+// buffer and the large one many times: every byte arrives, in order.
+func TestSpliceMixedSizes(t *testing.T) {
+	app, a := tcpPair(t)
+	b, far := streamPair(t)
+	h := startHop(t, app, a, b, far)
+
+	var want bytes.Buffer
+	sizes := []int{1, quietSize - 1, quietSize, quietSize + 1, 7, bufSize, 3 * bufSize, 100, 2 * quietSize}
+	got := make(chan []byte, 1)
+	go func() {
+		d, _ := io.ReadAll(far)
+		got <- d
+	}()
+	for round := range 20 {
+		for _, n := range sizes {
+			p := make([]byte, n+round)
+			rand.Read(p)
+			want.Write(p)
+			if _, err := app.Write(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	app.CloseWrite()
+	if d := <-got; !bytes.Equal(d, want.Bytes()) {
+		t.Fatalf("far end got %d bytes, want %d identical", len(d), want.Len())
+	}
+	far.Close()
+	if r := h.wait(t); r.Err != nil || r.AtoB != int64(want.Len()) {
+		t.Fatalf("result %+v", r)
+	}
+}
