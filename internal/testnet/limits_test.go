@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-yamux/v5"
+
 	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+	"github.com/swarmvpn/swarmvpn/portfwd"
 )
 
 // uploadOverLongLink sends size bytes through an exit reached over a link
@@ -62,4 +66,70 @@ func TestWindowGrowthStopsAtBufferCap(t *testing.T) {
 			limit, capped.BufferPeak, capped.WindowGrowthRefused)
 	}
 	t.Logf("peak reserved: %d uncapped, %d capped (%d growths refused)", free.BufferPeak, capped.BufferPeak, capped.WindowGrowthRefused)
+}
+
+// askForward opens a stream on sess and asks the exit for a forwarded
+// port, as a client that speaks the wire protocol itself would.
+func askForward(t *testing.T, sess *link.Session) (*yamux.Stream, wire.Response) {
+	t.Helper()
+	st, err := sess.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	b, _ := wire.Request{Kind: wire.KindForward}.AppendBinary(nil)
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := st.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := wire.ReadResponse(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetDeadline(time.Time{})
+	return st, resp
+}
+
+// TestForwardCapPerClient: a client that asks for more forwarded ports than
+// the exit lends one client is refused the extra ones, whatever it sends,
+// while another client still gets its own; a released port frees a slot.
+func TestForwardCapPerClient(t *testing.T) {
+	lc := forwardRange()
+	lc.PerClient = 2
+	leases, err := portfwd.NewLeases(*lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exit := StartExitNode(t, exitnet.ExitConfig{Ports: leases}, "127.0.0.1:0")
+	dial := func() *link.Session {
+		id, _ := link.NewIdentity()
+		sess, err := link.Dial(t.Context(), link.Config{Identity: id}, exit.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sess.Close() })
+		return sess
+	}
+	greedy := dial()
+	first, r1 := askForward(t, greedy)
+	_, r2 := askForward(t, greedy)
+	if r1.Status != wire.StatusOK || r2.Status != wire.StatusOK || r1.Bound.Port == r2.Bound.Port {
+		t.Fatalf("first two forwards: %v port %d, %v port %d; want two distinct ports", r1.Status, r1.Bound.Port, r2.Status, r2.Bound.Port)
+	}
+	for i := range 3 {
+		if _, r := askForward(t, greedy); r.Status != wire.StatusNotAllowed {
+			t.Fatalf("forward %d beyond the cap: %v, want not allowed", i+3, r.Status)
+		}
+	}
+	if _, r := askForward(t, dial()); r.Status != wire.StatusOK {
+		t.Fatalf("another client's forward: %v, want ok", r.Status)
+	}
+	if n := exit.Exit.ForwardStats().Active; n != 3 {
+		t.Fatalf("%d forwards active, want 3", n)
+	}
+	first.Close()
+	WaitFor(t, "the released forward to end", func() bool { return exit.Exit.ForwardStats().Active == 2 })
+	if _, r := askForward(t, greedy); r.Status != wire.StatusOK {
+		t.Fatalf("forward after releasing one: %v, want ok", r.Status)
+	}
 }
