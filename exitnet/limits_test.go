@@ -13,6 +13,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-yamux/v5"
+
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -428,4 +430,54 @@ func TestExitClosesStalledLink(t *testing.T) {
 	waitFor(t, "the exit to register the link", func() bool { return exit.exit.linkCount() == 1 })
 	close(sc.stall)
 	waitFor(t, "the exit to close the stalled link", func() bool { return exit.exit.linkCount() == 0 })
+}
+
+// TestExitTimesOutSilentPeers: a connection that never starts its TLS
+// handshake is closed after HandshakeTimeout, and a stream that never sends
+// its request is reset after RequestTimeout, freeing its slot.
+func TestExitTimesOutSilentPeers(t *testing.T) {
+	exit := startExitWith(t, ExitConfig{Link: link.Config{Identity: newIdentity(t), HandshakeTimeout: 100 * time.Millisecond},
+		RequestTimeout: 100 * time.Millisecond, MaxStreamsPerClient: 1})
+
+	raw, err := net.Dial("tcp", exit.addr.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second)) // a guard, not the assertion
+	if n, err := raw.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("silent TLS client: read %d, %v; want the exit to close", n, err)
+	}
+
+	clientID := newIdentity(t)
+	sess, err := link.Dial(t.Context(), link.Config{Identity: clientID}, exit.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := st.Read(make([]byte, 1)); n != 0 || !errors.Is(err, yamux.ErrStreamReset) {
+		t.Fatalf("silent stream: read %d, %v; want a reset", n, err)
+	}
+	waitFor(t, "the stream's slot to free", func() bool {
+		exit.exit.mu.Lock()
+		defer exit.exit.mu.Unlock()
+		c := exit.exit.clients[clientID.ID()]
+		return c != nil && c.streams.Load() == 0
+	})
+	// The one stream slot is free again: a real request is answered.
+	st2, err := sess.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	resp, err := request(t.Context(), st2, wire.Request{Kind: wire.KindConnect, Dst: wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 1}}, 10*time.Second)
+	if err != nil || resp.Status != wire.StatusConnectionRefused {
+		t.Fatalf("request after the timeout: %v, %v; want connection refused", resp.Status, err)
+	}
 }
