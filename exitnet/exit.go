@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
+	"golang.org/x/time/rate"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
-	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -26,6 +26,7 @@ type ExitConfig struct {
 	// default policy.
 	Policy *Policy
 	// Allow, when set, admits only the client peer IDs it returns true for.
+	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool
 	// DialTimeout bounds name resolution plus connecting to a destination.
 	// Default 10s.
@@ -48,6 +49,17 @@ type ExitConfig struct {
 	// UDPIdleTimeout closes a UDP association that has carried nothing
 	// either way for this long. Default 5m.
 	UDPIdleTimeout time.Duration
+	// RatePerClient caps the bytes per second the exit relays for one
+	// client (peer ID), both directions, all its TCP flows, forwarded
+	// connections and UDP datagrams together. 0 means unlimited.
+	RatePerClient int64
+	// MaxBufferPerClient caps the receive-window memory one client's link
+	// may reserve at the exit: stream windows stop growing there. Default
+	// 64 MiB.
+	MaxBufferPerClient int64
+	// HalfOpenTimeout closes a TCP flow when, after one direction has
+	// ended, the other has carried nothing for this long. Default 2m.
+	HalfOpenTimeout time.Duration
 	// Ports lends forwarded ports to clients. Nil means this exit offers
 	// no port forwarding.
 	Ports PortLender
@@ -71,8 +83,10 @@ type Exit struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	udp udpCounters
-	fwd forwardCounters
+	udp    udpCounters
+	fwd    forwardCounters
+	limits limitCounters
+	allow  atomic.Pointer[func(link.PeerID) bool] // nil: any client
 
 	refusedClients, refusedStreams atomic.Uint64
 	names                          nameCache
@@ -85,7 +99,8 @@ type Exit struct {
 
 // client is what the exit holds for one peer ID across its links.
 type client struct {
-	links        int // guarded by Exit.mu
+	links        int           // guarded by Exit.mu
+	limiter      *rate.Limiter // nil: no rate limit
 	streams      atomic.Int32
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
@@ -110,12 +125,18 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 	if cfg.Link.Log == nil {
 		cfg.Link.Log = cfg.Log
 	}
+	if cfg.RatePerClient < 0 || cfg.MaxBufferPerClient < 0 || cfg.HalfOpenTimeout < 0 {
+		return nil, errors.New("exit: negative rate, buffer or half-open limit")
+	}
 	e := &Exit{
 		cfg:      cfg,
 		policy:   cfg.Policy,
 		log:      orDiscard(cfg.Log),
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
+	}
+	if cfg.Allow != nil {
+		e.allow.Store(&cfg.Allow)
 	}
 	e.names.resolver = cfg.Resolver
 	if e.names.resolver == nil {
@@ -214,14 +235,16 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
-	sess, err := link.Server(ctx, conn, e.cfg.Link, e.admit)
+	lcfg := e.cfg.Link
+	lcfg.MemoryManager = newLinkMemory(e.maxBuffer(), &e.limits).span
+	sess, err := link.Server(ctx, conn, lcfg, e.admit)
 	if err != nil {
 		e.log.Info("link refused", "err", err)
 		return
 	}
 	log := e.log.With("peer", sess.Peer.Short())
 	e.mu.Lock()
-	if ctx.Err() != nil { // shutdown began during the handshake
+	if ctx.Err() != nil || !e.allowed(sess.Peer) { // shutdown began, or the allow-list changed, during the handshake
 		e.mu.Unlock()
 		sess.Close()
 		return
@@ -236,6 +259,9 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 			return
 		}
 		c = &client{}
+		if e.cfg.RatePerClient > 0 {
+			c.limiter = newLimiter(e.cfg.RatePerClient)
+		}
 		e.clients[sess.Peer] = c
 	}
 	e.sessions[sess] = struct{}{}
@@ -285,7 +311,7 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 	st.SetReadDeadline(time.Time{})
 	switch req.Kind {
 	case wire.KindConnect:
-		e.connect(ctx, log, st, req.Dst)
+		e.connect(ctx, log, st, req.Dst, c)
 	case wire.KindUDP:
 		e.associate(ctx, log, st, c)
 	case wire.KindForward:
@@ -299,7 +325,7 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 }
 
 // connect dials dst and splices it to the stream.
-func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, dst wire.Addr) {
+func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, dst wire.Addr, c *client) {
 	start := time.Now()
 	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
@@ -314,7 +340,7 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 		st.Reset()
 		return
 	}
-	r := relay.Splice(st, conn)
+	r := e.splice(st, conn, c)
 	log.Debug("flow done", "stream", st.StreamID(), "dst", dst,
 		"bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond), "err", r.Err)
 }
@@ -322,7 +348,7 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 // admit decides in the TLS handshake whether a client may link: it must be
 // on the allow-list, if there is one, and there must be room for it.
 func (e *Exit) admit(id link.PeerID) bool {
-	if e.cfg.Allow != nil && !e.cfg.Allow(id) {
+	if !e.allowed(id) {
 		return false
 	}
 	e.mu.Lock()
@@ -333,6 +359,48 @@ func (e *Exit) admit(id link.PeerID) bool {
 	}
 	return true
 }
+
+// allowed reports whether the allow-list, if there is one, holds id.
+func (e *Exit) allowed(id link.PeerID) bool {
+	f := e.allow.Load()
+	return f == nil || (*f)(id)
+}
+
+// SetAllow replaces the allow-list: from now on only clients allow returns
+// true for are admitted (nil admits any), and the links of clients it
+// refuses are closed at once. It returns how many links it closed.
+func (e *Exit) SetAllow(allow func(link.PeerID) bool) int {
+	e.mu.Lock()
+	if allow == nil {
+		e.allow.Store(nil)
+	} else {
+		e.allow.Store(&allow)
+	}
+	var drop []*link.Session
+	if allow != nil {
+		for s := range e.sessions {
+			if !allow(s.Peer) {
+				drop = append(drop, s)
+			}
+		}
+	}
+	e.mu.Unlock()
+	for _, s := range drop {
+		e.log.Info("link closed: client no longer on the allow-list", "peer", s.Peer.Short())
+		e.limits.clientsDropped.Add(1)
+		s.Close()
+	}
+	return len(drop)
+}
+
+func (e *Exit) maxBuffer() int64 {
+	if e.cfg.MaxBufferPerClient > 0 {
+		return e.cfg.MaxBufferPerClient
+	}
+	return 64 << 20
+}
+
+func (e *Exit) halfOpen() time.Duration { return orDefault(e.cfg.HalfOpenTimeout, 2*time.Minute) }
 
 func (e *Exit) maxClients() int {
 	if e.cfg.MaxClients > 0 {

@@ -12,7 +12,6 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
-	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -85,7 +84,7 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 				return
 			}
 			e.fwd.inbound.Add(1)
-			wg.Go(func() { e.inbound(ctx, log, sess, conn) })
+			wg.Go(func() { e.inbound(ctx, log, sess, conn, c) })
 		}
 	})
 	// The forward lasts until the client closes its stream, the link goes,
@@ -100,7 +99,7 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 }
 
 // inbound carries one connection from a forwarded port to the client.
-func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn) {
+func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn, c *client) {
 	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
@@ -117,8 +116,8 @@ func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session
 		return
 	}
 	start := time.Now()
-	r := relay.Splice(conn, st)
-	log.Debug("inbound done", "dst", dst, "bytes_in", r.AtoB, "bytes_out", r.BtoA, "dur", time.Since(start).Round(time.Millisecond))
+	r := e.splice(st, conn, c)
+	log.Debug("inbound done", "dst", dst, "bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond))
 }
 
 // listenUDP opens an association's socket: on the client's forwarded port

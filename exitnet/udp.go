@@ -28,6 +28,7 @@ type UDPStats struct {
 	DropResolve    uint64 // destination name did not resolve
 	DropMalformed  uint64 // frame from the client was not a datagram
 	DropSend       uint64 // the socket refused the datagram
+	DropRate       uint64 // over the client's rate limit (either way)
 	RefusedTooMany uint64 // association refused: client at its cap
 	ExpiredIdle    uint64 // associations closed for idleness
 }
@@ -35,6 +36,7 @@ type UDPStats struct {
 type udpCounters struct {
 	associations, datagramsOut, datagramsIn, bytesOut, bytesIn             atomic.Uint64
 	dropPolicy, dropResolve, dropMalformed, dropSend, refused, expiredIdle atomic.Uint64
+	dropRate                                                               atomic.Uint64
 	active                                                                 atomic.Int64
 }
 
@@ -48,6 +50,7 @@ func (e *Exit) UDPStats() UDPStats {
 		DropPolicy: c.dropPolicy.Load(), DropResolve: c.dropResolve.Load(),
 		DropMalformed: c.dropMalformed.Load(), DropSend: c.dropSend.Load(),
 		RefusedTooMany: c.refused.Load(), ExpiredIdle: c.expiredIdle.Load(),
+		DropRate: c.dropRate.Load(),
 	}
 }
 
@@ -95,11 +98,11 @@ func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		e.udpToClient(st, conn, &last)
+		e.udpToClient(st, conn, c, &last)
 		st.Close()
 	})
 	wg.Go(func() { e.expireIdle(ctx, st, conn, &last, done) })
-	e.udpFromClient(ctx, st, conn, &last)
+	e.udpFromClient(ctx, st, conn, c, &last)
 	close(done)
 	conn.Close()
 	st.Close()
@@ -108,7 +111,7 @@ func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream
 }
 
 // udpFromClient sends the client's datagrams until the stream ends.
-func (e *Exit) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64) {
+func (e *Exit) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
 	buf := make([]byte, wire.MaxFrameLen)
 	for {
 		body, err := wire.ReadFrame(st, buf)
@@ -122,6 +125,9 @@ func (e *Exit) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UD
 		}
 		ip, ok := e.udpDestination(ctx, dst)
 		if !ok {
+			continue
+		}
+		if !e.allowDatagram(c, len(payload)) {
 			continue
 		}
 		if _, err := conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ip.Unmap(), dst.Port)); err != nil {
@@ -164,7 +170,7 @@ func (e *Exit) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr, b
 
 // udpToClient relays every datagram the socket receives, from any address,
 // until the socket or the stream fails.
-func (e *Exit) udpToClient(st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64) {
+func (e *Exit) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
 	buf := make([]byte, maxSourceHeader+wire.MaxDatagram)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf[maxSourceHeader:])
@@ -173,6 +179,9 @@ func (e *Exit) udpToClient(st *yamux.Stream, conn *net.UDPConn, last *atomic.Int
 				return
 			}
 			continue // e.g. ICMP errors surfacing on the socket
+		}
+		if !e.allowDatagram(c, n) {
+			continue
 		}
 		frame := frameInPlace(buf, n, src)
 		if _, err := st.Write(frame); err != nil {
@@ -235,6 +244,22 @@ func (e *Exit) expireIdle(ctx context.Context, st *yamux.Stream, conn *net.UDPCo
 			t.Reset(idle - quiet)
 		}
 	}
+}
+
+// allowDatagram charges a datagram of n bytes to the client's rate limit,
+// if it has one. Over the limit the datagram is dropped, as a congested
+// router would, rather than queued: a UDP socket has no back-pressure to
+// give, and uTP and DHT expect loss.
+func (e *Exit) allowDatagram(c *client, n int) bool {
+	if c.limiter == nil {
+		return true
+	}
+	if !c.limiter.AllowN(time.Now(), n) {
+		e.udp.dropRate.Add(1)
+		return false
+	}
+	e.limits.rateBytes.Add(uint64(n))
+	return true
 }
 
 func (e *Exit) maxUDP() int {

@@ -485,3 +485,40 @@ func TestHTTPServeStops(t *testing.T) {
 		return originConns == 0
 	})
 }
+
+// A client that stops part way through its request head is disconnected
+// after HeaderTimeout, before anything is dialed.
+func TestHTTPHeaderTimeout(t *testing.T) {
+	checkLeaks(t)
+	rec := &recorder{}
+	proxy, _ := startHTTP(t, HTTPConfig{Dialer: rec, HeaderTimeout: 100 * time.Millisecond})
+	for _, tt := range []struct{ name, send string }{
+		{"silent", ""},
+		{"half a request line", "CONNECT 127.0.0.1:"},
+		{"no blank line", "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"},
+		{"half a plain request", "GET http://127.0.0.1:1/ HTTP/1.1\r\nHo"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", proxy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(time.Minute)) // a guard, not the assertion
+			if _, err := io.WriteString(c, tt.send); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("want the proxy to close, got %v", err)
+			}
+			// net/http answers 400 to a head cut short, and nothing to silence.
+			if len(got) != 0 && !strings.HasPrefix(string(got), "HTTP/1.1 400 ") {
+				t.Fatalf("got %q, want nothing or 400", got)
+			}
+		})
+	}
+	if d := rec.got(); len(d) != 0 {
+		t.Fatalf("dialed %v for requests that never arrived", d)
+	}
+}

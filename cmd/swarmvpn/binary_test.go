@@ -313,6 +313,10 @@ func TestBinaryBadInput(t *testing.T) {
 		{"bad rule", []string{"exit", "--state-dir", dir, "--rule", "permit everything"}, "--rule"},
 		{"bad log level", []string{"exit", "--state-dir", dir, "--log-level", "loud"}, "--log-level"},
 		{"half credentials", []string{"connect", "--state-dir", dir, "--exit", good, "--socks-user", "u"}, "go together"},
+		{"socks beyond loopback", []string{"connect", "--state-dir", dir, "--exit", good, "--socks", "0.0.0.0:0"}, "--socks-user and --socks-pass"},
+		{"http beyond loopback", []string{"connect", "--state-dir", dir, "--exit", good, "--socks", "127.0.0.1:0", "--http", ":0"}, "ssh -L"},
+		{"bad rate", []string{"exit", "--state-dir", dir, "--rate-per-client", "fast"}, "--rate-per-client"},
+		{"small buffer cap", []string{"exit", "--state-dir", dir, "--max-buffer-per-client", "1k"}, "--max-buffer-per-client"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -73,6 +73,9 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if (user == "") != (pass == "") {
 		return errors.New("--socks-user and --socks-pass go together: give both, or neither for no authentication")
 	}
+	if err := checkExposure(cmd.String("socks"), cmd.String("http"), user != ""); err != nil {
+		return err
+	}
 	id, err := identity(cmd, "client", log)
 	if err != nil {
 		return err
@@ -195,6 +198,37 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	err = g.Wait()
 	log.Info("client stopped")
 	return err
+}
+
+// checkExposure refuses local proxies that other machines could reach and
+// use without a password: anyone on the LAN (or the internet) could then
+// send traffic out through the user's exit, under the user's peer ID. SOCKS5
+// may listen beyond loopback with a username and password; the HTTP proxy
+// has no authentication, so it listens on loopback only.
+func checkExposure(socks, http string, socksAuth bool) error {
+	if !socksAuth && !isLoopback(socks) {
+		return fmt.Errorf("--socks %s would let anyone who reaches this address use your exit: "+
+			"listen on a loopback address (127.0.0.1:1080), or set --socks-user and --socks-pass", socks)
+	}
+	if http != "off" && http != "" && !isLoopback(http) {
+		return fmt.Errorf("--http %s would let anyone who reaches this address use your exit, and the HTTP proxy has no password: "+
+			"listen on a loopback address (127.0.0.1:8118) and reach it from other machines through SSH (ssh -L 8118:127.0.0.1:8118 HOST), or use --http off", http)
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen address is on loopback only: a
+// loopback IP or "localhost". An empty host means every interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true // listen reports the malformed address
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func addrOf(ln net.Listener) string {

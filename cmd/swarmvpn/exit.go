@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -31,6 +35,13 @@ func exitCommand() *cli.Command {
 				Usage: "policy `RULE` checked before the built-in refusals, e.g. \"allow 10.200.0.0/16\" or \"deny 0.0.0.0/0 6000-7000\"; repeatable"},
 			&cli.StringSliceFlag{Name: "allow-client", Sources: env("allow-client"),
 				Usage: "accept only clients with this peer `ID`; repeatable (default: any client)"},
+			stringFlag("allow-clients-file", "", "accept only clients whose peer IDs are listed in `FILE`, one per line (# comments), "+
+				"besides any --allow-client; re-read on SIGHUP, and clients no longer listed are disconnected"),
+			stringFlag("rate-per-client", "0", "relay at most `BYTES` per second for one client, both directions and all its flows together "+
+				"(e.g. 500k, 10M, 2MiB; 0: unlimited)"),
+			stringFlag("max-buffer-per-client", "64MiB", "let one client's link make the exit buffer at most `BYTES` in stream receive windows"),
+			&cli.DurationFlag{Name: "half-open-timeout", Value: 2 * time.Minute, Sources: env("half-open-timeout"),
+				Usage: "close a TCP flow one side has half-closed when the other carries nothing for this long"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: 0, Sources: env("dial-timeout"),
 				Usage: "bound name resolution plus connecting to a destination (default 10s)"},
 			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
@@ -69,17 +80,31 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		}
 		policy.Rules = append(policy.Rules, r)
 	}
-	var allow func(link.PeerID) bool
-	if ids := cmd.StringSlice("allow-client"); len(ids) > 0 {
-		set := make(map[link.PeerID]bool, len(ids))
-		for _, s := range ids {
-			id, err := link.ParsePeerID(s)
-			if err != nil {
-				return fmt.Errorf("--allow-client: %w (print a client's ID with 'swarmvpn id --key FILE')", err)
-			}
-			set[id] = true
+	allowed := &allowList{static: map[link.PeerID]bool{}, file: cmd.String("allow-clients-file")}
+	for _, s := range cmd.StringSlice("allow-client") {
+		id, err := link.ParsePeerID(s)
+		if err != nil {
+			return fmt.Errorf("--allow-client: %w (print a client's ID with 'swarmvpn id --key FILE')", err)
 		}
-		allow = func(id link.PeerID) bool { return set[id] }
+		allowed.static[id] = true
+	}
+	var allow func(link.PeerID) bool
+	allowCount := 0
+	if allowed.active() {
+		if allow, allowCount, err = allowed.load(); err != nil {
+			return err
+		}
+	}
+	rateLimit, err := parseBytes(cmd.String("rate-per-client"))
+	if err != nil {
+		return fmt.Errorf("--rate-per-client: %w: want bytes per second such as 500k, 10M or 2MiB, or 0 for no limit", err)
+	}
+	maxBuffer, err := parseBytes(cmd.String("max-buffer-per-client"))
+	if err != nil || maxBuffer < 1<<20 {
+		return fmt.Errorf("--max-buffer-per-client %q: want an amount of at least 1MiB, such as 64MiB", cmd.String("max-buffer-per-client"))
+	}
+	if cmd.Duration("half-open-timeout") < 0 {
+		return errors.New("--half-open-timeout: want a positive duration such as 2m")
 	}
 	id, err := identity(cmd, "exit", log)
 	if err != nil {
@@ -101,6 +126,9 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		MaxStreamsPerClient: int(cmd.Int("max-flows-per-client")),
 		MaxUDPPerClient:     int(cmd.Int("max-udp-per-client")),
 		UDPIdleTimeout:      cmd.Duration("udp-idle"),
+		RatePerClient:       rateLimit,
+		MaxBufferPerClient:  maxBuffer,
+		HalfOpenTimeout:     cmd.Duration("half-open-timeout"),
 		Log:                 log,
 	}
 	var known []link.ExitAddr
@@ -115,6 +143,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	// From here on SIGHUP re-reads the allow-list instead of ending the
+	// process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	addrs := exitAddrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
 	for _, a := range addrs {
 		fmt.Fprintln(cmd.Root().Writer, a)
@@ -122,7 +155,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
 		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil,
-		"forward_ports", orNone(cmd.String("forward-ports")))
+		"allowed_clients", allowCount, "rate_per_client", rateLimit, "forward_ports", orNone(cmd.String("forward-ports")))
 	e, err := exitnet.NewExit(cfg)
 	if err != nil {
 		ln.Close()
@@ -130,6 +163,10 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.Serve(ctx, ln) })
+	g.Go(func() error {
+		reloadOnHangup(ctx, hup, e, allowed, log)
+		return nil
+	})
 	if cmd.Bool("mdns") {
 		g.Go(func() error {
 			advertise(ctx, e, id, ln.Addr().(*net.TCPAddr), log)
@@ -145,6 +182,29 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	err = g.Wait()
 	log.Info("exit stopped")
 	return err
+}
+
+// reloadOnHangup re-reads the allow-list each time the process gets
+// SIGHUP, until ctx ends. A file that does not read keeps the old list.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exitnet.Exit, allowed *allowList, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if allowed.file == "" {
+			log.Info("SIGHUP: no allow-clients-file to re-read")
+			continue
+		}
+		allow, n, err := allowed.load()
+		if err != nil {
+			log.Error("allow-list not reloaded; the old one stays in force", "err", err)
+			continue
+		}
+		dropped := e.SetAllow(allow)
+		log.Info("allow-list reloaded", "allowed_clients", n, "disconnected", dropped)
+	}
 }
 
 // advertise announces the exit on the LAN until ctx ends. Without

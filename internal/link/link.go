@@ -36,6 +36,12 @@ type Config struct {
 	// answered within KeepAlive closes the link, so a dead link is noticed
 	// within twice this. Default 5s.
 	KeepAlive time.Duration
+	// MemoryManager, when set, is asked by yamux for one memory span per
+	// stream: the stream's initial receive window and each growth of it are
+	// reserved there, and a refused growth keeps the window as it is. Nil
+	// reserves without limit. An exit sets one per link to cap what one
+	// client can make it buffer.
+	MemoryManager func() (yamux.MemoryManager, error)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 }
@@ -113,7 +119,7 @@ func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	mux, err := yamux.Client(framed(tconn, bconn), cfg.yamuxConfig(), nil)
+	mux, err := yamux.Client(framed(tconn, bconn), cfg.yamuxConfig(), cfg.MemoryManager)
 	if err != nil {
 		tconn.Close()
 		return nil, err
@@ -149,7 +155,7 @@ func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) b
 	if err != nil {
 		return nil, err
 	}
-	mux, err := yamux.Server(framed(tconn, bconn), cfg.yamuxConfig(), nil)
+	mux, err := yamux.Server(framed(tconn, bconn), cfg.yamuxConfig(), cfg.MemoryManager)
 	if err != nil {
 		tconn.Close()
 		return nil, err

@@ -271,3 +271,36 @@ func TestDialRespectsContext(t *testing.T) {
 		t.Fatal("Dial succeeded against a silent server")
 	}
 }
+
+// TestRefusedClientLearnsOnlyRefusal: a client the allow function refuses
+// reads one generic TLS alert, the same whatever the reason, and nothing
+// of the exit's own words (the reason, its peer ID) reaches it.
+func TestRefusedClientLearnsOnlyRefusal(t *testing.T) {
+	clientID, exitID := mustIdentity(t), mustIdentity(t)
+	a, b := pair(t, "tcp")
+	srvErr := make(chan error, 1)
+	go func() {
+		_, err := Server(t.Context(), b, Config{Identity: exitID}, func(PeerID) bool { return false })
+		srvErr <- err
+	}()
+	cfg := Config{Identity: clientID}
+	pin := exitID.ID()
+	tc, err := cfg.tlsConfig(&pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tconn := tls.Client(a, tc)
+	defer tconn.Close()
+	// TLS 1.3: the client's side of the handshake ends before the exit
+	// judges its certificate.
+	if err := tconn.HandshakeContext(t.Context()); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	n, err := tconn.Read(make([]byte, 64))
+	if n != 0 || err == nil || err.Error() != "remote error: tls: bad certificate" {
+		t.Fatalf("refused client read %d bytes, %v; want only the bad-certificate alert", n, err)
+	}
+	if err := <-srvErr; err == nil || !strings.Contains(err.Error(), "allow-list") {
+		t.Fatalf("server: %v, want the reason in its own error", err)
+	}
+}

@@ -1,0 +1,192 @@
+package exitnet
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-yamux/v5"
+	"golang.org/x/time/rate"
+
+	"github.com/swarmvpn/swarmvpn/internal/relay"
+)
+
+// minBurst is the smallest burst of a per-client rate limiter: a full
+// relay buffer and then some, so one read or one datagram never has to be
+// split to pass.
+const minBurst = 64 << 10
+
+// newLimiter returns the limiter of one client: bps bytes per second, with a
+// burst of a tenth of a second's worth or minBurst, whichever is larger.
+//
+// One limiter serves both directions and every flow of the client. Each
+// byte the exit relays costs it the same, whichever way it goes: it comes
+// in on one side and leaves on the other, so a client that uploads and one
+// that downloads load the exit's line alike. One budget per client is then
+// what bounds that client's share of the exit; per-direction limiters would
+// let a client take twice the rate by using both directions.
+func newLimiter(bps int64) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(bps), int(max(minBurst, bps/10)))
+}
+
+// splice relays a TCP flow between a client's stream and a destination
+// connection, with the client's rate limit on the destination side (so each
+// byte is charged once, whichever way it goes) and the half-open bound on
+// both.
+func (e *Exit) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result {
+	h := &halfOpen{timeout: e.halfOpen(), c: &e.limits}
+	a := &flowConn{Conn: st, half: h}
+	b := &flowConn{Conn: conn, half: h}
+	h.a, h.b = a, b
+	if c != nil && c.limiter != nil {
+		b.lim = c.limiter
+		b.charged = &e.limits.rateBytes
+		b.ctx, b.cancel = context.WithCancel(context.Background())
+	}
+	return relay.Splice(a, b)
+}
+
+// halfOpen bounds the life of a flow after one direction has ended: the
+// other direction must carry something at least every timeout, or the flow
+// is closed. relay.Splice keeps a half-closed flow open for as long as its
+// peer wants, which a peer that never closes would make forever.
+type halfOpen struct {
+	timeout time.Duration
+	c       *limitCounters
+	a, b    *flowConn
+	ended   atomic.Bool  // one direction has ended
+	armed   atomic.Int64 // unix nanoseconds when the deadlines were last set
+	expired atomic.Bool
+}
+
+// end notes that one direction has ended and starts the clock.
+func (h *halfOpen) end() {
+	if h.ended.CompareAndSwap(false, true) {
+		h.extend(time.Now())
+	}
+}
+
+// progress pushes the deadlines on after the remaining direction moved
+// bytes. Deadlines are moved at most ten times per timeout, so a bulk
+// transfer in a half-closed flow does not reset timers on every read.
+func (h *halfOpen) progress() {
+	if !h.ended.Load() {
+		return
+	}
+	now := time.Now()
+	if now.UnixNano()-h.armed.Load() >= int64(h.timeout/10) {
+		h.extend(now)
+	}
+}
+
+func (h *halfOpen) extend(now time.Time) {
+	h.armed.Store(now.UnixNano())
+	d := now.Add(h.timeout)
+	h.a.Conn.SetDeadline(d)
+	h.b.Conn.SetDeadline(d)
+}
+
+// failed counts the flow as expired when err is a deadline set by h.
+func (h *halfOpen) failed(err error) {
+	if h.ended.Load() && isTimeout(err) && h.expired.CompareAndSwap(false, true) {
+		h.c.halfOpenExpired.Add(1)
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, yamux.ErrTimeout) {
+		return true
+	}
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
+}
+
+// flowConn is one side of a flow at the exit: it tells the flow's halfOpen
+// about progress and half-close, and, when lim is set, charges every byte
+// read or written to the client's limiter, waiting for tokens.
+type flowConn struct {
+	net.Conn
+	half    *halfOpen
+	lim     *rate.Limiter // nil: unlimited
+	charged *atomic.Uint64
+	ctx     context.Context // ends waits for tokens when the conn closes
+	cancel  context.CancelFunc
+}
+
+func (f *flowConn) Read(p []byte) (int, error) {
+	if f.lim != nil && len(p) > f.lim.Burst() {
+		p = p[:f.lim.Burst()]
+	}
+	n, err := f.Conn.Read(p)
+	if n > 0 {
+		f.half.progress()
+		if f.lim != nil {
+			if werr := f.take(n); werr != nil && err == nil {
+				err = werr
+			}
+		}
+	}
+	if err != nil {
+		f.half.failed(err)
+	}
+	return n, err
+}
+
+func (f *flowConn) Write(p []byte) (int, error) {
+	if f.lim == nil {
+		n, err := f.Conn.Write(p)
+		f.wrote(n, err)
+		return n, err
+	}
+	var done int
+	for done < len(p) {
+		chunk := p[done:min(len(p), done+f.lim.Burst())]
+		if err := f.take(len(chunk)); err != nil {
+			return done, err
+		}
+		n, err := f.Conn.Write(chunk)
+		done += n
+		f.wrote(n, err)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (f *flowConn) wrote(n int, err error) {
+	if n > 0 {
+		f.half.progress()
+	}
+	if err != nil {
+		f.half.failed(err)
+	}
+}
+
+// take waits until the limiter grants n bytes, or the conn closes.
+func (f *flowConn) take(n int) error {
+	if err := f.lim.WaitN(f.ctx, n); err != nil {
+		return net.ErrClosed
+	}
+	f.charged.Add(uint64(n))
+	return nil
+}
+
+// CloseWrite ends the direction towards this side. relay.Splice calls it
+// when the other side's stream ended: the flow is now half-open.
+func (f *flowConn) CloseWrite() error {
+	f.half.end()
+	if cw, ok := f.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+func (f *flowConn) Close() error {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	return f.Conn.Close()
+}

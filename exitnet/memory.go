@@ -1,0 +1,102 @@
+package exitnet
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/libp2p/go-yamux/v5"
+)
+
+// errBufferCap refuses a stream window growth: the link has reserved as much
+// receive-window memory as one client may make the exit buffer.
+var errBufferCap = errors.New("link at its buffer cap")
+
+// yamux reserves a stream's initial window at this priority, and window
+// growth below it.
+const prioStreamOpen = 255
+
+// linkMemory accounts for the receive windows of one link's streams. A
+// window is memory the exit promises to buffer: a client that stops reading
+// what the exit sends is harmless (the exit's writes block), but a client
+// that sends faster than the destination takes fills the exit's receive
+// windows. yamux grows a busy stream's window from 256 KiB up to 16 MiB;
+// linkMemory refuses growth that would take the link past limit, so the
+// windows of all its streams together stop growing there.
+//
+// The initial window of a new stream is always granted (refusing it would
+// make yamux tear down the whole link): those are bounded by the per-client
+// stream cap instead, and they count against limit, so a link with many open
+// streams has less room left to grow any of them.
+type linkMemory struct {
+	limit int64
+	used  atomic.Int64
+	c     *limitCounters
+}
+
+func newLinkMemory(limit int64, c *limitCounters) *linkMemory {
+	return &linkMemory{limit: limit, c: c}
+}
+
+// span is the link.Config.MemoryManager of the link: yamux asks for one
+// span per stream.
+func (m *linkMemory) span() (yamux.MemoryManager, error) { return &memorySpan{m: m}, nil }
+
+func (m *linkMemory) reserve(size int64, prio uint8) bool {
+	for {
+		u := m.used.Load()
+		if prio < prioStreamOpen && u+size > m.limit {
+			m.c.windowRefused.Add(1)
+			return false
+		}
+		if m.used.CompareAndSwap(u, u+size) {
+			m.c.notePeak(u + size)
+			return true
+		}
+	}
+}
+
+// memorySpan is what one stream holds of its link's memory.
+type memorySpan struct {
+	m    *linkMemory
+	mu   sync.Mutex
+	held int64
+	done bool
+}
+
+func (s *memorySpan) ReserveMemory(size int, prio uint8) error {
+	if size < 0 {
+		return errBufferCap
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || !s.m.reserve(int64(size), prio) {
+		return errBufferCap
+	}
+	s.held += int64(size)
+	return nil
+}
+
+func (s *memorySpan) ReleaseMemory(size int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(int64(size), s.held)
+	if n <= 0 {
+		return
+	}
+	s.held -= n
+	s.m.used.Add(-n)
+}
+
+// Done returns everything the stream held; yamux calls it when the stream
+// is gone.
+func (s *memorySpan) Done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return
+	}
+	s.done = true
+	s.m.used.Add(-s.held)
+	s.held = 0
+}
