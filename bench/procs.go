@@ -183,6 +183,7 @@ func childEnv() []string {
 // (PEERID@127.0.0.1:PORT, the first line it prints).
 func startExit(ctx context.Context, exe, stateDir string, wrap func(string, []string) []string) (*Proc, string, error) {
 	args := []string{"exit", "--state-dir", stateDir, "--listen", "127.0.0.1:0", "--allow-private", "--mdns=false",
+		"--max-flows-per-client", "100000", // the idle workload holds 10,000 and more
 		"--log-format", "json", "--log-level", "warn"}
 	return startProc(ctx, "exit", exe, wrap("exit", args), func(line string) string {
 		if strings.Contains(line, "@") && !strings.HasPrefix(line, "{") {

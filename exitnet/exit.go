@@ -41,7 +41,8 @@ type ExitConfig struct {
 	// Default 1024.
 	MaxClients int
 	// MaxStreamsPerClient caps the flows one client may have open at once,
-	// UDP associations and forwards included. Default 8192.
+	// UDP associations and forwards included. Default 4096, well above what
+	// a torrent client opens (libtorrent's default is 200 connections).
 	MaxStreamsPerClient int
 	// MaxUDPPerClient caps the UDP associations one client (peer ID) may
 	// hold at once. A torrent client needs one per listen socket. Default 16.
@@ -413,7 +414,7 @@ func (e *Exit) maxStreams() int {
 	if e.cfg.MaxStreamsPerClient > 0 {
 		return e.cfg.MaxStreamsPerClient
 	}
-	return 8192
+	return 4096
 }
 
 // refuseStream reads a stream's request and answers that the exit will not

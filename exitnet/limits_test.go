@@ -324,8 +324,8 @@ func TestUDPRateLimit(t *testing.T) {
 	}
 }
 
-// TestLinkMemoryAccounting: stream opens always pass and count; growth
-// stops at the cap; Done gives everything back; a span that is done
+// TestLinkMemoryAccounting: stream opens always pass and are not counted;
+// growth stops at the cap; Done gives everything back; a span that is done
 // reserves nothing more.
 func TestLinkMemoryAccounting(t *testing.T) {
 	var c limitCounters
@@ -340,12 +340,13 @@ func TestLinkMemoryAccounting(t *testing.T) {
 		used    int64
 		refused uint64
 	}{
-		{s1, 400, prioStreamOpen, true, 400, 0},
-		{s2, 400, prioStreamOpen, true, 800, 0},
-		{s1, 200, 128, true, 1000, 0},
+		{s1, 400, prioStreamOpen, true, 0, 0},
+		{s2, 400, prioStreamOpen, true, 0, 0},
+		{s1, 600, 128, true, 600, 0},
+		{s2, 400, 128, true, 1000, 0},
 		{s1, 1, 128, false, 1000, 1},
-		{s2, 400, prioStreamOpen, true, 1400, 1}, // an open passes over the cap
-		{s2, 100, 128, false, 1400, 2},
+		{s2, 400, prioStreamOpen, true, 1000, 1}, // an open passes at the cap
+		{s2, 100, 128, false, 1000, 2},
 	}
 	for i, st := range steps {
 		err := st.span.ReserveMemory(st.size, st.prio)
@@ -355,20 +356,20 @@ func TestLinkMemoryAccounting(t *testing.T) {
 		}
 	}
 	s2.ReleaseMemory(300)
-	if m.used.Load() != 1100 {
-		t.Fatalf("used %d after releasing 300, want 1100", m.used.Load())
+	if m.used.Load() != 700 {
+		t.Fatalf("used %d after releasing 300, want 700", m.used.Load())
 	}
 	s2.Done()
 	s2.Done()
 	if m.used.Load() != 600 {
 		t.Fatalf("used %d after a span ended, want 600", m.used.Load())
 	}
-	if err := s2.ReserveMemory(1, prioStreamOpen); err == nil || m.used.Load() != 600 {
+	if err := s2.ReserveMemory(1, 128); err == nil || m.used.Load() != 600 {
 		t.Fatal("a finished span reserved memory")
 	}
 	s1.Done()
-	if m.used.Load() != 0 || c.bufferPeak.Load() != 1400 {
-		t.Fatalf("used %d, peak %d; want 0 and 1400", m.used.Load(), c.bufferPeak.Load())
+	if m.used.Load() != 0 || c.bufferPeak.Load() != 1000 {
+		t.Fatalf("used %d, peak %d; want 0 and 1000", m.used.Load(), c.bufferPeak.Load())
 	}
 }
 

@@ -20,14 +20,15 @@ const prioStreamOpen = 255
 // window is memory the exit promises to buffer: a client that stops reading
 // what the exit sends is harmless (the exit's writes block), but a client
 // that sends faster than the destination takes fills the exit's receive
-// windows. yamux grows a busy stream's window from 256 KiB up to 16 MiB;
+// windows. yamux grows a busy stream's window from 256 KiB up to 32 MiB;
 // linkMemory refuses growth that would take the link past limit, so the
 // windows of all its streams together stop growing there.
 //
-// The initial window of a new stream is always granted (refusing it would
-// make yamux tear down the whole link): those are bounded by the per-client
-// stream cap instead, and they count against limit, so a link with many open
-// streams has less room left to grow any of them.
+// The initial window of a new stream is always granted and not counted:
+// refusing it would make yamux tear down the whole link, and counting it
+// would let a torrent client's few hundred quiet flows use up the room
+// that one busy flow needs to grow. Initial windows are bounded by the
+// per-client flow cap instead: at most flows × 256 KiB, plus limit.
 type linkMemory struct {
 	limit int64
 	used  atomic.Int64
@@ -42,10 +43,10 @@ func newLinkMemory(limit int64, c *limitCounters) *linkMemory {
 // span per stream.
 func (m *linkMemory) span() (yamux.MemoryManager, error) { return &memorySpan{m: m}, nil }
 
-func (m *linkMemory) reserve(size int64, prio uint8) bool {
+func (m *linkMemory) reserve(size int64) bool {
 	for {
 		u := m.used.Load()
-		if prio < prioStreamOpen && u+size > m.limit {
+		if u+size > m.limit {
 			m.c.windowRefused.Add(1)
 			return false
 		}
@@ -70,7 +71,13 @@ func (s *memorySpan) ReserveMemory(size int, prio uint8) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done || !s.m.reserve(int64(size), prio) {
+	if s.done {
+		return errBufferCap
+	}
+	if prio >= prioStreamOpen {
+		return nil
+	}
+	if !s.m.reserve(int64(size)) {
 		return errBufferCap
 	}
 	s.held += int64(size)

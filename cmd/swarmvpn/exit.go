@@ -48,7 +48,7 @@ func exitCommand() *cli.Command {
 				Usage: "advertise this exit on the LAN by mDNS (--mdns=false to stay quiet)"},
 			&cli.IntFlag{Name: "max-clients", Value: 1024, Sources: env("max-clients"),
 				Usage: "serve at most this many clients at once"},
-			&cli.IntFlag{Name: "max-flows-per-client", Value: 8192, Sources: env("max-flows-per-client"),
+			&cli.IntFlag{Name: "max-flows-per-client", Value: 4096, Sources: env("max-flows-per-client"),
 				Usage: "let one client have at most this many flows open at once"},
 			&cli.IntFlag{Name: "max-udp-per-client", Value: 16, Sources: env("max-udp-per-client"),
 				Usage: "let one client hold at most this many UDP associations"},
