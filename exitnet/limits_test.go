@@ -198,7 +198,8 @@ func TestRateLimiterAccounting(t *testing.T) {
 }
 
 // TestHalfOpenFlowExpires: the client half-closes, the destination neither
-// answers nor closes; the exit closes the flow after HalfOpenTimeout.
+// answers nor closes; the exit aborts the flow after HalfOpenTimeout, and
+// the client learns it was cut short (a reset), not finished.
 func TestHalfOpenFlowExpires(t *testing.T) {
 	exit := startExitWith(t, ExitConfig{HalfOpenTimeout: 200 * time.Millisecond})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -226,8 +227,8 @@ func TestHalfOpenFlowExpires(t *testing.T) {
 	defer dstConn.Close()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(c)
-	if err != nil || len(got) != 0 {
-		t.Fatalf("half-open flow: read %q, %v; want the flow closed with no data", got, err)
+	if !errors.Is(err, yamux.ErrStreamReset) || len(got) != 0 {
+		t.Fatalf("half-open flow: read %q, %v; want the flow reset with no data", got, err)
 	}
 	// The destination's side is closed too.
 	dstConn.SetReadDeadline(time.Now().Add(10 * time.Second))
