@@ -71,8 +71,9 @@ type Exit struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	udp udpCounters
-	fwd forwardCounters
+	udp   udpCounters
+	fwd   forwardCounters
+	stats exitCounters
 
 	refusedClients, refusedStreams atomic.Uint64
 	names                          nameCache
@@ -117,6 +118,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
 	}
+	e.cfg.Allow = countAllowRefusals(cfg.Allow, &e.stats.refusedAllowList)
 	e.names.resolver = cfg.Resolver
 	if e.names.resolver == nil {
 		e.names.resolver = net.DefaultResolver
@@ -214,8 +216,15 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
-	sess, err := link.Server(ctx, conn, e.cfg.Link, e.admit)
+	admitted := true // admit runs in this goroutine, inside the handshake
+	sess, err := link.Server(ctx, conn, e.cfg.Link, func(id link.PeerID) bool {
+		admitted = e.admit(id)
+		return admitted
+	})
 	if err != nil {
+		if admitted { // refusals by admit are counted by their reason
+			e.stats.refusedHandshake.Add(1)
+		}
 		e.log.Info("link refused", "err", err)
 		return
 	}
@@ -241,6 +250,7 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	e.sessions[sess] = struct{}{}
 	c.links++
 	e.mu.Unlock()
+	e.stats.linksAccepted.Add(1)
 	log.Info("link up")
 	start := time.Now()
 
@@ -284,6 +294,10 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 	}
 	st.SetReadDeadline(time.Time{})
 	switch req.Kind {
+	case wire.KindConnect, wire.KindUDP, wire.KindForward, wire.KindDescriptor:
+		defer e.stats.flows.begin(req.Kind)()
+	}
+	switch req.Kind {
 	case wire.KindConnect:
 		e.connect(ctx, log, st, req.Dst)
 	case wire.KindUDP:
@@ -304,6 +318,9 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		status := wire.StatusOf(err)
+		if status == wire.StatusNotAllowed {
+			e.stats.policyRefusals.Add(1)
+		}
 		log.Debug("connect failed", "stream", st.StreamID(), "dst", dst, "err", err)
 		respond(st, wire.Response{Status: status})
 		st.Close()
@@ -315,6 +332,7 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 		return
 	}
 	r := relay.Splice(st, conn)
+	e.stats.flows.carried(r.BtoA, r.AtoB)
 	log.Debug("flow done", "stream", st.StreamID(), "dst", dst,
 		"bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond), "err", r.Err)
 }

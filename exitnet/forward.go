@@ -101,6 +101,7 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 
 // inbound carries one connection from a forwarded port to the client.
 func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn) {
+	defer e.stats.flows.begin(wire.KindInbound)()
 	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
@@ -118,6 +119,7 @@ func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session
 	}
 	start := time.Now()
 	r := relay.Splice(conn, st)
+	e.stats.flows.carried(r.AtoB, r.BtoA)
 	log.Debug("inbound done", "dst", dst, "bytes_in", r.AtoB, "bytes_out", r.BtoA, "dur", time.Since(start).Round(time.Millisecond))
 }
 
