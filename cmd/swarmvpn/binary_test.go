@@ -312,6 +312,9 @@ func TestBinaryBadInput(t *testing.T) {
 		{"bad listen", []string{"exit", "--state-dir", dir, "--listen", "7843"}, "HOST:PORT"},
 		{"bad rule", []string{"exit", "--state-dir", dir, "--rule", "permit everything"}, "--rule"},
 		{"bad log level", []string{"exit", "--state-dir", dir, "--log-level", "loud"}, "--log-level"},
+		{"bad metrics", []string{"exit", "--state-dir", dir, "--listen", "127.0.0.1:0", "--metrics", "9273"}, "--metrics"},
+		{"metrics port in use", []string{"connect", "--state-dir", dir, "--exit", good, "--socks", "127.0.0.1:0", "--http", "off",
+			"--metrics", busy.Addr().String()}, "--metrics"},
 		{"half credentials", []string{"connect", "--state-dir", dir, "--exit", good, "--socks-user", "u"}, "go together"},
 	}
 	for _, tt := range tests {

@@ -115,6 +115,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	metricsLn, err := listenMetrics(cmd, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	addrs := exitAddrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
 	for _, a := range addrs {
 		fmt.Fprintln(cmd.Root().Writer, a)
@@ -125,11 +130,15 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		"forward_ports", orNone(cmd.String("forward-ports")))
 	e, err := exitnet.NewExit(cfg)
 	if err != nil {
-		ln.Close()
+		closeAll(ln, metricsLn)
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.Serve(ctx, ln) })
+	if metricsLn != nil {
+		reg := newRegistry(exitCollector(e))
+		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
+	}
 	if cmd.Bool("mdns") {
 		g.Go(func() error {
 			advertise(ctx, e, id, ln.Addr().(*net.TCPAddr), log)
