@@ -125,7 +125,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Metrics both roles report, under the same names.
 var (
-	flowsOpen = gauge("swarmvpn_flows_open", "Flows open now: TCP flows, UDP associations, inbound connections, forwards.")
+	flowsOpen = gauge("swarmvpn_flows_open", "Flows open now: TCP flows, UDP associations, inbound connections; at the exit also forwards and descriptor requests.")
 	flowsAll  = counter("swarmvpn_flows_total", "Flows opened since start, by kind: connect, udp, inbound, forward, descriptor.", "kind")
 	flowBytes = counter("swarmvpn_flow_bytes_total",
 		"Bytes TCP flows carried, by direction: in (from the internet toward the client) and out. A flow is counted when it ends.", "direction")
