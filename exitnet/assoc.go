@@ -24,6 +24,9 @@ type Association struct {
 	rbuf       []byte // used by ReadFrom only, which is not concurrent
 	malformed  atomic.Uint64
 	unsendable atomic.Uint64
+
+	end    func() // counts the association closed
+	closed sync.Once
 }
 
 // Associate opens a UDP association through the exit.
@@ -32,7 +35,7 @@ func (p *Pool) Associate(ctx context.Context) (*Association, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Association{st: st, Port: resp.Bound.Port,
+	return &Association{st: st, Port: resp.Bound.Port, end: p.stats.flows.begin(wire.KindUDP),
 		wbuf: make([]byte, 0, wire.MaxFrameLen), rbuf: make([]byte, wire.MaxFrameLen)}, nil
 }
 
@@ -79,5 +82,6 @@ func (a *Association) Unsendable() uint64 { return a.unsendable.Load() }
 
 // Close ends the association at both ends.
 func (a *Association) Close() error {
+	a.closed.Do(a.end)
 	return a.st.Close()
 }

@@ -87,6 +87,7 @@ type Exit struct {
 	udp    udpCounters
 	fwd    forwardCounters
 	limits limitCounters
+	stats  exitCounters
 	allow  atomic.Pointer[func(link.PeerID) bool] // nil: any client
 
 	refusedClients, refusedStreams atomic.Uint64
@@ -238,8 +239,15 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	}
 	lcfg := e.cfg.Link
 	lcfg.MemoryManager = newLinkMemory(e.maxBuffer(), &e.limits).span
-	sess, err := link.Server(ctx, conn, lcfg, e.admit)
+	admitted := true // admit runs in this goroutine, inside the handshake
+	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
+		admitted = e.admit(id)
+		return admitted
+	})
 	if err != nil {
+		if admitted { // refusals by admit are counted by their reason
+			e.stats.refusedHandshake.Add(1)
+		}
 		e.log.Info("link refused", "err", err)
 		return
 	}
@@ -268,6 +276,7 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	e.sessions[sess] = struct{}{}
 	c.links++
 	e.mu.Unlock()
+	e.stats.linksAccepted.Add(1)
 	log.Info("link up")
 	start := time.Now()
 
@@ -311,6 +320,10 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 	}
 	st.SetReadDeadline(time.Time{})
 	switch req.Kind {
+	case wire.KindConnect, wire.KindUDP, wire.KindForward, wire.KindDescriptor:
+		defer e.stats.flows.begin(req.Kind)()
+	}
+	switch req.Kind {
 	case wire.KindConnect:
 		e.connect(ctx, log, st, req.Dst, c)
 	case wire.KindUDP:
@@ -331,6 +344,9 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		status := wire.StatusOf(err)
+		if status == wire.StatusNotAllowed {
+			e.stats.policyRefusals.Add(1)
+		}
 		log.Debug("connect failed", "stream", st.StreamID(), "dst", dst, "err", err)
 		respond(st, wire.Response{Status: status})
 		st.Close()
@@ -342,6 +358,7 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 		return
 	}
 	r := e.splice(st, conn, c)
+	e.stats.flows.carried(r.BtoA, r.AtoB)
 	log.Debug("flow done", "stream", st.StreamID(), "dst", dst,
 		"bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond), "err", r.Err)
 }
@@ -350,6 +367,7 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 // on the allow-list, if there is one, and there must be room for it.
 func (e *Exit) admit(id link.PeerID) bool {
 	if !e.allowed(id) {
+		e.stats.refusedAllowList.Add(1)
 		return false
 	}
 	e.mu.Lock()

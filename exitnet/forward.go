@@ -100,6 +100,7 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 
 // inbound carries one connection from a forwarded port to the client.
 func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn, c *client) {
+	defer e.stats.flows.begin(wire.KindInbound)()
 	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
@@ -117,6 +118,7 @@ func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session
 	}
 	start := time.Now()
 	r := e.splice(st, conn, c)
+	e.stats.flows.carried(r.BtoA, r.AtoB)
 	log.Debug("inbound done", "dst", dst, "bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond))
 }
 

@@ -313,6 +313,7 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 		c.nextTry = now.Add(p.backoff(c.failures))
 		ev.down.Close()
 		if wasActive {
+			p.stats.linkDowns.Add(1)
 			p.deactivateLocked(ev.down)
 			p.log.Warn("link down", "exit", c.exit.ID.Short())
 			for _, o := range p.cands {
@@ -324,6 +325,7 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 			p.setStatusLocked(StateDown, errors.New("link to exit "+c.exit.ID.Short()+" closed"))
 		}
 	case ev.err != nil:
+		p.stats.dialFailures.Add(1)
 		c.dialing = false
 		c.failures++
 		c.lastErr = ev.err.Error()
@@ -428,6 +430,7 @@ func (p *Pool) activateLocked(ctx context.Context, wg *sync.WaitGroup, c *candid
 	}
 	p.sess = sess
 	close(p.ready)
+	p.stats.activations.Add(1)
 	p.status = PoolStatus{Exit: c.exit, State: StateUp, Since: time.Now(), ForwardedPort: port}
 	p.log.Info("link up", "exit", c.exit.ID.Short(), "addr", c.exit.Addr, "rtt", c.rtt.Round(time.Microsecond), "source", c.source)
 	if port != 0 && p.cfg.OnPort != nil {
@@ -584,6 +587,7 @@ func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
 		st.Close()
 		return
 	}
+	defer p.stats.flows.begin(wire.KindInbound)()
 	remote := netip.AddrPortFrom(req.Dst.IP, req.Dst.Port)
 	conn, err := p.cfg.Inbound(ctx, remote)
 	if err != nil {
@@ -597,5 +601,6 @@ func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
 		st.Reset()
 		return
 	}
-	relay.Splice(st, conn)
+	r := relay.Splice(st, conn)
+	p.stats.flows.carried(r.AtoB, r.BtoA)
 }

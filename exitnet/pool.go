@@ -93,6 +93,7 @@ type Pool struct {
 
 	wake    chan struct{} // nudges Run to re-evaluate
 	retired chan *link.Session
+	stats   poolCounters
 
 	mu      sync.Mutex
 	sess    *link.Session // the active link; nil unless up
@@ -182,7 +183,7 @@ func (p *Pool) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
-	return &flow{Stream: st, local: resp.Bound, remote: dst}, nil
+	return &flow{Stream: st, local: resp.Bound, remote: dst, end: p.stats.flows.begin(wire.KindConnect)}, nil
 }
 
 // open opens a stream for req on the live link and returns it with the
@@ -276,6 +277,14 @@ func request(ctx context.Context, st *yamux.Stream, req wire.Request, timeout ti
 type flow struct {
 	*yamux.Stream
 	local, remote wire.Addr
+	end           func()    // counts the flow closed
+	closed        sync.Once // Close may be called more than once
+}
+
+// Close closes the stream, and counts the flow closed the first time.
+func (f *flow) Close() error {
+	f.closed.Do(f.end)
+	return f.Stream.Close()
 }
 
 func (f *flow) LocalAddr() net.Addr { return tcpAddr(f.local) }

@@ -57,6 +57,7 @@ type HTTP struct {
 	log           *slog.Logger
 	transport     *http.Transport
 	forward       *httputil.ReverseProxy
+	flows         flowCounters
 }
 
 // NewHTTP validates cfg and returns a proxy ready to Serve.
@@ -225,6 +226,7 @@ func (h *HTTP) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := relay.Splice(&clientConn{Conn: conn, r: rd}, target)
+	h.flows.ended(res.BtoA, res.AtoB)
 	attrs := []any{"dst", dst.String(), "bytes_in", res.BtoA, "bytes_out", res.AtoB, "dur", time.Since(start)}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err)
@@ -255,6 +257,7 @@ func (h *HTTP) forwardRequest(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	h.forward.ServeHTTP(cw, out)
+	h.flows.ended(cw.n, body.n.Load())
 	h.log.Debug("http request ended", "dst", r.URL.Host, "bytes_in", cw.n, "bytes_out", body.n.Load(), "dur", time.Since(start))
 }
 

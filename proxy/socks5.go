@@ -62,6 +62,7 @@ type SOCKS struct {
 	log              *slog.Logger
 	srv              *socks5.Server
 	udp              udpCounters
+	flows            flowCounters
 }
 
 // NewSOCKS validates cfg and returns a server ready to Serve.
@@ -174,6 +175,7 @@ func (s *SOCKS) handleConnect(_ context.Context, w io.Writer, req *socks5.Reques
 		return fmt.Errorf("socks5 connect %s: reply: %w", dst, err)
 	}
 	res := relay.Splice(&clientConn{Conn: c.Conn, r: readAhead(req, c.Conn)}, target)
+	s.flows.ended(res.BtoA, res.AtoB)
 	attrs := []any{"dst", dst.String(), "bytes_in", res.BtoA, "bytes_out", res.AtoB, "dur", time.Since(start)}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err)

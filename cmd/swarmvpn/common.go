@@ -33,6 +33,7 @@ func commonFlags() []cli.Flag {
 		stringFlag("key", "", "identity key `FILE` (default: a key in the state dir, created on first run)"),
 		stringFlag("log-level", "info", "log `LEVEL`: debug, info, warn or error (destinations appear only at debug)"),
 		stringFlag("log-format", "text", "log `FORMAT`: text or json"),
+		metricsFlag(),
 	}
 }
 

@@ -142,6 +142,15 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 			return err
 		}
 	}
+	metricsLn, err := listenMetrics(cmd, log)
+	if err != nil {
+		closeAll(socksLn, httpLn)
+		return err
+	}
+	running := client{pool: pool, socks: socks}
+	if httpLn != nil {
+		running.http = httpProxy
+	}
 
 	// The control socket answers 'swarmvpn status' and 'swarmvpn peers'.
 	// Without it the client still works, so failing to open it is a warning.
@@ -150,7 +159,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		log.Warn("no control socket: 'swarmvpn status' will not reach this client", "err", err)
 	}
 	report := func() statusReport {
-		return clientReport(pool, id.ID().String(), socksLn.Addr().String(), addrOf(httpLn))
+		return clientReport(running, id.ID().String(), socksLn.Addr().String(), addrOf(httpLn))
 	}
 
 	log.Info("client ready", "peer", id.ID().String(), "exits", len(exits), "learned", len(cached),
@@ -190,6 +199,10 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	}
 	if ctl != nil {
 		g.Go(func() error { return serveControlOn(ctx, ctl, report) })
+	}
+	if metricsLn != nil {
+		reg := newRegistry(clientCollector(running))
+		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
 	}
 	if qb != nil {
 		// Puts the port back after qBittorrent restarts or someone changes it.
@@ -291,10 +304,12 @@ func requireP2P(d exitnet.Descriptor) error {
 }
 
 // clientReport is what the control socket tells about the running client.
-func clientReport(pool *exitnet.Pool, peer, socks, http string) statusReport {
+func clientReport(c client, peer, socks, http string) statusReport {
+	pool := c.pool
 	st := pool.Status()
 	r := statusReport{Peer: peer, Link: string(st.State), Since: st.Since, LastError: st.LastError,
 		SOCKS: socks, HTTP: http, ForwardedPort: st.ForwardedPort}
+	r.Traffic = c.traffic(time.Now())
 	if st.Exit.Addr != "" {
 		r.Exit = st.Exit.String()
 	}
@@ -314,4 +329,12 @@ func clientReport(pool *exitnet.Pool, peer, socks, http string) statusReport {
 		r.Exits = append(r.Exits, er)
 	}
 	return r
+}
+
+// traffic reads what the client has carried.
+func (c client) traffic(now time.Time) *trafficReport {
+	p, u := c.pool.Stats(), c.socks.UDPStats()
+	in, out := c.flowBytes()
+	return &trafficReport{At: now, FlowsOpen: p.FlowsOpen, Flows: p.Flows.Connect + p.Flows.UDP + p.Flows.Inbound,
+		BytesIn: in + u.BytesIn, BytesOut: out + u.BytesOut}
 }

@@ -143,6 +143,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	metricsLn, err := listenMetrics(cmd, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	// From here on SIGHUP re-reads the allow-list instead of ending the
 	// process.
 	hup := make(chan os.Signal, 1)
@@ -158,7 +163,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		"allowed_clients", allowCount, "rate_per_client", rateLimit, "forward_ports", orNone(cmd.String("forward-ports")))
 	e, err := exitnet.NewExit(cfg)
 	if err != nil {
-		ln.Close()
+		closeAll(ln, metricsLn)
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
@@ -167,6 +172,10 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		reloadOnHangup(ctx, hup, e, allowed, log)
 		return nil
 	})
+	if metricsLn != nil {
+		reg := newRegistry(exitCollector(e))
+		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
+	}
 	if cmd.Bool("mdns") {
 		g.Go(func() error {
 			advertise(ctx, e, id, ln.Addr().(*net.TCPAddr), log)

@@ -21,17 +21,30 @@ import (
 
 // statusReport is what a running client tells `swarmvpn status`.
 type statusReport struct {
-	Peer           string       `json:"peer"`
-	Exit           string       `json:"exit"` // PEERID@HOST:PORT
-	Link           string       `json:"link"` // connecting, up, down
-	Since          time.Time    `json:"since"`
-	RTT            string       `json:"rtt,omitempty"`
-	LastError      string       `json:"last_error,omitempty"`
-	SOCKS          string       `json:"socks"`
-	HTTP           string       `json:"http,omitempty"`
-	ForwardedPort  uint16       `json:"forwarded_port,omitempty"`
-	PublicEndpoint string       `json:"public_endpoint,omitempty"` // exit host:forwarded port
-	Exits          []exitReport `json:"exits,omitempty"`           // every exit the client knows
+	Peer           string         `json:"peer"`
+	Exit           string         `json:"exit"` // PEERID@HOST:PORT
+	Link           string         `json:"link"` // connecting, up, down
+	Since          time.Time      `json:"since"`
+	RTT            string         `json:"rtt,omitempty"`
+	LastError      string         `json:"last_error,omitempty"`
+	SOCKS          string         `json:"socks"`
+	HTTP           string         `json:"http,omitempty"`
+	ForwardedPort  uint16         `json:"forwarded_port,omitempty"`
+	PublicEndpoint string         `json:"public_endpoint,omitempty"` // exit host:forwarded port
+	Traffic        *trafficReport `json:"traffic,omitempty"`
+	Exits          []exitReport   `json:"exits,omitempty"` // every exit the client knows
+}
+
+// trafficReport is what the client has carried since it started, read at
+// one instant: two reports a moment apart give the rates. Bytes are
+// payload; a TCP flow's bytes are counted when it ends, UDP datagrams as
+// they pass.
+type trafficReport struct {
+	At        time.Time `json:"at"`
+	FlowsOpen int64     `json:"flows_open"`
+	Flows     uint64    `json:"flows"`     // opened since start: TCP, UDP associations, inbound
+	BytesIn   uint64    `json:"bytes_in"`  // from the internet
+	BytesOut  uint64    `json:"bytes_out"` // to the internet
 }
 
 // exitReport is one known exit, for `swarmvpn peers`.
@@ -200,7 +213,9 @@ func statusCommand() *cli.Command {
 		Usage: "show what the running client is doing: its exit, the link, the forwarded port, its proxies",
 		Flags: []cli.Flag{
 			stringFlag("state-dir", "", "the running client's state `DIR` (default: swarmvpn under the user's config directory)"),
-			&cli.BoolFlag{Name: "json", Usage: "print the status as one JSON document"},
+			&cli.BoolFlag{Name: "json", Usage: "print the status as one JSON document (counters only: no rates)"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second,
+				Usage: "ask twice this far apart to show transfer rates (0: totals only)"},
 		},
 		Action: runStatus,
 	}
@@ -227,12 +242,29 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 		_, err := fmt.Fprintf(w, "%s\n", bytes.TrimSpace(raw))
 		return err
 	}
-	printStatus(w, r, time.Now())
+	var prev *trafficReport
+	if d := cmd.Duration("interval"); d > 0 && r.Traffic != nil {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		prev = r.Traffic
+		if _, r2, err := fetchStatus(ctx, path); err == nil {
+			r = r2
+		} else {
+			prev = nil // the client went away: show what it said
+		}
+	}
+	printStatus(w, r, prev, time.Now())
 	return nil
 }
 
-// printStatus writes r as aligned lines for a person.
-func printStatus(w io.Writer, r statusReport, now time.Time) {
+// printStatus writes r as aligned lines for a person, with rates since
+// prev when it is an earlier report of the same client.
+func printStatus(w io.Writer, r statusReport, prev *trafficReport, now time.Time) {
 	line := func(label, value string) { fmt.Fprintf(w, "%-8s %s\n", label, value) }
 	or := func(s, dflt string) string {
 		if s == "" {
@@ -260,9 +292,43 @@ func printStatus(w io.Writer, r statusReport, now time.Time) {
 	default:
 		line("port", fmt.Sprint(r.ForwardedPort))
 	}
+	if t := r.Traffic; t != nil {
+		line("flows", fmt.Sprintf("%d open, %d since start", t.FlowsOpen, t.Flows))
+		in, out := sizeOf(t.BytesIn), sizeOf(t.BytesOut)
+		if rin, rout, ok := rates(prev, t); ok {
+			in += " (" + sizeOf(rin) + "/s)"
+			out += " (" + sizeOf(rout) + "/s)"
+		}
+		line("traffic", "in "+in+", out "+out)
+	}
 	line("socks", or(r.SOCKS, "off"))
 	line("http", or(r.HTTP, "off"))
 	if r.Peer != "" {
 		line("peer", r.Peer)
 	}
+}
+
+// rates returns the bytes per second in and out between two reports, and
+// false when they do not make a pair: no earlier one, no time between
+// them, or counters that went back (the client restarted).
+func rates(a, b *trafficReport) (in, out uint64, ok bool) {
+	if a == nil || b == nil || !b.At.After(a.At) || b.BytesIn < a.BytesIn || b.BytesOut < a.BytesOut {
+		return 0, 0, false
+	}
+	secs := b.At.Sub(a.At).Seconds()
+	return uint64(float64(b.BytesIn-a.BytesIn) / secs), uint64(float64(b.BytesOut-a.BytesOut) / secs), true
+}
+
+// sizeOf writes a byte count with a binary unit: 512 B, 1.5 KiB, 3.2 GiB.
+func sizeOf(n uint64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -110,7 +111,7 @@ func TestPrintStatus(t *testing.T) {
 	since := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	var b bytes.Buffer
 	printStatus(&b, statusReport{Exit: "e@h:1", Link: "down", Since: since, LastError: "link to h:1: connection refused",
-		SOCKS: "127.0.0.1:1080"}, since.Add(90*time.Second))
+		SOCKS: "127.0.0.1:1080"}, nil, since.Add(90*time.Second))
 	want := "exit     e@h:1\n" +
 		"link     down since " + since.Local().Format(time.DateTime) + " (1m30s)\n" +
 		"error    link to h:1: connection refused\n" +
@@ -204,5 +205,86 @@ func TestServeControlBadPath(t *testing.T) {
 	}
 	if _, err := os.Stat(long); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the long state dir was created: %v", err)
+	}
+}
+
+// TestStatusRates serves a client whose counters grow between two
+// requests, and checks the rates status derives from their timestamps.
+func TestStatusRates(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := listenControl(filepath.Join(dir, controlSocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	var asked atomic.Int64
+	report := func() statusReport {
+		n := asked.Add(1) // 1, 2: one second and 1 MiB in, 1 KiB out apart
+		r := testReport
+		r.Traffic = &trafficReport{At: base.Add(time.Duration(n) * time.Second), FlowsOpen: 2, Flows: 9,
+			BytesIn: uint64(n) << 20, BytesOut: uint64(n) << 10}
+		return r
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveControlOn(ctx, ln, report) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	out, err := runApp(t, "status", "--state-dir", dir, "--interval", "10ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"flows    2 open, 9 since start\n",
+		"traffic  in 2.0 MiB (1.0 MiB/s), out 2.0 KiB (1.0 KiB/s)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("status asked %d times, want 2", n)
+	}
+
+	out, err = runApp(t, "status", "--state-dir", dir, "--interval", "0")
+	if err != nil || !strings.Contains(out, "traffic  in 3.0 MiB, out 3.0 KiB\n") {
+		t.Errorf("--interval 0: %v, output:\n%s", err, out)
+	}
+	out, err = runApp(t, "status", "--state-dir", dir, "--json")
+	var got statusReport
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Traffic == nil || got.Traffic.BytesIn != 4<<20 {
+		t.Errorf("--json: %v, %q", err, out)
+	}
+	if n := asked.Load(); n != 4 {
+		t.Errorf("status asked %d times in all, want 4 (one each for --interval 0 and --json)", n)
+	}
+}
+
+func TestRatesAndSizes(t *testing.T) {
+	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	a := &trafficReport{At: at, BytesIn: 1000, BytesOut: 10}
+	for _, tt := range []struct {
+		name    string
+		b       *trafficReport
+		in, out uint64
+		ok      bool
+	}{
+		{"two seconds", &trafficReport{At: at.Add(2 * time.Second), BytesIn: 5000, BytesOut: 10}, 2000, 0, true},
+		{"same instant", &trafficReport{At: at, BytesIn: 5000}, 0, 0, false},
+		{"restarted", &trafficReport{At: at.Add(time.Second), BytesIn: 10, BytesOut: 10}, 0, 0, false},
+	} {
+		in, out, ok := rates(a, tt.b)
+		if in != tt.in || out != tt.out || ok != tt.ok {
+			t.Errorf("%s: rates %d, %d, %v; want %d, %d, %v", tt.name, in, out, ok, tt.in, tt.out, tt.ok)
+		}
+	}
+	if _, _, ok := rates(nil, a); ok {
+		t.Error("rates with no earlier report")
+	}
+	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB",
+		5 << 30: "5.0 GiB", 1<<64 - 1: "16.0 EiB"} {
+		if got := sizeOf(n); got != want {
+			t.Errorf("sizeOf(%d) = %q, want %q", n, got, want)
+		}
 	}
 }

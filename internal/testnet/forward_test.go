@@ -85,6 +85,17 @@ func TestForwardTCPAndUDP(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the app never finished the connection")
 	}
+	// Both ends count the inbound flow and its bytes once it has ended.
+	WaitFor(t, "the inbound flow counted at both ends", func() bool {
+		return tp.Exit.Stats().FlowsOpen == 1 && tp.Pool.Stats().FlowsOpen == 0 // the forward stays open
+	})
+	if s := tp.Exit.Stats(); s.Flows.Inbound != 1 || s.Flows.Forward != 1 ||
+		s.BytesIn != uint64(len(up)) || s.BytesOut != uint64(len(reply)) {
+		t.Errorf("exit stats %+v: want 1 forward, 1 inbound flow of %d bytes in, %d out", s, len(up), len(reply))
+	}
+	if s := tp.Pool.Stats(); s.Flows.Inbound != 1 || s.InboundBytesIn != uint64(len(up)) || s.InboundBytesOut != uint64(len(reply)) {
+		t.Errorf("pool stats %+v: want 1 inbound flow of %d bytes in, %d out", s, len(up), len(reply))
+	}
 
 	// UDP: the client's association is bound on the forwarded port, so a
 	// peer's datagram to exit:port reaches the application.

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v3"
+
+	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/proxy"
+)
+
+// metricsFlag turns on the Prometheus endpoint of a long-running role.
+func metricsFlag() cli.Flag {
+	return stringFlag("metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics, e.g. 127.0.0.1:9273 "+
+		"(default: off; anyone who can reach the address can read them)")
+}
+
+// listenMetrics opens the listener --metrics asks for, or returns nil when
+// metrics are off.
+func listenMetrics(cmd *cli.Command, log *slog.Logger) (net.Listener, error) {
+	addr := cmd.String("metrics")
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := listen(addr, "--metrics")
+	if err != nil {
+		return nil, err
+	}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().Unmap().IsLoopback() {
+		log.Warn("metrics are served beyond this machine: anyone who can reach the address can read them", "listen", ln.Addr().String())
+	}
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return ln, nil
+}
+
+// newRegistry returns a registry of the Go runtime's and the process's
+// metrics and c's.
+func newRegistry(c prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), c)
+	return reg
+}
+
+// serveMetrics serves reg at /metrics on ln until ctx ends, then lets
+// scrapes in progress finish (for a second at most) and returns. It closes
+// ln.
+func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served: // failed by itself
+		return fmt.Errorf("metrics server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
+}
+
+// family is one metric name with its help and labels.
+type family struct {
+	desc *prometheus.Desc
+	typ  prometheus.ValueType
+}
+
+func gauge(name, help string, labels ...string) family {
+	return family{prometheus.NewDesc(name, help, labels, nil), prometheus.GaugeValue}
+}
+
+func counter(name, help string, labels ...string) family {
+	return family{prometheus.NewDesc(name, help, labels, nil), prometheus.CounterValue}
+}
+
+// snapshotCollector reports the figures of one snapshot per scrape, so that
+// the figures of a scrape agree with one another, and reading them costs
+// the data path nothing.
+type snapshotCollector struct {
+	families []family
+	read     func(emit func(f family, v float64, labels ...string))
+}
+
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, f := range c.families {
+		ch <- f.desc
+	}
+}
+
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	c.read(func(f family, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, labels...)
+	})
+}
+
+// Metrics both roles report, under the same names.
+var (
+	flowsOpen = gauge("swarmvpn_flows_open", "Flows open now: TCP flows, UDP associations, inbound connections; at the exit also forwards and descriptor requests.")
+	flowsAll  = counter("swarmvpn_flows_total", "Flows opened since start, by kind: connect, udp, inbound, forward, descriptor.", "kind")
+	flowBytes = counter("swarmvpn_flow_bytes_total",
+		"Bytes TCP flows carried, by direction: in (from the internet toward the client) and out. A flow is counted when it ends.", "direction")
+	udpDatagrams = counter("swarmvpn_udp_datagrams_total", "UDP datagrams relayed, by direction: in (from the internet) and out.", "direction")
+	udpBytes     = counter("swarmvpn_udp_bytes_total", "UDP payload bytes relayed, by direction: in (from the internet) and out.", "direction")
+	udpDrops     = counter("swarmvpn_udp_drops_total", "UDP datagrams dropped, by reason.", "reason")
+)
+
+func emitFlows(emit func(family, float64, ...string), open int64, n exitnet.FlowCounts, exit bool) {
+	emit(flowsOpen, float64(open))
+	emit(flowsAll, float64(n.Connect), "connect")
+	emit(flowsAll, float64(n.UDP), "udp")
+	emit(flowsAll, float64(n.Inbound), "inbound")
+	if exit {
+		emit(flowsAll, float64(n.Forward), "forward")
+		emit(flowsAll, float64(n.Descriptor), "descriptor")
+	}
+}
+
+func emitInOut(emit func(family, float64, ...string), f family, in, out uint64) {
+	emit(f, float64(in), "in")
+	emit(f, float64(out), "out")
+}
+
+// exitCollector reports an exit's figures.
+func exitCollector(e *exitnet.Exit) prometheus.Collector {
+	var (
+		links    = gauge("swarmvpn_exit_links_open", "Links from clients open now.")
+		clients  = gauge("swarmvpn_exit_clients", "Clients (peer IDs) with a link open now.")
+		accepted = counter("swarmvpn_exit_links_accepted_total", "Links admitted after the handshake.")
+		refused  = counter("swarmvpn_exit_links_refused_total",
+			"Links refused, by reason: allow_list (the client is not on it), full (the exit serves as many clients as it allows), handshake (it failed).", "reason")
+		policy       = counter("swarmvpn_exit_policy_refusals_total", "TCP flows refused because the exit policy refuses the destination.")
+		flowsRefused = counter("swarmvpn_exit_flows_refused_total",
+			"Flows refused, by reason: flow_limit (the client holds as many flows as it may), udp_limit (as many UDP associations).", "reason")
+		udpOpen    = gauge("swarmvpn_udp_associations_open", "UDP associations open now.")
+		udpExpired = counter("swarmvpn_exit_udp_expired_total", "UDP associations closed for idleness.")
+		forwards   = gauge("swarmvpn_exit_forwards_open", "Forwarded ports lent to clients now.")
+		inboundRef = counter("swarmvpn_exit_inbound_refused_total", "Connections to forwarded ports that the client did not take.")
+	)
+	return &snapshotCollector{
+		families: []family{links, clients, accepted, refused, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
+		read: func(emit func(family, float64, ...string)) {
+			s, u, f := e.Stats(), e.UDPStats(), e.ForwardStats()
+			emit(links, float64(s.Links))
+			emit(clients, float64(s.Clients))
+			emit(accepted, float64(s.LinksAccepted))
+			emit(refused, float64(s.RefusedAllowList), "allow_list")
+			emit(refused, float64(s.RefusedFull), "full")
+			emit(refused, float64(s.RefusedHandshake), "handshake")
+			emit(policy, float64(s.PolicyRefusals))
+			emit(flowsRefused, float64(s.RefusedFlows), "flow_limit")
+			emit(flowsRefused, float64(u.RefusedTooMany), "udp_limit")
+			emitFlows(emit, s.FlowsOpen, s.Flows, true)
+			emitInOut(emit, flowBytes, s.BytesIn, s.BytesOut)
+			emit(udpOpen, float64(u.Active))
+			emitInOut(emit, udpDatagrams, u.DatagramsIn, u.DatagramsOut)
+			emitInOut(emit, udpBytes, u.BytesIn, u.BytesOut)
+			emit(udpDrops, float64(u.DropPolicy), "policy")
+			emit(udpDrops, float64(u.DropResolve), "resolve")
+			emit(udpDrops, float64(u.DropMalformed), "malformed")
+			emit(udpDrops, float64(u.DropSend), "send_failed")
+			emit(udpExpired, float64(u.ExpiredIdle))
+			emit(forwards, float64(f.Active))
+			emit(inboundRef, float64(f.Refused))
+		},
+	}
+}
+
+// client is what a running client reports: its pool and its proxies.
+type client struct {
+	pool  *exitnet.Pool
+	socks *proxy.SOCKS
+	http  *proxy.HTTP // nil when off
+}
+
+// flowBytes sums what TCP flows carried: through the proxies, and from the
+// forwarded port.
+func (c client) flowBytes() (in, out uint64) {
+	p := c.pool.Stats()
+	s := c.socks.FlowStats()
+	in, out = p.InboundBytesIn+s.BytesIn, p.InboundBytesOut+s.BytesOut
+	if c.http != nil {
+		h := c.http.FlowStats()
+		in, out = in+h.BytesIn, out+h.BytesOut
+	}
+	return in, out
+}
+
+// clientCollector reports a client's figures.
+func clientCollector(c client) prometheus.Collector {
+	var (
+		up     = gauge("swarmvpn_client_link_up", "1 when a link to an exit is up and carries new flows, else 0.")
+		links  = gauge("swarmvpn_client_links_open", "Links to exits open now: the active one, the standby, probes.")
+		rtt    = gauge("swarmvpn_client_link_rtt_seconds", "The active link's last measured round trip; 0 when unknown.")
+		fails  = counter("swarmvpn_client_failovers_total", "Times a link other than the first became active: failovers to the standby, reconnects, switches to a nearer exit.")
+		downs  = counter("swarmvpn_client_link_downs_total", "Active links lost.")
+		dials  = counter("swarmvpn_client_dial_failures_total", "Attempts to link to an exit that failed or found it unsuitable.")
+		reasoc = counter("swarmvpn_client_udp_reassociations_total", "UDP associations to the exit re-opened after the previous one failed.")
+		port   = gauge("swarmvpn_client_forwarded_port", "The port the exit forwards to this client; 0 for none.")
+	)
+	return &snapshotCollector{
+		families: []family{up, links, rtt, fails, downs, dials, reasoc, port,
+			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
+		read: func(emit func(family, float64, ...string)) {
+			st, p, u := c.pool.Status(), c.pool.Stats(), c.socks.UDPStats()
+			isUp := 0.0
+			if st.State == exitnet.StateUp {
+				isUp = 1
+			}
+			emit(up, isUp)
+			emit(links, float64(p.Links))
+			emit(rtt, st.RTT.Seconds())
+			emit(fails, float64(max(p.Activations, 1)-1))
+			emit(downs, float64(p.LinkDowns))
+			emit(dials, float64(p.DialFailures))
+			emit(reasoc, float64(u.Reassociations))
+			emit(port, float64(st.ForwardedPort))
+			emitFlows(emit, p.FlowsOpen, p.Flows, false)
+			in, out := c.flowBytes()
+			emitInOut(emit, flowBytes, in, out)
+			emitInOut(emit, udpDatagrams, u.DatagramsIn, u.DatagramsOut)
+			emitInOut(emit, udpBytes, u.BytesIn, u.BytesOut)
+			emit(udpDrops, float64(u.DropFrag), "fragment")
+			emit(udpDrops, float64(u.DropMalformed), "malformed")
+			emit(udpDrops, float64(u.DropStranger), "stranger")
+			emit(udpDrops, float64(u.DropNoClientPort), "no_client_port")
+			emit(udpDrops, float64(u.DropLinkDown), "link_down")
+			emit(udpDrops, float64(u.DropSendFailed), "send_failed")
+		},
+	}
+}
