@@ -358,7 +358,6 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 		return
 	}
 	r := e.splice(st, conn, c)
-	e.stats.flows.carried(r.BtoA, r.AtoB)
 	log.Debug("flow done", "stream", st.StreamID(), "dst", dst,
 		"bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond), "err", r.Err)
 }

@@ -45,7 +45,7 @@ func (e *Exit) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result {
 		b.charged = &e.limits.rateBytes
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
-	return relay.Splice(a, b)
+	return e.stats.flows.splice(a, b)
 }
 
 // halfOpen bounds the life of a flow after one direction has ended: the

@@ -118,7 +118,6 @@ func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session
 	}
 	start := time.Now()
 	r := e.splice(st, conn, c)
-	e.stats.flows.carried(r.BtoA, r.AtoB)
 	log.Debug("inbound done", "dst", dst, "bytes_in", r.BtoA, "bytes_out", r.AtoB, "dur", time.Since(start).Round(time.Millisecond))
 }
 

@@ -15,7 +15,6 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
-	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -601,6 +600,5 @@ func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
 		st.Reset()
 		return
 	}
-	r := relay.Splice(st, conn)
-	p.stats.flows.carried(r.AtoB, r.BtoA)
+	p.stats.flows.splice(conn, st)
 }

@@ -1,8 +1,10 @@
 package exitnet
 
 import (
+	"net"
 	"sync/atomic"
 
+	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -15,9 +17,8 @@ type FlowCounts struct {
 	Descriptor uint64 // descriptor requests (exit only)
 }
 
-// flowCounters counts the flows of an exit or a pool. Bytes are added when
-// a TCP flow ends, from what the splice reports, so the copy loop does no
-// extra work; a flow still open has not been counted yet.
+// flowCounters counts the flows of an exit or a pool, and their bytes as
+// the relay writes them.
 type flowCounters struct {
 	open              atomic.Int64
 	byKind            [wire.KindDescriptor + 1]atomic.Uint64
@@ -34,10 +35,10 @@ func (f *flowCounters) begin(k wire.Kind) (end func()) {
 	return func() { f.open.Add(-1) }
 }
 
-// carried adds a finished TCP flow's bytes.
-func (f *flowCounters) carried(in, out int64) {
-	f.bytesIn.Add(uint64(max(in, 0)))
-	f.bytesOut.Add(uint64(max(out, 0)))
+// splice relays a flow between the client's side and the internet's side,
+// counting its bytes as they pass.
+func (f *flowCounters) splice(client, internet net.Conn) relay.Result {
+	return relay.SpliceCounting(client, internet, &f.bytesOut, &f.bytesIn)
 }
 
 func (f *flowCounters) counts() FlowCounts {

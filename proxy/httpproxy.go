@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -225,8 +224,7 @@ func (h *HTTP) connect(w http.ResponseWriter, r *http.Request) {
 		h.log.Debug("http connect: reply failed", "dst", dst.String(), "err", err)
 		return
 	}
-	res := relay.Splice(&clientConn{Conn: conn, r: rd}, target)
-	h.flows.ended(res.BtoA, res.AtoB)
+	res := h.flows.splice(&clientConn{Conn: conn, r: rd}, target)
 	attrs := []any{"dst", dst.String(), "bytes_in", res.BtoA, "bytes_out", res.AtoB, "dur", time.Since(start)}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err)

@@ -15,7 +15,6 @@ import (
 	"github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/statute"
 
-	"github.com/swarmvpn/swarmvpn/internal/relay"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -174,8 +173,7 @@ func (s *SOCKS) handleConnect(_ context.Context, w io.Writer, req *socks5.Reques
 		target.Close()
 		return fmt.Errorf("socks5 connect %s: reply: %w", dst, err)
 	}
-	res := relay.Splice(&clientConn{Conn: c.Conn, r: readAhead(req, c.Conn)}, target)
-	s.flows.ended(res.BtoA, res.AtoB)
+	res := s.flows.splice(&clientConn{Conn: c.Conn, r: readAhead(req, c.Conn)}, target)
 	attrs := []any{"dst", dst.String(), "bytes_in", res.BtoA, "bytes_out", res.AtoB, "dur", time.Since(start)}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err)

@@ -1,11 +1,16 @@
 package proxy
 
-import "sync/atomic"
+import (
+	"net"
+	"sync/atomic"
+
+	"github.com/swarmvpn/swarmvpn/internal/relay"
+)
 
 // FlowStats counts the TCP flows a proxy has carried to the Dialer: SOCKS5
 // CONNECTs, HTTP CONNECT tunnels and forwarded HTTP requests. A flow is
-// counted, with its bytes, when it ends: the copy loop does no extra work.
-// Bytes are payload: protocol headers excluded.
+// counted when it ends; its bytes as they pass (a forwarded HTTP request's
+// when it ends). Bytes are payload: protocol headers excluded.
 type FlowStats struct {
 	Flows    uint64 // flows that ended
 	BytesIn  uint64 // from the far side to clients
@@ -14,11 +19,19 @@ type FlowStats struct {
 
 type flowCounters struct{ flows, bytesIn, bytesOut atomic.Uint64 }
 
-// ended counts a finished flow and its bytes.
+// ended counts a finished flow and the bytes not counted yet.
 func (c *flowCounters) ended(in, out int64) {
 	c.flows.Add(1)
 	c.bytesIn.Add(uint64(max(in, 0)))
 	c.bytesOut.Add(uint64(max(out, 0)))
+}
+
+// splice relays a tunnel between a client and its target, counting its
+// bytes as they pass, and counts the flow when it ends.
+func (c *flowCounters) splice(client, target net.Conn) relay.Result {
+	r := relay.SpliceCounting(client, target, &c.bytesOut, &c.bytesIn)
+	c.ended(0, 0)
+	return r
 }
 
 func (c *flowCounters) stats() FlowStats {

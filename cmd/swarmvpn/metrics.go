@@ -128,7 +128,7 @@ var (
 	flowsOpen = gauge("swarmvpn_flows_open", "Flows open now: TCP flows, UDP associations, inbound connections; at the exit also forwards and descriptor requests.")
 	flowsAll  = counter("swarmvpn_flows_total", "Flows opened since start, by kind: connect, udp, inbound, forward, descriptor.", "kind")
 	flowBytes = counter("swarmvpn_flow_bytes_total",
-		"Bytes TCP flows carried, by direction: in (from the internet toward the client) and out. A flow is counted when it ends.", "direction")
+		"Bytes TCP flows carried, by direction: in (from the internet toward the client) and out, counted as they pass.", "direction")
 	udpDatagrams = counter("swarmvpn_udp_datagrams_total", "UDP datagrams relayed, by direction: in (from the internet) and out.", "direction")
 	udpBytes     = counter("swarmvpn_udp_bytes_total", "UDP payload bytes relayed, by direction: in (from the internet) and out.", "direction")
 	udpDrops     = counter("swarmvpn_udp_drops_total", "UDP datagrams dropped, by reason.", "reason")

@@ -37,8 +37,7 @@ type statusReport struct {
 
 // trafficReport is what the client has carried since it started, read at
 // one instant: two reports a moment apart give the rates. Bytes are
-// payload; a TCP flow's bytes are counted when it ends, UDP datagrams as
-// they pass.
+// payload, counted as they pass.
 type trafficReport struct {
 	At        time.Time `json:"at"`
 	FlowsOpen int64     `json:"flows_open"`

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // A direction reads into a buffer of quietSize while its flow is quiet and
@@ -38,7 +39,12 @@ type Result struct {
 // aborts both, and each side learns that its flow was cut short rather than
 // finished: a side with a Reset method (a multiplexed stream) is reset, a
 // side with SetLinger (TCP) sends a reset.
-func Splice(a, b net.Conn) Result {
+func Splice(a, b net.Conn) Result { return SpliceCounting(a, b, nil, nil) }
+
+// SpliceCounting is Splice that also adds each direction's bytes to aToB
+// and bToA (either may be nil) as they are written, so that totals kept
+// across flows move while a long flow is still open.
+func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
 	var r Result
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -56,9 +62,9 @@ func Splice(a, b net.Conn) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.BtoA = copyHalf(a, b, abort)
+		r.BtoA = copyHalf(a, b, bToA, abort)
 	}()
-	r.AtoB = copyHalf(b, a, abort)
+	r.AtoB = copyHalf(b, a, aToB, abort)
 	wg.Wait()
 	a.Close()
 	b.Close()
@@ -67,7 +73,7 @@ func Splice(a, b net.Conn) Result {
 
 // copyHalf copies src to dst, then closes dst's write half (or all of dst
 // when it cannot half-close).
-func copyHalf(dst, src net.Conn, abort func(error)) int64 {
+func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error)) int64 {
 	quiet := make([]byte, quietSize)
 	buf := quiet
 	var big *[]byte
@@ -78,6 +84,9 @@ func copyHalf(dst, src net.Conn, abort func(error)) int64 {
 		if n > 0 {
 			w, werr := dst.Write(buf[:n])
 			total += int64(w)
+			if count != nil && w > 0 {
+				count.Add(uint64(w))
+			}
 			if werr == nil && w != n {
 				werr = io.ErrShortWrite
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -202,6 +203,37 @@ func TestSpliceMixedSizes(t *testing.T) {
 	}
 	far.Close()
 	if r := h.wait(t); r.Err != nil || r.AtoB != int64(want.Len()) {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// SpliceCounting's totals move while the flow is open, not only when it
+// ends.
+func TestSpliceCountsWhileOpen(t *testing.T) {
+	app, a := tcpPair(t)
+	b, far := streamPair(t)
+	var up, down atomic.Uint64
+	done := make(chan Result, 1)
+	go func() { done <- SpliceCounting(a, b, &up, &down) }()
+
+	if _, err := app.Write(make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(far, make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := far.Write(make([]byte, 777)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(app, make([]byte, 777)); err != nil {
+		t.Fatal(err)
+	}
+	if up.Load() != 100000 || down.Load() != 777 {
+		t.Fatalf("while open: counted %d up, %d down; want 100000 and 777", up.Load(), down.Load())
+	}
+	app.Close()
+	far.Close()
+	if r := <-done; r.AtoB != 100000 || r.BtoA != 777 {
 		t.Fatalf("result %+v", r)
 	}
 }
