@@ -358,6 +358,25 @@ func (e *Exit) refuseStream(st *yamux.Stream) {
 	st.Close()
 }
 
+// ExitStats is what the exit holds now.
+type ExitStats struct {
+	Clients int // peer IDs with at least one link
+	Links   int
+	Streams int // flows, UDP associations and forwards being served
+}
+
+// Stats returns a snapshot of what the exit holds. When a client's last
+// link goes, after its flows have ended, it no longer counts.
+func (e *Exit) Stats() ExitStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := ExitStats{Clients: len(e.clients), Links: len(e.sessions)}
+	for _, c := range e.clients {
+		st.Streams += int(c.streams.Load())
+	}
+	return st
+}
+
 // Refused counts links refused for the client cap and flows refused for
 // the per-client stream cap.
 func (e *Exit) Refused() (clients, streams uint64) {
