@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/hashicorp/mdns v1.0.7
 	github.com/libp2p/go-yamux/v5 v5.1.0
+	github.com/miekg/dns v1.1.72
 	github.com/things-go/go-socks5 v0.1.3
 	github.com/urfave/cli/v3 v3.14.0
 	go.uber.org/goleak v1.3.0
@@ -13,7 +14,6 @@ require (
 
 require (
 	github.com/libp2p/go-buffer-pool v0.0.2 // indirect
-	github.com/miekg/dns v1.1.72 // indirect
 	golang.org/x/mod v0.31.0 // indirect
 	golang.org/x/net v0.48.0 // indirect
 	golang.org/x/sys v0.39.0 // indirect
