@@ -190,8 +190,11 @@ func (p *Pool) maintain(ctx context.Context, wg *sync.WaitGroup, events chan<- l
 	}
 	want := 0
 	switch {
-	case active == nil && dialing == 0:
-		want = probeWidth
+	case active == nil:
+		// Up to probeWidth dials at once: an exit learned while a dial
+		// hangs (its path dead, say) is tried now, not after the
+		// handshake times out.
+		want = probeWidth - dialing
 		if len(p.cands) == 0 {
 			p.setStatusLocked(StateDown, errors.New("no exit known: give one with --exit, or wait for one to be discovered"))
 		}
@@ -200,7 +203,7 @@ func (p *Pool) maintain(ctx context.Context, wg *sync.WaitGroup, events chan<- l
 	}
 	now := time.Now()
 	for _, c := range p.ranked() {
-		if want == 0 {
+		if want <= 0 {
 			break
 		}
 		if c.dialing || c.sess != nil || now.Before(c.nextTry) {
