@@ -10,13 +10,15 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/swarmvpn
 
-# The project's whole check: formatting, vet, and every test with the race
-# detector.
+# The project's whole check: formatting, vet, every test with the race
+# detector, then the soak, which the race detector cannot run (too many
+# goroutines); SWARMVPN_SOAK_DURATION shortens its 60s hold.
 test:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -timeout 20m ./...
+	$(GO) test -count=1 -timeout 5m -run '^TestSoak' ./internal/testnet/
 
 # Runs every fuzz target for FUZZTIME each. New crashers land in the
 # package's testdata/fuzz and become regression tests.

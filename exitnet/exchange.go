@@ -163,8 +163,14 @@ func fetchDescriptors(ctx context.Context, sess *link.Session, want link.PeerID)
 		return Descriptor{}, nil, 0, err
 	}
 	defer st.Close()
-	now := time.Now()
-	first, err := ReadSignedDescriptor(st)
+	return readDescriptors(st, want, time.Now())
+}
+
+// readDescriptors reads an exit's answer to a descriptor request, the
+// bytes after the response header: its own descriptor, verified against
+// want, then at most maxKnownExits others, each verified on its own.
+func readDescriptors(r io.Reader, want link.PeerID, now time.Time) (own Descriptor, others []Known, dropped int, err error) {
+	first, err := ReadSignedDescriptor(r)
 	if err != nil {
 		return Descriptor{}, nil, 0, err
 	}
@@ -172,7 +178,7 @@ func fetchDescriptors(ctx context.Context, sess *link.Session, want link.PeerID)
 		return Descriptor{}, nil, 0, err
 	}
 	for range maxKnownExits {
-		s, err := ReadSignedDescriptor(st)
+		s, err := ReadSignedDescriptor(r)
 		if errors.Is(err, io.EOF) {
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -189,8 +190,11 @@ func (p *Pool) maintain(ctx context.Context, wg *sync.WaitGroup, events chan<- l
 	}
 	want := 0
 	switch {
-	case active == nil && dialing == 0:
-		want = probeWidth
+	case active == nil:
+		// Up to probeWidth dials at once: an exit learned while a dial
+		// hangs (its path dead, say) is tried now, not after the
+		// handshake times out.
+		want = probeWidth - dialing
 		if len(p.cands) == 0 {
 			p.setStatusLocked(StateDown, errors.New("no exit known: give one with --exit, or wait for one to be discovered"))
 		}
@@ -199,7 +203,7 @@ func (p *Pool) maintain(ctx context.Context, wg *sync.WaitGroup, events chan<- l
 	}
 	now := time.Now()
 	for _, c := range p.ranked() {
-		if want == 0 {
+		if want <= 0 {
 			break
 		}
 		if c.dialing || c.sess != nil || now.Before(c.nextTry) {
@@ -559,6 +563,23 @@ func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link
 	return resp.Bound.Port
 }
 
+// errNotInbound is a well-formed request that is not an inbound
+// connection with the peer's address.
+var errNotInbound = errors.New("not an inbound connection request")
+
+// readInbound reads the header of a stream the exit opened: an inbound
+// connection from the peer at the returned address.
+func readInbound(r io.Reader) (netip.AddrPort, error) {
+	req, err := wire.ReadRequest(r)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if req.Kind != wire.KindInbound || !req.Dst.IP.IsValid() {
+		return netip.AddrPort{}, errNotInbound
+	}
+	return netip.AddrPortFrom(req.Dst.IP, req.Dst.Port), nil
+}
+
 // acceptInbound serves the streams the exit opens: connections that
 // arrived at the forwarded port.
 func (p *Pool) acceptInbound(ctx context.Context, sess *link.Session) {
@@ -575,19 +596,23 @@ func (p *Pool) acceptInbound(ctx context.Context, sess *link.Session) {
 
 func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
 	st.SetReadDeadline(time.Now().Add(10 * time.Second))
-	req, err := wire.ReadRequest(st)
+	remote, err := readInbound(st)
+	if errors.Is(err, errNotInbound) {
+		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		st.Close()
+		return
+	}
 	if err != nil {
 		st.Reset()
 		return
 	}
 	st.SetReadDeadline(time.Time{})
-	if req.Kind != wire.KindInbound || p.cfg.Inbound == nil || !req.Dst.IP.IsValid() {
+	if p.cfg.Inbound == nil {
 		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
 		return
 	}
 	defer p.stats.flows.begin(wire.KindInbound)()
-	remote := netip.AddrPortFrom(req.Dst.IP, req.Dst.Port)
 	conn, err := p.cfg.Inbound(ctx, remote)
 	if err != nil {
 		respond(st, wire.Response{Status: wire.StatusOf(err)})

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,4 +350,59 @@ func TestParseAnswer(t *testing.T) {
 			t.Errorf("%s: %+v, %v; want %s", tc.name, f, err, tc.addr)
 		}
 	}
+}
+
+// FuzzParseAnswer feeds parseAnswer what any host on the LAN may send: TXT
+// fields (NUL-separated here), a port and addresses. An answer it accepts
+// names the exit by the ID in its TXT record, at a usable address and the
+// answer's port.
+func FuzzParseAnswer(f *testing.F) {
+	id := seededIdentity(f, 1).ID()
+	digest := strings.Repeat("0123456789abcdef", 2)
+	f.Add("id="+id.String()+"\x00caps=tcp,udp,p2p,fwd\x00d="+digest+"\x00v=1", 7001, []byte{192, 0, 2, 7}, []byte(nil), "", false)
+	f.Add("v=1\x00id="+id.String(), 1, []byte(nil), []byte(net.ParseIP("fe80::7").To16()), "eth0", false)
+	f.Add("v=1\x00id="+id.String()+"\x00caps=", 65535, []byte{127, 0, 0, 1}, []byte(nil), "", true)
+	f.Add("v=1\x00v=1\x00junk", 0, []byte{0, 0, 0, 0}, []byte(net.ParseIP("::ffff:1.2.3.4").To16()), "", false)
+	f.Fuzz(func(t *testing.T, txt string, port int, v4, v6 []byte, zone string, loopbackOK bool) {
+		e := &mdns.ServiceEntry{Name: "x._swarmvpn._tcp.local.", Port: port, AddrV4: v4,
+			InfoFields: strings.Split(txt, "\x00")}
+		if v6 != nil {
+			e.AddrV6IPAddr = &net.IPAddr{IP: v6, Zone: zone}
+		}
+		now := time.Now()
+		found, err := parseAnswer(e, loopbackOK, now)
+		if err != nil {
+			if !errors.Is(err, ErrBadAnswer) {
+				t.Fatalf("error %v does not wrap ErrBadAnswer", err)
+			}
+			return
+		}
+		ap, err := netip.ParseAddrPort(found.Exit.Addr)
+		if err != nil {
+			t.Fatalf("accepted answer gives address %q: %v", found.Exit.Addr, err)
+		}
+		ip := ap.Addr()
+		if int(ap.Port()) != port || port == 0 || !ip.IsValid() || ip.IsUnspecified() || ip.IsMulticast() ||
+			(ip.IsLoopback() && !loopbackOK) || (ip.IsLinkLocalUnicast() && ip.Zone() == "") || ip.Is4In6() {
+			t.Fatalf("accepted answer at %v (port %d, loopbackOK %v)", ap, port, loopbackOK)
+		}
+		// The ID's text may differ from its canonical form (case, unused
+		// trailing bits): compare the IDs.
+		named := slices.ContainsFunc(e.InfoFields, func(f string) bool {
+			s, ok := strings.CutPrefix(f, "id=")
+			pid, err := link.ParsePeerID(s)
+			return ok && err == nil && pid == found.Exit.ID
+		})
+		if !named || !slices.Contains(e.InfoFields, "v="+mdnsTXTVersion) {
+			t.Fatalf("accepted %+v from TXT %q", found, e.InfoFields)
+		}
+		for _, c := range found.Caps {
+			if !isCap(c) {
+				t.Fatalf("accepted capability %q", c)
+			}
+		}
+		if !found.Seen.Equal(now) {
+			t.Fatalf("seen %v, want %v", found.Seen, now)
+		}
+	})
 }

@@ -54,7 +54,9 @@ func (f *flowCounters) counts() FlowCounts {
 // ExitStats is a snapshot of what an exit carries and refuses.
 type ExitStats struct {
 	Links   int // links open now
-	Clients int // clients (peer IDs) with a link open now
+	Clients int // clients (peer IDs) with a link open now; a client whose
+	// last link went counts until its flows have ended
+	Streams int // flows, UDP associations and forwards being served now
 
 	LinksAccepted uint64 // links that completed the handshake and were admitted
 	// Links refused, by reason: the client is not on the allow-list, the
@@ -69,8 +71,7 @@ type ExitStats struct {
 	RefusedFlows, PolicyRefusals uint64
 
 	// BytesIn and BytesOut count what TCP flows carried from the internet
-	// toward clients and back, added when each flow ends. UDP is in
-	// UDPStats.
+	// toward clients and back, as it passes. UDP is in UDPStats.
 	BytesIn, BytesOut uint64
 }
 
@@ -86,10 +87,14 @@ type exitCounters struct {
 func (e *Exit) Stats() ExitStats {
 	e.mu.Lock()
 	links, clients := len(e.sessions), len(e.clients)
+	streams := 0
+	for _, c := range e.clients {
+		streams += int(c.streams.Load())
+	}
 	e.mu.Unlock()
 	c := &e.stats
 	return ExitStats{
-		Links: links, Clients: clients,
+		Links: links, Clients: clients, Streams: streams,
 		LinksAccepted:    c.linksAccepted.Load(),
 		RefusedAllowList: c.refusedAllowList.Load(),
 		RefusedFull:      e.refusedClients.Load(),

@@ -95,6 +95,12 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error)) int64 
 				break
 			}
 		}
+		if rerr == io.EOF && n > 0 {
+			// A yamux stream whose session has just died returns its last
+			// bytes with the session's error, which may be a plain EOF:
+			// only the next read tells an end of stream from a reset.
+			continue
+		}
 		if rerr != nil {
 			if rerr != io.EOF {
 				err = rerr

@@ -237,3 +237,38 @@ func TestSpliceCountsWhileOpen(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 }
+
+// lastGasp returns its bytes together with io.EOF, as a yamux stream does
+// when its session dies under a read, and then the real error.
+type lastGasp struct {
+	net.Conn
+	reads int
+}
+
+var errDied = errors.New("session died")
+
+func (l *lastGasp) Read(p []byte) (int, error) {
+	l.reads++
+	if l.reads == 1 {
+		return copy(p, "last bytes"), io.EOF
+	}
+	return 0, errDied
+}
+
+// Bytes that come with an EOF are not taken for the end of the stream:
+// the next read decides, and here it says the flow was cut short.
+func TestSpliceEOFWithBytesIsNotTheEnd(t *testing.T) {
+	app, a := tcpPair(t)
+	_, other := tcpPair(t)
+	b := &lastGasp{Conn: other}
+	h := startHop(t, app, a, b, nil)
+
+	app.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(app)
+	if string(got) != "last bytes" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("app got %q, %v; want the last bytes, then a reset", got, err)
+	}
+	if r := h.wait(t); !errors.Is(r.Err, errDied) {
+		t.Fatalf("result %+v, want the second read's error", r)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -20,7 +21,13 @@ import (
 	"github.com/swarmvpn/swarmvpn/exitnet"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(soakEchoEnv) != "" {
+		soakEchoMain() // this process is the soak's echo target
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func randBytes(n int) []byte {
 	b := make([]byte, n)

@@ -93,3 +93,48 @@ func FuzzParseDatagram(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadFrame reads a UDP association's stream as the exit and the client
+// do: frame after frame until the bytes run out. A frame whose body parses
+// as a datagram must encode back to the same bytes.
+func FuzzReadFrame(f *testing.F) {
+	good, _ := AppendDatagram(nil, Addr{IP: netip.MustParseAddr("198.51.100.4"), Port: 6881}, []byte("d1:ad2:id20:"))
+	good, _ = AppendDatagram(good, Addr{Name: "tracker.example", Port: 6969}, nil)
+	f.Add(good)
+	f.Add(good[:len(good)-1])
+	f.Add([]byte{0xff, 0xff, 1})
+	f.Add([]byte{0, 0})
+	f.Add([]byte{0, 3, 3, 0, 0})
+	buf := make([]byte, MaxFrameLen)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		for frames := 0; ; frames++ {
+			if frames > len(in)/2 {
+				t.Fatalf("%d frames from %d bytes", frames, len(in))
+			}
+			before := r.Len()
+			body, err := ReadFrame(r, buf)
+			if err != nil {
+				if err != io.EOF && err != io.ErrUnexpectedEOF {
+					t.Fatalf("ReadFrame: unexpected error %v", err)
+				}
+				if err == io.EOF && r.Len() != 0 {
+					t.Fatalf("EOF with %d bytes left", r.Len())
+				}
+				return
+			}
+			frame := in[len(in)-before : len(in)-r.Len()]
+			if len(body) != len(frame)-2 {
+				t.Fatalf("body of %d bytes from a frame of %d", len(body), len(frame))
+			}
+			addr, payload, err := ParseDatagram(body)
+			if err != nil {
+				continue
+			}
+			again, err := AppendDatagram(nil, addr, payload)
+			if err != nil || !bytes.Equal(again, frame) {
+				t.Fatalf("frame % x parsed to %+v and %d bytes, which encode to % x (%v)", frame, addr, len(payload), again, err)
+			}
+		}
+	})
+}
