@@ -95,11 +95,29 @@ func (h *exitHandle) stop(t testing.TB) {
 // startExit runs an exit on addr ("127.0.0.1:0" for a fresh port).
 func startExit(t testing.TB, id *link.Identity, addr string, policy *Policy) *exitHandle {
 	t.Helper()
-	if id == nil {
-		id = newIdentity(t)
+	return serveExitOn(t, ExitConfig{Link: link.Config{Identity: id}, Policy: policy}, addr)
+}
+
+// serveExit runs an exit with cfg on a fresh loopback port.
+func serveExit(t testing.TB, cfg ExitConfig) *exitHandle {
+	t.Helper()
+	return serveExitOn(t, cfg, "127.0.0.1:0")
+}
+
+// serveExitOn runs an exit with cfg on addr, filling in an identity, the
+// loopback resolver and a short drain where cfg leaves them out.
+func serveExitOn(t testing.TB, cfg ExitConfig, addr string) *exitHandle {
+	t.Helper()
+	if cfg.Link.Identity == nil {
+		cfg.Link.Identity = newIdentity(t)
 	}
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: policy, Resolver: loopbackResolver(),
-		DrainTimeout: 100 * time.Millisecond})
+	if cfg.Resolver == nil {
+		cfg.Resolver = loopbackResolver()
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 100 * time.Millisecond
+	}
+	e, err := NewExit(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,15 +126,22 @@ func startExit(t testing.TB, id *link.Identity, addr string, policy *Policy) *ex
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &exitHandle{addr: link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}, exit: e, cancel: cancel, done: make(chan struct{})}
+	h := &exitHandle{addr: link.ExitAddr{ID: cfg.Link.Identity.ID(), Addr: ln.Addr().String()}, exit: e, cancel: cancel, done: make(chan struct{})}
 	go func() { h.err = e.Serve(ctx, ln); close(h.done) }()
 	t.Cleanup(func() { h.stop(t) })
 	return h
 }
 
+// startPool runs a pool with a fresh identity, linked to exit.
 func startPool(t testing.TB, exit link.ExitAddr) *Pool {
 	t.Helper()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit},
+	return startPoolAs(t, newIdentity(t), exit)
+}
+
+// startPoolAs runs a pool with identity id, linked to exit.
+func startPoolAs(t testing.TB, id *link.Identity, exit link.ExitAddr) *Pool {
+	t.Helper()
+	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit},
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

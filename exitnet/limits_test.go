@@ -19,45 +19,14 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
-// startExitWith runs an exit with cfg (identity, lab policy and loopback
-// resolver filled in) on a fresh loopback port.
+// startExitWith runs an exit with cfg on a fresh loopback port; with no
+// policy given, the lab's, which reaches loopback.
 func startExitWith(t *testing.T, cfg ExitConfig) *exitHandle {
 	t.Helper()
-	if cfg.Link.Identity == nil {
-		cfg.Link.Identity = newIdentity(t)
-	}
 	if cfg.Policy == nil {
 		cfg.Policy = &Policy{AllowPrivate: true}
 	}
-	cfg.Resolver = loopbackResolver()
-	cfg.DrainTimeout = 100 * time.Millisecond
-	e, err := NewExit(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &exitHandle{addr: link.ExitAddr{ID: cfg.Link.Identity.ID(), Addr: ln.Addr().String()}, exit: e, cancel: cancel, done: make(chan struct{})}
-	go func() { h.err = e.Serve(ctx, ln); close(h.done) }()
-	t.Cleanup(func() { h.stop(t) })
-	return h
-}
-
-func startPoolAs(t *testing.T, id *link.Identity, exit link.ExitAddr) *Pool {
-	t.Helper()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit},
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return p
+	return serveExit(t, cfg)
 }
 
 func (e *Exit) linkCount() int {

@@ -85,33 +85,6 @@ func (fd *fakeDNS) asked(name string) bool {
 	return ok
 }
 
-// serveExit runs an exit with cfg on a fresh loopback port.
-func serveExit(t testing.TB, cfg ExitConfig) *exitHandle {
-	t.Helper()
-	if cfg.Link.Identity == nil {
-		cfg.Link.Identity = newIdentity(t)
-	}
-	if cfg.Resolver == nil {
-		cfg.Resolver = loopbackResolver()
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = 100 * time.Millisecond
-	}
-	e, err := NewExit(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &exitHandle{addr: link.ExitAddr{ID: cfg.Link.Identity.ID(), Addr: ln.Addr().String()}, exit: e, cancel: cancel, done: make(chan struct{})}
-	go func() { h.err = e.Serve(ctx, ln); close(h.done) }()
-	t.Cleanup(func() { h.stop(t) })
-	return h
-}
-
 // refusedDst is one destination the default policy must refuse, and the
 // name the fake DNS server resolves to it.
 type refusedDst struct {
@@ -354,20 +327,6 @@ func TestSecurityAllowList(t *testing.T) {
 	}
 
 	// The allowed client works through the same exit.
-	ok := startPoolWith(t, allowed, exit.addr)
+	ok := startPoolAs(t, allowed, exit.addr)
 	roundTrip(t, ok, "127.0.0.1:"+tg.port(), []byte("ping"), nil)
-}
-
-func startPoolWith(t testing.TB, id *link.Identity, exit link.ExitAddr) *Pool {
-	t.Helper()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit},
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return p
 }
