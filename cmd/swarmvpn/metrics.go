@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +36,7 @@ func listenMetrics(cmd *cli.Command, log *slog.Logger) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().Unmap().IsLoopback() {
+	if !isLoopback(ln.Addr().String()) {
 		log.Warn("metrics are served beyond this machine: anyone who can reach the address can read them", "listen", ln.Addr().String())
 	}
 	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
@@ -62,6 +62,12 @@ func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
+	if isLoopback(ln.Addr().String()) {
+		// Profiles show where a busy exit or client spends its time; they
+		// reveal nothing of the traffic, but only this machine may ask.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

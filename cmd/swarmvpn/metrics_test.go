@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -298,6 +299,16 @@ func TestServeMetrics(t *testing.T) {
 		t.Fatalf("GET /: %v %v, want 404", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+	// On loopback, profiles are served too.
+	resp, err := http.Get("http://" + ln.Addr().String() + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(index, []byte("goroutine")) {
+		t.Fatalf("GET /debug/pprof/: %d %.200q", resp.StatusCode, index)
 	}
 	cancel()
 	select {
