@@ -304,3 +304,24 @@ func TestRefusedClientLearnsOnlyRefusal(t *testing.T) {
 		t.Fatalf("server: %v, want the reason in its own error", err)
 	}
 }
+
+// FuzzParseExitAddr: exit addresses come from users and, inside signed
+// descriptors, from other peers. Whatever the text, parsing never panics,
+// and what it accepts prints back as an address that parses to the same.
+func FuzzParseExitAddr(f *testing.F) {
+	id := mustIdentity(f).ID().String()
+	for _, s := range []string{id + "@127.0.0.1:7843", id + "@[::1]:7843", id + "@exit.example:443",
+		"abc@127.0.0.1:7843", id + "@", "@:", strings.ToUpper(id) + "@h:1", id + "@[fe80::1%eth0]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseExitAddr(s)
+		if err != nil {
+			return
+		}
+		b, err := ParseExitAddr(a.String())
+		if err != nil || b != a {
+			t.Fatalf("%q parsed to %v, which parses back to %v, %v", s, a, b, err)
+		}
+	})
+}
