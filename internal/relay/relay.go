@@ -14,17 +14,25 @@ import (
 
 // A direction reads into a buffer of quietSize while its flow is quiet and
 // into one of bufSize, borrowed from a pool, while bytes are moving: a
-// read that fills the small buffer borrows the large one, a read that
-// would have fitted in the small one gives it back. A torrent client holds
-// thousands of flows that are idle most of the time; none of them then
-// holds more than the small buffers, while a bulk flow moves 32 KiB per
-// system call.
+// read that fills the small buffer borrows the large one, a read of less
+// than releaseBelow gives it back. A torrent client holds thousands of
+// flows that are idle most of the time, and its peers' last words before
+// a pause are small messages (have, keep-alive, request); such a flow then
+// holds only the small buffers, while a bulk flow moves 32 KiB per system
+// call, and one whose reads come in pieces of a few KiB (a peer slower
+// than this machine) keeps the large buffer instead of trading it back
+// and forth with a system call each time. A flow that stops right after a
+// large read keeps the large buffer until its next small one.
 const (
-	bufSize   = 32 << 10
-	quietSize = 1 << 10
+	bufSize      = 32 << 10
+	quietSize    = 1 << 10
+	releaseBelow = 4 << 10
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// largeHeld counts the large buffers directions hold now.
+var largeHeld atomic.Int64
 
 // Result reports what a Splice moved.
 type Result struct {
@@ -111,13 +119,16 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error)) int64 
 		case big == nil && n == len(quiet):
 			big = bufPool.Get().(*[]byte)
 			buf = *big
-		case big != nil && n < len(quiet):
+			largeHeld.Add(1)
+		case big != nil && n < releaseBelow:
 			bufPool.Put(big)
 			big, buf = nil, quiet
+			largeHeld.Add(-1)
 		}
 	}
 	if big != nil {
 		bufPool.Put(big)
+		largeHeld.Add(-1)
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		abort(err)

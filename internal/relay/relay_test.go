@@ -228,8 +228,14 @@ func TestSpliceCountsWhileOpen(t *testing.T) {
 	if _, err := io.ReadFull(app, make([]byte, 777)); err != nil {
 		t.Fatal(err)
 	}
-	if up.Load() != 100000 || down.Load() != 777 {
-		t.Fatalf("while open: counted %d up, %d down; want 100000 and 777", up.Load(), down.Load())
+	// The relay counts a write once it has returned, which may be just
+	// after the reader has the bytes.
+	deadline := time.Now().Add(10 * time.Second)
+	for up.Load() != 100000 || down.Load() != 777 {
+		if time.Now().After(deadline) {
+			t.Fatalf("while open: counted %d up, %d down; want 100000 and 777", up.Load(), down.Load())
+		}
+		time.Sleep(time.Millisecond) // polling counters, bounded by the deadline
 	}
 	app.Close()
 	far.Close()
@@ -271,4 +277,35 @@ func TestSpliceEOFWithBytesIsNotTheEnd(t *testing.T) {
 	if r := h.wait(t); !errors.Is(r.Err, errDied) {
 		t.Fatalf("result %+v, want the second read's error", r)
 	}
+}
+
+// A direction holds the large buffer while bulk moves and gives it back
+// after a small read, before waiting again.
+func TestSpliceGivesBackLargeBuffer(t *testing.T) {
+	app, a := tcpPair(t)
+	b, far := streamPair(t)
+	before := largeHeld.Load()
+	h := startHop(t, app, a, b, far)
+
+	go app.Write(make([]byte, 200<<10))
+	if _, err := io.ReadFull(far, make([]byte, 200<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if n := largeHeld.Load() - before; n != 1 {
+		t.Fatalf("%d large buffers held after bulk, want 1 (the direction that carried it)", n)
+	}
+	app.Write([]byte("have"))
+	if _, err := io.ReadFull(far, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for largeHeld.Load() != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d large buffers still held while the flow is quiet", largeHeld.Load()-before)
+		}
+		time.Sleep(time.Millisecond) // polling a counter, bounded by the deadline
+	}
+	app.Close()
+	far.Close()
+	h.wait(t)
 }
