@@ -54,9 +54,9 @@ type ExitConfig struct {
 	// client (peer ID), both directions, all its TCP flows, forwarded
 	// connections and UDP datagrams together. 0 means unlimited.
 	RatePerClient int64
-	// MaxBufferPerClient caps the receive-window memory one client's link
-	// may reserve at the exit: stream windows stop growing there. Default
-	// 64 MiB.
+	// MaxBufferPerClient caps the receive-window memory one client's
+	// links together may reserve at the exit beyond each stream's first
+	// 256 KiB: stream windows stop growing there. Default 64 MiB.
 	MaxBufferPerClient int64
 	// HalfOpenTimeout closes a TCP flow when, after one direction has
 	// ended, the other has carried nothing for this long. Default 2m.
@@ -99,10 +99,17 @@ type Exit struct {
 	clients  map[link.PeerID]*client
 }
 
+// maxLinksPerClient caps the links one peer ID may hold to an exit at once.
+// A client needs one, and for a few seconds two while it replaces a link
+// the exit has not yet seen die; every link costs the exit its TLS and
+// multiplexer state and goroutines.
+const maxLinksPerClient = 4
+
 // client is what the exit holds for one peer ID across its links.
 type client struct {
 	links        int           // guarded by Exit.mu
 	limiter      *rate.Limiter // nil: no rate limit
+	memory       *clientMemory // receive windows on all its links
 	streams      atomic.Int32
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
@@ -238,7 +245,8 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
 	lcfg := e.cfg.Link
-	lcfg.MemoryManager = newLinkMemory(e.maxBuffer(), &e.limits).span
+	mem := new(linkMemory)
+	lcfg.MemoryManager = mem.span
 	admitted := true // admit runs in this goroutine, inside the handshake
 	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
 		admitted = e.admit(id)
@@ -267,15 +275,23 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 			sess.Close()
 			return
 		}
-		c = &client{}
+		c = &client{memory: newClientMemory(e.maxBuffer(), &e.limits)}
 		if e.cfg.RatePerClient > 0 {
 			c.limiter = newLimiter(e.cfg.RatePerClient)
 		}
 		e.clients[sess.Peer] = c
 	}
+	if c.links >= maxLinksPerClient {
+		e.mu.Unlock()
+		e.limits.linksRefused.Add(1)
+		log.Warn("link refused: the client holds as many links as it may", "links", maxLinksPerClient)
+		sess.Close()
+		return
+	}
 	e.sessions[sess] = struct{}{}
 	c.links++
 	e.mu.Unlock()
+	mem.client.Store(c.memory)
 	e.stats.linksAccepted.Add(1)
 	log.Info("link up")
 	start := time.Now()
@@ -371,8 +387,13 @@ func (e *Exit) admit(id link.PeerID) bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.clients[id] == nil && len(e.clients) >= e.maxClients() {
+	c := e.clients[id]
+	if c == nil && len(e.clients) >= e.maxClients() {
 		e.refusedClients.Add(1)
+		return false
+	}
+	if c != nil && c.links >= maxLinksPerClient {
+		e.limits.linksRefused.Add(1)
 		return false
 	}
 	return true

@@ -7,9 +7,9 @@ import (
 // LimitStats counts what the exit's per-client limits held back.
 type LimitStats struct {
 	// WindowGrowthRefused counts stream receive-window growths refused
-	// because the link had reserved MaxBufferPerClient.
+	// because the client's links had reserved MaxBufferPerClient.
 	WindowGrowthRefused uint64
-	// BufferPeak is the most receive-window memory any one link has
+	// BufferPeak is the most receive-window memory any one client has
 	// reserved at once.
 	BufferPeak int64
 	// RateLimitedBytes counts the bytes charged to per-client rate
@@ -21,11 +21,14 @@ type LimitStats struct {
 	// ClientsDropped counts links closed because their client was taken
 	// off the allow-list.
 	ClientsDropped uint64
+	// LinksRefused counts links refused because their client already held
+	// as many as it may.
+	LinksRefused uint64
 }
 
 type limitCounters struct {
-	windowRefused, rateBytes, halfOpenExpired, clientsDropped atomic.Uint64
-	bufferPeak                                                atomic.Int64
+	windowRefused, rateBytes, halfOpenExpired, clientsDropped, linksRefused atomic.Uint64
+	bufferPeak                                                              atomic.Int64
 }
 
 func (c *limitCounters) notePeak(n int64) {
@@ -43,6 +46,6 @@ func (e *Exit) LimitStats() LimitStats {
 	return LimitStats{
 		WindowGrowthRefused: c.windowRefused.Load(), BufferPeak: c.bufferPeak.Load(),
 		RateLimitedBytes: c.rateBytes.Load(), HalfOpenExpired: c.halfOpenExpired.Load(),
-		ClientsDropped: c.clientsDropped.Load(),
+		ClientsDropped: c.clientsDropped.Load(), LinksRefused: c.linksRefused.Load(),
 	}
 }

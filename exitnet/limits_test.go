@@ -294,14 +294,25 @@ func TestUDPRateLimit(t *testing.T) {
 	}
 }
 
-// TestLinkMemoryAccounting: stream opens always pass and are not counted;
-// growth stops at the cap; Done gives everything back; a span that is done
-// reserves nothing more.
-func TestLinkMemoryAccounting(t *testing.T) {
+// TestClientMemoryAccounting: stream opens always pass and are not counted;
+// a stream of a link not yet bound to its client does not grow; the streams
+// of all a client's links share one budget, and growth stops at its cap;
+// Done gives everything back; a span that is done reserves nothing more.
+func TestClientMemoryAccounting(t *testing.T) {
 	var c limitCounters
-	m := newLinkMemory(1000, &c)
-	s1, _ := m.span()
-	s2, _ := m.span()
+	m := newClientMemory(1000, &c)
+	l1, l2 := new(linkMemory), new(linkMemory)
+	early, _ := l1.span()
+	if err := early.ReserveMemory(100, 128); err == nil {
+		t.Fatal("a stream grew before its link knew its client")
+	}
+	if err := early.ReserveMemory(400, prioStreamOpen); err != nil {
+		t.Fatalf("an initial window refused: %v", err)
+	}
+	l1.client.Store(m)
+	l2.client.Store(m)
+	s1, _ := l1.span()
+	s2, _ := l2.span()
 	steps := []struct {
 		span    interface{ ReserveMemory(int, uint8) error }
 		size    int
@@ -451,4 +462,41 @@ func TestExitTimesOutSilentPeers(t *testing.T) {
 	if err != nil || resp.Status != wire.StatusConnectionRefused {
 		t.Fatalf("request after the timeout: %v, %v; want connection refused", resp.Status, err)
 	}
+}
+
+// TestLinksPerClientCapped: one peer ID may hold maxLinksPerClient links
+// to an exit; the next is refused in the handshake, and another client is
+// not affected.
+func TestLinksPerClientCapped(t *testing.T) {
+	exit := startExitWith(t, ExitConfig{})
+	id := newIdentity(t)
+	for i := range maxLinksPerClient {
+		s, err := link.Dial(t.Context(), link.Config{Identity: id}, exit.addr)
+		if err != nil {
+			t.Fatalf("link %d: %v", i+1, err)
+		}
+		t.Cleanup(func() { s.Close() })
+	}
+	waitFor(t, "every link registered", func() bool { return exit.exit.Stats().Links == maxLinksPerClient })
+	// The refusal is in the handshake, which the client may see only when
+	// it first uses the link: either way it carries nothing.
+	if s, err := link.Dial(t.Context(), link.Config{Identity: id}, exit.addr); err == nil {
+		defer s.Close()
+		if st, err := s.OpenStream(t.Context()); err == nil {
+			st.Write([]byte{1})
+			st.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := st.Read(make([]byte, 1)); err == nil {
+				t.Fatal("a link past the cap carried a stream")
+			}
+		}
+	}
+	waitFor(t, "the refusal counted", func() bool { return exit.exit.LimitStats().LinksRefused == 1 })
+	if n := exit.exit.Stats().Links; n != maxLinksPerClient {
+		t.Fatalf("%d links registered, want %d", n, maxLinksPerClient)
+	}
+	other, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, exit.addr)
+	if err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	other.Close()
 }

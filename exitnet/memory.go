@@ -8,42 +8,40 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 )
 
-// errBufferCap refuses a stream window growth: the link has reserved as much
-// receive-window memory as one client may make the exit buffer.
-var errBufferCap = errors.New("link at its buffer cap")
+// errBufferCap refuses a stream window growth: the client's links have
+// reserved as much receive-window memory as one client may make the exit
+// buffer.
+var errBufferCap = errors.New("client at its buffer cap")
 
 // yamux reserves a stream's initial window at this priority, and window
 // growth below it.
 const prioStreamOpen = 255
 
-// linkMemory accounts for the receive windows of one link's streams. A
-// window is memory the exit promises to buffer: a client that stops reading
-// what the exit sends is harmless (the exit's writes block), but a client
-// that sends faster than the destination takes fills the exit's receive
-// windows. yamux grows a busy stream's window from 256 KiB up to 32 MiB;
-// linkMemory refuses growth that would take the link past limit, so the
-// windows of all its streams together stop growing there.
+// clientMemory accounts for the receive windows of one client's streams,
+// on all its links. A window is memory the exit promises to buffer: a
+// client that stops reading what the exit sends is harmless (the exit's
+// writes block), but a client that sends faster than the destination takes
+// fills the exit's receive windows. yamux grows a busy stream's window from
+// 256 KiB up to 32 MiB; clientMemory refuses growth that would take the
+// client past limit, so the windows of all its streams together stop
+// growing there.
 //
 // The initial window of a new stream is always granted and not counted:
 // refusing it would make yamux tear down the whole link, and counting it
 // would let a torrent client's few hundred quiet flows use up the room
 // that one busy flow needs to grow. Initial windows are bounded by the
 // per-client flow cap instead: at most flows × 256 KiB, plus limit.
-type linkMemory struct {
+type clientMemory struct {
 	limit int64
 	used  atomic.Int64
 	c     *limitCounters
 }
 
-func newLinkMemory(limit int64, c *limitCounters) *linkMemory {
-	return &linkMemory{limit: limit, c: c}
+func newClientMemory(limit int64, c *limitCounters) *clientMemory {
+	return &clientMemory{limit: limit, c: c}
 }
 
-// span is the link.Config.MemoryManager of the link: yamux asks for one
-// span per stream.
-func (m *linkMemory) span() (yamux.MemoryManager, error) { return &memorySpan{m: m}, nil }
-
-func (m *linkMemory) reserve(size int64) bool {
+func (m *clientMemory) reserve(size int64) bool {
 	for {
 		u := m.used.Load()
 		if u+size > m.limit {
@@ -57,10 +55,19 @@ func (m *linkMemory) reserve(size int64) bool {
 	}
 }
 
-// memorySpan is what one stream holds of its link's memory.
+// linkMemory is a link's link.Config.MemoryManager: yamux asks it for one
+// span per stream. The link learns whose it is only after the handshake;
+// until then (a stream opened at once) its streams keep their initial
+// windows and do not grow.
+type linkMemory struct{ client atomic.Pointer[clientMemory] }
+
+func (l *linkMemory) span() (yamux.MemoryManager, error) { return &memorySpan{link: l}, nil }
+
+// memorySpan is what one stream holds of its client's memory.
 type memorySpan struct {
-	m    *linkMemory
+	link *linkMemory
 	mu   sync.Mutex
+	m    *clientMemory // what held was reserved from
 	held int64
 	done bool
 }
@@ -76,6 +83,11 @@ func (s *memorySpan) ReserveMemory(size int, prio uint8) error {
 	}
 	if prio >= prioStreamOpen {
 		return nil
+	}
+	if s.m == nil {
+		if s.m = s.link.client.Load(); s.m == nil {
+			return errBufferCap
+		}
 	}
 	if !s.m.reserve(int64(size)) {
 		return errBufferCap
@@ -104,6 +116,8 @@ func (s *memorySpan) Done() {
 		return
 	}
 	s.done = true
-	s.m.used.Add(-s.held)
-	s.held = 0
+	if s.held > 0 {
+		s.m.used.Add(-s.held)
+		s.held = 0
+	}
 }

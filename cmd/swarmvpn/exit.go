@@ -39,7 +39,7 @@ func exitCommand() *cli.Command {
 				"besides any --allow-client; re-read on SIGHUP, and clients no longer listed are disconnected"),
 			stringFlag("rate-per-client", "0", "relay at most `BYTES` per second for one client, both directions and all its flows together "+
 				"(e.g. 500k, 10M, 2MiB; 0: unlimited)"),
-			stringFlag("max-buffer-per-client", "64MiB", "let one client's link make the exit buffer at most `BYTES` in stream receive windows"),
+			stringFlag("max-buffer-per-client", "64MiB", "let one client's links make the exit buffer at most `BYTES` in stream receive windows beyond each stream's first 256 KiB"),
 			&cli.DurationFlag{Name: "half-open-timeout", Value: 2 * time.Minute, Sources: env("half-open-timeout"),
 				Usage: "close a TCP flow one side has half-closed when the other carries nothing for this long"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: 0, Sources: env("dial-timeout"),
