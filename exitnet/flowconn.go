@@ -121,12 +121,14 @@ func (f *flowConn) Read(p []byte) (int, error) {
 	}
 	n, err := f.Conn.Read(p)
 	if n > 0 {
-		f.half.progress()
 		if f.lim != nil {
 			if werr := f.take(n); werr != nil && err == nil {
 				err = werr
 			}
 		}
+		// After the wait for the rate: a flow waiting for its share is
+		// moving, and its deadline must not run out meanwhile.
+		f.half.progress()
 	}
 	if err != nil {
 		f.half.failed(err)
@@ -146,6 +148,7 @@ func (f *flowConn) Write(p []byte) (int, error) {
 		if err := f.take(len(chunk)); err != nil {
 			return done, err
 		}
+		f.half.progress()
 		n, err := f.Conn.Write(chunk)
 		done += n
 		f.wrote(n, err)
@@ -165,14 +168,41 @@ func (f *flowConn) wrote(n int, err error) {
 	}
 }
 
-// take waits until the limiter grants n bytes, or the conn closes.
+// take charges n bytes to the limiter, waiting for them, or returns
+// net.ErrClosed when the conn closes first. It takes what has accrued, a
+// datagram's worth or more at a time, and never borrows ahead as
+// rate.Limiter.WaitN would: the budget then never goes below zero, and
+// datagrams of the same client, which are dropped rather than queued when
+// the budget is short, share the rate with its busy TCP flows instead of
+// finding it always spent.
 func (f *flowConn) take(n int) error {
-	if err := f.lim.WaitN(f.ctx, n); err != nil {
-		return net.ErrClosed
+	for n > 0 {
+		want := min(n, takeAtLeast)
+		now := time.Now()
+		avail := f.lim.TokensAt(now)
+		if int(avail) >= want {
+			if k := min(n, int(avail)); f.lim.AllowN(now, k) {
+				f.charged.Add(uint64(k))
+				n -= k
+			}
+			continue // taken, or another taker was first: look again
+		}
+		wait := time.Duration((float64(want) - avail) / float64(f.lim.Limit()) * float64(time.Second))
+		t := time.NewTimer(max(wait, time.Millisecond))
+		select {
+		case <-t.C:
+		case <-f.ctx.Done():
+			t.Stop()
+			return net.ErrClosed
+		}
 	}
-	f.charged.Add(uint64(n))
 	return nil
 }
+
+// takeAtLeast is the least a rate-limited flow takes at once: about one
+// full-size datagram, so that flows and datagrams take turns at a similar
+// grain.
+const takeAtLeast = 1500
 
 // CloseWrite ends the direction towards this side. relay.Splice calls it
 // when the other side's stream ended: the flow is now half-open.

@@ -500,3 +500,39 @@ func TestLinksPerClientCapped(t *testing.T) {
 	}
 	other.Close()
 }
+
+// TestRateSharedWithDatagrams: while a TCP flow of a client waits on the
+// rate limit with more to send, the client's datagrams still pass, taking
+// turns with the flow: neither starves the other.
+func TestRateSharedWithDatagrams(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bps = 100 << 10
+		lim := newLimiter(bps)
+		lim.AllowN(time.Now(), lim.Burst()) // start empty
+		var charged atomic.Uint64
+		ctx, cancel := context.WithCancel(context.Background())
+		near, far := net.Pipe()
+		h := &halfOpen{timeout: time.Hour, c: &limitCounters{}}
+		f := &flowConn{Conn: near, half: h, lim: lim, charged: &charged, ctx: ctx, cancel: cancel}
+		h.a, h.b = f, f
+		go io.Copy(io.Discard, far)
+		go f.Write(make([]byte, 10*bps)) // far more than the 4 s below allow
+
+		const size, every, span = 1200, 10 * time.Millisecond, 4 * time.Second
+		var passed int
+		for range span / every {
+			time.Sleep(every)
+			if lim.AllowN(time.Now(), size) {
+				passed++
+			}
+		}
+		udp, tcp := passed*size, int(charged.Load())
+		total := bps * int(span/time.Second)
+		if udp+tcp > total+takeAtLeast || udp < total/5 || tcp < total/5 {
+			t.Fatalf("in %v at %d B/s: datagrams took %d bytes, the flow %d; want each a fair part of %d",
+				span, bps, udp, tcp, total)
+		}
+		f.Close()
+		far.Close()
+	})
+}
