@@ -123,7 +123,7 @@ type PoolStats struct {
 	Flows     FlowCounts // flows since start, by kind (Connect, UDP, Inbound)
 	// InboundBytesIn and InboundBytesOut count what connections that
 	// arrived at the forwarded port carried from the internet to the local
-	// target and back, added when each ends. Outbound bytes are counted by
+	// target and back, as they pass. Outbound bytes are counted by
 	// the proxies that splice them.
 	InboundBytesIn, InboundBytesOut uint64
 }

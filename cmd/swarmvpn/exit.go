@@ -38,7 +38,7 @@ func exitCommand() *cli.Command {
 			stringFlag("allow-clients-file", "", "accept only clients whose peer IDs are listed in `FILE`, one per line (# comments), "+
 				"besides any --allow-client; re-read on SIGHUP, and clients no longer listed are disconnected"),
 			stringFlag("rate-per-client", "0", "relay at most `BYTES` per second for one client, both directions and all its flows together "+
-				"(e.g. 500k, 10M, 2MiB; 0: unlimited)"),
+				"(e.g. 500k, 10M, 2MiB; at least 1k; 0: unlimited)"),
 			stringFlag("max-buffer-per-client", "64MiB", "let one client's links make the exit buffer at most `BYTES` in stream receive windows beyond each stream's first 256 KiB"),
 			&cli.DurationFlag{Name: "half-open-timeout", Value: 2 * time.Minute, Sources: env("half-open-timeout"),
 				Usage: "close a TCP flow one side has half-closed when the other carries nothing for this long"},
@@ -95,7 +95,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 			return err
 		}
 	}
-	rateLimit, err := parseBytes(cmd.String("rate-per-client"))
+	rateLimit, err := parseRate(cmd.String("rate-per-client"))
 	if err != nil {
 		return fmt.Errorf("--rate-per-client: %w: want bytes per second such as 500k, 10M or 2MiB, or 0 for no limit", err)
 	}

@@ -38,6 +38,30 @@ func parseBytes(s string) (int64, error) {
 	return int64(n * unit), nil
 }
 
+// minRate is the smallest rate limit: below it a flow would wait minutes
+// for the 64 KiB a relay buffer holds.
+const minRate = 1000
+
+// parseRate reads a rate limit in bytes per second: 0 for none, else at
+// least minRate. A rate that is not zero but rounds to it is an error, not
+// silently no limit.
+func parseRate(s string) (int64, error) {
+	n, err := parseBytes(s)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		t := strings.TrimLeft(strings.TrimSpace(s), "0.")
+		if t != "" && (t[0] >= '1' && t[0] <= '9') {
+			n = 1 // a fraction of a byte: too small, below
+		}
+	}
+	if n > 0 && n < minRate {
+		return 0, fmt.Errorf("%q is below the smallest rate, 1k (1000 bytes/s)", s)
+	}
+	return n, nil
+}
+
 // allowList is the set of client peer IDs an exit admits: those given with
 // --allow-client and those listed in --allow-clients-file.
 type allowList struct {

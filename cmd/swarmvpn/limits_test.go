@@ -28,6 +28,22 @@ func TestParseBytes(t *testing.T) {
 	}
 }
 
+func TestParseRate(t *testing.T) {
+	good := map[string]int64{"0": 0, "0k": 0, "0.0": 0, "1k": 1000, "500k": 500_000, "10M/s": 10_000_000}
+	for in, want := range good {
+		if got, err := parseRate(in); err != nil || got != want {
+			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	// A rate that is not zero but too small to be one is an error, never
+	// silently no limit.
+	for _, in := range []string{"0.5", "0.4b", "1", "999", "0.9k", "ten"} {
+		if got, err := parseRate(in); err == nil {
+			t.Errorf("parseRate(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
 func newPeerID(t *testing.T) link.PeerID {
 	t.Helper()
 	id, err := link.NewIdentity()

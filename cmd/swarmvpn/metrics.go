@@ -163,7 +163,12 @@ func exitCollector(e *exitnet.Exit) prometheus.Collector {
 		clients  = gauge("swarmvpn_exit_clients", "Clients (peer IDs) with a link open now.")
 		accepted = counter("swarmvpn_exit_links_accepted_total", "Links admitted after the handshake.")
 		refused  = counter("swarmvpn_exit_links_refused_total",
-			"Links refused, by reason: allow_list (the client is not on it), full (the exit serves as many clients as it allows), handshake (it failed).", "reason")
+			"Links refused, by reason: allow_list (the client is not on it), full (the exit serves as many clients as it allows), client_links (the client holds as many links as it may), handshake (it failed).", "reason")
+		dropped      = counter("swarmvpn_exit_links_dropped_total", "Links closed because their client was taken off the allow-list.")
+		rateBytes    = counter("swarmvpn_exit_rate_limited_bytes_total", "Bytes charged to per-client rate limits, TCP and UDP, both directions.")
+		windows      = counter("swarmvpn_exit_window_growth_refused_total", "Stream receive-window growths refused at the per-client buffer cap.")
+		bufPeak      = gauge("swarmvpn_exit_buffer_peak_bytes", "The most receive-window memory one client has reserved at once beyond its streams' initial windows.")
+		halfOpen     = counter("swarmvpn_exit_half_open_expired_total", "TCP flows closed because, after one direction ended, the other carried nothing for the half-open timeout.")
 		policy       = counter("swarmvpn_exit_policy_refusals_total", "TCP flows refused because the exit policy refuses the destination.")
 		flowsRefused = counter("swarmvpn_exit_flows_refused_total",
 			"Flows refused, by reason: flow_limit (the client holds as many flows as it may), udp_limit (as many UDP associations).", "reason")
@@ -173,16 +178,23 @@ func exitCollector(e *exitnet.Exit) prometheus.Collector {
 		inboundRef = counter("swarmvpn_exit_inbound_refused_total", "Connections to forwarded ports that the client did not take.")
 	)
 	return &snapshotCollector{
-		families: []family{links, clients, accepted, refused, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+		families: []family{links, clients, accepted, refused, dropped, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
-			s, u, f := e.Stats(), e.UDPStats(), e.ForwardStats()
+			s, u, f, l := e.Stats(), e.UDPStats(), e.ForwardStats(), e.LimitStats()
 			emit(links, float64(s.Links))
 			emit(clients, float64(s.Clients))
 			emit(accepted, float64(s.LinksAccepted))
 			emit(refused, float64(s.RefusedAllowList), "allow_list")
 			emit(refused, float64(s.RefusedFull), "full")
+			emit(refused, float64(l.LinksRefused), "client_links")
 			emit(refused, float64(s.RefusedHandshake), "handshake")
+			emit(dropped, float64(l.ClientsDropped))
+			emit(rateBytes, float64(l.RateLimitedBytes))
+			emit(windows, float64(l.WindowGrowthRefused))
+			emit(bufPeak, float64(l.BufferPeak))
+			emit(halfOpen, float64(l.HalfOpenExpired))
 			emit(policy, float64(s.PolicyRefusals))
 			emit(flowsRefused, float64(s.RefusedFlows), "flow_limit")
 			emit(flowsRefused, float64(u.RefusedTooMany), "udp_limit")
@@ -195,6 +207,7 @@ func exitCollector(e *exitnet.Exit) prometheus.Collector {
 			emit(udpDrops, float64(u.DropResolve), "resolve")
 			emit(udpDrops, float64(u.DropMalformed), "malformed")
 			emit(udpDrops, float64(u.DropSend), "send_failed")
+			emit(udpDrops, float64(u.DropRate), "rate")
 			emit(udpExpired, float64(u.ExpiredIdle))
 			emit(forwards, float64(f.Active))
 			emit(inboundRef, float64(f.Refused))
