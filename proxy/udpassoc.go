@@ -402,6 +402,7 @@ func (u *uplink) reassociate() {
 		}
 		var a Association
 		err := u.ctx.Err()
+		began := time.Now()
 		if err == nil {
 			a, err = associate(u.ctx, u.assoc)
 		}
@@ -415,7 +416,12 @@ func (u *uplink) reassociate() {
 			return
 		}
 		if err != nil {
-			u.delay(time.Now())
+			// An attempt that waited for a link to come up and found none
+			// has spent its back-off waiting already; the next one may
+			// start at once and will see the link the moment it is back.
+			if wire.StatusOf(err) != wire.StatusNetworkUnreachable || time.Since(began) < minReassocBackoff {
+				u.delay(time.Now())
+			}
 			u.mu.Unlock()
 			u.log.Debug("socks5 udp re-association failed", "err", err)
 			continue

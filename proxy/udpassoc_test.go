@@ -942,3 +942,52 @@ func BenchmarkUDPAssociate(b *testing.B) {
 		})
 	}
 }
+
+// slowNoLink answers after wait, in the test's time, that there is no link
+// (as a pool does after waiting for one), until up is set.
+type slowNoLink struct {
+	wait  time.Duration
+	up    atomic.Bool
+	calls atomic.Int32
+}
+
+func (s *slowNoLink) Associate(ctx context.Context) (Association, error) {
+	s.calls.Add(1)
+	if s.up.Load() {
+		return &fakeAssoc{closed: make(chan struct{})}, nil
+	}
+	time.Sleep(s.wait)
+	return nil, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: errLinkDown}
+}
+
+// An attempt that waited for a link and found none is followed at once by
+// the next, with no back-off: the association is back as soon as the link
+// is, not up to the longest back-off later.
+func TestUplinkNoBackoffAfterWaitingForLink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		as := &slowNoLink{wait: time.Second}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var own, total udpCounters
+		up := newUplink(ctx, as, slog.New(slog.DiscardHandler), udpCount{&own, &total})
+		up.open(&fakeAssoc{closed: make(chan struct{})})
+		<-up.ready
+		up.fail(1, errLinkDown)
+		time.Sleep(minReassocBackoff) // the first attempt, after the short back-off
+		for i := range 20 {
+			synctest.Wait()
+			if n := as.calls.Load(); n != int32(i+1) {
+				t.Fatalf("after %d s of waiting attempts: %d calls, want %d", i, n, i+1)
+			}
+			time.Sleep(as.wait)
+		}
+		as.up.Store(true) // the link is back; the attempt under way finds none
+		time.Sleep(as.wait)
+		synctest.Wait()
+		if l := up.get(); l.a == nil {
+			t.Fatal("no association right after the link came back")
+		}
+		cancel()
+		up.close()
+	})
+}
