@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -90,6 +91,23 @@ func (h *exitHandle) stop(t testing.TB) {
 	if h.err != nil {
 		t.Errorf("exit Serve: %v", h.err)
 	}
+}
+
+// restartableAddr returns a free loopback address below the kernel's
+// ephemeral ports, for an exit a test stops and starts again there: no
+// connection made meanwhile can take its port (testnet.RestartableAddr,
+// which this package's tests cannot import).
+func restartableAddr(t testing.TB) string {
+	t.Helper()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000)))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return ""
 }
 
 // startExit runs an exit on addr ("127.0.0.1:0" for a fresh port).
@@ -314,7 +332,7 @@ func TestExitAllowList(t *testing.T) {
 // reconnects by itself and new flows work.
 func TestFailClosedAndReconnect(t *testing.T) {
 	id := newIdentity(t)
-	exit := startExit(t, id, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, id, restartableAddr(t), &Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	reply := []byte("pong")
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)

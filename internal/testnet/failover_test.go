@@ -63,8 +63,8 @@ func roleOf(p *exitnet.Pool, id link.PeerID) string {
 // back again when that one dies in turn and the first has returned.
 func TestFailoverToStandby(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	a := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
-	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	a := StartExitNode(t, exitnet.ExitConfig{}, RestartableAddr(t))
+	b := StartExitNode(t, exitnet.ExitConfig{}, RestartableAddr(t))
 	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{a.Addr, b.Addr}})
 	echoVia(t, p, app.Addr)
 	WaitFor(t, "a standby link", func() bool {

@@ -2,7 +2,9 @@ package testnet
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -62,7 +64,7 @@ func Start(t testing.TB, opts Options) *Topology {
 		}
 		tp.leases = leases
 	}
-	tp.StartExit("127.0.0.1:0")
+	tp.StartExit(RestartableAddr(t))
 
 	clientID, err := link.NewIdentity()
 	if err != nil {
@@ -111,6 +113,26 @@ func serve(t testing.TB, what string, f func() error) {
 	if err := f(); err != nil {
 		t.Errorf("%s Serve: %v", what, err)
 	}
+}
+
+// RestartableAddr returns a free loopback address for a server that a test
+// stops and starts again on the same address. Its port lies below the
+// kernel's range of ephemeral ports, so no connection made meanwhile (by
+// this test or another running beside it) can take it while the server is
+// down, as one can take a port that "127.0.0.1:0" handed out.
+func RestartableAddr(t testing.TB) string {
+	t.Helper()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return addr
+	}
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return ""
 }
 
 func listen(t testing.TB) net.Listener {
