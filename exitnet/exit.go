@@ -3,6 +3,7 @@ package exitnet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -136,6 +137,18 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 	}
 	if cfg.RatePerClient < 0 || cfg.MaxBufferPerClient < 0 || cfg.HalfOpenTimeout < 0 {
 		return nil, errors.New("exit: negative rate, buffer or half-open limit")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"dial timeout", cfg.DialTimeout}, {"request timeout", cfg.RequestTimeout},
+		{"drain timeout", cfg.DrainTimeout}, {"UDP idle timeout", cfg.UDPIdleTimeout}} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("exit: negative %s %v", d.name, d.v)
+		}
+	}
+	if cfg.MaxClients < 0 || cfg.MaxStreamsPerClient < 0 || cfg.MaxUDPPerClient < 0 {
+		return nil, errors.New("exit: negative client, flow or UDP limit")
 	}
 	e := &Exit{
 		cfg:      cfg,

@@ -319,6 +319,10 @@ func TestBinaryBadInput(t *testing.T) {
 		{"socks beyond loopback", []string{"connect", "--state-dir", dir, "--exit", good, "--socks", "0.0.0.0:0"}, "--socks-user and --socks-pass"},
 		{"http beyond loopback", []string{"connect", "--state-dir", dir, "--exit", good, "--socks", "127.0.0.1:0", "--http", ":0"}, "ssh -L"},
 		{"bad rate", []string{"exit", "--state-dir", dir, "--rate-per-client", "fast"}, "--rate-per-client"},
+		{"rate below 1k", []string{"exit", "--state-dir", dir, "--rate-per-client", "0.5"}, "smallest rate"},
+		{"negative client cap", []string{"exit", "--state-dir", dir, "--max-clients", "-5"}, "--max-clients -5: want at least 1"},
+		{"zero UDP idle", []string{"exit", "--state-dir", dir, "--udp-idle", "0s"}, "--udp-idle 0s"},
+		{"negative dial timeout", []string{"exit", "--state-dir", dir, "--dial-timeout", "-1s"}, "--dial-timeout -1s"},
 		{"small buffer cap", []string{"exit", "--state-dir", dir, "--max-buffer-per-client", "1k"}, "--max-buffer-per-client"},
 	}
 	for _, tt := range tests {

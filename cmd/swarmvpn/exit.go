@@ -42,8 +42,8 @@ func exitCommand() *cli.Command {
 			stringFlag("max-buffer-per-client", "64MiB", "let one client's links make the exit buffer at most `BYTES` in stream receive windows beyond each stream's first 256 KiB"),
 			&cli.DurationFlag{Name: "half-open-timeout", Value: 2 * time.Minute, Sources: env("half-open-timeout"),
 				Usage: "close a TCP flow one side has half-closed when the other carries nothing for this long"},
-			&cli.DurationFlag{Name: "dial-timeout", Value: 0, Sources: env("dial-timeout"),
-				Usage: "bound name resolution plus connecting to a destination (default 10s)"},
+			&cli.DurationFlag{Name: "dial-timeout", Value: 10 * time.Second, Sources: env("dial-timeout"),
+				Usage: "bound name resolution plus connecting to a destination"},
 			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
 				Usage: "advertise this exit on the LAN by mDNS (--mdns=false to stay quiet)"},
 			&cli.IntFlag{Name: "max-clients", Value: 1024, Sources: env("max-clients"),
@@ -71,6 +71,16 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	log, err := newLogger(cmd)
 	if err != nil {
 		return err
+	}
+	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client"} {
+		if n := cmd.Int(name); n < 1 {
+			return fmt.Errorf("--%s %d: want at least 1", name, n)
+		}
+	}
+	for _, name := range []string{"dial-timeout", "udp-idle", "half-open-timeout", "forward-reservation"} {
+		if d := cmd.Duration(name); d <= 0 {
+			return fmt.Errorf("--%s %v: want a duration above zero, such as 30s or 5m", name, d)
+		}
 	}
 	policy := &exitnet.Policy{AllowPrivate: cmd.Bool("allow-private")}
 	for _, s := range cmd.StringSlice("rule") {
@@ -158,14 +168,14 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintln(cmd.Root().Writer, a)
 		cfg.Addrs = append(cfg.Addrs, a.Addr)
 	}
-	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
-		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil,
-		"allowed_clients", allowCount, "rate_per_client", rateLimit, "forward_ports", orNone(cmd.String("forward-ports")))
 	e, err := exitnet.NewExit(cfg)
 	if err != nil {
 		closeAll(ln, metricsLn)
 		return err
 	}
+	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
+		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil,
+		"allowed_clients", allowCount, "rate_per_client", rateLimit, "forward_ports", orNone(cmd.String("forward-ports")))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.Serve(ctx, ln) })
 	g.Go(func() error {
