@@ -135,20 +135,24 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 	if cfg.Link.Log == nil {
 		cfg.Link.Log = cfg.Log
 	}
-	if cfg.RatePerClient < 0 || cfg.MaxBufferPerClient < 0 || cfg.HalfOpenTimeout < 0 {
-		return nil, errors.New("exit: negative rate, buffer or half-open limit")
-	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"dial timeout", cfg.DialTimeout}, {"request timeout", cfg.RequestTimeout},
-		{"drain timeout", cfg.DrainTimeout}, {"UDP idle timeout", cfg.UDPIdleTimeout}} {
+	}{{"dial timeout", cfg.DialTimeout}, {"request timeout", cfg.RequestTimeout}, {"drain timeout", cfg.DrainTimeout},
+		{"UDP idle timeout", cfg.UDPIdleTimeout}, {"half-open timeout", cfg.HalfOpenTimeout}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("exit: negative %s %v", d.name, d.v)
 		}
 	}
-	if cfg.MaxClients < 0 || cfg.MaxStreamsPerClient < 0 || cfg.MaxUDPPerClient < 0 {
-		return nil, errors.New("exit: negative client, flow or UDP limit")
+	for _, l := range []struct {
+		name string
+		n    int64
+	}{{"rate per client", cfg.RatePerClient}, {"buffer per client", cfg.MaxBufferPerClient},
+		{"client cap", int64(cfg.MaxClients)}, {"flow cap", int64(cfg.MaxStreamsPerClient)},
+		{"UDP association cap", int64(cfg.MaxUDPPerClient)}} {
+		if l.n < 0 {
+			return nil, fmt.Errorf("exit: negative %s %d", l.name, l.n)
+		}
 	}
 	e := &Exit{
 		cfg:      cfg,
@@ -476,12 +480,6 @@ func (e *Exit) refuseStream(st *yamux.Stream) {
 		respond(st, wire.Response{Status: wire.StatusNotAllowed})
 	}
 	st.Close()
-}
-
-// Refused counts links refused for the client cap and flows refused for
-// the per-client stream cap.
-func (e *Exit) Refused() (clients, streams uint64) {
-	return e.refusedClients.Load(), e.refusedStreams.Load()
 }
 
 func respond(st *yamux.Stream, resp wire.Response) error {

@@ -159,8 +159,20 @@ func startPool(t testing.TB, exit link.ExitAddr) *Pool {
 // startPoolAs runs a pool with identity id, linked to exit.
 func startPoolAs(t testing.TB, id *link.Identity, exit link.ExitAddr) *Pool {
 	t.Helper()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit},
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 10 * time.Second})
+	return runPool(t, PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}})
+}
+
+// runPool runs a pool with cfg until the test ends, with short back-offs
+// and a 10 s wait for a link where cfg leaves them out.
+func runPool(t testing.TB, cfg PoolConfig) *Pool {
+	t.Helper()
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	}
+	if cfg.DialWait == 0 {
+		cfg.DialWait = 10 * time.Second
+	}
+	p, err := NewPool(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +449,7 @@ func TestExitLimits(t *testing.T) {
 	if _, _, err := second.dial(t.Context(), addr); err == nil {
 		t.Fatal("a second client got a link from an exit capped at one")
 	}
-	if clients, streams := e.Refused(); clients != 1 || streams < 1 {
-		t.Fatalf("refused: %d clients, %d streams", clients, streams)
+	if st := e.Stats(); st.RefusedFull != 1 || st.RefusedFlows < 1 {
+		t.Fatalf("refused: %d clients, %d streams", st.RefusedFull, st.RefusedFlows)
 	}
 }

@@ -216,15 +216,7 @@ func (f *flowConn) CloseWrite() error {
 
 // Reset passes an aborted flow on to this side, for relay.Splice: a stream
 // is reset, a TCP connection sends a reset when it closes.
-func (f *flowConn) Reset() error {
-	switch c := f.Conn.(type) {
-	case interface{ Reset() error }:
-		return c.Reset()
-	case interface{ SetLinger(int) error }:
-		return c.SetLinger(0)
-	}
-	return errors.ErrUnsupported
-}
+func (f *flowConn) Reset() error { return relay.Reset(f.Conn) }
 
 func (f *flowConn) Close() error {
 	if f.cancel != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -112,9 +111,6 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	maxBuffer, err := parseBytes(cmd.String("max-buffer-per-client"))
 	if err != nil || maxBuffer < 1<<20 {
 		return fmt.Errorf("--max-buffer-per-client %q: want an amount of at least 1MiB, such as 64MiB", cmd.String("max-buffer-per-client"))
-	}
-	if cmd.Duration("half-open-timeout") < 0 {
-		return errors.New("--half-open-timeout: want a positive duration such as 2m")
 	}
 	id, err := identity(cmd, "exit", log)
 	if err != nil {

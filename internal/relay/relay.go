@@ -60,8 +60,8 @@ func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
 		once.Do(func() {
 			r.Err = err
 			if err != nil {
-				reset(a)
-				reset(b)
+				Reset(a)
+				Reset(b)
 			}
 			a.Close()
 			b.Close()
@@ -143,13 +143,17 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error)) int64 
 	return total
 }
 
-// reset ends c as aborted, so that its far end stops at once instead of
-// waiting for the rest of a flow that will never come.
-func reset(c net.Conn) {
+// Reset marks c as aborted, so that its far end stops at once instead of
+// waiting for the rest of a flow that will never come: a multiplexed
+// stream (a Reset method) is reset, a TCP connection (SetLinger) sends a
+// reset when it closes. It returns errors.ErrUnsupported for any other
+// conn, which can only be closed.
+func Reset(c net.Conn) error {
 	switch c := c.(type) {
 	case interface{ Reset() error }:
-		c.Reset()
+		return c.Reset()
 	case interface{ SetLinger(sec int) error }:
-		c.SetLinger(0)
+		return c.SetLinger(0)
 	}
+	return errors.ErrUnsupported
 }
