@@ -291,17 +291,10 @@ func TestSecurityAllowList(t *testing.T) {
 	allowed := newIdentity(t)
 	exit := serveExit(t, ExitConfig{Policy: &Policy{AllowPrivate: true},
 		Allow: func(id link.PeerID) bool { return id == allowed.ID() }})
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit.addr},
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, DialWait: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	p := runPool(t, PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit.addr},
+		DialWait: 300 * time.Millisecond})
 
-	_, err = p.DialContext(t.Context(), "tcp", "127.0.0.1:"+tg.port())
+	_, err := p.DialContext(t.Context(), "tcp", "127.0.0.1:"+tg.port())
 	if !errors.Is(err, ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
 		t.Fatalf("flow from a client off the allow-list: %v, want no exit", err)
 	}

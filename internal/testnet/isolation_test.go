@@ -1,7 +1,6 @@
 package testnet
 
 import (
-	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -28,16 +27,9 @@ func TestIsolationForwardedPort(t *testing.T) {
 
 	portsB := make(chan uint16, 4)
 	idB, _ := link.NewIdentity()
-	pb, err := exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: idB}, Exits: []link.ExitAddr{tp.ExitAddr},
+	runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: idB}, Exits: []link.ExitAddr{tp.ExitAddr},
 		Forward: true, ForwardPort: portA, OnPort: func(p uint16) { portsB <- p },
-		Inbound: portfwd.Target{Addr: appB.Addr}.Dial, DialWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { pb.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+		Inbound: portfwd.Target{Addr: appB.Addr}.Dial})
 	portB := waitPort(t, portsB)
 	if portB == portA {
 		t.Fatalf("the second client was lent the first client's port %d", portA)
