@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 	"golang.org/x/time/rate"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -25,7 +26,7 @@ type ExitConfig struct {
 	Link link.Config
 	// Policy decides which destinations the exit dials. Nil means the
 	// default policy.
-	Policy *Policy
+	Policy *policy.Policy
 	// Allow, when set, admits only the client peer IDs it returns true for.
 	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool
@@ -81,7 +82,7 @@ type ExitConfig struct {
 // Exit accepts links from clients and carries their flows.
 type Exit struct {
 	cfg    ExitConfig
-	policy *Policy
+	policy *policy.Policy
 	log    *slog.Logger
 	dialer net.Dialer
 
@@ -169,7 +170,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 		e.names.resolver = net.DefaultResolver
 	}
 	if e.policy == nil {
-		e.policy = &Policy{}
+		e.policy = &policy.Policy{}
 	}
 	e.dialer = net.Dialer{
 		Timeout:  orDefault(cfg.DialTimeout, 10*time.Second),

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -111,9 +112,9 @@ func restartableAddr(t testing.TB) string {
 }
 
 // startExit runs an exit on addr ("127.0.0.1:0" for a fresh port).
-func startExit(t testing.TB, id *link.Identity, addr string, policy *Policy) *exitHandle {
+func startExit(t testing.TB, id *link.Identity, addr string, pol *policy.Policy) *exitHandle {
 	t.Helper()
-	return serveExitOn(t, ExitConfig{Link: link.Config{Identity: id}, Policy: policy}, addr)
+	return serveExitOn(t, ExitConfig{Link: link.Config{Identity: id}, Policy: pol}, addr)
 }
 
 // serveExit runs an exit with cfg on a fresh loopback port.
@@ -233,7 +234,7 @@ func randBytes(n int) []byte {
 }
 
 func TestFlowsReachTargets(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	payload, reply := randBytes(4<<20), randBytes(3<<20)
 
@@ -270,7 +271,7 @@ func TestExitPolicyRefusals(t *testing.T) {
 }
 
 func TestExitStatusCodes(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()
@@ -295,7 +296,7 @@ func TestExitStatusCodes(t *testing.T) {
 }
 
 func TestPoolRefusesWrongExit(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	impostor := exit.addr
 	impostor.ID = newIdentity(t).ID()
@@ -322,7 +323,7 @@ func TestPoolRefusesWrongExit(t *testing.T) {
 
 func TestExitAllowList(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &Policy{AllowPrivate: true},
+	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		Allow: func(link.PeerID) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +345,7 @@ func TestExitAllowList(t *testing.T) {
 // reconnects by itself and new flows work.
 func TestFailClosedAndReconnect(t *testing.T) {
 	id := newIdentity(t)
-	exit := startExit(t, id, restartableAddr(t), &Policy{AllowPrivate: true})
+	exit := startExit(t, id, restartableAddr(t), &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	reply := []byte("pong")
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
@@ -364,7 +365,7 @@ func TestFailClosedAndReconnect(t *testing.T) {
 		t.Fatalf("target saw %d connections, want only the one made through the exit", n)
 	}
 
-	startExit(t, id, exit.addr.Addr, &Policy{AllowPrivate: true})
+	startExit(t, id, exit.addr.Addr, &policy.Policy{AllowPrivate: true})
 	roundTrip(t, pool, dst, []byte("ping again"), reply) // waits for the new link
 	if st := pool.Status(); st.State != StateUp {
 		t.Fatalf("pool state %v after reconnect", st.State)
@@ -372,7 +373,7 @@ func TestFailClosedAndReconnect(t *testing.T) {
 }
 
 func TestThousandConcurrentFlows(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", []byte("ok"))
 	dst := "127.0.0.1:" + tg.port()
@@ -407,7 +408,7 @@ func TestThousandConcurrentFlows(t *testing.T) {
 // extra flows, and a client beyond the exit's client cap gets no link.
 func TestExitLimits(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &Policy{AllowPrivate: true},
+	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		MaxClients: 1, MaxStreamsPerClient: 3})
 	if err != nil {
 		t.Fatal(err)

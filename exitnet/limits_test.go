@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -24,7 +25,7 @@ import (
 func startExitWith(t *testing.T, cfg ExitConfig) *exitHandle {
 	t.Helper()
 	if cfg.Policy == nil {
-		cfg.Policy = &Policy{AllowPrivate: true}
+		cfg.Policy = &policy.Policy{AllowPrivate: true}
 	}
 	return serveExit(t, cfg)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -200,7 +201,7 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 
 	// The control: an exit that may reach loopback connects to each
 	// loopback listener, by address and by name.
-	lab := serveExit(t, ExitConfig{Policy: &Policy{AllowPrivate: true}, Resolver: fd.resolver()})
+	lab := serveExit(t, ExitConfig{Policy: &policy.Policy{AllowPrivate: true}, Resolver: fd.resolver()})
 	labPool := startPool(t, lab.addr)
 	reached := 0
 	for _, d := range dsts {
@@ -289,7 +290,7 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 func TestSecurityAllowList(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	allowed := newIdentity(t)
-	exit := serveExit(t, ExitConfig{Policy: &Policy{AllowPrivate: true},
+	exit := serveExit(t, ExitConfig{Policy: &policy.Policy{AllowPrivate: true},
 		Allow: func(id link.PeerID) bool { return id == allowed.ID() }})
 	p := runPool(t, PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit.addr},
 		DialWait: 300 * time.Millisecond})

@@ -6,6 +6,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -13,7 +14,7 @@ import (
 // TestStatsCountFlowsAndBytes carries a known set of flows and compares
 // both ends' counters with it.
 func TestStatsCountFlowsAndBytes(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	payload, reply := randBytes(300<<10), randBytes(200<<10)
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
@@ -64,7 +65,7 @@ func TestStatsCountFlowsAndBytes(t *testing.T) {
 // handshake, each under its own reason.
 func TestStatsLinkRefusals(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &Policy{AllowPrivate: true},
+	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		Allow: func(link.PeerID) bool { return false }})
 	if err != nil {
 		t.Fatal(err)

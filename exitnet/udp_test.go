@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -79,7 +80,7 @@ func associate(t *testing.T, p *Pool) *Association {
 }
 
 func TestUDPEcho(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	a := associate(t, pool)
 	if a.Port == 0 {
@@ -123,7 +124,7 @@ func TestUDPEcho(t *testing.T) {
 // TestUDPFullCone: a party the client never sent to reaches it through the
 // association's exit-side port.
 func TestUDPFullCone(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	a := associate(t, pool)
 	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -159,7 +160,7 @@ func openFDs(t *testing.T) int {
 // TestUDPOneSocketManyDestinations: a thousand destinations cost the exit
 // one socket, and closing the association frees it.
 func TestUDPOneSocketManyDestinations(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	e := exit.exit
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
@@ -220,8 +221,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestUDPPolicy: refused datagrams are dropped and counted, never sent.
 func TestUDPPolicy(t *testing.T) {
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
-	allow, _ := ParseRule(fmt.Sprintf("allow 127.0.0.1/32 %d", udpAddrOf(echo).Port()))
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{Rules: []Rule{allow}})
+	allow, _ := policy.ParseRule(fmt.Sprintf("allow 127.0.0.1/32 %d", udpAddrOf(echo).Port()))
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{Rules: []policy.Rule{allow}})
 	pool := startPool(t, exit.addr)
 	a := associate(t, pool)
 	trap, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -254,7 +255,7 @@ func TestUDPPolicy(t *testing.T) {
 }
 
 func TestUDPMalformedFramesDropped(t *testing.T) {
-	exit := startExit(t, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 	pool := startPool(t, exit.addr)
 	a := associate(t, pool)
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
@@ -275,7 +276,7 @@ func TestUDPMalformedFramesDropped(t *testing.T) {
 
 func TestUDPCapAndIdleExpiry(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &Policy{AllowPrivate: true},
+	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		MaxUDPPerClient: 2, UDPIdleTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +312,7 @@ func TestUDPCapAndIdleExpiry(t *testing.T) {
 func BenchmarkUDPAssociation(b *testing.B) {
 	for _, size := range []int{100, 1400} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			exit := startExit(b, nil, "127.0.0.1:0", &Policy{AllowPrivate: true})
+			exit := startExit(b, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
 			pool := startPool(b, exit.addr)
 			a, err := pool.Associate(b.Context())
 			if err != nil {

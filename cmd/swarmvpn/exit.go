@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 )
@@ -81,13 +82,13 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 			return fmt.Errorf("--%s %v: want a duration above zero, such as 30s or 5m", name, d)
 		}
 	}
-	policy := &exitnet.Policy{AllowPrivate: cmd.Bool("allow-private")}
+	pol := &policy.Policy{AllowPrivate: cmd.Bool("allow-private")}
 	for _, s := range cmd.StringSlice("rule") {
-		r, err := exitnet.ParseRule(s)
+		r, err := policy.ParseRule(s)
 		if err != nil {
 			return fmt.Errorf("--rule: %w", err)
 		}
-		policy.Rules = append(policy.Rules, r)
+		pol.Rules = append(pol.Rules, r)
 	}
 	allowed := &allowList{static: map[link.PeerID]bool{}, file: cmd.String("allow-clients-file")}
 	for _, s := range cmd.StringSlice("allow-client") {
@@ -122,7 +123,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	cfg := exitnet.ExitConfig{
 		Link:        link.Config{Identity: id, Log: log},
-		Policy:      policy,
+		Policy:      pol,
 		Allow:       allow,
 		DialTimeout: cmd.Duration("dial-timeout"),
 		Ports:       ports,
@@ -170,7 +171,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
-		"allow_private", policy.AllowPrivate, "rules", len(policy.Rules), "allow_list", allow != nil,
+		"allow_private", pol.AllowPrivate, "rules", len(pol.Rules), "allow_list", allow != nil,
 		"allowed_clients", allowCount, "rate_per_client", rateLimit, "forward_ports", orNone(cmd.String("forward-ports")))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.Serve(ctx, ln) })
@@ -268,7 +269,7 @@ func forwardLeases(cmd *cli.Command) (exitnet.PortLender, error) {
 	if spec == "" {
 		return nil, nil
 	}
-	r, err := exitnet.ParsePortRange(spec)
+	r, err := policy.ParsePortRange(spec)
 	if err != nil || r.Lo == 0 {
 		return nil, fmt.Errorf("--forward-ports %q: want a range such as 40000-40999", spec)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
@@ -50,8 +51,8 @@ func TestPeerExchange(t *testing.T) {
 // before sending anything through it.
 func TestUnsuitableExitSkipped(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	deny, _ := exitnet.ParseRule("deny 0.0.0.0/0 6881-6889")
-	blocked := StartExitNode(t, exitnet.ExitConfig{Policy: &exitnet.Policy{AllowPrivate: true, Rules: []exitnet.Rule{deny}}}, "127.0.0.1:0")
+	deny, _ := policy.ParseRule("deny 0.0.0.0/0 6881-6889")
+	blocked := StartExitNode(t, exitnet.ExitConfig{Policy: &policy.Policy{AllowPrivate: true, Rules: []policy.Rule{deny}}}, "127.0.0.1:0")
 	good := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
 	needP2P := func(d exitnet.Descriptor) error {
 		if !d.P2P {

@@ -15,10 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/swarmvpn/swarmvpn/exitnet"
 )
 
 func TestMain(m *testing.M) {
@@ -193,7 +192,7 @@ func portOf(a net.Addr) string {
 // TestPolicyRefusalsReachTheApp: every refusal at the exit arrives as the
 // right SOCKS5 reply, and the target never sees a connection.
 func TestPolicyRefusalsReachTheApp(t *testing.T) {
-	tp := Start(t, Options{Policy: &exitnet.Policy{}}) // default policy
+	tp := Start(t, Options{Policy: &policy.Policy{}}) // default policy
 	tg := StartTarget(t, "127.0.0.1:0", Echo)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()

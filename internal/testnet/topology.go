@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 	"github.com/swarmvpn/swarmvpn/proxy"
@@ -20,7 +21,7 @@ import (
 type Options struct {
 	// Policy is the exit's policy; nil means the default policy with
 	// AllowPrivate, so loopback targets are reachable.
-	Policy *exitnet.Policy
+	Policy *policy.Policy
 	// ForwardPorts, when set, makes the exit lend ports of this range and
 	// the client ask for one, forwarding inbound connections to
 	// ForwardTarget.
@@ -50,7 +51,7 @@ type Topology struct {
 func Start(t testing.TB, opts Options) *Topology {
 	t.Helper()
 	if opts.Policy == nil {
-		opts.Policy = &exitnet.Policy{AllowPrivate: true}
+		opts.Policy = &policy.Policy{AllowPrivate: true}
 	}
 	exitID, err := link.NewIdentity()
 	if err != nil {
@@ -194,7 +195,7 @@ func StartExitNode(t testing.TB, cfg exitnet.ExitConfig, addr string) *ExitNode 
 		cfg.Link.Identity = id
 	}
 	if cfg.Policy == nil {
-		cfg.Policy = &exitnet.Policy{AllowPrivate: true}
+		cfg.Policy = &policy.Policy{AllowPrivate: true}
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = LoopbackResolver()
