@@ -4,26 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 const (
-	// descriptorLifetime is how long a descriptor the exit signs is valid:
-	// a client that kept it can still start from it the next day.
-	descriptorLifetime = 24 * time.Hour
 	// descriptorRefresh is how often the exit signs a fresh one, so that
 	// the load and free ports it reports stay current.
 	descriptorRefresh = 10 * time.Minute
-	// maxKnownExits bounds the descriptors of other exits an exit keeps
-	// and passes on.
-	maxKnownExits = 64
 	// defaultCapacity is the client count an exit calls fully loaded when
 	// its config says nothing.
 	defaultCapacity = 256
@@ -32,25 +26,18 @@ const (
 // ErrUnsuitable wraps why the pool will not use an exit.
 var ErrUnsuitable = errors.New("exit unsuitable")
 
-// Known is a verified descriptor of an exit, with the bytes that were
-// signed, so it can be kept and passed on.
-type Known struct {
-	Desc   Descriptor
-	Signed SignedDescriptor
-}
-
 // descriptors is the exit's own signed descriptor and those of the other
 // exits it knows.
 type descriptors struct {
 	mu     sync.Mutex
-	own    SignedDescriptor
+	own    discovery.SignedDescriptor
 	signed time.Time
-	known  map[link.PeerID]SignedDescriptor
+	known  map[link.PeerID]discovery.SignedDescriptor
 }
 
 // Descriptor returns the exit's signed descriptor, signing a fresh one
 // every descriptorRefresh.
-func (e *Exit) Descriptor() (SignedDescriptor, error) {
+func (e *Exit) Descriptor() (discovery.SignedDescriptor, error) {
 	e.desc.mu.Lock()
 	defer e.desc.mu.Unlock()
 	now := time.Now()
@@ -60,14 +47,14 @@ func (e *Exit) Descriptor() (SignedDescriptor, error) {
 	d := e.describe(now)
 	s, err := d.Sign(e.cfg.Link.Identity)
 	if err != nil {
-		return SignedDescriptor{}, err
+		return discovery.SignedDescriptor{}, err
 	}
 	e.desc.own, e.desc.signed = s, now
 	return s, nil
 }
 
 // describe says what the exit offers now.
-func (e *Exit) describe(now time.Time) Descriptor {
+func (e *Exit) describe(now time.Time) discovery.Descriptor {
 	capacity := e.cfg.Capacity
 	if capacity <= 0 {
 		capacity = defaultCapacity
@@ -75,7 +62,7 @@ func (e *Exit) describe(now time.Time) Descriptor {
 	e.mu.Lock()
 	clients := len(e.clients)
 	e.mu.Unlock()
-	d := Descriptor{
+	d := discovery.Descriptor{
 		ID:              e.cfg.Link.Identity.ID(),
 		Addrs:           e.cfg.Addrs,
 		TCP:             true,
@@ -87,7 +74,7 @@ func (e *Exit) describe(now time.Time) Descriptor {
 		Policy:          e.policy.Summary(),
 		Version:         e.cfg.Version,
 		IssuedAt:        now,
-		Expires:         now.Add(descriptorLifetime),
+		Expires:         now.Add(discovery.Lifetime),
 	}
 	if e.cfg.Ports != nil {
 		d.Forward, d.FreePorts = true, e.cfg.Ports.Free()
@@ -97,7 +84,7 @@ func (e *Exit) describe(now time.Time) Descriptor {
 
 // Learn keeps another exit's descriptor to pass on to clients. It verifies
 // it first; a newer descriptor of the same exit replaces the older.
-func (e *Exit) Learn(s SignedDescriptor) error {
+func (e *Exit) Learn(s discovery.SignedDescriptor) error {
 	d, err := s.Verify(link.PeerID{}, time.Now())
 	if err != nil {
 		return err
@@ -108,7 +95,7 @@ func (e *Exit) Learn(s SignedDescriptor) error {
 	e.desc.mu.Lock()
 	defer e.desc.mu.Unlock()
 	if e.desc.known == nil {
-		e.desc.known = make(map[link.PeerID]SignedDescriptor)
+		e.desc.known = make(map[link.PeerID]discovery.SignedDescriptor)
 	}
 	now := time.Now()
 	for id, k := range e.desc.known { // drop the expired
@@ -116,8 +103,8 @@ func (e *Exit) Learn(s SignedDescriptor) error {
 			delete(e.desc.known, id)
 		}
 	}
-	if _, ok := e.desc.known[d.ID]; !ok && len(e.desc.known) >= maxKnownExits {
-		return fmt.Errorf("exit already knows %d others", maxKnownExits)
+	if _, ok := e.desc.known[d.ID]; !ok && len(e.desc.known) >= discovery.MaxKnown {
+		return fmt.Errorf("exit already knows %d others", discovery.MaxKnown)
 	}
 	e.desc.known[d.ID] = s
 	return nil
@@ -136,7 +123,7 @@ func (e *Exit) serveDescriptors(st *yamux.Stream) {
 		return
 	}
 	e.desc.mu.Lock()
-	all := make([]SignedDescriptor, 0, 1+len(e.desc.known))
+	all := make([]discovery.SignedDescriptor, 0, 1+len(e.desc.known))
 	all = append(all, own)
 	for _, k := range e.desc.known {
 		all = append(all, k)
@@ -156,43 +143,13 @@ func (e *Exit) serveDescriptors(st *yamux.Stream) {
 // descriptor and the ones it knows. The first must be the exit's own,
 // verified against want; the others are verified on their own and those
 // that fail are dropped (and counted by the caller through len).
-func fetchDescriptors(ctx context.Context, sess *link.Session, want link.PeerID) (own Descriptor, others []Known, dropped int, err error) {
+func fetchDescriptors(ctx context.Context, sess *link.Session, want link.PeerID) (own discovery.Descriptor, others []discovery.Known, dropped int, err error) {
 	st, err := requestDescriptors(ctx, sess)
 	if err != nil {
-		return Descriptor{}, nil, 0, err
+		return discovery.Descriptor{}, nil, 0, err
 	}
 	defer st.Close()
-	return readDescriptors(st, want, time.Now())
-}
-
-// readDescriptors reads an exit's answer to a descriptor request, the
-// bytes after the response header: its own descriptor, verified against
-// want, then at most maxKnownExits others, each verified on its own.
-func readDescriptors(r io.Reader, want link.PeerID, now time.Time) (own Descriptor, others []Known, dropped int, err error) {
-	first, err := ReadSignedDescriptor(r)
-	if err != nil {
-		return Descriptor{}, nil, 0, err
-	}
-	if own, err = first.Verify(want, now); err != nil {
-		return Descriptor{}, nil, 0, err
-	}
-	for range maxKnownExits {
-		s, err := ReadSignedDescriptor(r)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			dropped++
-			break // the stream is out of step: stop reading it
-		}
-		d, err := s.Verify(link.PeerID{}, now)
-		if err != nil || d.ID == want || len(d.Addrs) == 0 {
-			dropped++
-			continue
-		}
-		others = append(others, Known{Desc: d, Signed: s})
-	}
-	return own, others, dropped, nil
+	return discovery.ReadReply(st, want, time.Now())
 }
 
 // requestDescriptors asks the exit at the other end of sess for
@@ -216,25 +173,25 @@ func requestDescriptors(ctx context.Context, sess *link.Session) (*yamux.Stream,
 
 // FetchDescriptor links to exit, reads its own verified descriptor and
 // closes the link: how an exit learns of the exits its operator names.
-func FetchDescriptor(ctx context.Context, cfg link.Config, exit link.ExitAddr) (SignedDescriptor, error) {
+func FetchDescriptor(ctx context.Context, cfg link.Config, exit link.ExitAddr) (discovery.SignedDescriptor, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	sess, err := link.Dial(ctx, cfg, exit)
 	if err != nil {
-		return SignedDescriptor{}, err
+		return discovery.SignedDescriptor{}, err
 	}
 	defer sess.Close()
 	st, err := requestDescriptors(ctx, sess)
 	if err != nil {
-		return SignedDescriptor{}, err
+		return discovery.SignedDescriptor{}, err
 	}
 	defer st.Close()
-	s, err := ReadSignedDescriptor(st)
+	s, err := discovery.ReadSignedDescriptor(st)
 	if err != nil {
-		return SignedDescriptor{}, err
+		return discovery.SignedDescriptor{}, err
 	}
 	if _, err := s.Verify(exit.ID, time.Now()); err != nil {
-		return SignedDescriptor{}, err
+		return discovery.SignedDescriptor{}, err
 	}
 	return s, nil
 }

@@ -15,15 +15,9 @@ import (
 
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
-)
-
-// Where the pool learned of an exit.
-const (
-	SourceStatic   = "static"   // named by the user
-	SourceMDNS     = "mdns"     // seen on the LAN
-	SourceExchange = "exchange" // passed on by another exit
 )
 
 // Roles of a candidate's link.
@@ -49,7 +43,7 @@ const reselectMargin = 20 * time.Millisecond
 // changes the link fields.
 type candidate struct {
 	exit     link.ExitAddr
-	source   string
+	source   discovery.Source
 	added    time.Time
 	order    int
 	rtt      time.Duration // from the last link's first ping
@@ -57,7 +51,7 @@ type candidate struct {
 	nextTry  time.Time
 	lastErr  string
 
-	desc    *Descriptor // from the last link, verified
+	desc    *discovery.Descriptor // from the last link, verified
 	dialing bool
 	sess    *link.Session
 	role    string // RoleActive, RoleStandby or "" (linked but spare, or not linked)
@@ -67,7 +61,7 @@ type candidate struct {
 // ExitInfo describes a known exit, for `swarmvpn peers`.
 type ExitInfo struct {
 	Exit    link.ExitAddr
-	Source  string
+	Source  discovery.Source
 	Role    string // active, standby, or empty
 	RTT     time.Duration
 	Age     time.Duration // since the pool learned of it
@@ -80,7 +74,7 @@ type ExitInfo struct {
 
 // AddExit tells the pool of an exit. An exit it already knows keeps its
 // state (and its first source).
-func (p *Pool) AddExit(e link.ExitAddr, source string) {
+func (p *Pool) AddExit(e link.ExitAddr, source discovery.Source) {
 	p.mu.Lock()
 	if c, ok := p.cands[e.ID]; ok {
 		if c.sess == nil && !c.dialing {
@@ -133,13 +127,13 @@ func (p *Pool) nudge() {
 // linkEvent reports the end of a dial or of a link to Run.
 type linkEvent struct {
 	c      *candidate
-	sess   *link.Session // the new link; nil when err is set or down
-	rtt    time.Duration // the new link's first ping
-	desc   Descriptor    // the new link's exit, verified
-	others []Known       // exits it told of
-	unfit  bool          // err says the exit is unsuitable
-	err    error         // why the dial failed
-	down   *link.Session // this link closed
+	sess   *link.Session        // the new link; nil when err is set or down
+	rtt    time.Duration        // the new link's first ping
+	desc   discovery.Descriptor // the new link's exit, verified
+	others []discovery.Known    // exits it told of
+	unfit  bool                 // err says the exit is unsuitable
+	err    error                // why the dial failed
+	down   *link.Session        // this link closed
 }
 
 // Run keeps the best exit linked and a second one on standby until ctx is
@@ -399,7 +393,7 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 }
 
 // learnLocked adds the exits a linked exit told of.
-func (p *Pool) learnLocked(known []Known) {
+func (p *Pool) learnLocked(known []discovery.Known) {
 	if len(known) == 0 {
 		return
 	}
@@ -409,7 +403,7 @@ func (p *Pool) learnLocked(known []Known) {
 		}
 		p.order++
 		p.cands[k.Desc.ID] = &candidate{exit: link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]},
-			source: SourceExchange, added: time.Now(), order: p.order, desc: &k.Desc}
+			source: discovery.SourceExchange, added: time.Now(), order: p.order, desc: &k.Desc}
 	}
 	if p.cfg.OnLearn != nil {
 		p.cfg.OnLearn(known)

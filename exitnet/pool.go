@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -53,13 +54,13 @@ type PoolConfig struct {
 	// Require, when set, judges each exit's verified descriptor before the
 	// link carries anything; an error makes the pool pass the exit over
 	// (for UnsuitableRetry) and says why.
-	Require func(Descriptor) error
+	Require func(discovery.Descriptor) error
 	// UnsuitableRetry is how long an unsuitable exit is passed over before
 	// its descriptor is checked again. Default 10m.
 	UnsuitableRetry time.Duration
 	// OnLearn is called from Run with the exits that linked exits told the
 	// pool of (verified), e.g. to keep them for the next start.
-	OnLearn func([]Known)
+	OnLearn func([]discovery.Known)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 }
@@ -122,7 +123,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		cands:   make(map[link.PeerID]*candidate),
 	}
 	for _, e := range cfg.Exits {
-		p.AddExit(e, SourceStatic)
+		p.AddExit(e, discovery.SourceStatic)
 	}
 	return p, nil
 }

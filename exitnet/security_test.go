@@ -16,6 +16,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/nstest"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -187,7 +188,7 @@ func portFor(ports map[netip.Addr]uint16, ip netip.Addr) uint16 {
 // It runs in a network namespace of its own with nothing but loopback, so
 // that a policy that failed would reach no private network either.
 func TestSecurityDefaultPolicyRefuses(t *testing.T) {
-	if !inNetns(t, "link set lo up") {
+	if !nstest.Isolated(t, "link set lo up") {
 		return
 	}
 	dsts := refusedDsts()

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 	"github.com/swarmvpn/swarmvpn/proxy"
@@ -64,8 +65,8 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	cache := &exitCache{path: filepath.Join(dir, "exits.json"), log: log}
-	cached := cache.load()
+	cache := &discovery.Cache{Path: filepath.Join(dir, "exits.json"), Log: log}
+	cached := cache.Load()
 	if len(exits) == 0 && len(cached) == 0 && !cmd.Bool("mdns") {
 		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS on to find exits on the LAN")
 	}
@@ -89,7 +90,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	}
 	ports := make(chan uint16, 1)
 	pc := exitnet.PoolConfig{Link: link.Config{Identity: id, Log: log}, Exits: exits, Log: log,
-		Require: requireP2P, OnLearn: cache.add}
+		Require: requireP2P, OnLearn: cache.Add}
 	var pool *exitnet.Pool
 	if fwd := cmd.String("forward"); fwd != "off" {
 		target, err := forwardTarget(fwd, func() uint16 { return pool.Status().ForwardedPort })
@@ -100,7 +101,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		if fwd != "auto" || pc.ForwardPort != 0 {
 			// The user asked for forwarding in so many words: an exit that
 			// lends no port is no use. With "auto" it is only preferred.
-			pc.Require = func(d exitnet.Descriptor) error {
+			pc.Require = func(d discovery.Descriptor) error {
 				if err := requireP2P(d); err != nil {
 					return err
 				}
@@ -118,7 +119,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	for _, k := range cached {
-		pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, exitnet.SourceExchange)
+		pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, discovery.SourceCache)
 	}
 	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool, Associator: associator{pool}, Username: user, Password: pass, Log: log})
 	if err != nil {
@@ -169,8 +170,8 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if cmd.Bool("mdns") {
 		g.Go(func() error {
 			warned := false
-			exitnet.Browse(ctx, 0, func(f exitnet.Found) { pool.AddExit(f.Exit, exitnet.SourceMDNS) }, func(err error) {
-				if !warned && !errors.Is(err, exitnet.ErrBadAnswer) {
+			discovery.Browse(ctx, 0, func(f discovery.Found) { pool.AddExit(f.Exit, discovery.SourceMDNS) }, func(err error) {
+				if !warned && !errors.Is(err, discovery.ErrBadAnswer) {
 					warned = true
 					log.Warn("cannot look for exits on the LAN (mDNS unavailable)", "err", err)
 				}
@@ -296,7 +297,7 @@ func latest(ch chan uint16, v uint16) {
 
 // requireP2P refuses exits that do not carry BitTorrent: what a torrent
 // client needs above all, and what other networks' exits drop silently.
-func requireP2P(d exitnet.Descriptor) error {
+func requireP2P(d discovery.Descriptor) error {
 	if !d.P2P || !d.TCP || !d.UDP {
 		return fmt.Errorf("does not carry BitTorrent (tcp %v, udp %v, p2p %v; policy: %s)", d.TCP, d.UDP, d.P2P, d.Policy)
 	}
@@ -321,7 +322,7 @@ func clientReport(c client, peer, socks, http string) statusReport {
 		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
 	}
 	for _, e := range pool.Exits() {
-		er := exitReport{Exit: e.Exit.String(), Source: e.Source, Role: e.Role, Caps: e.Caps, Load: e.Load,
+		er := exitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: e.Role, Caps: e.Caps, Load: e.Load,
 			Age: e.Age.String(), LastError: e.LastErr}
 		if e.RTT > 0 {
 			er.RTT = e.RTT.Round(time.Microsecond).String()

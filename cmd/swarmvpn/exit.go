@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
@@ -236,7 +237,7 @@ func advertise(ctx context.Context, e *exitnet.Exit, id *link.Identity, ln *net.
 	if !ln.IP.IsUnspecified() {
 		ips = []net.IP{ln.IP}
 	}
-	if err := exitnet.Advertise(ctx, id.ID(), ln.Port, ips, desc.Caps(), d.Digest()); err != nil {
+	if err := discovery.Advertise(ctx, id.ID(), ln.Port, ips, desc.Caps(), d.Digest()); err != nil {
 		log.Warn("not advertising on the LAN (mDNS unavailable); clients can still use the exit address", "err", err)
 	}
 }

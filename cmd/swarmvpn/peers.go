@@ -12,9 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/urfave/cli/v3"
-
-	"github.com/swarmvpn/swarmvpn/exitnet"
 )
 
 func peersCommand() *cli.Command {
@@ -67,15 +66,15 @@ func browseExits(ctx context.Context, d time.Duration) ([]exitReport, error) {
 	seen := map[string]exitReport{}
 	var failure error
 	start := time.Now()
-	exitnet.Browse(ctx, d/2, func(f exitnet.Found) {
+	discovery.Browse(ctx, d/2, func(f discovery.Found) {
 		mu.Lock()
 		defer mu.Unlock()
-		seen[f.Exit.String()] = exitReport{Exit: f.Exit.String(), Source: exitnet.SourceMDNS, Caps: f.Caps,
+		seen[f.Exit.String()] = exitReport{Exit: f.Exit.String(), Source: string(discovery.SourceMDNS), Caps: f.Caps,
 			Age: time.Since(start).Round(time.Second).String()}
 	}, func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if failure == nil && !errors.Is(err, exitnet.ErrBadAnswer) {
+		if failure == nil && !errors.Is(err, discovery.ErrBadAnswer) {
 			failure = err
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 )
@@ -26,8 +27,8 @@ func TestPeerExchange(t *testing.T) {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var learned []exitnet.Known
-	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{a.Addr}, OnLearn: func(k []exitnet.Known) {
+	var learned []discovery.Known
+	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{a.Addr}, OnLearn: func(k []discovery.Known) {
 		mu.Lock()
 		learned = append(learned, k...)
 		mu.Unlock()
@@ -35,8 +36,8 @@ func TestPeerExchange(t *testing.T) {
 	echoVia(t, p, app.Addr)
 	WaitFor(t, "exit B as standby", func() bool { return roleOf(p, b.Addr.ID) == exitnet.RoleStandby })
 	for _, e := range p.Exits() {
-		if e.Exit.ID == b.Addr.ID && e.Source != exitnet.SourceExchange {
-			t.Fatalf("exit B's source is %q, want %q", e.Source, exitnet.SourceExchange)
+		if e.Exit.ID == b.Addr.ID && e.Source != discovery.SourceExchange {
+			t.Fatalf("exit B's source is %q, want %q", e.Source, discovery.SourceExchange)
 		}
 	}
 	mu.Lock()
@@ -54,7 +55,7 @@ func TestUnsuitableExitSkipped(t *testing.T) {
 	deny, _ := policy.ParseRule("deny 0.0.0.0/0 6881-6889")
 	blocked := StartExitNode(t, exitnet.ExitConfig{Policy: &policy.Policy{AllowPrivate: true, Rules: []policy.Rule{deny}}}, "127.0.0.1:0")
 	good := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
-	needP2P := func(d exitnet.Descriptor) error {
+	needP2P := func(d discovery.Descriptor) error {
 		if !d.P2P {
 			return errors.New("does not carry BitTorrent (" + d.Policy + ")")
 		}

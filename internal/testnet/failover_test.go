@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
@@ -100,8 +101,8 @@ func TestSelectionPrefersLowerRTT(t *testing.T) {
 	near := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
 	farAddr := link.ExitAddr{ID: far.Addr.ID, Addr: DelayProxy(t, far.Addr.Addr, 30*time.Millisecond)}
 	p := runPool(t, exitnet.PoolConfig{})
-	p.AddExit(farAddr, exitnet.SourceMDNS) // an injected discovery source, far one first
-	p.AddExit(near.Addr, exitnet.SourceMDNS)
+	p.AddExit(farAddr, discovery.SourceMDNS) // an injected discovery source, far one first
+	p.AddExit(near.Addr, discovery.SourceMDNS)
 	echoVia(t, p, app.Addr)
 	if activeExit(p) != near.Addr.ID {
 		t.Fatalf("pool chose %s, want the near exit %s", activeExit(p).Short(), near.Addr.ID.Short())
@@ -115,7 +116,7 @@ func TestSelectionPrefersLowerRTT(t *testing.T) {
 		case far.Addr.ID:
 			farRTT = e.RTT
 		}
-		if e.Source != exitnet.SourceMDNS {
+		if e.Source != discovery.SourceMDNS {
 			t.Errorf("exit %s source %q", e.Exit.ID.Short(), e.Source)
 		}
 	}
@@ -149,7 +150,7 @@ func TestStalledLinkNoticed(t *testing.T) {
 	p := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id, KeepAlive: 200 * time.Millisecond},
 		Exits: []link.ExitAddr{{ID: a.Addr.ID, Addr: path.Addr}}})
 	echoVia(t, p, app.Addr)
-	p.AddExit(b.Addr, exitnet.SourceStatic)
+	p.AddExit(b.Addr, discovery.SourceStatic)
 	WaitFor(t, "b on standby", func() bool { return roleOf(p, b.Addr.ID) == exitnet.RoleStandby })
 
 	path.Stall()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 	"github.com/swarmvpn/swarmvpn/portfwd"
@@ -123,7 +124,7 @@ func TestStalledLinkFailsFlows(t *testing.T) {
 	}
 
 	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
-	p.AddExit(b.Addr, exitnet.SourceStatic)
+	p.AddExit(b.Addr, discovery.SourceStatic)
 	WaitFor(t, "the pool to use the second exit", func() bool { return activeExit(p) == b.Addr.ID })
 	echoVia(t, p, app.Addr)
 }

@@ -1,4 +1,4 @@
-package exitnet
+package discovery
 
 import (
 	"context"

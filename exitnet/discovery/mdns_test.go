@@ -1,13 +1,10 @@
-package exitnet
+package discovery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
@@ -19,52 +16,8 @@ import (
 	"github.com/hashicorp/mdns"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/nstest"
 )
-
-// netnsEnv marks a test binary re-run inside a network namespace of its own.
-const netnsEnv = "SWARMVPN_IN_NETNS"
-
-// inNetns reports whether the test runs inside its own network namespace,
-// after running the ip commands of setup there. Outside, it re-runs this
-// test in a fresh namespace (unshare -n), checks that it passed there, and
-// reports false: the caller then returns. mDNS tests run only there, so
-// that nothing is sent on the host's network.
-//
-// Without unshare or the right to use it, the test is skipped, unless CI is
-// set: then it fails.
-func inNetns(t *testing.T, setup ...string) bool {
-	t.Helper()
-	if os.Getenv(netnsEnv) != "" {
-		for _, cmd := range setup {
-			if out, err := exec.Command("ip", strings.Fields(cmd)...).CombinedOutput(); err != nil {
-				t.Fatalf("ip %s: %v\n%s", cmd, err, out)
-			}
-		}
-		return true
-	}
-	unavailable := func(why string) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("network namespaces needed, and %s", why)
-		}
-		t.Skipf("needs a network namespace of its own, and %s (run as root; in CI it must not skip)", why)
-	}
-	for _, tool := range []string{"unshare", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable(tool + " is not installed")
-		}
-	}
-	cmd := exec.CommandContext(t.Context(), "unshare", "-n", "env", netnsEnv+"=1",
-		os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=2m")
-	out, err := cmd.CombinedOutput()
-	if err != nil && bytes.HasPrefix(out, []byte("unshare: ")) {
-		unavailable("unshare -n failed: " + strings.TrimSpace(string(out)))
-	}
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("in a network namespace: %v\n%s", err, out)
-	}
-	return false
-}
 
 // multicastOnLoopback lets a namespace with nothing but loopback multicast.
 var multicastOnLoopback = []string{"link set lo up", "link set lo multicast on", "route add 224.0.0.0/4 dev lo"}
@@ -111,7 +64,7 @@ type advertised struct {
 }
 
 func TestMDNSTwoExitsFound(t *testing.T) {
-	if !inNetns(t, multicastOnLoopback...) {
+	if !nstest.Isolated(t, multicastOnLoopback...) {
 		return
 	}
 	exits := []advertised{
@@ -206,7 +159,7 @@ func TestMDNSTwoExitsFound(t *testing.T) {
 // Advertise fails, Browse warns once however many rounds fail, finds
 // nothing, and stops when told.
 func TestMDNSNoMulticast(t *testing.T) {
-	if !inNetns(t, "link set lo up") {
+	if !nstest.Isolated(t, "link set lo up") {
 		return
 	}
 	id := seededIdentity(t, 1)

@@ -1,4 +1,4 @@
-package exitnet
+package discovery
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 
 // FuzzReadDescriptors reads what an exit may send after answering a
 // descriptor request. Whatever the bytes, the reader stops within
-// maxKnownExits others, and accepts only descriptors that verify: its own
+// MaxKnown others, and accepts only descriptors that verify: its own
 // under the pinned ID, the others under their own, none of them the pinned
 // exit's again.
 func FuzzReadDescriptors(f *testing.F) {
@@ -21,7 +21,7 @@ func FuzzReadDescriptors(f *testing.F) {
 	f.Add(known)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		d, others, dropped, err := readDescriptors(bytes.NewReader(in), id.ID(), testIssued)
+		d, others, dropped, err := ReadReply(bytes.NewReader(in), id.ID(), testIssued)
 		if err != nil {
 			if others != nil || dropped != 0 {
 				t.Fatalf("failed read returned %d others, %d dropped", len(others), dropped)
@@ -31,8 +31,8 @@ func FuzzReadDescriptors(f *testing.F) {
 		if d.ID != id.ID() {
 			t.Fatalf("own descriptor of %s, want %s", d.ID.Short(), id.ID().Short())
 		}
-		if len(others)+dropped > maxKnownExits {
-			t.Fatalf("read %d others and dropped %d, more than %d", len(others), dropped, maxKnownExits)
+		if len(others)+dropped > MaxKnown {
+			t.Fatalf("read %d others and dropped %d, more than %d", len(others), dropped, MaxKnown)
 		}
 		for _, k := range others {
 			v, err := k.Signed.Verify(k.Desc.ID, testIssued)
