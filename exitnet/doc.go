@@ -1,7 +1,13 @@
-// Package exitnet is the network of exits: the exit server that carries
-// clients' flows to their destinations under an exit policy, and the client's
-// pool of links to exits that the local proxies dial through.
+// Package exitnet is the network of exits, one role per package:
 //
-// exitnet imports internal/link, internal/wire and internal/relay; it must
-// not import proxy or portfwd.
+//   - exit: the exit server, which carries clients' flows to their
+//     destinations and lends them forwarded ports;
+//   - pool: the client's links to exits, which the local proxies dial
+//     through;
+//   - discovery: how exits become known (signed descriptors, mDNS, the
+//     known-exits cache);
+//   - policy: which destinations an exit carries.
+//
+// policy and discovery lie beneath exit and pool; exit and pool never
+// import each other. This package holds no code.
 package exitnet

@@ -13,8 +13,8 @@ import (
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 	"github.com/swarmvpn/swarmvpn/proxy"
@@ -89,11 +89,11 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		}
 	}
 	ports := make(chan uint16, 1)
-	pc := exitnet.PoolConfig{Link: link.Config{Identity: id, Log: log}, Exits: exits, Log: log,
+	pc := pool.Config{Link: link.Config{Identity: id, Log: log}, Exits: exits, Log: log,
 		Require: requireP2P, OnLearn: cache.Add}
-	var pool *exitnet.Pool
+	var pl *pool.Pool
 	if fwd := cmd.String("forward"); fwd != "off" {
-		target, err := forwardTarget(fwd, func() uint16 { return pool.Status().ForwardedPort })
+		target, err := forwardTarget(fwd, func() uint16 { return pl.Status().ForwardedPort })
 		if err != nil {
 			return err
 		}
@@ -114,18 +114,18 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		pc.Inbound = target
 		pc.OnPort = func(port uint16) { latest(ports, port) }
 	}
-	pool, err = exitnet.NewPool(pc)
+	pl, err = pool.New(pc)
 	if err != nil {
 		return err
 	}
 	for _, k := range cached {
-		pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, discovery.SourceCache)
+		pl.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, discovery.SourceCache)
 	}
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool, Associator: associator{pool}, Username: user, Password: pass, Log: log})
+	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pl, Associator: associator{pl}, Username: user, Password: pass, Log: log})
 	if err != nil {
 		return err
 	}
-	httpProxy, err := proxy.NewHTTP(proxy.HTTPConfig{Dialer: pool, Log: log})
+	httpProxy, err := proxy.NewHTTP(proxy.HTTPConfig{Dialer: pl, Log: log})
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		closeAll(socksLn, httpLn)
 		return err
 	}
-	running := client{pool: pool, socks: socks}
+	running := client{pool: pl, socks: socks}
 	if httpLn != nil {
 		running.http = httpProxy
 	}
@@ -166,11 +166,11 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	log.Info("client ready", "peer", id.ID().String(), "exits", len(exits), "learned", len(cached),
 		"mdns", cmd.Bool("mdns"), "socks", socksLn.Addr().String(), "http", addrOf(httpLn))
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return pool.Run(ctx) })
+	g.Go(func() error { return pl.Run(ctx) })
 	if cmd.Bool("mdns") {
 		g.Go(func() error {
 			warned := false
-			discovery.Browse(ctx, 0, func(f discovery.Found) { pool.AddExit(f.Exit, discovery.SourceMDNS) }, func(err error) {
+			discovery.Browse(ctx, 0, func(f discovery.Found) { pl.AddExit(f.Exit, discovery.SourceMDNS) }, func(err error) {
 				if !warned && !errors.Is(err, discovery.ErrBadAnswer) {
 					warned = true
 					log.Warn("cannot look for exits on the LAN (mDNS unavailable)", "err", err)
@@ -253,10 +253,10 @@ func addrOf(ln net.Listener) string {
 }
 
 // associator lets the SOCKS5 server open UDP associations through the pool.
-type associator struct{ pool *exitnet.Pool }
+type associator struct{ pl *pool.Pool }
 
 func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
-	assoc, err := a.pool.Associate(ctx)
+	assoc, err := a.pl.Associate(ctx)
 	if err != nil {
 		return nil, err // never a non-nil interface holding a nil pointer
 	}
@@ -306,8 +306,8 @@ func requireP2P(d discovery.Descriptor) error {
 
 // clientReport is what the control socket tells about the running client.
 func clientReport(c client, peer, socks, http string) statusReport {
-	pool := c.pool
-	st := pool.Status()
+	pl := c.pool
+	st := pl.Status()
 	r := statusReport{Peer: peer, Link: string(st.State), Since: st.Since, LastError: st.LastError,
 		SOCKS: socks, HTTP: http, ForwardedPort: st.ForwardedPort}
 	r.Traffic = c.traffic(time.Now())
@@ -321,7 +321,7 @@ func clientReport(c client, peer, socks, http string) statusReport {
 		host, _, _ := net.SplitHostPort(st.Exit.Addr)
 		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
 	}
-	for _, e := range pool.Exits() {
+	for _, e := range pl.Exits() {
 		er := exitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: e.Role, Caps: e.Caps, Load: e.Load,
 			Age: e.Age.String(), LastError: e.LastErr}
 		if e.RTT > 0 {

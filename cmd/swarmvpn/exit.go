@@ -16,9 +16,10 @@ import (
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 )
@@ -122,7 +123,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	cfg := exitnet.ExitConfig{
+	cfg := exit.Config{
 		Link:        link.Config{Identity: id, Log: log},
 		Policy:      pol,
 		Allow:       allow,
@@ -166,7 +167,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintln(cmd.Root().Writer, a)
 		cfg.Addrs = append(cfg.Addrs, a.Addr)
 	}
-	e, err := exitnet.NewExit(cfg)
+	e, err := exit.New(cfg)
 	if err != nil {
 		closeAll(ln, metricsLn)
 		return err
@@ -203,7 +204,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 
 // reloadOnHangup re-reads the allow-list each time the process gets
 // SIGHUP, until ctx ends. A file that does not read keeps the old list.
-func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exitnet.Exit, allowed *allowList, log *slog.Logger) {
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, allowed *allowList, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -226,7 +227,7 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exitnet.Exit, 
 
 // advertise announces the exit on the LAN until ctx ends. Without
 // multicast (a container, a VPS) that fails, which is worth a warning only.
-func advertise(ctx context.Context, e *exitnet.Exit, id *link.Identity, ln *net.TCPAddr, log *slog.Logger) {
+func advertise(ctx context.Context, e *exit.Server, id *link.Identity, ln *net.TCPAddr, log *slog.Logger) {
 	d, err := e.Descriptor()
 	if err != nil {
 		log.Warn("no descriptor to advertise", "err", err)
@@ -244,10 +245,10 @@ func advertise(ctx context.Context, e *exitnet.Exit, id *link.Identity, ln *net.
 
 // learnKnown fetches the descriptors of the exits named by --known-exit,
 // now and every half hour, so this exit can pass them on to its clients.
-func learnKnown(ctx context.Context, e *exitnet.Exit, id *link.Identity, known []link.ExitAddr, log *slog.Logger) {
+func learnKnown(ctx context.Context, e *exit.Server, id *link.Identity, known []link.ExitAddr, log *slog.Logger) {
 	for {
 		for _, k := range known {
-			s, err := exitnet.FetchDescriptor(ctx, link.Config{Identity: id}, k)
+			s, err := pool.FetchDescriptor(ctx, link.Config{Identity: id}, k)
 			if err == nil {
 				err = e.Learn(s)
 			}
@@ -265,7 +266,7 @@ func learnKnown(ctx context.Context, e *exitnet.Exit, id *link.Identity, known [
 
 // forwardLeases returns the port lender --forward-ports asks for, with its
 // leases kept in the state dir, or nil (as an interface) for none.
-func forwardLeases(cmd *cli.Command) (exitnet.PortLender, error) {
+func forwardLeases(cmd *cli.Command) (exit.PortLender, error) {
 	spec := cmd.String("forward-ports")
 	if spec == "" {
 		return nil, nil

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/testnet"
 	"github.com/swarmvpn/swarmvpn/proxy"
@@ -89,13 +89,13 @@ func TestExitKilledMidTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: id, KeepAlive: time.Second},
+	pl, err := pool.New(pool.Config{Link: link.Config{Identity: id, KeepAlive: time.Second},
 		Exits: []link.ExitAddr{addrA, addrB}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		DialWait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool})
+	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,14 +105,14 @@ func TestExitKilledMidTransfer(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { pool.Run(ctx) })
+	wg.Go(func() { pl.Run(ctx) })
 	wg.Go(func() { socks.Serve(ctx, ln) })
 	stopClient := sync.OnceFunc(func() { cancel(); wg.Wait() })
 	t.Cleanup(stopClient)
 	socksAddr := ln.Addr().String()
 
 	roleOf := func(want link.PeerID) string {
-		for _, e := range pool.Exits() {
+		for _, e := range pl.Exits() {
 			if e.Exit.ID == want {
 				return e.Role
 			}
@@ -121,7 +121,7 @@ func TestExitKilledMidTransfer(t *testing.T) {
 	}
 	testnet.WaitFor(t, "an active and a standby exit", func() bool {
 		ra, rb := roleOf(addrA.ID), roleOf(addrB.ID)
-		return ra == exitnet.RoleActive && rb == exitnet.RoleStandby || ra == exitnet.RoleStandby && rb == exitnet.RoleActive
+		return ra == pool.RoleActive && rb == pool.RoleStandby || ra == pool.RoleStandby && rb == pool.RoleActive
 	})
 
 	// bound records what each flow's SOCKS reply said the exit's source
@@ -131,7 +131,7 @@ func TestExitKilledMidTransfer(t *testing.T) {
 		t.Helper()
 		c, bound, err := testnet.SOCKS5Dial(t.Context(), socksAddr, tg.Addr)
 		if err != nil {
-			t.Fatalf("ping flow: %v (pool %+v)", err, pool.Status())
+			t.Fatalf("ping flow: %v (pl %+v)", err, pl.Status())
 		}
 		defer c.Close()
 		bounds = append(bounds, bound)
@@ -150,7 +150,7 @@ func TestExitKilledMidTransfer(t *testing.T) {
 	}
 	defer c.Close()
 	bounds = append(bounds, bound)
-	victim := pool.Status().Exit.ID
+	victim := pl.Status().Exit.ID
 	c.Write([]byte("b"))
 	c.SetReadDeadline(time.Now().Add(60 * time.Second))
 	buf := make([]byte, 64<<10)
@@ -191,7 +191,7 @@ func TestExitKilledMidTransfer(t *testing.T) {
 	if victim == addrA.ID {
 		other = addrB.ID
 	}
-	testnet.WaitFor(t, "the second exit to take over", func() bool { return pool.Status().Exit.ID == other && pool.Status().State == exitnet.StateUp })
+	testnet.WaitFor(t, "the second exit to take over", func() bool { return pl.Status().Exit.ID == other && pl.Status().State == pool.StateUp })
 	for range 3 {
 		ping()
 	}

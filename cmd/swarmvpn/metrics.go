@@ -15,7 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v3"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/internal/meter"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -140,7 +142,7 @@ var (
 	udpDrops     = counter("swarmvpn_udp_drops_total", "UDP datagrams dropped, by reason.", "reason")
 )
 
-func emitFlows(emit func(family, float64, ...string), open int64, n exitnet.FlowCounts, exit bool) {
+func emitFlows(emit func(family, float64, ...string), open int64, n meter.FlowCounts, exit bool) {
 	emit(flowsOpen, float64(open))
 	emit(flowsAll, float64(n.Connect), "connect")
 	emit(flowsAll, float64(n.UDP), "udp")
@@ -157,7 +159,7 @@ func emitInOut(emit func(family, float64, ...string), f family, in, out uint64) 
 }
 
 // exitCollector reports an exit's figures.
-func exitCollector(e *exitnet.Exit) prometheus.Collector {
+func exitCollector(e *exit.Server) prometheus.Collector {
 	var (
 		links    = gauge("swarmvpn_exit_links_open", "Links from clients open now.")
 		clients  = gauge("swarmvpn_exit_clients", "Clients (peer IDs) with a link open now.")
@@ -217,7 +219,7 @@ func exitCollector(e *exitnet.Exit) prometheus.Collector {
 
 // client is what a running client reports: its pool and its proxies.
 type client struct {
-	pool  *exitnet.Pool
+	pool  *pool.Pool
 	socks *proxy.SOCKS
 	http  *proxy.HTTP // nil when off
 }
@@ -253,7 +255,7 @@ func clientCollector(c client) prometheus.Collector {
 		read: func(emit func(family, float64, ...string)) {
 			st, p, u := c.pool.Status(), c.pool.Stats(), c.socks.UDPStats()
 			isUp := 0.0
-			if st.State == exitnet.StateUp {
+			if st.State == pool.StateUp {
 				isUp = 1
 			}
 			emit(up, isUp)

@@ -6,9 +6,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
@@ -17,8 +18,8 @@ import (
 // keep it for next time.
 func TestPeerExchange(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
-	a := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	b := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
+	a := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
 	signed, err := b.Exit.Descriptor()
 	if err != nil {
 		t.Fatal(err)
@@ -28,13 +29,13 @@ func TestPeerExchange(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var learned []discovery.Known
-	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{a.Addr}, OnLearn: func(k []discovery.Known) {
+	p := runPool(t, pool.Config{Exits: []link.ExitAddr{a.Addr}, OnLearn: func(k []discovery.Known) {
 		mu.Lock()
 		learned = append(learned, k...)
 		mu.Unlock()
 	}})
 	echoVia(t, p, app.Addr)
-	WaitFor(t, "exit B as standby", func() bool { return roleOf(p, b.Addr.ID) == exitnet.RoleStandby })
+	WaitFor(t, "exit B as standby", func() bool { return roleOf(p, b.Addr.ID) == pool.RoleStandby })
 	for _, e := range p.Exits() {
 		if e.Exit.ID == b.Addr.ID && e.Source != discovery.SourceExchange {
 			t.Fatalf("exit B's source is %q, want %q", e.Source, discovery.SourceExchange)
@@ -53,15 +54,15 @@ func TestPeerExchange(t *testing.T) {
 func TestUnsuitableExitSkipped(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
 	deny, _ := policy.ParseRule("deny 0.0.0.0/0 6881-6889")
-	blocked := StartExitNode(t, exitnet.ExitConfig{Policy: &policy.Policy{AllowPrivate: true, Rules: []policy.Rule{deny}}}, "127.0.0.1:0")
-	good := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	blocked := StartExitNode(t, exit.Config{Policy: &policy.Policy{AllowPrivate: true, Rules: []policy.Rule{deny}}}, "127.0.0.1:0")
+	good := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
 	needP2P := func(d discovery.Descriptor) error {
 		if !d.P2P {
 			return errors.New("does not carry BitTorrent (" + d.Policy + ")")
 		}
 		return nil
 	}
-	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{blocked.Addr, good.Addr}, Require: needP2P})
+	p := runPool(t, pool.Config{Exits: []link.ExitAddr{blocked.Addr, good.Addr}, Require: needP2P})
 	echoVia(t, p, app.Addr)
 	if activeExit(p) != good.Addr.ID {
 		t.Fatalf("pool uses %s, want the exit that carries BitTorrent", activeExit(p).Short())

@@ -6,12 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
-func runPool(t *testing.T, cfg exitnet.PoolConfig) *exitnet.Pool {
+func runPool(t *testing.T, cfg pool.Config) *pool.Pool {
 	t.Helper()
 	if cfg.Link.Identity == nil {
 		id, _ := link.NewIdentity()
@@ -21,7 +22,7 @@ func runPool(t *testing.T, cfg exitnet.PoolConfig) *exitnet.Pool {
 	if cfg.DialWait == 0 {
 		cfg.DialWait = 5 * time.Second
 	}
-	p, err := exitnet.NewPool(cfg)
+	p, err := pool.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func runPool(t *testing.T, cfg exitnet.PoolConfig) *exitnet.Pool {
 }
 
 // echoVia sends a line through the pool to an echo target and checks it.
-func echoVia(t *testing.T, p *exitnet.Pool, target string) {
+func echoVia(t *testing.T, p *pool.Pool, target string) {
 	t.Helper()
 	c, err := p.DialContext(t.Context(), "tcp", target)
 	if err != nil {
@@ -48,9 +49,9 @@ func echoVia(t *testing.T, p *exitnet.Pool, target string) {
 	}
 }
 
-func activeExit(p *exitnet.Pool) link.PeerID { return p.Status().Exit.ID }
+func activeExit(p *pool.Pool) link.PeerID { return p.Status().Exit.ID }
 
-func roleOf(p *exitnet.Pool, id link.PeerID) string {
+func roleOf(p *pool.Pool, id link.PeerID) string {
 	for _, e := range p.Exits() {
 		if e.Exit.ID == id {
 			return e.Role
@@ -64,12 +65,12 @@ func roleOf(p *exitnet.Pool, id link.PeerID) string {
 // back again when that one dies in turn and the first has returned.
 func TestFailoverToStandby(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	a := StartExitNode(t, exitnet.ExitConfig{}, RestartableAddr(t))
-	b := StartExitNode(t, exitnet.ExitConfig{}, RestartableAddr(t))
-	p := runPool(t, exitnet.PoolConfig{Exits: []link.ExitAddr{a.Addr, b.Addr}})
+	a := StartExitNode(t, exit.Config{}, RestartableAddr(t))
+	b := StartExitNode(t, exit.Config{}, RestartableAddr(t))
+	p := runPool(t, pool.Config{Exits: []link.ExitAddr{a.Addr, b.Addr}})
 	echoVia(t, p, app.Addr)
 	WaitFor(t, "a standby link", func() bool {
-		return roleOf(p, a.Addr.ID) == exitnet.RoleStandby || roleOf(p, b.Addr.ID) == exitnet.RoleStandby
+		return roleOf(p, a.Addr.ID) == pool.RoleStandby || roleOf(p, b.Addr.ID) == pool.RoleStandby
 	})
 	first, second := a, b
 	if activeExit(p) == b.Addr.ID {
@@ -83,9 +84,9 @@ func TestFailoverToStandby(t *testing.T) {
 	}
 
 	// The first exit returns on its address; the second dies: back again.
-	back := StartExitNode(t, exitnet.ExitConfig{Link: link.Config{Identity: first.Identity}}, first.Addr.Addr)
+	back := StartExitNode(t, exit.Config{Link: link.Config{Identity: first.Identity}}, first.Addr.Addr)
 	// Linked again: as standby, or as active if it measured clearly nearer.
-	WaitFor(t, "the returned exit linked", func() bool { r := roleOf(p, back.Addr.ID); return r == exitnet.RoleStandby || r == exitnet.RoleActive })
+	WaitFor(t, "the returned exit linked", func() bool { r := roleOf(p, back.Addr.ID); return r == pool.RoleStandby || r == pool.RoleActive })
 	second.Stop()
 	echoVia(t, p, app.Addr)
 	if activeExit(p) != back.Addr.ID {
@@ -97,17 +98,17 @@ func TestFailoverToStandby(t *testing.T) {
 // is passed over for the near one, whatever the order they were given in.
 func TestSelectionPrefersLowerRTT(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	far := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
-	near := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	far := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
+	near := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
 	farAddr := link.ExitAddr{ID: far.Addr.ID, Addr: DelayProxy(t, far.Addr.Addr, 30*time.Millisecond)}
-	p := runPool(t, exitnet.PoolConfig{})
+	p := runPool(t, pool.Config{})
 	p.AddExit(farAddr, discovery.SourceMDNS) // an injected discovery source, far one first
 	p.AddExit(near.Addr, discovery.SourceMDNS)
 	echoVia(t, p, app.Addr)
 	if activeExit(p) != near.Addr.ID {
 		t.Fatalf("pool chose %s, want the near exit %s", activeExit(p).Short(), near.Addr.ID.Short())
 	}
-	WaitFor(t, "the far exit on standby", func() bool { return roleOf(p, far.Addr.ID) == exitnet.RoleStandby })
+	WaitFor(t, "the far exit on standby", func() bool { return roleOf(p, far.Addr.ID) == pool.RoleStandby })
 	var nearRTT, farRTT time.Duration
 	for _, e := range p.Exits() {
 		switch e.Exit.ID {
@@ -128,11 +129,11 @@ func TestSelectionPrefersLowerRTT(t *testing.T) {
 // TestNoExitFailsClosed: a pool that knows no reachable exit refuses flows
 // and says why in its status.
 func TestNoExitFailsClosed(t *testing.T) {
-	p := runPool(t, exitnet.PoolConfig{DialWait: 200 * time.Millisecond})
+	p := runPool(t, pool.Config{DialWait: 200 * time.Millisecond})
 	if _, err := p.DialContext(t.Context(), "tcp", "127.0.0.1:9"); err == nil {
 		t.Fatal("a pool with no exit carried a flow")
 	}
-	if st := p.Status(); st.State != exitnet.StateDown || st.LastError == "" {
+	if st := p.Status(); st.State != pool.StateDown || st.LastError == "" {
 		t.Fatalf("status %+v: want down with a reason", st)
 	}
 }
@@ -142,16 +143,16 @@ func TestNoExitFailsClosed(t *testing.T) {
 // flows move to the standby exit.
 func TestStalledLinkNoticed(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	a := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
-	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	a := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
+	b := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
 	path := NewStallProxy(t, a.Addr.Addr)
 	id, _ := link.NewIdentity()
 	// Only the path to a is watched closely; b is the standby.
-	p := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id, KeepAlive: 200 * time.Millisecond},
+	p := runPool(t, pool.Config{Link: link.Config{Identity: id, KeepAlive: 200 * time.Millisecond},
 		Exits: []link.ExitAddr{{ID: a.Addr.ID, Addr: path.Addr}}})
 	echoVia(t, p, app.Addr)
 	p.AddExit(b.Addr, discovery.SourceStatic)
-	WaitFor(t, "b on standby", func() bool { return roleOf(p, b.Addr.ID) == exitnet.RoleStandby })
+	WaitFor(t, "b on standby", func() bool { return roleOf(p, b.Addr.ID) == pool.RoleStandby })
 
 	path.Stall()
 	WaitFor(t, "the stalled link to be dropped", func() bool { return activeExit(p) == b.Addr.ID })

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 	"github.com/swarmvpn/swarmvpn/portfwd"
@@ -82,12 +83,12 @@ func TestAppAbortResetsTarget(t *testing.T) {
 // exit; and once a second exit is known the pool uses it.
 func TestStalledLinkFailsFlows(t *testing.T) {
 	app := StartTarget(t, "127.0.0.1:0", Echo)
-	a := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	a := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
 	path := NewStallProxy(t, a.Addr.Addr)
 	id, _ := link.NewIdentity()
 	// A redial through the dead path hangs in its handshake; the long
 	// handshake timeout shows that a newly known exit need not wait for it.
-	p := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id, KeepAlive: 200 * time.Millisecond,
+	p := runPool(t, pool.Config{Link: link.Config{Identity: id, KeepAlive: 200 * time.Millisecond,
 		HandshakeTimeout: 30 * time.Second},
 		Exits: []link.ExitAddr{{ID: a.Addr.ID, Addr: path.Addr}}, DialWait: 300 * time.Millisecond})
 	open, err := p.DialContext(t.Context(), "tcp", app.Addr)
@@ -110,12 +111,12 @@ func TestStalledLinkFailsFlows(t *testing.T) {
 	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("open flow across the stalled link: read %q, %v; want the link's failure within 10s", got[:n], err)
 	}
-	WaitFor(t, "the pool to give up the stalled link", func() bool { return p.Status().State != exitnet.StateUp })
+	WaitFor(t, "the pool to give up the stalled link", func() bool { return p.Status().State != pool.StateUp })
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		_, err := p.DialContext(ctx, "tcp", app.Addr)
 		cancel()
-		if !errors.Is(err, exitnet.ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
+		if !errors.Is(err, pool.ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
 			t.Fatalf("flow %d with the only link stalled: %v, want no exit (not a hang)", i, err)
 		}
 	}
@@ -123,7 +124,7 @@ func TestStalledLinkFailsFlows(t *testing.T) {
 		t.Fatalf("target accepted %d connections, want the one made before the stall", n)
 	}
 
-	b := StartExitNode(t, exitnet.ExitConfig{}, "127.0.0.1:0")
+	b := StartExitNode(t, exit.Config{}, "127.0.0.1:0")
 	p.AddExit(b.Addr, discovery.SourceStatic)
 	WaitFor(t, "the pool to use the second exit", func() bool { return activeExit(p) == b.Addr.ID })
 	echoVia(t, p, app.Addr)
@@ -149,13 +150,13 @@ func TestVanishedClientReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	span := int(fr.Hi-fr.Lo) + 1
-	exit := StartExitNode(t, exitnet.ExitConfig{Link: link.Config{KeepAlive: 200 * time.Millisecond}, Ports: leases}, "127.0.0.1:0")
+	exit := StartExitNode(t, exit.Config{Link: link.Config{KeepAlive: 200 * time.Millisecond}, Ports: leases}, "127.0.0.1:0")
 	path := NewStallProxy(t, exit.Addr.Addr)
 	id, _ := link.NewIdentity()
 	ports := make(chan uint16, 4)
 	// The client's own keepalive is slow: it must not close its end
 	// first, which a real vanished client would not do either.
-	p := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id, KeepAlive: time.Minute},
+	p := runPool(t, pool.Config{Link: link.Config{Identity: id, KeepAlive: time.Minute},
 		Exits: []link.ExitAddr{{ID: exit.Addr.ID, Addr: path.Addr}}, Forward: true,
 		OnPort: func(port uint16) { ports <- port }})
 	port := waitPort(t, ports)
@@ -173,6 +174,9 @@ func TestVanishedClientReclaimed(t *testing.T) {
 	defer assoc.Close()
 	WaitFor(t, "the target's connection", func() bool { return tg.Accepted.Load() == 1 })
 	e := exit.Exit
+	// The descriptor request that vetted the exit ends at the exit a moment
+	// after the client has read it.
+	WaitFor(t, "the descriptor request to end at the exit", func() bool { return e.Stats().Streams <= 3 })
 	if st := e.Stats(); st.Clients != 1 || st.Links != 1 || st.Streams != 3 {
 		t.Fatalf("exit holds %+v, want 1 client, 1 link, 3 streams (flow, association, forward)", st)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 )
@@ -94,7 +94,7 @@ func TestForwardTCPAndUDP(t *testing.T) {
 		t.Errorf("exit stats %+v: want 1 forward, 1 inbound flow of %d bytes in, %d out", s, len(up), len(reply))
 	}
 	if s := tp.Pool.Stats(); s.Flows.Inbound != 1 || s.InboundBytesIn != uint64(len(up)) || s.InboundBytesOut != uint64(len(reply)) {
-		t.Errorf("pool stats %+v: want 1 inbound flow of %d bytes in, %d out", s, len(up), len(reply))
+		t.Errorf("pl stats %+v: want 1 inbound flow of %d bytes in, %d out", s, len(up), len(reply))
 	}
 
 	// UDP: the client's association is bound on the forwarded port, so a
@@ -145,13 +145,13 @@ func TestForwardSecondClientAndPortlessExit(t *testing.T) {
 	// An exit without forwarding: the link works, no port is announced.
 	plain := Start(t, Options{})
 	ports := make(chan uint16, 1)
-	pool := startPool(t, plain.ExitAddr, func(p uint16) { ports <- p })
-	c, err := pool.DialContext(t.Context(), "tcp", app.Addr)
+	pl := startPool(t, plain.ExitAddr, func(p uint16) { ports <- p })
+	c, err := pl.DialContext(t.Context(), "tcp", app.Addr)
 	if err != nil {
 		t.Fatalf("flows through a port-less exit: %v", err)
 	}
 	c.Close()
-	if st := pool.Status(); st.ForwardedPort != 0 {
+	if st := pl.Status(); st.ForwardedPort != 0 {
 		t.Fatalf("port-less exit: status shows port %d", st.ForwardedPort)
 	}
 	select {
@@ -162,10 +162,10 @@ func TestForwardSecondClientAndPortlessExit(t *testing.T) {
 }
 
 // startPool runs an extra client that asks for a forward.
-func startPool(t *testing.T, exit link.ExitAddr, onPort func(uint16)) *exitnet.Pool {
+func startPool(t *testing.T, exit link.ExitAddr, onPort func(uint16)) *pool.Pool {
 	t.Helper()
 	id, _ := link.NewIdentity()
-	p, err := exitnet.NewPool(exitnet.PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}, Forward: true,
+	p, err := pool.New(pool.Config{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}, Forward: true,
 		OnPort: onPort, DialWait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 )
@@ -27,7 +27,7 @@ func TestIsolationForwardedPort(t *testing.T) {
 
 	portsB := make(chan uint16, 4)
 	idB, _ := link.NewIdentity()
-	runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: idB}, Exits: []link.ExitAddr{tp.ExitAddr},
+	runPool(t, pool.Config{Link: link.Config{Identity: idB}, Exits: []link.ExitAddr{tp.ExitAddr},
 		Forward: true, ForwardPort: portA, OnPort: func(p uint16) { portsB <- p },
 		Inbound: portfwd.Target{Addr: appB.Addr}.Dial})
 	portB := waitPort(t, portsB)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-yamux/v5"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 	"github.com/swarmvpn/swarmvpn/portfwd"
@@ -18,13 +18,13 @@ import (
 // uploadOverLongLink sends size bytes through an exit reached over a link
 // with 20 ms of round trip, so that yamux grows the stream's receive window
 // at the exit, and returns what the exit's limits saw.
-func uploadOverLongLink(t *testing.T, cfg exitnet.ExitConfig, size int) exitnet.LimitStats {
+func uploadOverLongLink(t *testing.T, cfg exit.Config, size int) exit.LimitStats {
 	t.Helper()
 	exit := StartExitNode(t, cfg, "127.0.0.1:0")
 	far := link.ExitAddr{ID: exit.Addr.ID, Addr: DelayProxy(t, exit.Addr.Addr, 10*time.Millisecond)}
-	pool := startPool(t, far, nil)
+	pl := startPool(t, far, nil)
 	tg := StartTarget(t, "127.0.0.1:0", Digest(nil))
-	c, err := pool.DialContext(t.Context(), "tcp", tg.Addr)
+	c, err := pl.DialContext(t.Context(), "tcp", tg.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +56,11 @@ func TestWindowGrowthStopsAtBufferCap(t *testing.T) {
 	}
 	const limit = 768 << 10
 	const size = 24 << 20
-	free := uploadOverLongLink(t, exitnet.ExitConfig{}, size)
+	free := uploadOverLongLink(t, exit.Config{}, size)
 	if free.BufferPeak <= limit {
 		t.Fatalf("uncapped: the window never grew past %d (peak %d); the capped run would prove nothing", limit, free.BufferPeak)
 	}
-	capped := uploadOverLongLink(t, exitnet.ExitConfig{MaxBufferPerClient: limit}, size)
+	capped := uploadOverLongLink(t, exit.Config{MaxBufferPerClient: limit}, size)
 	if capped.BufferPeak > limit || capped.WindowGrowthRefused == 0 {
 		t.Fatalf("capped at %d: peak %d, %d growths refused; want peak within the cap and some refused",
 			limit, capped.BufferPeak, capped.WindowGrowthRefused)
@@ -100,7 +100,7 @@ func TestForwardCapPerClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exit := StartExitNode(t, exitnet.ExitConfig{Ports: leases}, "127.0.0.1:0")
+	exit := StartExitNode(t, exit.Config{Ports: leases}, "127.0.0.1:0")
 	dial := func() *link.Session {
 		id, _ := link.NewIdentity()
 		sess, err := link.Dial(t.Context(), link.Config{Identity: id}, exit.Addr)

@@ -21,7 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
@@ -213,7 +214,7 @@ func soakHold(t *testing.T) time.Duration {
 }
 
 // TestSoakTenThousandFlows holds ten thousand flows open at once through
-// SOCKS5, the pool, one link and the exit to an echo target, each echoing
+// SOCKS5, the pl, one link and the exit to an echo target, each echoing
 // a few bytes now and then, then closes them all: every byte must come
 // back as sent, and the goroutines and file descriptors must return to
 // where they were.
@@ -247,13 +248,13 @@ func TestSoakTenThousandFlows(t *testing.T) {
 	period := min(max(hold/8, 100*time.Millisecond), 5*time.Second)
 
 	target := netip.MustParseAddrPort(startEchoProcess(t))
-	exit := StartExitNode(t, exitnet.ExitConfig{MaxStreamsPerClient: 2 * soakFlows}, "127.0.0.1:0")
+	exit := StartExitNode(t, exit.Config{MaxStreamsPerClient: 2 * soakFlows}, "127.0.0.1:0")
 	id, err := link.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit.Addr}})
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool})
+	pl := runPool(t, pool.Config{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit.Addr}})
+	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func TestSoakTenThousandFlows(t *testing.T) {
 	go func() { defer close(served); serve(t, "socks", func() error { return socks.Serve(ctx, ln) }) }()
 	t.Cleanup(func() { cancel(); <-served })
 
-	// One flow first, so the link and the pool's goroutines exist before
+	// One flow first, so the link and the pl's goroutines exist before
 	// the baseline is taken.
 	flow := func(ctx context.Context) (net.Conn, error) {
 		c, err := ln.dial(ctx)

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet"
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 	"github.com/swarmvpn/swarmvpn/proxy"
@@ -29,13 +30,13 @@ type Options struct {
 	ForwardTarget string
 }
 
-// Topology is an exit, a client pool linked to it and the client's SOCKS5
+// Topology is an exit, a client pl linked to it and the client's SOCKS5
 // and HTTP proxies, all in this process on 127.0.0.1.
 type Topology struct {
 	SOCKS, HTTP string // proxy addresses
-	Pool        *exitnet.Pool
+	Pool        *pool.Pool
 	ExitAddr    link.ExitAddr
-	Exit        *exitnet.Exit // the running exit; replaced by StartExit
+	Exit        *exit.Server // the running exit; replaced by StartExit
 	// Ports receives the forwarded port each time the client obtains one.
 	Ports chan uint16
 
@@ -71,7 +72,7 @@ func Start(t testing.TB, opts Options) *Topology {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := exitnet.PoolConfig{Link: link.Config{Identity: clientID}, Exits: []link.ExitAddr{tp.ExitAddr},
+	pc := pool.Config{Link: link.Config{Identity: clientID}, Exits: []link.ExitAddr{tp.ExitAddr},
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: time.Second,
 		OnPort: func(port uint16) {
 			select {
@@ -83,7 +84,7 @@ func Start(t testing.TB, opts Options) *Topology {
 		pc.Forward = true
 		pc.Inbound = portfwd.Target{Addr: opts.ForwardTarget}.Dial
 	}
-	tp.Pool, err = exitnet.NewPool(pc)
+	tp.Pool, err = pool.New(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func listen(t testing.TB) net.Listener {
 // Start; call it again after StopExit to bring the exit back.
 func (tp *Topology) StartExit(addr string) {
 	tp.t.Helper()
-	ec := exitnet.ExitConfig{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy}
+	ec := exit.Config{Link: link.Config{Identity: tp.exitID}, Policy: tp.opts.Policy}
 	if tp.leases != nil {
 		ec.Ports = tp.leases
 	}
@@ -173,7 +174,7 @@ func (tp *Topology) StopExit() {
 // ExitNode is an exit serving in this process.
 type ExitNode struct {
 	Addr     link.ExitAddr
-	Exit     *exitnet.Exit
+	Exit     *exit.Server
 	Identity *link.Identity
 
 	once   sync.Once
@@ -185,7 +186,7 @@ type ExitNode struct {
 // port). A nil identity gets a new one; a nil policy is the lab policy
 // (loopback allowed); names resolve from /etc/hosts only. t.Cleanup stops
 // it.
-func StartExitNode(t testing.TB, cfg exitnet.ExitConfig, addr string) *ExitNode {
+func StartExitNode(t testing.TB, cfg exit.Config, addr string) *ExitNode {
 	t.Helper()
 	if cfg.Link.Identity == nil {
 		id, err := link.NewIdentity()
@@ -210,7 +211,7 @@ func StartExitNode(t testing.TB, cfg exitnet.ExitConfig, addr string) *ExitNode 
 	if cfg.Addrs == nil {
 		cfg.Addrs = []string{ln.Addr().String()}
 	}
-	e, err := exitnet.NewExit(cfg)
+	e, err := exit.New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
@@ -244,12 +245,12 @@ func LoopbackResolver() *net.Resolver {
 	}}
 }
 
-// associator lets the SOCKS5 server open UDP associations through the pool,
+// associator lets the SOCKS5 server open UDP associations through the pl,
 // as cmd/swarmvpn wires it.
-type associator struct{ pool *exitnet.Pool }
+type associator struct{ pl *pool.Pool }
 
 func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
-	assoc, err := a.pool.Associate(ctx)
+	assoc, err := a.pl.Associate(ctx)
 	if err != nil {
 		return nil, err
 	}

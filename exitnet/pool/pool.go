@@ -1,6 +1,7 @@
-package exitnet
+package pool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,8 +22,8 @@ import (
 // client never dials a destination itself.
 var ErrNoExit = errors.New("no link to an exit is up")
 
-// PoolConfig configures a Pool. The zero value of a field means its default.
-type PoolConfig struct {
+// Config configures a Pool. The zero value of a field means its default.
+type Config struct {
 	// Link holds the client's identity and link settings. Identity is
 	// required.
 	Link link.Config
@@ -74,8 +75,8 @@ const (
 	StateDown       LinkState = "down" // no exit reachable; retrying
 )
 
-// PoolStatus is a snapshot of the pool.
-type PoolStatus struct {
+// Status is a snapshot of the pool.
+type Status struct {
 	Exit      link.ExitAddr // the active exit, or the last one tried
 	State     LinkState
 	Since     time.Time     // when State began
@@ -89,37 +90,48 @@ type PoolStatus struct {
 // the next best, and opens flows over the active one. Its DialContext has
 // the signature of net.Dialer's, so the proxies use it as their Dialer.
 type Pool struct {
-	cfg PoolConfig
+	cfg Config
 	log *slog.Logger
 
 	wake    chan struct{} // nudges Run to re-evaluate
 	retired chan *link.Session
-	stats   poolCounters
+	stats   counters
 
 	mu      sync.Mutex
 	sess    *link.Session // the active link; nil unless up
 	ready   chan struct{} // closed when sess becomes non-nil; replaced when it goes
-	status  PoolStatus
+	status  Status
 	stopped bool
 	cands   map[link.PeerID]*candidate
 	order   int // insertion counter, to keep the user's order among equals
 }
 
-// NewPool validates cfg and returns a Pool. Nothing is dialed until Run.
-func NewPool(cfg PoolConfig) (*Pool, error) {
+// New validates cfg and returns a Pool. Nothing is dialed until Run.
+func New(cfg Config) (*Pool, error) {
 	if cfg.Link.Identity == nil {
 		return nil, errors.New("pool: no identity configured")
+	}
+	for _, d := range []*time.Duration{&cfg.DialWait, &cfg.ResponseTimeout, &cfg.MinBackoff, &cfg.MaxBackoff, &cfg.UnsuitableRetry} {
+		*d = max(*d, 0) // below zero means the default, as zero does
+	}
+	cfg.DialWait = cmp.Or(cfg.DialWait, 5*time.Second)
+	cfg.ResponseTimeout = cmp.Or(cfg.ResponseTimeout, 30*time.Second)
+	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, 250*time.Millisecond)
+	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 30*time.Second)
+	cfg.UnsuitableRetry = cmp.Or(cfg.UnsuitableRetry, 10*time.Minute)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Link.Log == nil {
 		cfg.Link.Log = cfg.Log
 	}
 	p := &Pool{
 		cfg:     cfg,
-		log:     orDiscard(cfg.Log),
+		log:     cfg.Log,
 		wake:    make(chan struct{}, 1),
 		retired: make(chan *link.Session, 4),
 		ready:   make(chan struct{}),
-		status:  PoolStatus{State: StateConnecting, Since: time.Now()},
+		status:  Status{State: StateConnecting, Since: time.Now()},
 		cands:   make(map[link.PeerID]*candidate),
 	}
 	for _, e := range cfg.Exits {
@@ -129,7 +141,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 }
 
 // Status returns a snapshot of the pool.
-func (p *Pool) Status() PoolStatus {
+func (p *Pool) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.status
@@ -150,7 +162,7 @@ func (p *Pool) session(ctx context.Context) (*link.Session, error) {
 	if stopped {
 		return nil, ErrNoExit
 	}
-	t := time.NewTimer(orDefault(p.cfg.DialWait, 5*time.Second))
+	t := time.NewTimer(p.cfg.DialWait)
 	defer t.Stop()
 	select {
 	case <-ready:
@@ -184,7 +196,7 @@ func (p *Pool) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
-	return &flow{Stream: st, local: resp.Bound, remote: dst, end: p.stats.flows.begin(wire.KindConnect)}, nil
+	return &flow{Stream: st, local: resp.Bound, remote: dst, end: p.stats.flows.Begin(wire.KindConnect)}, nil
 }
 
 // open opens a stream for req on the live link and returns it with the
@@ -205,7 +217,7 @@ func (p *Pool) open(ctx context.Context, req wire.Request) (*yamux.Stream, wire.
 			}
 			return nil, wire.Response{}, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: fmt.Errorf("%w: %v", ErrNoExit, err)}
 		}
-		resp, err := request(ctx, st, req, orDefault(p.cfg.ResponseTimeout, 30*time.Second))
+		resp, err := wire.Call(ctx, st, req, p.cfg.ResponseTimeout)
 		if err != nil {
 			st.Reset()
 			if sess.IsClosed() && !retried && ctx.Err() == nil {
@@ -238,40 +250,6 @@ func (p *Pool) retire(sess *link.Session) {
 		default:
 		}
 	}
-}
-
-// request sends req on st and reads the exit's response.
-func request(ctx context.Context, st *yamux.Stream, req wire.Request, timeout time.Duration) (wire.Response, error) {
-	var buf [wire.MaxHeaderLen]byte
-	b, err := req.AppendBinary(buf[:0])
-	if err != nil {
-		return wire.Response{}, &wire.Error{Status: wire.StatusAddrTypeUnsupported, Err: err}
-	}
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	st.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
-	defer stop()
-	if _, err := st.Write(b); err != nil {
-		return wire.Response{}, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: err}
-	}
-	resp, err := wire.ReadResponse(st)
-	if err != nil {
-		// No answer from the exit means the link failed, not the
-		// destination: a timeout is a timeout, anything else unreachable.
-		status := wire.StatusNetworkUnreachable
-		if wire.StatusOf(err) == wire.StatusTimeout {
-			status = wire.StatusTimeout
-		}
-		return wire.Response{}, &wire.Error{Status: status, Err: fmt.Errorf("no answer from the exit: %w", err)}
-	}
-	if !stop() {
-		return wire.Response{}, &wire.Error{Status: wire.StatusTimeout, Err: ctx.Err()}
-	}
-	st.SetDeadline(time.Time{})
-	return resp, nil
 }
 
 // flow is a stream that reports the exit-side addresses of its connection.

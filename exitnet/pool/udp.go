@@ -1,4 +1,4 @@
-package exitnet
+package pool
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
-// Association is the client's end of a UDP association at the exit: one
+// UDP is the client's end of a UDP association at the exit: one
 // stream of datagram frames, one UDP socket at the exit.
-type Association struct {
+type UDP struct {
 	st *yamux.Stream
 	// Port is the exit-side port of the association's socket: what peers
 	// on the internet see as this client's UDP source port.
@@ -30,12 +30,12 @@ type Association struct {
 }
 
 // Associate opens a UDP association through the exit.
-func (p *Pool) Associate(ctx context.Context) (*Association, error) {
+func (p *Pool) Associate(ctx context.Context) (*UDP, error) {
 	st, resp, err := p.open(ctx, wire.Request{Kind: wire.KindUDP})
 	if err != nil {
 		return nil, err
 	}
-	return &Association{st: st, Port: resp.Bound.Port, end: p.stats.flows.begin(wire.KindUDP),
+	return &UDP{st: st, Port: resp.Bound.Port, end: p.stats.flows.Begin(wire.KindUDP),
 		wbuf: make([]byte, 0, wire.MaxFrameLen), rbuf: make([]byte, wire.MaxFrameLen)}, nil
 }
 
@@ -43,7 +43,7 @@ func (p *Pool) Associate(ctx context.Context) (*Association, error) {
 // blocks while the link's window for this association is full; it never
 // holds up other flows. A datagram that cannot be framed (too long for its
 // address) is dropped and counted; an error means the association is dead.
-func (a *Association) WriteTo(payload []byte, dst wire.Addr) error {
+func (a *UDP) WriteTo(payload []byte, dst wire.Addr) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	frame, err := wire.AppendDatagram(a.wbuf[:0], dst, payload)
@@ -58,7 +58,7 @@ func (a *Association) WriteTo(payload []byte, dst wire.Addr) error {
 // ReadFrom reads the next datagram the exit relays, from any address, into
 // p; a longer datagram is truncated. Frames that are not datagrams are
 // skipped and counted. It must not be called concurrently with itself.
-func (a *Association) ReadFrom(p []byte) (int, wire.Addr, error) {
+func (a *UDP) ReadFrom(p []byte) (int, wire.Addr, error) {
 	for {
 		body, err := wire.ReadFrame(a.st, a.rbuf)
 		if err != nil {
@@ -74,14 +74,14 @@ func (a *Association) ReadFrom(p []byte) (int, wire.Addr, error) {
 }
 
 // Malformed counts frames from the exit that were skipped.
-func (a *Association) Malformed() uint64 { return a.malformed.Load() }
+func (a *UDP) Malformed() uint64 { return a.malformed.Load() }
 
 // Unsendable counts datagrams WriteTo dropped because they could not be
 // framed.
-func (a *Association) Unsendable() uint64 { return a.unsendable.Load() }
+func (a *UDP) Unsendable() uint64 { return a.unsendable.Load() }
 
 // Close ends the association at both ends.
-func (a *Association) Close() error {
+func (a *UDP) Close() error {
 	a.closed.Do(a.end)
 	return a.st.Close()
 }

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"context"
@@ -20,8 +20,8 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
-// ExitConfig configures an Exit. The zero value of a field means its default.
-type ExitConfig struct {
+// Config configures an Exit. The zero value of a field means its default.
+type Config struct {
 	// Link holds the exit's identity and link settings. Identity is required.
 	Link link.Config
 	// Policy decides which destinations the exit dials. Nil means the
@@ -79,9 +79,9 @@ type ExitConfig struct {
 	Log *slog.Logger
 }
 
-// Exit accepts links from clients and carries their flows.
-type Exit struct {
-	cfg    ExitConfig
+// Server is an exit: it accepts links from clients and carries their flows.
+type Server struct {
+	cfg    Config
 	policy *policy.Policy
 	log    *slog.Logger
 	dialer net.Dialer
@@ -128,8 +128,8 @@ func (c *client) acquireUDP(limit int) bool {
 
 func (c *client) releaseUDP() { c.udp.Add(-1) }
 
-// NewExit validates cfg and returns an Exit ready to Serve.
-func NewExit(cfg ExitConfig) (*Exit, error) {
+// New validates cfg and returns an Exit ready to Serve.
+func New(cfg Config) (*Server, error) {
 	if cfg.Link.Identity == nil {
 		return nil, errors.New("exit: no identity configured")
 	}
@@ -155,7 +155,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 			return nil, fmt.Errorf("exit: negative %s %d", l.name, l.n)
 		}
 	}
-	e := &Exit{
+	e := &Server{
 		cfg:      cfg,
 		policy:   cfg.Policy,
 		log:      orDiscard(cfg.Log),
@@ -192,7 +192,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 // Serve accepts links on ln until ctx is cancelled. Then it stops accepting,
 // tells every client to go away, lets open flows drain for DrainTimeout, and
 // closes every link. It returns after all its goroutines have ended.
-func (e *Exit) Serve(ctx context.Context, ln net.Listener) error {
+func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Links check ctx before they register, so after cancel() below no new
 	// link can slip past drain.
 	ctx, cancel := context.WithCancel(ctx)
@@ -229,7 +229,7 @@ func (e *Exit) Serve(ctx context.Context, ln net.Listener) error {
 
 // drain sends GoAway on every link, waits up to DrainTimeout for their
 // streams to finish, then closes them.
-func (e *Exit) drain() {
+func (e *Server) drain() {
 	e.mu.Lock()
 	sessions := make([]*link.Session, 0, len(e.sessions))
 	for s := range e.sessions {
@@ -258,7 +258,7 @@ func (e *Exit) drain() {
 	}
 }
 
-func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
+func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
@@ -344,7 +344,7 @@ func (e *Exit) serveConn(ctx context.Context, conn net.Conn) {
 	log.Info("link down", "dur", time.Since(start).Round(time.Millisecond))
 }
 
-func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client) {
+func (e *Server) serveStream(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client) {
 	st.SetReadDeadline(time.Now().Add(orDefault(e.cfg.RequestTimeout, 10*time.Second)))
 	req, err := wire.ReadRequest(st)
 	if err != nil {
@@ -355,7 +355,7 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 	st.SetReadDeadline(time.Time{})
 	switch req.Kind {
 	case wire.KindConnect, wire.KindUDP, wire.KindForward, wire.KindDescriptor:
-		defer e.stats.flows.begin(req.Kind)()
+		defer e.stats.flows.Begin(req.Kind)()
 	}
 	switch req.Kind {
 	case wire.KindConnect:
@@ -367,13 +367,13 @@ func (e *Exit) serveStream(ctx context.Context, log *slog.Logger, sess *link.Ses
 	case wire.KindDescriptor:
 		e.serveDescriptors(st)
 	default:
-		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
 	}
 }
 
 // connect dials dst and splices it to the stream.
-func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, dst wire.Addr, c *client) {
+func (e *Server) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, dst wire.Addr, c *client) {
 	start := time.Now()
 	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
@@ -382,11 +382,11 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 			e.stats.policyRefusals.Add(1)
 		}
 		log.Debug("connect failed", "stream", st.StreamID(), "dst", dst, "err", err)
-		respond(st, wire.Response{Status: status})
+		wire.Respond(st, wire.Response{Status: status})
 		st.Close()
 		return
 	}
-	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.AddrFromNet(conn.LocalAddr())}); err != nil {
+	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.AddrFromNet(conn.LocalAddr())}); err != nil {
 		conn.Close()
 		st.Reset()
 		return
@@ -398,7 +398,7 @@ func (e *Exit) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream, 
 
 // admit decides in the TLS handshake whether a client may link: it must be
 // on the allow-list, if there is one, and there must be room for it.
-func (e *Exit) admit(id link.PeerID) bool {
+func (e *Server) admit(id link.PeerID) bool {
 	if !e.allowed(id) {
 		e.stats.refusedAllowList.Add(1)
 		return false
@@ -418,7 +418,7 @@ func (e *Exit) admit(id link.PeerID) bool {
 }
 
 // allowed reports whether the allow-list, if there is one, holds id.
-func (e *Exit) allowed(id link.PeerID) bool {
+func (e *Server) allowed(id link.PeerID) bool {
 	f := e.allow.Load()
 	return f == nil || (*f)(id)
 }
@@ -426,7 +426,7 @@ func (e *Exit) allowed(id link.PeerID) bool {
 // SetAllow replaces the allow-list: from now on only clients allow returns
 // true for are admitted (nil admits any), and the links of clients it
 // refuses are closed at once. It returns how many links it closed.
-func (e *Exit) SetAllow(allow func(link.PeerID) bool) int {
+func (e *Server) SetAllow(allow func(link.PeerID) bool) int {
 	e.mu.Lock()
 	if allow == nil {
 		e.allow.Store(nil)
@@ -450,23 +450,23 @@ func (e *Exit) SetAllow(allow func(link.PeerID) bool) int {
 	return len(drop)
 }
 
-func (e *Exit) maxBuffer() int64 {
+func (e *Server) maxBuffer() int64 {
 	if e.cfg.MaxBufferPerClient > 0 {
 		return e.cfg.MaxBufferPerClient
 	}
 	return 64 << 20
 }
 
-func (e *Exit) halfOpen() time.Duration { return orDefault(e.cfg.HalfOpenTimeout, 2*time.Minute) }
+func (e *Server) halfOpen() time.Duration { return orDefault(e.cfg.HalfOpenTimeout, 2*time.Minute) }
 
-func (e *Exit) maxClients() int {
+func (e *Server) maxClients() int {
 	if e.cfg.MaxClients > 0 {
 		return e.cfg.MaxClients
 	}
 	return 1024
 }
 
-func (e *Exit) maxStreams() int {
+func (e *Server) maxStreams() int {
 	if e.cfg.MaxStreamsPerClient > 0 {
 		return e.cfg.MaxStreamsPerClient
 	}
@@ -475,22 +475,12 @@ func (e *Exit) maxStreams() int {
 
 // refuseStream reads a stream's request and answers that the exit will not
 // carry it: the client holds too many.
-func (e *Exit) refuseStream(st *yamux.Stream) {
+func (e *Server) refuseStream(st *yamux.Stream) {
 	st.SetReadDeadline(time.Now().Add(orDefault(e.cfg.RequestTimeout, 10*time.Second)))
 	if _, err := wire.ReadRequest(st); err == nil {
-		respond(st, wire.Response{Status: wire.StatusNotAllowed})
+		wire.Respond(st, wire.Response{Status: wire.StatusNotAllowed})
 	}
 	st.Close()
-}
-
-func respond(st *yamux.Stream, resp wire.Response) error {
-	var buf [wire.MaxHeaderLen]byte
-	b, err := resp.AppendBinary(buf[:0])
-	if err != nil {
-		return err
-	}
-	_, err = st.Write(b)
-	return err
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"context"
@@ -39,16 +39,16 @@ type forwardCounters struct {
 }
 
 // ForwardStats returns a snapshot of the forwarding counters.
-func (e *Exit) ForwardStats() ForwardStats {
+func (e *Server) ForwardStats() ForwardStats {
 	return ForwardStats{Active: e.fwd.active.Load(), Inbound: e.fwd.inbound.Load(), Refused: e.fwd.refused.Load()}
 }
 
 // forward lends the client a port for as long as it keeps st open: TCP
 // connections to the port become inbound streams to the client, and the
 // client's first UDP association is bound to it.
-func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client, want uint16) {
+func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client, want uint16) {
 	if e.cfg.Ports == nil {
-		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
 		return
 	}
@@ -60,14 +60,14 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 	})
 	if err != nil {
 		log.Info("forward refused", "err", err)
-		respond(st, wire.Response{Status: wire.StatusNotAllowed})
+		wire.Respond(st, wire.Response{Status: wire.StatusNotAllowed})
 		st.Close()
 		return
 	}
 	defer e.cfg.Ports.Release(sess.Peer, port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)
-	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
+	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
 		ln.Close()
 		st.Reset()
 		return
@@ -84,7 +84,7 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 				return
 			}
 			e.fwd.inbound.Add(1)
-			wg.Go(func() { e.inbound(ctx, log, sess, conn, c) })
+			wg.Go(func() { e.carryInbound(ctx, log, sess, conn, c) })
 		}
 	})
 	// The forward lasts until the client closes its stream, the link goes,
@@ -98,9 +98,9 @@ func (e *Exit) forward(ctx context.Context, log *slog.Logger, sess *link.Session
 	log.Info("forward closed", "port", port)
 }
 
-// inbound carries one connection from a forwarded port to the client.
-func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn, c *client) {
-	defer e.stats.flows.begin(wire.KindInbound)()
+// carryInbound carries one connection from a forwarded port to the client.
+func (e *Server) carryInbound(ctx context.Context, log *slog.Logger, sess *link.Session, conn *net.TCPConn, c *client) {
+	defer e.stats.flows.Begin(wire.KindInbound)()
 	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
@@ -108,7 +108,7 @@ func (e *Exit) inbound(ctx context.Context, log *slog.Logger, sess *link.Session
 		return
 	}
 	dst := wire.Addr{IP: remote.Addr().Unmap(), Port: remote.Port()}
-	resp, err := request(ctx, st, wire.Request{Kind: wire.KindInbound, Dst: dst}, 10*time.Second)
+	resp, err := wire.Call(ctx, st, wire.Request{Kind: wire.KindInbound, Dst: dst}, 10*time.Second)
 	if err != nil || resp.Status != wire.StatusOK {
 		e.fwd.refused.Add(1)
 		log.Debug("inbound refused by client", "dst", dst, "status", resp.Status, "err", err)

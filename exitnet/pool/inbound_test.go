@@ -1,4 +1,4 @@
-package exitnet
+package pool
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"context"
@@ -35,7 +35,7 @@ func newLimiter(bps int64) *rate.Limiter {
 // connection, with the client's rate limit on the destination side (so each
 // byte is charged once, whichever way it goes) and the half-open bound on
 // both.
-func (e *Exit) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result {
+func (e *Server) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result {
 	h := &halfOpen{timeout: e.halfOpen(), c: &e.limits}
 	a := &flowConn{Conn: st, half: h}
 	b := &flowConn{Conn: conn, half: h}
@@ -45,7 +45,7 @@ func (e *Exit) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result {
 		b.charged = &e.limits.rateBytes
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
-	return e.stats.flows.splice(a, b)
+	return e.stats.flows.Splice(a, b)
 }
 
 // halfOpen bounds the life of a flow after one direction has ended: the

@@ -1,8 +1,6 @@
-package exitnet
+package exit
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -23,9 +21,6 @@ const (
 	defaultCapacity = 256
 )
 
-// ErrUnsuitable wraps why the pool will not use an exit.
-var ErrUnsuitable = errors.New("exit unsuitable")
-
 // descriptors is the exit's own signed descriptor and those of the other
 // exits it knows.
 type descriptors struct {
@@ -37,7 +32,7 @@ type descriptors struct {
 
 // Descriptor returns the exit's signed descriptor, signing a fresh one
 // every descriptorRefresh.
-func (e *Exit) Descriptor() (discovery.SignedDescriptor, error) {
+func (e *Server) Descriptor() (discovery.SignedDescriptor, error) {
 	e.desc.mu.Lock()
 	defer e.desc.mu.Unlock()
 	now := time.Now()
@@ -54,7 +49,7 @@ func (e *Exit) Descriptor() (discovery.SignedDescriptor, error) {
 }
 
 // describe says what the exit offers now.
-func (e *Exit) describe(now time.Time) discovery.Descriptor {
+func (e *Server) describe(now time.Time) discovery.Descriptor {
 	capacity := e.cfg.Capacity
 	if capacity <= 0 {
 		capacity = defaultCapacity
@@ -84,7 +79,7 @@ func (e *Exit) describe(now time.Time) discovery.Descriptor {
 
 // Learn keeps another exit's descriptor to pass on to clients. It verifies
 // it first; a newer descriptor of the same exit replaces the older.
-func (e *Exit) Learn(s discovery.SignedDescriptor) error {
+func (e *Server) Learn(s discovery.SignedDescriptor) error {
 	d, err := s.Verify(link.PeerID{}, time.Now())
 	if err != nil {
 		return err
@@ -112,14 +107,14 @@ func (e *Exit) Learn(s discovery.SignedDescriptor) error {
 
 // serveDescriptors answers a descriptor request: the exit's own
 // descriptor, then those of the exits it knows, then the end of the stream.
-func (e *Exit) serveDescriptors(st *yamux.Stream) {
+func (e *Server) serveDescriptors(st *yamux.Stream) {
 	defer st.Close()
 	own, err := e.Descriptor()
 	if err != nil {
-		respond(st, wire.Response{Status: wire.StatusGeneralFailure})
+		wire.Respond(st, wire.Response{Status: wire.StatusGeneralFailure})
 		return
 	}
-	if respond(st, wire.Response{Status: wire.StatusOK}) != nil {
+	if wire.Respond(st, wire.Response{Status: wire.StatusOK}) != nil {
 		return
 	}
 	e.desc.mu.Lock()
@@ -137,61 +132,4 @@ func (e *Exit) serveDescriptors(st *yamux.Stream) {
 		}
 	}
 	st.Write(buf)
-}
-
-// fetchDescriptors asks the exit at the other end of sess for its
-// descriptor and the ones it knows. The first must be the exit's own,
-// verified against want; the others are verified on their own and those
-// that fail are dropped (and counted by the caller through len).
-func fetchDescriptors(ctx context.Context, sess *link.Session, want link.PeerID) (own discovery.Descriptor, others []discovery.Known, dropped int, err error) {
-	st, err := requestDescriptors(ctx, sess)
-	if err != nil {
-		return discovery.Descriptor{}, nil, 0, err
-	}
-	defer st.Close()
-	return discovery.ReadReply(st, want, time.Now())
-}
-
-// requestDescriptors asks the exit at the other end of sess for
-// descriptors and returns the stream they follow on, with a read deadline.
-func requestDescriptors(ctx context.Context, sess *link.Session) (*yamux.Stream, error) {
-	st, err := sess.OpenStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := request(ctx, st, wire.Request{Kind: wire.KindDescriptor}, 10*time.Second)
-	if err == nil && resp.Status != wire.StatusOK {
-		err = &wire.Error{Status: resp.Status}
-	}
-	if err != nil {
-		st.Reset()
-		return nil, err
-	}
-	st.SetReadDeadline(time.Now().Add(10 * time.Second))
-	return st, nil
-}
-
-// FetchDescriptor links to exit, reads its own verified descriptor and
-// closes the link: how an exit learns of the exits its operator names.
-func FetchDescriptor(ctx context.Context, cfg link.Config, exit link.ExitAddr) (discovery.SignedDescriptor, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	sess, err := link.Dial(ctx, cfg, exit)
-	if err != nil {
-		return discovery.SignedDescriptor{}, err
-	}
-	defer sess.Close()
-	st, err := requestDescriptors(ctx, sess)
-	if err != nil {
-		return discovery.SignedDescriptor{}, err
-	}
-	defer st.Close()
-	s, err := discovery.ReadSignedDescriptor(st)
-	if err != nil {
-		return discovery.SignedDescriptor{}, err
-	}
-	if _, err := s.Verify(exit.ID, time.Now()); err != nil {
-		return discovery.SignedDescriptor{}, err
-	}
-	return s, nil
 }

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/nstest"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
@@ -202,7 +203,7 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 
 	// The control: an exit that may reach loopback connects to each
 	// loopback listener, by address and by name.
-	lab := serveExit(t, ExitConfig{Policy: &policy.Policy{AllowPrivate: true}, Resolver: fd.resolver()})
+	lab := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, Resolver: fd.resolver()})
 	labPool := startPool(t, lab.addr)
 	reached := 0
 	for _, d := range dsts {
@@ -224,14 +225,14 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 	}
 	waitFor(t, "the control connections accepted", func() bool { return lb.total() == int64(reached) })
 
-	exit := serveExit(t, ExitConfig{Resolver: fd.resolver()}) // the default policy
-	pool := startPool(t, exit.addr)
+	exit := serveExit(t, Config{Resolver: fd.resolver()}) // the default policy
+	pl := startPool(t, exit.addr)
 
 	t.Run("tcp", func(t *testing.T) {
 		for _, d := range dsts {
 			port := strconv.Itoa(int(portFor(ports, d.ip)))
 			for _, dst := range []string{net.JoinHostPort(d.ip.String(), port), net.JoinHostPort(d.name, port)} {
-				c, err := pool.DialContext(t.Context(), "tcp", dst)
+				c, err := pl.DialContext(t.Context(), "tcp", dst)
 				if err == nil {
 					c.Close()
 					t.Errorf("%s (%s): the exit connected", dst, d.ip)
@@ -251,7 +252,7 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 	})
 
 	t.Run("udp", func(t *testing.T) {
-		a := associate(t, pool)
+		a := associate(t, pl)
 		sent := 0
 		for _, d := range dsts {
 			port := portFor(ports, d.ip)
@@ -291,13 +292,13 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 func TestSecurityAllowList(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	allowed := newIdentity(t)
-	exit := serveExit(t, ExitConfig{Policy: &policy.Policy{AllowPrivate: true},
+	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true},
 		Allow: func(id link.PeerID) bool { return id == allowed.ID() }})
-	p := runPool(t, PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit.addr},
+	p := runPool(t, pool.Config{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit.addr},
 		DialWait: 300 * time.Millisecond})
 
 	_, err := p.DialContext(t.Context(), "tcp", "127.0.0.1:"+tg.port())
-	if !errors.Is(err, ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
+	if !errors.Is(err, pool.ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
 		t.Fatalf("flow from a client off the allow-list: %v, want no exit", err)
 	}
 	if _, err := p.Associate(t.Context()); wire.StatusOf(err) != wire.StatusNetworkUnreachable {

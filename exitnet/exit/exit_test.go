@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -78,7 +79,7 @@ func (tg *target) port() string {
 
 type exitHandle struct {
 	addr   link.ExitAddr
-	exit   *Exit
+	exit   *Server
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // Serve's result, set before done is closed
@@ -114,18 +115,18 @@ func restartableAddr(t testing.TB) string {
 // startExit runs an exit on addr ("127.0.0.1:0" for a fresh port).
 func startExit(t testing.TB, id *link.Identity, addr string, pol *policy.Policy) *exitHandle {
 	t.Helper()
-	return serveExitOn(t, ExitConfig{Link: link.Config{Identity: id}, Policy: pol}, addr)
+	return serveExitOn(t, Config{Link: link.Config{Identity: id}, Policy: pol}, addr)
 }
 
 // serveExit runs an exit with cfg on a fresh loopback port.
-func serveExit(t testing.TB, cfg ExitConfig) *exitHandle {
+func serveExit(t testing.TB, cfg Config) *exitHandle {
 	t.Helper()
 	return serveExitOn(t, cfg, "127.0.0.1:0")
 }
 
 // serveExitOn runs an exit with cfg on addr, filling in an identity, the
 // loopback resolver and a short drain where cfg leaves them out.
-func serveExitOn(t testing.TB, cfg ExitConfig, addr string) *exitHandle {
+func serveExitOn(t testing.TB, cfg Config, addr string) *exitHandle {
 	t.Helper()
 	if cfg.Link.Identity == nil {
 		cfg.Link.Identity = newIdentity(t)
@@ -136,7 +137,7 @@ func serveExitOn(t testing.TB, cfg ExitConfig, addr string) *exitHandle {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 100 * time.Millisecond
 	}
-	e, err := NewExit(cfg)
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,21 +152,21 @@ func serveExitOn(t testing.TB, cfg ExitConfig, addr string) *exitHandle {
 	return h
 }
 
-// startPool runs a pool with a fresh identity, linked to exit.
-func startPool(t testing.TB, exit link.ExitAddr) *Pool {
+// startPool runs a pl with a fresh identity, linked to exit.
+func startPool(t testing.TB, exit link.ExitAddr) *pool.Pool {
 	t.Helper()
 	return startPoolAs(t, newIdentity(t), exit)
 }
 
-// startPoolAs runs a pool with identity id, linked to exit.
-func startPoolAs(t testing.TB, id *link.Identity, exit link.ExitAddr) *Pool {
+// startPoolAs runs a pl with identity id, linked to exit.
+func startPoolAs(t testing.TB, id *link.Identity, exit link.ExitAddr) *pool.Pool {
 	t.Helper()
-	return runPool(t, PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}})
+	return runPool(t, pool.Config{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}})
 }
 
-// runPool runs a pool with cfg until the test ends, with short back-offs
+// runPool runs a pl with cfg until the test ends, with short back-offs
 // and a 10 s wait for a link where cfg leaves them out.
-func runPool(t testing.TB, cfg PoolConfig) *Pool {
+func runPool(t testing.TB, cfg pool.Config) *pool.Pool {
 	t.Helper()
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
@@ -173,7 +174,7 @@ func runPool(t testing.TB, cfg PoolConfig) *Pool {
 	if cfg.DialWait == 0 {
 		cfg.DialWait = 10 * time.Second
 	}
-	p, err := NewPool(cfg)
+	p, err := pool.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func newIdentity(t testing.TB) *link.Identity {
 
 // roundTrip sends payload on a flow to addr, half-closes, and checks that
 // the target saw every byte and that its reply arrives intact.
-func roundTrip(t *testing.T, p *Pool, addr string, payload, reply []byte) net.Conn {
+func roundTrip(t *testing.T, p *pool.Pool, addr string, payload, reply []byte) net.Conn {
 	t.Helper()
 	c, err := p.DialContext(t.Context(), "tcp", addr)
 	if err != nil {
@@ -235,20 +236,20 @@ func randBytes(n int) []byte {
 
 func TestFlowsReachTargets(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	payload, reply := randBytes(4<<20), randBytes(3<<20)
 
 	t4 := startTarget(t, "tcp4", "127.0.0.1:0", reply)
-	c := roundTrip(t, pool, "127.0.0.1:"+t4.port(), payload, reply)
+	c := roundTrip(t, pl, "127.0.0.1:"+t4.port(), payload, reply)
 	if la := c.LocalAddr().(*net.TCPAddr); !la.IP.IsLoopback() || la.Port == 0 {
 		t.Errorf("bound address %v, want the exit's loopback source", la)
 	}
 	t.Run("ipv6", func(t *testing.T) {
 		t6 := startTarget(t, "tcp6", "[::1]:0", reply)
-		roundTrip(t, pool, "[::1]:"+t6.port(), payload, reply)
+		roundTrip(t, pl, "[::1]:"+t6.port(), payload, reply)
 	})
 	t.Run("name resolved at the exit", func(t *testing.T) {
-		roundTrip(t, pool, "localhost:"+t4.port(), payload, reply)
+		roundTrip(t, pl, "localhost:"+t4.port(), payload, reply)
 	})
 	if n := t4.accepted.Load(); n != 2 {
 		t.Errorf("target accepted %d connections, want 2", n)
@@ -257,10 +258,10 @@ func TestFlowsReachTargets(t *testing.T) {
 
 func TestExitPolicyRefusals(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", nil) // default policy: no loopback
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	for _, addr := range []string{"127.0.0.1:" + tg.port(), "localhost:" + tg.port(), "[::ffff:127.0.0.1]:" + tg.port()} {
-		_, err := pool.DialContext(t.Context(), "tcp", addr)
+		_, err := pl.DialContext(t.Context(), "tcp", addr)
 		if st := wire.StatusOf(err); st != wire.StatusNotAllowed {
 			t.Errorf("dial %s: status %v (%v), want not allowed", addr, st, err)
 		}
@@ -272,7 +273,7 @@ func TestExitPolicyRefusals(t *testing.T) {
 
 func TestExitStatusCodes(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()
 	ln.Close()
@@ -285,12 +286,12 @@ func TestExitStatusCodes(t *testing.T) {
 		{"127.0.0.1:25", wire.StatusNotAllowed},
 	}
 	for _, tt := range tests {
-		_, err := pool.DialContext(t.Context(), "tcp", tt.addr)
+		_, err := pl.DialContext(t.Context(), "tcp", tt.addr)
 		if st := wire.StatusOf(err); st != tt.want {
 			t.Errorf("dial %s: %v (%v), want %v", tt.addr, st, err, tt.want)
 		}
 	}
-	if _, err := pool.DialContext(t.Context(), "udp", closed); wire.StatusOf(err) != wire.StatusKindNotSupported {
+	if _, err := pl.DialContext(t.Context(), "udp", closed); wire.StatusOf(err) != wire.StatusKindNotSupported {
 		t.Errorf("udp dial: %v, want kind not supported", err)
 	}
 }
@@ -300,7 +301,7 @@ func TestPoolRefusesWrongExit(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	impostor := exit.addr
 	impostor.ID = newIdentity(t).ID()
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{impostor},
+	p, err := pool.New(pool.Config{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{impostor},
 		MinBackoff: 10 * time.Millisecond, DialWait: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -310,11 +311,11 @@ func TestPoolRefusesWrongExit(t *testing.T) {
 	go func() { p.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	_, err = p.DialContext(t.Context(), "tcp", "127.0.0.1:"+tg.port())
-	if !errors.Is(err, ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
-		t.Fatalf("dial through an exit with the wrong ID: %v, want ErrNoExit", err)
+	if !errors.Is(err, pool.ErrNoExit) || wire.StatusOf(err) != wire.StatusNetworkUnreachable {
+		t.Fatalf("dial through an exit with the wrong ID: %v, want pool.ErrNoExit", err)
 	}
-	if st := p.Status(); st.State == StateUp {
-		t.Fatalf("pool state %v with a mismatched exit", st.State)
+	if st := p.Status(); st.State == pool.StateUp {
+		t.Fatalf("pl state %v with a mismatched exit", st.State)
 	}
 	if n := tg.accepted.Load(); n != 0 {
 		t.Fatalf("target saw %d connections", n)
@@ -323,7 +324,7 @@ func TestPoolRefusesWrongExit(t *testing.T) {
 
 func TestExitAllowList(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
+	e, err := New(Config{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		Allow: func(link.PeerID) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
@@ -333,30 +334,29 @@ func TestExitAllowList(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Serve(ctx, ln) }()
 	defer func() { cancel(); <-done }()
-	p, _ := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{{ID: id.ID(), Addr: ln.Addr().String()}}})
-	_, _, err = p.dial(t.Context(), link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()})
+	_, _, err = pool.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()})
 	if err == nil {
 		t.Fatal("a client off the allow-list got a working link")
 	}
 }
 
 // TestFailClosedAndReconnect stops the exit: flows must fail with nothing
-// reaching the target; when the exit returns on the same address, the pool
+// reaching the target; when the exit returns on the same address, the pl
 // reconnects by itself and new flows work.
 func TestFailClosedAndReconnect(t *testing.T) {
 	id := newIdentity(t)
 	exit := startExit(t, id, restartableAddr(t), &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	reply := []byte("pong")
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
 	dst := "127.0.0.1:" + tg.port()
-	roundTrip(t, pool, dst, []byte("ping"), reply)
+	roundTrip(t, pl, dst, []byte("ping"), reply)
 
 	exit.stop(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	for i := range 5 {
-		_, err := pool.DialContext(ctx, "tcp", dst)
+		_, err := pl.DialContext(ctx, "tcp", dst)
 		if wire.StatusOf(err) != wire.StatusNetworkUnreachable && !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("dial %d with the exit gone: %v, want network unreachable", i, err)
 		}
@@ -366,21 +366,21 @@ func TestFailClosedAndReconnect(t *testing.T) {
 	}
 
 	startExit(t, id, exit.addr.Addr, &policy.Policy{AllowPrivate: true})
-	roundTrip(t, pool, dst, []byte("ping again"), reply) // waits for the new link
-	if st := pool.Status(); st.State != StateUp {
-		t.Fatalf("pool state %v after reconnect", st.State)
+	roundTrip(t, pl, dst, []byte("ping again"), reply) // waits for the new link
+	if st := pl.Status(); st.State != pool.StateUp {
+		t.Fatalf("pl state %v after reconnect", st.State)
 	}
 }
 
 func TestThousandConcurrentFlows(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", []byte("ok"))
 	dst := "127.0.0.1:" + tg.port()
 	var g errgroup.Group
 	for i := range 1000 {
 		g.Go(func() error {
-			c, err := pool.DialContext(t.Context(), "tcp", dst)
+			c, err := pl.DialContext(t.Context(), "tcp", dst)
 			if err != nil {
 				return fmt.Errorf("flow %d: %w", i, err)
 			}
@@ -408,7 +408,7 @@ func TestThousandConcurrentFlows(t *testing.T) {
 // extra flows, and a client beyond the exit's client cap gets no link.
 func TestExitLimits(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
+	e, err := New(Config{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		MaxClients: 1, MaxStreamsPerClient: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -422,21 +422,21 @@ func TestExitLimits(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
 	dst := "127.0.0.1:" + tg.port()
 
-	pool := startPool(t, addr)
+	pl := startPool(t, addr)
 	var open []net.Conn
 	for range 3 {
-		c, err := pool.DialContext(t.Context(), "tcp", dst)
+		c, err := pl.DialContext(t.Context(), "tcp", dst)
 		if err != nil {
 			t.Fatal(err)
 		}
 		open = append(open, c)
 	}
-	if _, err := pool.DialContext(t.Context(), "tcp", dst); wire.StatusOf(err) != wire.StatusNotAllowed {
+	if _, err := pl.DialContext(t.Context(), "tcp", dst); wire.StatusOf(err) != wire.StatusNotAllowed {
 		t.Fatalf("fourth flow: %v, want not allowed", err)
 	}
 	open[0].Close()
 	waitFor(t, "a stream slot to free", func() bool {
-		c, err := pool.DialContext(t.Context(), "tcp", dst)
+		c, err := pl.DialContext(t.Context(), "tcp", dst)
 		if err == nil {
 			c.Close()
 		}
@@ -446,8 +446,7 @@ func TestExitLimits(t *testing.T) {
 		c.Close()
 	}
 
-	second, _ := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{addr}})
-	if _, _, err := second.dial(t.Context(), addr); err == nil {
+	if _, _, err := pool.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, addr); err == nil {
 		t.Fatal("a second client got a link from an exit capped at one")
 	}
 	if st := e.Stats(); st.RefusedFull != 1 || st.RefusedFlows < 1 {

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"bytes"
@@ -16,13 +16,14 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 // startExitWith runs an exit with cfg on a fresh loopback port; with no
 // policy given, the lab's, which reaches loopback.
-func startExitWith(t *testing.T, cfg ExitConfig) *exitHandle {
+func startExitWith(t *testing.T, cfg Config) *exitHandle {
 	t.Helper()
 	if cfg.Policy == nil {
 		cfg.Policy = &policy.Policy{AllowPrivate: true}
@@ -30,7 +31,7 @@ func startExitWith(t *testing.T, cfg ExitConfig) *exitHandle {
 	return serveExit(t, cfg)
 }
 
-func (e *Exit) linkCount() int {
+func (e *Server) linkCount() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.sessions)
@@ -42,7 +43,7 @@ func (e *Exit) linkCount() int {
 func TestSetAllowDropsRefusedClients(t *testing.T) {
 	a, b := newIdentity(t), newIdentity(t)
 	both := func(id link.PeerID) bool { return id == a.ID() || id == b.ID() }
-	exit := startExitWith(t, ExitConfig{Allow: both})
+	exit := startExitWith(t, Config{Allow: both})
 	reply := []byte("pong")
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
 	dst := "127.0.0.1:" + tg.port()
@@ -56,7 +57,7 @@ func TestSetAllowDropsRefusedClients(t *testing.T) {
 	if n := exit.exit.SetAllow(func(id link.PeerID) bool { return id == a.ID() }); n != 1 {
 		t.Fatalf("SetAllow closed %d links, want 1", n)
 	}
-	waitFor(t, "b's link to go", func() bool { return pb.Status().State != StateUp && exit.exit.linkCount() == 1 })
+	waitFor(t, "b's link to go", func() bool { return pb.Status().State != pool.StateUp && exit.exit.linkCount() == 1 })
 	roundTrip(t, pa, dst, []byte("a again"), reply)
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
@@ -64,7 +65,7 @@ func TestSetAllowDropsRefusedClients(t *testing.T) {
 		c.Close()
 		t.Fatal("a client taken off the allow-list still opens flows")
 	}
-	if _, _, err := pb.dial(t.Context(), exit.addr); err == nil {
+	if _, _, err := pool.Dial(t.Context(), link.Config{Identity: b}, exit.addr); err == nil {
 		t.Fatal("a client taken off the allow-list got a new link")
 	}
 	if st := exit.exit.LimitStats(); st.ClientsDropped != 1 {
@@ -82,12 +83,12 @@ func TestSetAllowDropsRefusedClients(t *testing.T) {
 // TestRateLimitedFlowIntact: with a per-client rate, a flow's bytes arrive
 // intact both ways, and every byte is charged to the limiter exactly once.
 func TestRateLimitedFlowIntact(t *testing.T) {
-	exit := startExitWith(t, ExitConfig{RatePerClient: 2 << 20})
+	exit := startExitWith(t, Config{RatePerClient: 2 << 20})
 	reply := randBytes(300 << 10)
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	payload := randBytes(500 << 10)
-	roundTrip(t, pool, "127.0.0.1:"+tg.port(), payload, reply)
+	roundTrip(t, pl, "127.0.0.1:"+tg.port(), payload, reply)
 	want := uint64(len(payload) + sha256.Size + len(reply))
 	waitFor(t, "the flow to end", func() bool { return exit.exit.LimitStats().RateLimitedBytes == want })
 	if st := exit.exit.LimitStats(); st.RateLimitedBytes != want {
@@ -97,11 +98,11 @@ func TestRateLimitedFlowIntact(t *testing.T) {
 
 // TestUnlimitedFlowNotCharged: without a rate nothing is charged.
 func TestUnlimitedFlowNotCharged(t *testing.T) {
-	exit := startExitWith(t, ExitConfig{})
+	exit := startExitWith(t, Config{})
 	reply := []byte("pong")
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
-	pool := startPool(t, exit.addr)
-	roundTrip(t, pool, "127.0.0.1:"+tg.port(), randBytes(100<<10), reply)
+	pl := startPool(t, exit.addr)
+	roundTrip(t, pl, "127.0.0.1:"+tg.port(), randBytes(100<<10), reply)
 	if st := exit.exit.LimitStats(); st.RateLimitedBytes != 0 {
 		t.Fatalf("charged %d bytes with no limit", st.RateLimitedBytes)
 	}
@@ -171,7 +172,7 @@ func TestRateLimiterAccounting(t *testing.T) {
 // answers nor closes; the exit aborts the flow after HalfOpenTimeout, and
 // the client learns it was cut short (a reset), not finished.
 func TestHalfOpenFlowExpires(t *testing.T) {
-	exit := startExitWith(t, ExitConfig{HalfOpenTimeout: 200 * time.Millisecond})
+	exit := startExitWith(t, Config{HalfOpenTimeout: 200 * time.Millisecond})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +186,8 @@ func TestHalfOpenFlowExpires(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close() })
-	pool := startPool(t, exit.addr)
-	c, err := pool.DialContext(t.Context(), "tcp", ln.Addr().String())
+	pl := startPool(t, exit.addr)
+	c, err := pl.DialContext(t.Context(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestHalfOpenFlowExpires(t *testing.T) {
 // keeps carrying data outlives HalfOpenTimeout many times over.
 func TestHalfOpenFlowKeptWhileMoving(t *testing.T) {
 	const timeout = 500 * time.Millisecond
-	exit := startExitWith(t, ExitConfig{HalfOpenTimeout: timeout})
+	exit := startExitWith(t, Config{HalfOpenTimeout: timeout})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -236,8 +237,8 @@ func TestHalfOpenFlowKeptWhileMoving(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close() })
-	pool := startPool(t, exit.addr)
-	c, err := pool.DialContext(t.Context(), "tcp", ln.Addr().String())
+	pl := startPool(t, exit.addr)
+	c, err := pl.DialContext(t.Context(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,14 +258,14 @@ func TestHalfOpenFlowKeptWhileMoving(t *testing.T) {
 // counted; those within it arrive, and are charged byte for byte.
 func TestUDPRateLimit(t *testing.T) {
 	// 1 byte/s: the 64 KiB burst and nothing more within the test.
-	exit := startExitWith(t, ExitConfig{RatePerClient: 1})
+	exit := startExitWith(t, Config{RatePerClient: 1})
 	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	pool := startPool(t, exit.addr)
-	a := associate(t, pool)
+	pl := startPool(t, exit.addr)
+	a := associate(t, pl)
 	dst := wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: uint16(udpAddrOf(sink).Port())}
 	const size, sent = 1000, 100
 	const pass = minBurst / size // 65
@@ -395,7 +396,7 @@ func (s *stallConn) Write(p []byte) (int, error) {
 // answering the exit's keepalive pings, and the exit closes the link within
 // about twice the keepalive interval.
 func TestExitClosesStalledLink(t *testing.T) {
-	exit := startExitWith(t, ExitConfig{Link: link.Config{Identity: newIdentity(t), KeepAlive: 100 * time.Millisecond}})
+	exit := startExitWith(t, Config{Link: link.Config{Identity: newIdentity(t), KeepAlive: 100 * time.Millisecond}})
 	raw, err := net.Dial("tcp", exit.addr.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -419,7 +420,7 @@ func TestExitClosesStalledLink(t *testing.T) {
 // handshake is closed after HandshakeTimeout, and a stream that never sends
 // its request is reset after RequestTimeout, freeing its slot.
 func TestExitTimesOutSilentPeers(t *testing.T) {
-	exit := startExitWith(t, ExitConfig{Link: link.Config{Identity: newIdentity(t), HandshakeTimeout: 100 * time.Millisecond},
+	exit := startExitWith(t, Config{Link: link.Config{Identity: newIdentity(t), HandshakeTimeout: 100 * time.Millisecond},
 		RequestTimeout: 100 * time.Millisecond, MaxStreamsPerClient: 1})
 
 	raw, err := net.Dial("tcp", exit.addr.Addr)
@@ -459,7 +460,7 @@ func TestExitTimesOutSilentPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st2.Close()
-	resp, err := request(t.Context(), st2, wire.Request{Kind: wire.KindConnect, Dst: wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 1}}, 10*time.Second)
+	resp, err := wire.Call(t.Context(), st2, wire.Request{Kind: wire.KindConnect, Dst: wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 1}}, 10*time.Second)
 	if err != nil || resp.Status != wire.StatusConnectionRefused {
 		t.Fatalf("request after the timeout: %v, %v; want connection refused", resp.Status, err)
 	}
@@ -469,7 +470,7 @@ func TestExitTimesOutSilentPeers(t *testing.T) {
 // to an exit; the next is refused in the handshake, and another client is
 // not affected.
 func TestLinksPerClientCapped(t *testing.T) {
-	exit := startExitWith(t, ExitConfig{})
+	exit := startExitWith(t, Config{})
 	id := newIdentity(t)
 	for i := range maxLinksPerClient {
 		s, err := link.Dial(t.Context(), link.Config{Identity: id}, exit.addr)

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"context"
@@ -41,7 +41,7 @@ type udpCounters struct {
 }
 
 // UDPStats returns a snapshot of the UDP counters.
-func (e *Exit) UDPStats() UDPStats {
+func (e *Server) UDPStats() UDPStats {
 	c := &e.udp
 	return UDPStats{
 		Associations: c.associations.Load(), Active: c.active.Load(),
@@ -62,10 +62,10 @@ const maxSourceHeader = 2 + 1 + 16 + 2
 // associate serves a UDP association on st: one unconnected socket, any
 // number of destinations, and replies or unsolicited datagrams from any
 // address relayed back (endpoint-independent mapping and filtering).
-func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream, c *client) {
+func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream, c *client) {
 	if !c.acquireUDP(e.maxUDP()) {
 		e.udp.refused.Add(1)
-		respond(st, wire.Response{Status: wire.StatusNotAllowed})
+		wire.Respond(st, wire.Response{Status: wire.StatusNotAllowed})
 		st.Close()
 		return
 	}
@@ -74,7 +74,7 @@ func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream
 	conn, releasePort, err := c.listenUDP()
 	if err != nil {
 		log.Warn("udp association", "err", err)
-		respond(st, wire.Response{Status: wire.StatusGeneralFailure})
+		wire.Respond(st, wire.Response{Status: wire.StatusGeneralFailure})
 		st.Close()
 		return
 	}
@@ -83,7 +83,7 @@ func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream
 	conn.SetReadBuffer(2 << 20)
 	conn.SetWriteBuffer(2 << 20)
 	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
-	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
+	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
 		conn.Close()
 		st.Reset()
 		return
@@ -111,7 +111,7 @@ func (e *Exit) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream
 }
 
 // udpFromClient sends the client's datagrams until the stream ends.
-func (e *Exit) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
+func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
 	buf := make([]byte, wire.MaxFrameLen)
 	for {
 		body, err := wire.ReadFrame(st, buf)
@@ -146,7 +146,7 @@ func (e *Exit) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UD
 // udpDestination picks the address a datagram for dst goes to: dst's IP,
 // or the first address of its name, that the policy allows. It counts the
 // drop when there is none.
-func (e *Exit) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr, bool) {
+func (e *Server) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr, bool) {
 	if dst.IP.IsValid() {
 		if e.policy.Check(dst.IP, dst.Port) != nil {
 			e.udp.dropPolicy.Add(1)
@@ -170,7 +170,7 @@ func (e *Exit) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr, b
 
 // udpToClient relays every datagram the socket receives, from any address,
 // until the socket or the stream fails.
-func (e *Exit) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
+func (e *Server) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
 	buf := make([]byte, maxSourceHeader+wire.MaxDatagram)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf[maxSourceHeader:])
@@ -221,7 +221,7 @@ func frameInPlace(buf []byte, n int, src netip.AddrPort) []byte {
 
 // expireIdle closes the association when no datagram has passed either way
 // for the idle timeout.
-func (e *Exit) expireIdle(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64, done <-chan struct{}) {
+func (e *Server) expireIdle(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, last *atomic.Int64, done <-chan struct{}) {
 	idle := e.udpIdle()
 	t := time.NewTimer(idle)
 	defer t.Stop()
@@ -250,7 +250,7 @@ func (e *Exit) expireIdle(ctx context.Context, st *yamux.Stream, conn *net.UDPCo
 // if it has one. Over the limit the datagram is dropped, as a congested
 // router would, rather than queued: a UDP socket has no back-pressure to
 // give, and uTP and DHT expect loss.
-func (e *Exit) allowDatagram(c *client, n int) bool {
+func (e *Server) allowDatagram(c *client, n int) bool {
 	if c.limiter == nil {
 		return true
 	}
@@ -262,14 +262,14 @@ func (e *Exit) allowDatagram(c *client, n int) bool {
 	return true
 }
 
-func (e *Exit) maxUDP() int {
+func (e *Server) maxUDP() int {
 	if e.cfg.MaxUDPPerClient > 0 {
 		return e.cfg.MaxUDPPerClient
 	}
 	return 16
 }
 
-func (e *Exit) udpIdle() time.Duration { return orDefault(e.cfg.UDPIdleTimeout, 5*time.Minute) }
+func (e *Server) udpIdle() time.Duration { return orDefault(e.cfg.UDPIdleTimeout, 5*time.Minute) }
 
 // nameCache resolves destination names of datagrams, remembering answers
 // for a while: a UDP tracker is asked again every few minutes. The policy is

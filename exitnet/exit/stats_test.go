@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -15,19 +16,19 @@ import (
 // both ends' counters with it.
 func TestStatsCountFlowsAndBytes(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	payload, reply := randBytes(300<<10), randBytes(200<<10)
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
 	const flows = 3
 	for range flows {
-		roundTrip(t, pool, "127.0.0.1:"+tg.port(), payload, reply)
+		roundTrip(t, pl, "127.0.0.1:"+tg.port(), payload, reply)
 	}
-	if _, err := pool.DialContext(t.Context(), "tcp", "127.0.0.1:25"); wire.StatusOf(err) != wire.StatusNotAllowed {
+	if _, err := pl.DialContext(t.Context(), "tcp", "127.0.0.1:25"); wire.StatusOf(err) != wire.StatusNotAllowed {
 		t.Fatalf("dial port 25: %v, want not allowed", err)
 	}
-	a := associate(t, pool)
-	if st := pool.Stats(); st.FlowsOpen != 1 || st.Flows.UDP != 1 {
-		t.Fatalf("pool with one association open: %+v", st)
+	a := associate(t, pl)
+	if st := pl.Stats(); st.FlowsOpen != 1 || st.Flows.UDP != 1 {
+		t.Fatalf("pl with one association open: %+v", st)
 	}
 	a.Close()
 	a.Close() // counted once
@@ -51,13 +52,13 @@ func TestStatsCountFlowsAndBytes(t *testing.T) {
 		t.Errorf("exit refusals %+v: want only one by the policy", s)
 	}
 
-	waitFor(t, "the pool to count every flow closed", func() bool { return pool.Stats().FlowsOpen == 0 })
-	p := pool.Stats()
+	waitFor(t, "the pl to count every flow closed", func() bool { return pl.Stats().FlowsOpen == 0 })
+	p := pl.Stats()
 	if p.Flows.Connect != flows || p.Flows.UDP != 1 || p.Flows.Inbound != 0 {
-		t.Errorf("pool flows %+v: want %d connect, 1 udp", p.Flows, flows)
+		t.Errorf("pl flows %+v: want %d connect, 1 udp", p.Flows, flows)
 	}
 	if p.Links != 1 || p.Activations != 1 || p.LinkDowns != 0 || p.DialFailures != 0 {
-		t.Errorf("pool %+v: want one link, activated once, never lost", p)
+		t.Errorf("pl %+v: want one link, activated once, never lost", p)
 	}
 }
 
@@ -65,7 +66,7 @@ func TestStatsCountFlowsAndBytes(t *testing.T) {
 // handshake, each under its own reason.
 func TestStatsLinkRefusals(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
+	e, err := New(Config{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		Allow: func(link.PeerID) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +80,7 @@ func TestStatsLinkRefusals(t *testing.T) {
 	go func() { done <- e.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	p, err := NewPool(PoolConfig{Link: link.Config{Identity: newIdentity(t)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sess, _, err := p.dial(t.Context(), link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}); err == nil {
+	if sess, _, err := pool.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()}); err == nil {
 		sess.Close()
 		t.Fatal("a client off the allow-list got a working link")
 	}

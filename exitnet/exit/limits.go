@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"sync/atomic"
@@ -41,7 +41,7 @@ func (c *limitCounters) notePeak(n int64) {
 }
 
 // LimitStats returns a snapshot of the limit counters.
-func (e *Exit) LimitStats() LimitStats {
+func (e *Server) LimitStats() LimitStats {
 	c := &e.limits
 	return LimitStats{
 		WindowGrowthRefused: c.windowRefused.Load(), BufferPeak: c.bufferPeak.Load(),

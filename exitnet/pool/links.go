@@ -1,4 +1,4 @@
-package exitnet
+package pool
 
 import (
 	"context"
@@ -224,7 +224,7 @@ func (p *Pool) maintain(ctx context.Context, wg *sync.WaitGroup, events chan<- l
 // dialChecked links to c's exit and reads its descriptor: an exit that
 // sends none that verifies, or that Require refuses, is not used.
 func (p *Pool) dialChecked(ctx context.Context, c *candidate) linkEvent {
-	sess, rtt, err := p.dial(ctx, c.exit)
+	sess, rtt, err := Dial(ctx, p.cfg.Link, c.exit)
 	if err != nil {
 		return linkEvent{c: c, err: err}
 	}
@@ -328,7 +328,7 @@ func (p *Pool) handle(ctx context.Context, wg *sync.WaitGroup, events chan<- lin
 		c.lastErr = ev.err.Error()
 		wait := p.backoff(c.failures)
 		if ev.unfit {
-			wait = orDefault(p.cfg.UnsuitableRetry, 10*time.Minute)
+			wait = p.cfg.UnsuitableRetry
 			if ev.desc.ID == c.exit.ID {
 				c.desc = &ev.desc
 			}
@@ -428,7 +428,7 @@ func (p *Pool) activateLocked(ctx context.Context, wg *sync.WaitGroup, c *candid
 	p.sess = sess
 	close(p.ready)
 	p.stats.activations.Add(1)
-	p.status = PoolStatus{Exit: c.exit, State: StateUp, Since: time.Now(), ForwardedPort: port}
+	p.status = Status{Exit: c.exit, State: StateUp, Since: time.Now(), ForwardedPort: port}
 	p.log.Info("link up", "exit", c.exit.ID.Short(), "addr", c.exit.Addr, "rtt", c.rtt.Round(time.Microsecond), "source", c.source)
 	if port != 0 && p.cfg.OnPort != nil {
 		p.cfg.OnPort(port)
@@ -471,8 +471,8 @@ func (p *Pool) backoff(n int) time.Duration {
 	if n == 0 {
 		return 0
 	}
-	minB := orDefault(p.cfg.MinBackoff, 250*time.Millisecond)
-	maxB := orDefault(p.cfg.MaxBackoff, 30*time.Second)
+	minB := p.cfg.MinBackoff
+	maxB := p.cfg.MaxBackoff
 	b := minB << min(n-1, 20)
 	if b <= 0 || b > maxB {
 		b = maxB
@@ -511,11 +511,11 @@ func (p *Pool) shutdown(wg *sync.WaitGroup, events <-chan linkEvent) {
 	}
 }
 
-// dial establishes a link and checks it with one ping: in TLS 1.3 a client
-// that the exit refuses only learns so on first use. The ping also gives
-// the round trip the ranking uses.
-func (p *Pool) dial(ctx context.Context, exit link.ExitAddr) (*link.Session, time.Duration, error) {
-	sess, err := link.Dial(ctx, p.cfg.Link, exit)
+// Dial establishes a link to exit and checks it with one ping: in TLS 1.3
+// a client that the exit refuses only learns so on first use. The ping also
+// gives the round trip the pool ranks exits by.
+func Dial(ctx context.Context, cfg link.Config, exit link.ExitAddr) (*link.Session, time.Duration, error) {
+	sess, err := link.Dial(ctx, cfg, exit)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -535,7 +535,7 @@ func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link
 		return 0
 	}
 	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
-	resp, err := request(ctx, st, req, 10*time.Second)
+	resp, err := wire.Call(ctx, st, req, 10*time.Second)
 	switch {
 	case err != nil:
 		st.Reset()
@@ -584,15 +584,15 @@ func (p *Pool) acceptInbound(ctx context.Context, sess *link.Session) {
 		if err != nil {
 			return
 		}
-		wg.Go(func() { p.inbound(ctx, st) })
+		wg.Go(func() { p.serveInbound(ctx, st) })
 	}
 }
 
-func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
+func (p *Pool) serveInbound(ctx context.Context, st *yamux.Stream) {
 	st.SetReadDeadline(time.Now().Add(10 * time.Second))
 	remote, err := readInbound(st)
 	if errors.Is(err, errNotInbound) {
-		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
 		return
 	}
@@ -602,22 +602,22 @@ func (p *Pool) inbound(ctx context.Context, st *yamux.Stream) {
 	}
 	st.SetReadDeadline(time.Time{})
 	if p.cfg.Inbound == nil {
-		respond(st, wire.Response{Status: wire.StatusKindNotSupported})
+		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
 		return
 	}
-	defer p.stats.flows.begin(wire.KindInbound)()
+	defer p.stats.flows.Begin(wire.KindInbound)()
 	conn, err := p.cfg.Inbound(ctx, remote)
 	if err != nil {
-		respond(st, wire.Response{Status: wire.StatusOf(err)})
+		wire.Respond(st, wire.Response{Status: wire.StatusOf(err)})
 		st.Close()
 		p.log.Debug("inbound: local target refused", "dst", remote, "err", err)
 		return
 	}
-	if err := respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.AddrFromNet(conn.LocalAddr())}); err != nil {
+	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.AddrFromNet(conn.LocalAddr())}); err != nil {
 		conn.Close()
 		st.Reset()
 		return
 	}
-	p.stats.flows.splice(conn, st)
+	p.stats.flows.Splice(conn, st)
 }

@@ -1,4 +1,4 @@
-package exitnet
+package exit
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -44,7 +45,7 @@ func udpEcho(t testing.TB, network, addr string) *net.UDPConn {
 func udpAddrOf(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // readDatagram reads one datagram with a bound on the wait.
-func readDatagram(t testing.TB, a *Association) ([]byte, wire.Addr) {
+func readDatagram(t testing.TB, a *pool.UDP) ([]byte, wire.Addr) {
 	t.Helper()
 	type res struct {
 		b   []byte
@@ -69,7 +70,7 @@ func readDatagram(t testing.TB, a *Association) ([]byte, wire.Addr) {
 	return nil, wire.Addr{}
 }
 
-func associate(t *testing.T, p *Pool) *Association {
+func associate(t *testing.T, p *pool.Pool) *pool.UDP {
 	t.Helper()
 	a, err := p.Associate(t.Context())
 	if err != nil {
@@ -81,8 +82,8 @@ func associate(t *testing.T, p *Pool) *Association {
 
 func TestUDPEcho(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
-	a := associate(t, pool)
+	pl := startPool(t, exit.addr)
+	a := associate(t, pl)
 	if a.Port == 0 {
 		t.Fatal("association reports exit port 0")
 	}
@@ -125,8 +126,8 @@ func TestUDPEcho(t *testing.T) {
 // association's exit-side port.
 func TestUDPFullCone(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
-	a := associate(t, pool)
+	pl := startPool(t, exit.addr)
+	a := associate(t, pl)
 	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -161,15 +162,15 @@ func openFDs(t *testing.T) int {
 // one socket, and closing the association frees it.
 func TestUDPOneSocketManyDestinations(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
+	pl := startPool(t, exit.addr)
 	e := exit.exit
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
 	// Warm up: the link's own sockets must exist before the baseline.
-	warm := associate(t, pool)
+	warm := associate(t, pl)
 	warm.Close()
 	waitFor(t, "the warm-up association to close", func() bool { return e.UDPStats().Active == 0 })
 	before := openFDs(t)
-	a, err := pool.Associate(t.Context())
+	a, err := pl.Associate(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,8 +224,8 @@ func TestUDPPolicy(t *testing.T) {
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
 	allow, _ := policy.ParseRule(fmt.Sprintf("allow 127.0.0.1/32 %d", udpAddrOf(echo).Port()))
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{Rules: []policy.Rule{allow}})
-	pool := startPool(t, exit.addr)
-	a := associate(t, pool)
+	pl := startPool(t, exit.addr)
+	a := associate(t, pl)
 	trap, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	defer trap.Close()
 	trapAddr := udpAddrOf(trap)
@@ -256,17 +257,31 @@ func TestUDPPolicy(t *testing.T) {
 
 func TestUDPMalformedFramesDropped(t *testing.T) {
 	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-	pool := startPool(t, exit.addr)
-	a := associate(t, pool)
+	sess, _, err := pool.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, exit.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindUDP}, 5*time.Second); err != nil || resp.Status != wire.StatusOK {
+		t.Fatalf("associate: %v %v", resp.Status, err)
+	}
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
 	// Frames whose bodies are not datagrams: unknown address type, cut short.
 	for _, body := range [][]byte{{9, 1, 2}, {1, 127, 0}, {3, 200, 'a'}} {
-		a.wmu.Lock()
-		a.st.Write(append([]byte{0, byte(len(body))}, body...))
-		a.wmu.Unlock()
+		st.Write(append([]byte{0, byte(len(body))}, body...))
 	}
-	a.WriteTo([]byte("still works"), wire.Addr{IP: udpAddrOf(echo).Addr(), Port: udpAddrOf(echo).Port()})
-	if got, _ := readDatagram(t, a); string(got) != "still works" {
+	frame, _ := wire.AppendDatagram(nil, wire.Addr{IP: udpAddrOf(echo).Addr(), Port: udpAddrOf(echo).Port()}, []byte("still works"))
+	st.Write(frame)
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	body, err := wire.ReadFrame(st, make([]byte, wire.MaxFrameLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, got, _ := wire.ParseDatagram(body); string(got) != "still works" {
 		t.Fatalf("echo %q", got)
 	}
 	if st := exit.exit.UDPStats(); st.DropMalformed != 3 {
@@ -276,7 +291,7 @@ func TestUDPMalformedFramesDropped(t *testing.T) {
 
 func TestUDPCapAndIdleExpiry(t *testing.T) {
 	id := newIdentity(t)
-	e, err := NewExit(ExitConfig{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
+	e, err := New(Config{Link: link.Config{Identity: id}, Policy: &policy.Policy{AllowPrivate: true},
 		MaxUDPPerClient: 2, UDPIdleTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -286,11 +301,11 @@ func TestUDPCapAndIdleExpiry(t *testing.T) {
 	done := make(chan struct{})
 	go func() { e.Serve(ctx, ln); close(done) }()
 	defer func() { cancel(); <-done }()
-	pool := startPool(t, link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()})
+	pl := startPool(t, link.ExitAddr{ID: id.ID(), Addr: ln.Addr().String()})
 
-	a1 := associate(t, pool)
-	associate(t, pool)
-	if _, err := pool.Associate(t.Context()); wire.StatusOf(err) != wire.StatusNotAllowed {
+	a1 := associate(t, pl)
+	associate(t, pl)
+	if _, err := pl.Associate(t.Context()); wire.StatusOf(err) != wire.StatusNotAllowed {
 		t.Fatalf("third association: %v, want not allowed", err)
 	}
 	if e.UDPStats().RefusedTooMany != 1 {
@@ -304,7 +319,7 @@ func TestUDPCapAndIdleExpiry(t *testing.T) {
 	if st := e.UDPStats(); st.ExpiredIdle != 2 {
 		t.Fatalf("expired %d, want 2", st.ExpiredIdle)
 	}
-	associate(t, pool) // the cap counts only live associations
+	associate(t, pl) // the cap counts only live associations
 }
 
 // BenchmarkUDPAssociation measures datagram round trips through the link
@@ -313,8 +328,8 @@ func BenchmarkUDPAssociation(b *testing.B) {
 	for _, size := range []int{100, 1400} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			exit := startExit(b, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
-			pool := startPool(b, exit.addr)
-			a, err := pool.Associate(b.Context())
+			pl := startPool(b, exit.addr)
+			a, err := pl.Associate(b.Context())
 			if err != nil {
 				b.Fatal(err)
 			}

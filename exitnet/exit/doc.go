@@ -1,0 +1,9 @@
+// Package exit is the exit server: it accepts links from clients, carries
+// their TCP flows and UDP associations to destinations its policy allows,
+// lends them forwarded ports, holds each client to its limits (flows, UDP
+// associations, rate, receive-window memory, half-open time), and answers
+// descriptor requests with its own signed descriptor and those it knows.
+//
+// exit imports exitnet/policy, exitnet/discovery and internal/*; it must
+// not import exitnet/pool, proxy, portfwd or client.
+package exit
