@@ -3,6 +3,6 @@
 // carried to, and telling the torrent client its port (a log line, a port
 // file, a hook command, qBittorrent's WebUI API).
 //
-// portfwd imports internal/link and internal/relay; it must not import
+// portfwd imports only internal/*; it must not import
 // proxy or exitnet, which declare the interfaces it satisfies.
 package portfwd

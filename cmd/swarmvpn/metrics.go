@@ -184,7 +184,8 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
-			s, u, f, l := e.Stats(), e.UDPStats(), e.ForwardStats(), e.LimitStats()
+			s := e.Stats()
+			u, f, l := s.UDP, s.Forward, s.Limits
 			emit(links, float64(s.Links))
 			emit(clients, float64(s.Clients))
 			emit(accepted, float64(s.LinksAccepted))

@@ -86,15 +86,11 @@ type Server struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	udp    udpCounters
-	fwd    forwardCounters
-	limits limitCounters
-	stats  exitCounters
-	allow  atomic.Pointer[func(link.PeerID) bool] // nil: any client
+	stats counters
+	allow atomic.Pointer[func(link.PeerID) bool] // nil: any client
 
-	refusedClients, refusedStreams atomic.Uint64
-	names                          nameCache
-	desc                           descriptors
+	names nameCache
+	desc  descriptors
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -284,27 +280,21 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
 		sess.Close()
 		return
 	}
+	// The handshake admitted this client, but others may have taken the
+	// room meanwhile.
+	if err := e.roomLocked(sess.Peer); err != nil {
+		e.mu.Unlock()
+		log.Warn("link refused: " + err.Error())
+		sess.Close()
+		return
+	}
 	c := e.clients[sess.Peer]
 	if c == nil {
-		if len(e.clients) >= e.maxClients() {
-			e.mu.Unlock()
-			e.refusedClients.Add(1)
-			log.Warn("link refused: the exit serves as many clients as it allows", "clients", e.maxClients())
-			sess.Close()
-			return
-		}
-		c = &client{memory: newClientMemory(e.maxBuffer(), &e.limits)}
+		c = &client{memory: newClientMemory(e.maxBuffer(), &e.stats.limits)}
 		if e.cfg.RatePerClient > 0 {
 			c.limiter = newLimiter(e.cfg.RatePerClient)
 		}
 		e.clients[sess.Peer] = c
-	}
-	if c.links >= maxLinksPerClient {
-		e.mu.Unlock()
-		e.limits.linksRefused.Add(1)
-		log.Warn("link refused: the client holds as many links as it may", "links", maxLinksPerClient)
-		sess.Close()
-		return
 	}
 	e.sessions[sess] = struct{}{}
 	c.links++
@@ -324,7 +314,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
 			// Over the cap: answer, rather than reset, so the client's
 			// application gets a reason.
 			c.streams.Add(-1)
-			e.refusedStreams.Add(1)
+			e.stats.refusedFlows.Add(1)
 			wg.Go(func() { e.refuseStream(st) })
 			continue
 		}
@@ -405,16 +395,23 @@ func (e *Server) admit(id link.PeerID) bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.roomLocked(id) == nil
+}
+
+// roomLocked says why one more link of client id does not fit, if it does
+// not: a new client needs a free client slot, a known one a free link slot.
+// It counts each refusal by its reason. e.mu must be held.
+func (e *Server) roomLocked(id link.PeerID) error {
 	c := e.clients[id]
-	if c == nil && len(e.clients) >= e.maxClients() {
-		e.refusedClients.Add(1)
-		return false
+	switch {
+	case c == nil && len(e.clients) >= e.maxClients():
+		e.stats.refusedClients.Add(1)
+		return fmt.Errorf("the exit serves as many clients as it allows (%d)", e.maxClients())
+	case c != nil && c.links >= maxLinksPerClient:
+		e.stats.limits.linksRefused.Add(1)
+		return fmt.Errorf("the client holds as many links as it may (%d)", maxLinksPerClient)
 	}
-	if c != nil && c.links >= maxLinksPerClient {
-		e.limits.linksRefused.Add(1)
-		return false
-	}
-	return true
+	return nil
 }
 
 // allowed reports whether the allow-list, if there is one, holds id.
@@ -444,7 +441,7 @@ func (e *Server) SetAllow(allow func(link.PeerID) bool) int {
 	e.mu.Unlock()
 	for _, s := range drop {
 		e.log.Info("link closed: client no longer on the allow-list", "peer", s.Peer.Short())
-		e.limits.clientsDropped.Add(1)
+		e.stats.limits.clientsDropped.Add(1)
 		s.Close()
 	}
 	return len(drop)

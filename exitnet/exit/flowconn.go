@@ -36,13 +36,13 @@ func newLimiter(bps int64) *rate.Limiter {
 // byte is charged once, whichever way it goes) and the half-open bound on
 // both.
 func (e *Server) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result {
-	h := &halfOpen{timeout: e.halfOpen(), c: &e.limits}
+	h := &halfOpen{timeout: e.halfOpen(), c: &e.stats.limits}
 	a := &flowConn{Conn: st, half: h}
 	b := &flowConn{Conn: conn, half: h}
 	h.a, h.b = a, b
 	if c != nil && c.limiter != nil {
 		b.lim = c.limiter
-		b.charged = &e.limits.rateBytes
+		b.charged = &e.stats.limits.rateBytes
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
 	return e.stats.flows.Splice(a, b)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -24,23 +23,6 @@ type PortLender interface {
 	Release(peer link.PeerID, port uint16)
 	// Free counts the ports that could be lent now.
 	Free() int
-}
-
-// ForwardStats counts inbound forwarding at the exit.
-type ForwardStats struct {
-	Active  int64  // forwards open now
-	Inbound uint64 // connections that arrived on forwarded ports
-	Refused uint64 // of those, ones the client did not take
-}
-
-type forwardCounters struct {
-	active           atomic.Int64
-	inbound, refused atomic.Uint64
-}
-
-// ForwardStats returns a snapshot of the forwarding counters.
-func (e *Server) ForwardStats() ForwardStats {
-	return ForwardStats{Active: e.fwd.active.Load(), Inbound: e.fwd.inbound.Load(), Refused: e.fwd.refused.Load()}
 }
 
 // forward lends the client a port for as long as it keeps st open: TCP
@@ -72,8 +54,8 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 		st.Reset()
 		return
 	}
-	e.fwd.active.Add(1)
-	defer e.fwd.active.Add(-1)
+	e.stats.fwd.active.Add(1)
+	defer e.stats.fwd.active.Add(-1)
 	log.Info("forward open", "port", port)
 
 	var wg sync.WaitGroup
@@ -83,7 +65,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 			if err != nil {
 				return
 			}
-			e.fwd.inbound.Add(1)
+			e.stats.fwd.inbound.Add(1)
 			wg.Go(func() { e.carryInbound(ctx, log, sess, conn, c) })
 		}
 	})
@@ -110,7 +92,7 @@ func (e *Server) carryInbound(ctx context.Context, log *slog.Logger, sess *link.
 	dst := wire.Addr{IP: remote.Addr().Unmap(), Port: remote.Port()}
 	resp, err := wire.Call(ctx, st, wire.Request{Kind: wire.KindInbound, Dst: dst}, 10*time.Second)
 	if err != nil || resp.Status != wire.StatusOK {
-		e.fwd.refused.Add(1)
+		e.stats.fwd.refused.Add(1)
 		log.Debug("inbound refused by client", "dst", dst, "status", resp.Status, "err", err)
 		conn.Close()
 		st.Reset()

@@ -68,7 +68,7 @@ func TestSetAllowDropsRefusedClients(t *testing.T) {
 	if _, _, err := pool.Dial(t.Context(), link.Config{Identity: b}, exit.addr); err == nil {
 		t.Fatal("a client taken off the allow-list got a new link")
 	}
-	if st := exit.exit.LimitStats(); st.ClientsDropped != 1 {
+	if st := exit.exit.Stats().Limits; st.ClientsDropped != 1 {
 		t.Fatalf("clients dropped %d, want 1", st.ClientsDropped)
 	}
 	if n := tg.accepted.Load(); n != 3 {
@@ -90,8 +90,8 @@ func TestRateLimitedFlowIntact(t *testing.T) {
 	payload := randBytes(500 << 10)
 	roundTrip(t, pl, "127.0.0.1:"+tg.port(), payload, reply)
 	want := uint64(len(payload) + sha256.Size + len(reply))
-	waitFor(t, "the flow to end", func() bool { return exit.exit.LimitStats().RateLimitedBytes == want })
-	if st := exit.exit.LimitStats(); st.RateLimitedBytes != want {
+	waitFor(t, "the flow to end", func() bool { return exit.exit.Stats().Limits.RateLimitedBytes == want })
+	if st := exit.exit.Stats().Limits; st.RateLimitedBytes != want {
 		t.Fatalf("charged %d bytes, want %d", st.RateLimitedBytes, want)
 	}
 }
@@ -103,7 +103,7 @@ func TestUnlimitedFlowNotCharged(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
 	pl := startPool(t, exit.addr)
 	roundTrip(t, pl, "127.0.0.1:"+tg.port(), randBytes(100<<10), reply)
-	if st := exit.exit.LimitStats(); st.RateLimitedBytes != 0 {
+	if st := exit.exit.Stats().Limits; st.RateLimitedBytes != 0 {
 		t.Fatalf("charged %d bytes with no limit", st.RateLimitedBytes)
 	}
 }
@@ -206,7 +206,7 @@ func TestHalfOpenFlowExpires(t *testing.T) {
 	if n, err := dstConn.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
 		t.Fatalf("destination read after expiry: %d, %v; want EOF or reset", n, err)
 	}
-	waitFor(t, "the expiry to be counted", func() bool { return exit.exit.LimitStats().HalfOpenExpired == 1 })
+	waitFor(t, "the expiry to be counted", func() bool { return exit.exit.Stats().Limits.HalfOpenExpired == 1 })
 }
 
 // TestHalfOpenFlowKeptWhileMoving: a half-closed flow whose other direction
@@ -249,7 +249,7 @@ func TestHalfOpenFlowKeptWhileMoving(t *testing.T) {
 	if err != nil || !bytes.Equal(got, bytes.Repeat(chunk, chunks)) {
 		t.Fatalf("read %d bytes, %v; want %d intact", len(got), err, chunks*len(chunk))
 	}
-	if n := exit.exit.LimitStats().HalfOpenExpired; n != 0 {
+	if n := exit.exit.Stats().Limits.HalfOpenExpired; n != 0 {
 		t.Fatalf("%d flows expired while moving", n)
 	}
 }
@@ -276,14 +276,14 @@ func TestUDPRateLimit(t *testing.T) {
 		}
 	}
 	waitFor(t, "every datagram to be judged", func() bool {
-		st := exit.exit.UDPStats()
+		st := exit.exit.Stats().UDP
 		return st.DatagramsOut+st.DropRate == sent
 	})
-	st := exit.exit.UDPStats()
+	st := exit.exit.Stats().UDP
 	if st.DatagramsOut != pass || st.DropRate != sent-pass {
 		t.Fatalf("sent %d, dropped for rate %d; want %d and %d", st.DatagramsOut, st.DropRate, pass, sent-pass)
 	}
-	if c := exit.exit.LimitStats().RateLimitedBytes; c != pass*size {
+	if c := exit.exit.Stats().Limits.RateLimitedBytes; c != pass*size {
 		t.Fatalf("charged %d bytes, want %d", c, pass*size)
 	}
 	buf := make([]byte, 2000)
@@ -492,7 +492,7 @@ func TestLinksPerClientCapped(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "the refusal counted", func() bool { return exit.exit.LimitStats().LinksRefused == 1 })
+	waitFor(t, "the refusal counted", func() bool { return exit.exit.Stats().Limits.LinksRefused == 1 })
 	if n := exit.exit.Stats().Links; n != maxLinksPerClient {
 		t.Fatalf("%d links registered, want %d", n, maxLinksPerClient)
 	}

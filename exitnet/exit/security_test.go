@@ -266,9 +266,9 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 				sent++
 			}
 		}
-		st := exit.exit.UDPStats()
+		st := exit.exit.Stats().UDP
 		waitFor(t, "every datagram judged", func() bool {
-			st = exit.exit.UDPStats()
+			st = exit.exit.Stats().UDP
 			return st.DropPolicy+st.DropResolve+st.DropSend+st.DatagramsOut >= uint64(sent)
 		})
 		if st.DropPolicy != uint64(sent) || st.DatagramsOut != 0 || st.BytesOut != 0 {

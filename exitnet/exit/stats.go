@@ -28,14 +28,21 @@ type Stats struct {
 	// BytesIn and BytesOut count what TCP flows carried from the internet
 	// toward clients and back, as it passes. UDP is in UDPStats.
 	BytesIn, BytesOut uint64
+
+	UDP     UDPStats     // UDP associations
+	Forward ForwardStats // forwarded ports
+	Limits  LimitStats   // what the per-client limits held back
 }
 
-// exitCounters are the counters behind Stats that other files do not
-// keep.
-type exitCounters struct {
+// counters are every counter of an exit, grouped as Stats reports them.
+type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
-	policyRefusals                                    atomic.Uint64
+	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
+
+	udp    udpCounters
+	fwd    forwardCounters
+	limits limitCounters
 }
 
 // Stats returns a snapshot of the exit's counters.
@@ -53,13 +60,112 @@ func (e *Server) Stats() Stats {
 		Links: links, Clients: clients, Streams: streams,
 		LinksAccepted:    c.linksAccepted.Load(),
 		RefusedAllowList: c.refusedAllowList.Load(),
-		RefusedFull:      e.refusedClients.Load(),
+		RefusedFull:      c.refusedClients.Load(),
 		RefusedHandshake: c.refusedHandshake.Load(),
 		FlowsOpen:        c.flows.Open(),
 		Flows:            c.flows.Counts(),
-		RefusedFlows:     e.refusedStreams.Load(),
+		RefusedFlows:     c.refusedFlows.Load(),
 		PolicyRefusals:   c.policyRefusals.Load(),
 		BytesIn:          in,
 		BytesOut:         out,
+		UDP:              c.udp.snapshot(),
+		Forward:          c.fwd.snapshot(),
+		Limits:           c.limits.snapshot(),
+	}
+}
+
+// UDPStats counts what the exit's UDP associations carried and dropped.
+type UDPStats struct {
+	Associations   uint64 // opened since start
+	Active         int64  // open now
+	DatagramsOut   uint64 // sent to the internet
+	DatagramsIn    uint64 // received from the internet and relayed
+	BytesOut       uint64
+	BytesIn        uint64
+	DropPolicy     uint64 // destination refused by the exit policy
+	DropResolve    uint64 // destination name did not resolve
+	DropMalformed  uint64 // frame from the client was not a datagram
+	DropSend       uint64 // the socket refused the datagram
+	DropRate       uint64 // over the client's rate limit (either way)
+	RefusedTooMany uint64 // association refused: client at its cap
+	ExpiredIdle    uint64 // associations closed for idleness
+}
+
+type udpCounters struct {
+	associations, datagramsOut, datagramsIn, bytesOut, bytesIn             atomic.Uint64
+	dropPolicy, dropResolve, dropMalformed, dropSend, refused, expiredIdle atomic.Uint64
+	dropRate                                                               atomic.Uint64
+	active                                                                 atomic.Int64
+}
+
+func (c *udpCounters) snapshot() UDPStats {
+	return UDPStats{
+		Associations: c.associations.Load(), Active: c.active.Load(),
+		DatagramsOut: c.datagramsOut.Load(), DatagramsIn: c.datagramsIn.Load(),
+		BytesOut: c.bytesOut.Load(), BytesIn: c.bytesIn.Load(),
+		DropPolicy: c.dropPolicy.Load(), DropResolve: c.dropResolve.Load(),
+		DropMalformed: c.dropMalformed.Load(), DropSend: c.dropSend.Load(),
+		RefusedTooMany: c.refused.Load(), ExpiredIdle: c.expiredIdle.Load(),
+		DropRate: c.dropRate.Load(),
+	}
+}
+
+// ForwardStats counts inbound forwarding at the exit.
+type ForwardStats struct {
+	Active  int64  // forwards open now
+	Inbound uint64 // connections that arrived on forwarded ports
+	Refused uint64 // of those, ones the client did not take
+}
+
+type forwardCounters struct {
+	active           atomic.Int64
+	inbound, refused atomic.Uint64
+}
+
+func (c *forwardCounters) snapshot() ForwardStats {
+	return ForwardStats{Active: c.active.Load(), Inbound: c.inbound.Load(), Refused: c.refused.Load()}
+}
+
+// LimitStats counts what the exit's per-client limits held back.
+type LimitStats struct {
+	// WindowGrowthRefused counts stream receive-window growths refused
+	// because the client's links had reserved MaxBufferPerClient.
+	WindowGrowthRefused uint64
+	// BufferPeak is the most receive-window memory any one client has
+	// reserved at once.
+	BufferPeak int64
+	// RateLimitedBytes counts the bytes charged to per-client rate
+	// limiters, both directions, TCP and UDP.
+	RateLimitedBytes uint64
+	// HalfOpenExpired counts flows closed because, after one direction had
+	// ended, the other carried nothing for HalfOpenTimeout.
+	HalfOpenExpired uint64
+	// ClientsDropped counts links closed because their client was taken
+	// off the allow-list.
+	ClientsDropped uint64
+	// LinksRefused counts links refused because their client already held
+	// as many as it may.
+	LinksRefused uint64
+}
+
+type limitCounters struct {
+	windowRefused, rateBytes, halfOpenExpired, clientsDropped, linksRefused atomic.Uint64
+	bufferPeak                                                              atomic.Int64
+}
+
+func (c *limitCounters) notePeak(n int64) {
+	for {
+		p := c.bufferPeak.Load()
+		if n <= p || c.bufferPeak.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
+func (c *limitCounters) snapshot() LimitStats {
+	return LimitStats{
+		WindowGrowthRefused: c.windowRefused.Load(), BufferPeak: c.bufferPeak.Load(),
+		RateLimitedBytes: c.rateBytes.Load(), HalfOpenExpired: c.halfOpenExpired.Load(),
+		ClientsDropped: c.clientsDropped.Load(), LinksRefused: c.linksRefused.Load(),
 	}
 }

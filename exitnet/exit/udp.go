@@ -16,44 +16,6 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
-// UDPStats counts what the exit's UDP associations carried and dropped.
-type UDPStats struct {
-	Associations   uint64 // opened since start
-	Active         int64  // open now
-	DatagramsOut   uint64 // sent to the internet
-	DatagramsIn    uint64 // received from the internet and relayed
-	BytesOut       uint64
-	BytesIn        uint64
-	DropPolicy     uint64 // destination refused by the exit policy
-	DropResolve    uint64 // destination name did not resolve
-	DropMalformed  uint64 // frame from the client was not a datagram
-	DropSend       uint64 // the socket refused the datagram
-	DropRate       uint64 // over the client's rate limit (either way)
-	RefusedTooMany uint64 // association refused: client at its cap
-	ExpiredIdle    uint64 // associations closed for idleness
-}
-
-type udpCounters struct {
-	associations, datagramsOut, datagramsIn, bytesOut, bytesIn             atomic.Uint64
-	dropPolicy, dropResolve, dropMalformed, dropSend, refused, expiredIdle atomic.Uint64
-	dropRate                                                               atomic.Uint64
-	active                                                                 atomic.Int64
-}
-
-// UDPStats returns a snapshot of the UDP counters.
-func (e *Server) UDPStats() UDPStats {
-	c := &e.udp
-	return UDPStats{
-		Associations: c.associations.Load(), Active: c.active.Load(),
-		DatagramsOut: c.datagramsOut.Load(), DatagramsIn: c.datagramsIn.Load(),
-		BytesOut: c.bytesOut.Load(), BytesIn: c.bytesIn.Load(),
-		DropPolicy: c.dropPolicy.Load(), DropResolve: c.dropResolve.Load(),
-		DropMalformed: c.dropMalformed.Load(), DropSend: c.dropSend.Load(),
-		RefusedTooMany: c.refused.Load(), ExpiredIdle: c.expiredIdle.Load(),
-		DropRate: c.dropRate.Load(),
-	}
-}
-
 // maxSourceHeader is the longest frame header the exit writes: LEN, ATYP,
 // an IPv6 address and a port. Payloads are read behind it, so the header is
 // written in place without a copy.
@@ -64,7 +26,7 @@ const maxSourceHeader = 2 + 1 + 16 + 2
 // address relayed back (endpoint-independent mapping and filtering).
 func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stream, c *client) {
 	if !c.acquireUDP(e.maxUDP()) {
-		e.udp.refused.Add(1)
+		e.stats.udp.refused.Add(1)
 		wire.Respond(st, wire.Response{Status: wire.StatusNotAllowed})
 		st.Close()
 		return
@@ -88,9 +50,9 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 		st.Reset()
 		return
 	}
-	e.udp.associations.Add(1)
-	e.udp.active.Add(1)
-	defer e.udp.active.Add(-1)
+	e.stats.udp.associations.Add(1)
+	e.stats.udp.active.Add(1)
+	defer e.stats.udp.active.Add(-1)
 	log.Debug("udp association open", "stream", st.StreamID(), "port", port)
 
 	var last atomic.Int64 // unix nanoseconds of the last datagram either way
@@ -120,7 +82,7 @@ func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.
 		}
 		dst, payload, err := wire.ParseDatagram(body)
 		if err != nil {
-			e.udp.dropMalformed.Add(1)
+			e.stats.udp.dropMalformed.Add(1)
 			continue
 		}
 		ip, ok := e.udpDestination(ctx, dst)
@@ -134,12 +96,12 @@ func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			e.udp.dropSend.Add(1)
+			e.stats.udp.dropSend.Add(1)
 			continue
 		}
 		last.Store(time.Now().UnixNano())
-		e.udp.datagramsOut.Add(1)
-		e.udp.bytesOut.Add(uint64(len(payload)))
+		e.stats.udp.datagramsOut.Add(1)
+		e.stats.udp.bytesOut.Add(uint64(len(payload)))
 	}
 }
 
@@ -149,14 +111,14 @@ func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.
 func (e *Server) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr, bool) {
 	if dst.IP.IsValid() {
 		if e.policy.Check(dst.IP, dst.Port) != nil {
-			e.udp.dropPolicy.Add(1)
+			e.stats.udp.dropPolicy.Add(1)
 			return netip.Addr{}, false
 		}
 		return dst.IP, true
 	}
 	ips, err := e.names.lookup(ctx, dst.Name)
 	if err != nil {
-		e.udp.dropResolve.Add(1)
+		e.stats.udp.dropResolve.Add(1)
 		return netip.Addr{}, false
 	}
 	for _, ip := range ips {
@@ -164,7 +126,7 @@ func (e *Server) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr,
 			return ip, true
 		}
 	}
-	e.udp.dropPolicy.Add(1)
+	e.stats.udp.dropPolicy.Add(1)
 	return netip.Addr{}, false
 }
 
@@ -188,8 +150,8 @@ func (e *Server) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, las
 			return
 		}
 		last.Store(time.Now().UnixNano())
-		e.udp.datagramsIn.Add(1)
-		e.udp.bytesIn.Add(uint64(n))
+		e.stats.udp.datagramsIn.Add(1)
+		e.stats.udp.bytesIn.Add(uint64(n))
 	}
 }
 
@@ -236,7 +198,7 @@ func (e *Server) expireIdle(ctx context.Context, st *yamux.Stream, conn *net.UDP
 		case <-t.C:
 			quiet := time.Since(time.Unix(0, last.Load()))
 			if quiet >= idle {
-				e.udp.expiredIdle.Add(1)
+				e.stats.udp.expiredIdle.Add(1)
 				conn.Close()
 				st.Close()
 				return
@@ -255,10 +217,10 @@ func (e *Server) allowDatagram(c *client, n int) bool {
 		return true
 	}
 	if !c.limiter.AllowN(time.Now(), n) {
-		e.udp.dropRate.Add(1)
+		e.stats.udp.dropRate.Add(1)
 		return false
 	}
-	e.limits.rateBytes.Add(uint64(n))
+	e.stats.limits.rateBytes.Add(uint64(n))
 	return true
 }
 

@@ -168,7 +168,7 @@ func TestUDPOneSocketManyDestinations(t *testing.T) {
 	// Warm up: the link's own sockets must exist before the baseline.
 	warm := associate(t, pl)
 	warm.Close()
-	waitFor(t, "the warm-up association to close", func() bool { return e.UDPStats().Active == 0 })
+	waitFor(t, "the warm-up association to close", func() bool { return e.Stats().UDP.Active == 0 })
 	before := openFDs(t)
 	a, err := pl.Associate(t.Context())
 	if err != nil {
@@ -193,12 +193,12 @@ func TestUDPOneSocketManyDestinations(t *testing.T) {
 		t.Fatalf("open sockets went from %d to %d for one association, want +1", before, during)
 	}
 	// Counters are bumped after the send returns, so the echo can beat them.
-	waitFor(t, "1001 datagrams counted out", func() bool { return e.UDPStats().DatagramsOut == 1001 })
-	if st := e.UDPStats(); st.Active != 1 || st.Associations != 2 {
+	waitFor(t, "1001 datagrams counted out", func() bool { return e.Stats().UDP.DatagramsOut == 1001 })
+	if st := e.Stats().UDP; st.Active != 1 || st.Associations != 2 {
 		t.Fatalf("stats %+v, want 1 active of 2", st)
 	}
 	a.Close()
-	waitFor(t, "the association's socket to close", func() bool { return e.UDPStats().Active == 0 })
+	waitFor(t, "the association's socket to close", func() bool { return e.Stats().UDP.Active == 0 })
 	if after := openFDs(t); after != before {
 		t.Fatalf("open sockets %d after close, want %d", after, before)
 	}
@@ -249,8 +249,8 @@ func TestUDPPolicy(t *testing.T) {
 	if n, _, err := trap.ReadFromUDP(make([]byte, 64)); err == nil {
 		t.Fatalf("a refused datagram (%d bytes) reached its destination", n)
 	}
-	waitFor(t, "the allowed datagram counted", func() bool { return exit.exit.UDPStats().DatagramsOut == 1 })
-	if st := exit.exit.UDPStats(); st.DropPolicy != uint64(len(refused)) || st.DatagramsOut != 1 {
+	waitFor(t, "the allowed datagram counted", func() bool { return exit.exit.Stats().UDP.DatagramsOut == 1 })
+	if st := exit.exit.Stats().UDP; st.DropPolicy != uint64(len(refused)) || st.DatagramsOut != 1 {
 		t.Fatalf("stats %+v: want %d policy drops and 1 datagram out", st, len(refused))
 	}
 }
@@ -284,7 +284,7 @@ func TestUDPMalformedFramesDropped(t *testing.T) {
 	if _, got, _ := wire.ParseDatagram(body); string(got) != "still works" {
 		t.Fatalf("echo %q", got)
 	}
-	if st := exit.exit.UDPStats(); st.DropMalformed != 3 {
+	if st := exit.exit.Stats().UDP; st.DropMalformed != 3 {
 		t.Fatalf("malformed drops %d, want 3", st.DropMalformed)
 	}
 }
@@ -308,15 +308,15 @@ func TestUDPCapAndIdleExpiry(t *testing.T) {
 	if _, err := pl.Associate(t.Context()); wire.StatusOf(err) != wire.StatusNotAllowed {
 		t.Fatalf("third association: %v, want not allowed", err)
 	}
-	if e.UDPStats().RefusedTooMany != 1 {
-		t.Fatalf("refusal not counted: %+v", e.UDPStats())
+	if e.Stats().UDP.RefusedTooMany != 1 {
+		t.Fatalf("refusal not counted: %+v", e.Stats().UDP)
 	}
 	// Both go quiet and expire; the client sees the end of the stream.
 	if _, _, err := a1.ReadFrom(make([]byte, 10)); !errors.Is(err, io.EOF) {
 		t.Fatalf("ReadFrom on an expired association: %v, want EOF", err)
 	}
-	waitFor(t, "both associations to expire", func() bool { return e.UDPStats().Active == 0 })
-	if st := e.UDPStats(); st.ExpiredIdle != 2 {
+	waitFor(t, "both associations to expire", func() bool { return e.Stats().UDP.Active == 0 })
+	if st := e.Stats().UDP; st.ExpiredIdle != 2 {
 		t.Fatalf("expired %d, want 2", st.ExpiredIdle)
 	}
 	associate(t, pl) // the cap counts only live associations

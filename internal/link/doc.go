@@ -3,5 +3,5 @@
 // mutual TLS 1.3 handshake in which the dialer pins the exit's peer ID, and a
 // yamux session on top, tuned for torrent traffic.
 //
-// link imports only internal/wire from swarmvpn.
+// link imports nothing from swarmvpn; every other package may import it.
 package link

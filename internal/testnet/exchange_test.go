@@ -75,7 +75,7 @@ func TestUnsuitableExitSkipped(t *testing.T) {
 		}
 		return false
 	})
-	if st := blocked.Exit.UDPStats(); st.Associations != 0 {
+	if st := blocked.Exit.Stats().UDP; st.Associations != 0 {
 		t.Fatal("the unsuitable exit carried traffic")
 	}
 }

@@ -180,7 +180,7 @@ func TestVanishedClientReclaimed(t *testing.T) {
 	if st := e.Stats(); st.Clients != 1 || st.Links != 1 || st.Streams != 3 {
 		t.Fatalf("exit holds %+v, want 1 client, 1 link, 3 streams (flow, association, forward)", st)
 	}
-	if u, f, free := e.UDPStats().Active, e.ForwardStats().Active, leases.Free(); u != 1 || f != 1 || free != span-1 {
+	if u, f, free := e.Stats().UDP.Active, e.Stats().Forward.Active, leases.Free(); u != 1 || f != 1 || free != span-1 {
 		t.Fatalf("exit holds %d associations, %d forwards, %d of %d ports free; want 1, 1, %d", u, f, free, span, span-1)
 	}
 	if holder, ok := leases.Holder(port); !ok || holder != id.ID() {
@@ -198,7 +198,7 @@ func TestVanishedClientReclaimed(t *testing.T) {
 	}
 	WaitFor(t, "the exit to reclaim everything", func() bool {
 		st := e.Stats()
-		return st.Clients == 0 && st.Links == 0 && st.Streams == 0 && st.FlowsOpen == 0 && e.UDPStats().Active == 0 && e.ForwardStats().Active == 0 && leases.Free() == span
+		return st.Clients == 0 && st.Links == 0 && st.Streams == 0 && st.FlowsOpen == 0 && e.Stats().UDP.Active == 0 && e.Stats().Forward.Active == 0 && leases.Free() == span
 	})
 	// The forwarded port's listener is closed: the port can be bound again.
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(int(port)))

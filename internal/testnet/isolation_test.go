@@ -134,8 +134,8 @@ func TestIsolationUDPRelay(t *testing.T) {
 		t.Fatalf("A received an extra %q from %v", buf[:n], from)
 	}
 	// Counters are bumped after the send returns, so the echo can beat them.
-	WaitFor(t, "A's two datagrams counted", func() bool { return tp.Exit.UDPStats().DatagramsOut >= 2 })
-	if st := tp.Exit.UDPStats(); st.DatagramsOut != 2 {
+	WaitFor(t, "A's two datagrams counted", func() bool { return tp.Exit.Stats().UDP.DatagramsOut >= 2 })
+	if st := tp.Exit.Stats().UDP; st.DatagramsOut != 2 {
 		t.Fatalf("the exit sent %d datagrams for A, want its 2", st.DatagramsOut)
 	}
 }

@@ -156,7 +156,7 @@ func TestLibtorrentUTPThroughUDPAssociate(t *testing.T) {
 		t.Fatalf("downloaded file differs from the seeded one (%v)", err)
 	}
 	// Every byte came through the exit's UDP socket...
-	if st := tp.Exit.UDPStats(); st.BytesIn < uint64(len(payload)) {
+	if st := tp.Exit.Stats().UDP; st.BytesIn < uint64(len(payload)) {
 		t.Fatalf("exit relayed %d bytes of UDP to the client, less than the %d-byte file", st.BytesIn, len(payload))
 	}
 	// ...and the seeder never saw the leecher's own address.

@@ -43,7 +43,7 @@ func uploadOverLongLink(t *testing.T, cfg exit.Config, size int) exit.LimitStats
 	if err != nil || !bytes.Equal(got, sum[:]) {
 		t.Fatalf("upload of %d bytes: target digest %x, %v; want %x", size, got, err, sum)
 	}
-	return exit.Exit.LimitStats()
+	return exit.Exit.Stats().Limits
 }
 
 // TestWindowGrowthStopsAtBufferCap: over a long link, a bulk upload grows
@@ -124,11 +124,11 @@ func TestForwardCapPerClient(t *testing.T) {
 	if _, r := askForward(t, dial()); r.Status != wire.StatusOK {
 		t.Fatalf("another client's forward: %v, want ok", r.Status)
 	}
-	if n := exit.Exit.ForwardStats().Active; n != 3 {
+	if n := exit.Exit.Stats().Forward.Active; n != 3 {
 		t.Fatalf("%d forwards active, want 3", n)
 	}
 	first.Close()
-	WaitFor(t, "the released forward to end", func() bool { return exit.Exit.ForwardStats().Active == 2 })
+	WaitFor(t, "the released forward to end", func() bool { return exit.Exit.Stats().Forward.Active == 2 })
 	if _, r := askForward(t, greedy); r.Status != wire.StatusOK {
 		t.Fatalf("forward after releasing one: %v, want ok", r.Status)
 	}

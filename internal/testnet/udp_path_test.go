@@ -74,11 +74,11 @@ func TestUDPWholePath(t *testing.T) {
 	}
 
 	// Closing the control connection releases the exit's socket.
-	if tp.Exit.UDPStats().Active != 1 {
-		t.Fatalf("exit holds %d associations, want 1", tp.Exit.UDPStats().Active)
+	if tp.Exit.Stats().UDP.Active != 1 {
+		t.Fatalf("exit holds %d associations, want 1", tp.Exit.Stats().UDP.Active)
 	}
 	u.Close()
-	WaitFor(t, "the exit to release the association", func() bool { return tp.Exit.UDPStats().Active == 0 })
+	WaitFor(t, "the exit to release the association", func() bool { return tp.Exit.Stats().UDP.Active == 0 })
 }
 
 func itoa(p uint16) string {
