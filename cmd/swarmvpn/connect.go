@@ -322,7 +322,7 @@ func clientReport(c client, peer, socks, http string) statusReport {
 		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
 	}
 	for _, e := range pl.Exits() {
-		er := exitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: e.Role, Caps: e.Caps, Load: e.Load,
+		er := exitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: string(e.Role), Caps: e.Caps, Load: e.Load,
 			Age: e.Age.String(), LastError: e.LastErr}
 		if e.RTT > 0 {
 			er.RTT = e.RTT.Round(time.Microsecond).String()

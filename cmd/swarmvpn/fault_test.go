@@ -111,7 +111,7 @@ func TestExitKilledMidTransfer(t *testing.T) {
 	t.Cleanup(stopClient)
 	socksAddr := ln.Addr().String()
 
-	roleOf := func(want link.PeerID) string {
+	roleOf := func(want link.PeerID) pool.Role {
 		for _, e := range pl.Exits() {
 			if e.Exit.ID == want {
 				return e.Role

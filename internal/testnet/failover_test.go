@@ -51,7 +51,7 @@ func echoVia(t *testing.T, p *pool.Pool, target string) {
 
 func activeExit(p *pool.Pool) link.PeerID { return p.Status().Exit.ID }
 
-func roleOf(p *pool.Pool, id link.PeerID) string {
+func roleOf(p *pool.Pool, id link.PeerID) pool.Role {
 	for _, e := range p.Exits() {
 		if e.Exit.ID == id {
 			return e.Role

@@ -1,0 +1,83 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// Dial establishes a link to exit and checks it with one ping: in TLS 1.3
+// a client that the exit refuses only learns so on first use. The ping also
+// gives the round trip the pool ranks exits by.
+func Dial(ctx context.Context, cfg link.Config, exit link.ExitAddr) (*link.Session, time.Duration, error) {
+	sess, err := link.Dial(ctx, cfg, exit)
+	if err != nil {
+		return nil, 0, err
+	}
+	rtt, err := sess.Ping()
+	if err != nil {
+		sess.Close()
+		return nil, 0, errors.New("exit closed the link after the handshake (is this client on its allow-list?): " + err.Error())
+	}
+	return sess, rtt, nil
+}
+
+// requestForward asks the exit for a port and holds the forward open for
+// the link's life. It returns 0 when the exit lends none.
+func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr) uint16 {
+	st, err := sess.OpenStream(ctx)
+	if err != nil {
+		return 0
+	}
+	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
+	resp, err := wire.Call(ctx, st, req, 10*time.Second)
+	switch {
+	case err != nil:
+		st.Reset()
+		p.log.Warn("forward request failed", "exit", exit.ID.Short(), "err", err)
+		return 0
+	case resp.Status == wire.StatusKindNotSupported:
+		st.Close()
+		p.log.Warn("this exit offers no port forwarding: the torrent client will not be connectable; choose an exit that forwards ports", "exit", exit.ID.Short())
+		return 0
+	case resp.Status != wire.StatusOK || resp.Bound.Port == 0:
+		st.Close()
+		p.log.Warn("exit refused to forward a port", "exit", exit.ID.Short(), "status", resp.Status)
+		return 0
+	}
+	// The stream stays open, held by the session, as long as the link:
+	// closing it would end the forward.
+	host, _, _ := net.SplitHostPort(exit.Addr)
+	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(host, strconv.Itoa(int(resp.Bound.Port))))
+	return resp.Bound.Port
+}
+
+// dialChecked links to c's exit and reads its descriptor: an exit that
+// sends none that verifies, or that Require refuses, is not used.
+func (p *Pool) dialChecked(ctx context.Context, c *candidate) event {
+	sess, rtt, err := Dial(ctx, p.cfg.Link, c.exit)
+	if err != nil {
+		return dialFailed{c: c, err: err}
+	}
+	own, others, dropped, err := fetchDescriptors(ctx, sess, c.exit.ID)
+	if dropped > 0 {
+		p.log.Info("dropped descriptors that did not verify", "exit", c.exit.ID.Short(), "count", dropped)
+	}
+	if err != nil {
+		sess.Close()
+		return dialFailed{c: c, err: fmt.Errorf("%w: no valid descriptor: %v", ErrUnsuitable, err), unfit: true}
+	}
+	if p.cfg.Require != nil {
+		if err := p.cfg.Require(own); err != nil {
+			sess.Close()
+			return dialFailed{c: c, desc: own, err: fmt.Errorf("%w: %v", ErrUnsuitable, err), unfit: true}
+		}
+	}
+	return dialed{c: c, sess: sess, rtt: rtt, desc: own, others: others}
+}

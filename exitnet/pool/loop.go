@@ -1,0 +1,395 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+)
+
+// The pool's state changes only in Run's loop, one event at a time, each
+// applied by a method of its own under p.mu. Nothing that waits on the
+// network happens under p.mu: dials and forward requests run in goroutines
+// that post their results back as events, and the callbacks the user gave
+// (OnPort, OnLearn) run after p.mu is released.
+
+// event is something that happened to a link, applied by the loop.
+type event interface {
+	applyLocked(p *Pool, lp *loop)
+}
+
+// dialed: a dial succeeded and the exit's descriptor verified.
+type dialed struct {
+	c      *candidate
+	sess   *link.Session
+	rtt    time.Duration        // the new link's first ping
+	desc   discovery.Descriptor // the exit's own, verified
+	others []discovery.Known    // exits it told of
+}
+
+// dialFailed: a dial failed, or found the exit unsuitable.
+type dialFailed struct {
+	c     *candidate
+	desc  discovery.Descriptor // the exit's own when it sent one
+	unfit bool                 // err says the exit is unsuitable
+	err   error
+}
+
+// linkDown: a link closed, or a flow found it dead.
+type linkDown struct {
+	sess *link.Session
+}
+
+// forwarded: the exit answered the forward request made when c's link
+// became active; port is 0 when it lends none.
+type forwarded struct {
+	c    *candidate
+	sess *link.Session
+	port uint16
+}
+
+func (ev dialed) applyLocked(p *Pool, lp *loop)     { p.onDialed(lp, ev) }
+func (ev dialFailed) applyLocked(p *Pool, lp *loop) { p.onDialFailed(ev) }
+func (ev linkDown) applyLocked(p *Pool, lp *loop)   { p.onLinkDown(lp, ev) }
+func (ev forwarded) applyLocked(p *Pool, lp *loop)  { p.onForwarded(lp, ev) }
+
+// loop is what Run's handlers need besides the pool: where to start
+// goroutines and post their events, and the callbacks to run once p.mu is
+// released.
+type loop struct {
+	ctx    context.Context
+	wg     sync.WaitGroup
+	events chan event
+	after  []func()
+}
+
+// spawn runs f in a goroutine of the loop and posts the event it returns,
+// unless the pool stops first.
+func (lp *loop) spawn(f func() event) {
+	lp.wg.Go(func() {
+		ev := f()
+		if ev == nil {
+			return
+		}
+		select {
+		case lp.events <- ev:
+		case <-lp.ctx.Done():
+			if d, ok := ev.(dialed); ok {
+				d.sess.Close()
+			}
+		}
+	})
+}
+
+// Run keeps the best exit linked and a second one on standby until ctx is
+// cancelled, moving to the standby the moment the active link dies and
+// re-dialing with exponential back-off and jitter. It returns after every
+// link is closed and every goroutine it started has ended.
+func (p *Pool) Run(ctx context.Context) error {
+	lp := &loop{ctx: ctx, events: make(chan event)}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var ev event
+	for {
+		p.step(lp, ev)
+		ev = nil
+		select {
+		case ev = <-lp.events:
+		case sess := <-p.retired:
+			ev = linkDown{sess: sess}
+		case <-p.wake:
+		case <-tick.C:
+		case <-ctx.Done():
+			p.shutdown(lp)
+			return nil
+		}
+	}
+}
+
+// step applies ev, if any, then starts the dials the pool needs, all under
+// p.mu; the callbacks that arose run after it is released.
+func (p *Pool) step(lp *loop, ev event) {
+	p.mu.Lock()
+	if ev != nil {
+		ev.applyLocked(p, lp)
+	}
+	p.maintainLocked(lp)
+	after := lp.after
+	lp.after = nil
+	p.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+}
+
+// roles returns the active and the standby candidate, either nil.
+func (p *Pool) rolesLocked() (active, standby *candidate) {
+	for _, c := range p.cands {
+		switch c.role {
+		case RoleActive:
+			active = c
+		case RoleStandby:
+			standby = c
+		}
+	}
+	return active, standby
+}
+
+// maintainLocked starts the dials the pool needs: to the best few exits
+// when nothing is up, and to one more for a standby.
+func (p *Pool) maintainLocked(lp *loop) {
+	active, standby := p.rolesLocked()
+	dialing := 0
+	for _, c := range p.cands {
+		if c.dialing {
+			dialing++
+		}
+	}
+	if active == nil && standby != nil {
+		p.activateLocked(lp, standby)
+		return
+	}
+	want := 0
+	switch {
+	case active == nil:
+		// Up to probeWidth dials at once: an exit learned while a dial
+		// hangs (its path dead, say) is tried now, not after the
+		// handshake times out.
+		want = probeWidth - dialing
+		if len(p.cands) == 0 {
+			p.setStatusLocked(StateDown, errors.New("no exit known: give one with --exit, or wait for one to be discovered"))
+		}
+	case standby == nil && dialing == 0:
+		want = 1
+	}
+	now := time.Now()
+	for _, c := range p.ranked() {
+		if want <= 0 {
+			break
+		}
+		if c.dialing || c.sess != nil || now.Before(c.nextTry) {
+			continue
+		}
+		want--
+		c.dialing = true
+		if active == nil && p.status.State != StateUp {
+			p.status.Exit = c.exit
+		}
+		lp.spawn(func() event { return p.dialChecked(lp.ctx, c) })
+	}
+}
+
+// onDialed puts a new link to use: as the active one if there is none, in
+// place of the active one if it is clearly nearer and the active one is
+// new, as the standby if there is none; otherwise it was a probe that lost
+// the race and is closed.
+func (p *Pool) onDialed(lp *loop, ev dialed) {
+	c, sess, now := ev.c, ev.sess, time.Now()
+	c.dialing = false
+	c.failures, c.lastErr = 0, ""
+	c.sess, c.upAt, c.rtt, c.desc = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc
+	if len(ev.others) > 0 {
+		p.learnLocked(ev.others)
+		if p.cfg.OnLearn != nil {
+			lp.after = append(lp.after, func() { p.cfg.OnLearn(ev.others) })
+		}
+	}
+	lp.spawn(func() event {
+		select {
+		case <-sess.CloseChan():
+			return linkDown{sess: sess}
+		case <-lp.ctx.Done():
+			return nil
+		}
+	})
+	lp.wg.Go(func() { p.acceptInbound(lp.ctx, sess) })
+	active, standby := p.rolesLocked()
+	switch {
+	case active == nil:
+		p.activateLocked(lp, c)
+	case now.Sub(active.upAt) < reselectWindow && p.score(c)*2 < p.score(active) && active.rtt-c.rtt > reselectMargin:
+		// The first exit to answer is not always the nearest (a busy
+		// machine, a slow handshake): a clearly nearer one that comes up
+		// soon after takes over, and the first waits as standby.
+		if standby != nil { // one standby is enough
+			old := standby.sess
+			standby.role, standby.sess = "", nil
+			old.Close()
+		}
+		p.log.Info("switching to a nearer exit", "from", active.exit.ID.Short(), "to", c.exit.ID.Short(),
+			"rtt", c.rtt.Round(time.Microsecond))
+		p.deactivateLocked(active.sess)
+		active.role = RoleStandby
+		p.activateLocked(lp, c)
+	case standby == nil:
+		c.role = RoleStandby
+		p.log.Info("standby link up", "exit", c.exit.ID.Short(), "rtt", c.rtt.Round(time.Microsecond))
+	default:
+		c.sess = nil // a probe that lost the race
+		sess.Close()
+	}
+}
+
+// onDialFailed backs the exit off: exponentially for a failure, for
+// UnsuitableRetry for an exit that is not fit for use.
+func (p *Pool) onDialFailed(ev dialFailed) {
+	c := ev.c
+	p.stats.dialFailures.Add(1)
+	c.dialing = false
+	c.failures++
+	c.lastErr = ev.err.Error()
+	wait := p.backoff(c.failures)
+	if ev.unfit {
+		wait = p.cfg.UnsuitableRetry
+		if ev.desc.ID == c.exit.ID {
+			c.desc = &ev.desc
+		}
+	}
+	c.nextTry = time.Now().Add(wait)
+	p.log.Warn("exit unreachable", "exit", c.exit.ID.Short(), "err", ev.err, "retry_in", wait.Round(time.Millisecond))
+	if p.sess == nil {
+		p.setStatusLocked(StateDown, ev.err)
+	}
+}
+
+// onLinkDown forgets a closed link; when it was the active one, the standby
+// takes over at once.
+func (p *Pool) onLinkDown(lp *loop, ev linkDown) {
+	var c *candidate
+	for _, o := range p.cands {
+		if o.sess == ev.sess {
+			c = o
+		}
+	}
+	if c == nil {
+		return // an old link of an exit, already replaced
+	}
+	now := time.Now()
+	wasActive := c.role == RoleActive
+	if now.Sub(c.upAt) < 10*time.Second {
+		c.failures++ // a link that dies at once counts as a failed attempt
+	}
+	c.sess, c.role = nil, ""
+	c.nextTry = now.Add(p.backoff(c.failures))
+	ev.sess.Close()
+	if !wasActive {
+		return
+	}
+	p.stats.linkDowns.Add(1)
+	p.deactivateLocked(ev.sess)
+	p.log.Warn("link down", "exit", c.exit.ID.Short())
+	if _, standby := p.rolesLocked(); standby != nil {
+		p.activateLocked(lp, standby)
+		return
+	}
+	p.setStatusLocked(StateDown, errors.New("link to exit "+c.exit.ID.Short()+" closed"))
+}
+
+// activateLocked makes c's link the active one. With forwarding on, it
+// first asks the exit for the forwarded port, so that the first UDP
+// association gets it: the request runs in a goroutine, and new flows wait
+// on p.ready until its answer makes the link live.
+func (p *Pool) activateLocked(lp *loop, c *candidate) {
+	c.role = RoleActive
+	sess := c.sess
+	if !p.cfg.Forward {
+		p.goLiveLocked(lp, c, 0)
+		return
+	}
+	lp.spawn(func() event {
+		return forwarded{c: c, sess: sess, port: p.requestForward(lp.ctx, sess, c.exit)}
+	})
+}
+
+// onForwarded makes the active link live with the port its exit lent,
+// unless the link has died or been replaced meanwhile.
+func (p *Pool) onForwarded(lp *loop, ev forwarded) {
+	if ev.c.sess != ev.sess || ev.c.role != RoleActive {
+		return // it died, or a nearer exit took its place, meanwhile
+	}
+	p.goLiveLocked(lp, ev.c, ev.port)
+}
+
+// goLiveLocked hands c's link to new flows.
+func (p *Pool) goLiveLocked(lp *loop, c *candidate, port uint16) {
+	if c.sess.IsClosed() {
+		return // it died meanwhile; its linkDown event follows
+	}
+	p.sess = c.sess
+	close(p.ready)
+	p.stats.activations.Add(1)
+	p.status = Status{Exit: c.exit, State: StateUp, Since: time.Now(), ForwardedPort: port}
+	p.log.Info("link up", "exit", c.exit.ID.Short(), "addr", c.exit.Addr, "rtt", c.rtt.Round(time.Microsecond), "source", c.source)
+	if port != 0 && p.cfg.OnPort != nil {
+		lp.after = append(lp.after, func() { p.cfg.OnPort(port) })
+	}
+}
+
+// deactivateLocked stops new flows from using sess.
+func (p *Pool) deactivateLocked(sess *link.Session) {
+	if p.sess == sess {
+		p.sess = nil
+		p.ready = make(chan struct{})
+	}
+	p.status.ForwardedPort = 0
+}
+
+func (p *Pool) setStatusLocked(s LinkState, err error) {
+	if p.status.State != s {
+		p.status.State, p.status.Since = s, time.Now()
+	}
+	if err != nil {
+		p.status.LastError = err.Error()
+	}
+}
+
+// backoff is the wait before the next dial after n failures: exponential
+// with full jitter, so that many clients of a restarted exit do not return
+// in lockstep.
+func (p *Pool) backoff(n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	minB := p.cfg.MinBackoff
+	maxB := p.cfg.MaxBackoff
+	b := minB << min(n-1, 20)
+	if b <= 0 || b > maxB {
+		b = maxB
+	}
+	return b/2 + rand.N(b/2+1)
+}
+
+// shutdown closes every link and waits for the pool's goroutines.
+func (p *Pool) shutdown(lp *loop) {
+	p.mu.Lock()
+	p.stopped = true
+	for _, c := range p.cands {
+		if c.sess != nil {
+			c.sess.GoAway()
+			c.sess.Close()
+			c.sess, c.role = nil, ""
+		}
+	}
+	if p.sess != nil {
+		p.sess = nil
+		p.ready = make(chan struct{})
+	}
+	p.status.State, p.status.Since = StateDown, time.Now()
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { lp.wg.Wait(); close(done) }()
+	for {
+		select {
+		case ev := <-lp.events: // a dial that finished as we stopped
+			if d, ok := ev.(dialed); ok {
+				d.sess.Close()
+			}
+		case <-done:
+			return
+		}
+	}
+}
