@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"errors"
-	"net/netip"
 
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -15,13 +13,6 @@ import (
 //
 // From the client the address is the destination (an IP, or a name the far
 // side resolves); towards the client it is the source, always an IP.
-
-// Address types, as in SOCKS5.
-const (
-	atypIPv4   = 1
-	atypDomain = 3
-	atypIPv6   = 4
-)
 
 // maxUDPHeaderLen is the longest header: RSV, FRAG, ATYP, a 255-byte name
 // with its length byte, and a port.
@@ -50,47 +41,26 @@ func parseUDPHeader(b []byte) (dst wire.Addr, data []byte, err error) {
 	if b[2] != 0 {
 		return wire.Addr{}, nil, errUDPFrag
 	}
-	rest := b[4:]
-	switch b[3] {
-	case atypIPv4:
-		if len(rest) < 4+2 {
-			return wire.Addr{}, nil, errUDPShort
-		}
-		dst.IP = netip.AddrFrom4([4]byte(rest[:4]))
-		rest = rest[4:]
-	case atypIPv6:
-		if len(rest) < 16+2 {
-			return wire.Addr{}, nil, errUDPShort
-		}
-		dst.IP = netip.AddrFrom16([16]byte(rest[:16]))
-		rest = rest[16:]
-	case atypDomain:
-		if len(rest) < 1 || len(rest) < 1+int(rest[0])+2 {
-			return wire.Addr{}, nil, errUDPShort
-		}
-		name := rest[1 : 1+int(rest[0])]
-		if !wire.ValidName(name) {
-			return wire.Addr{}, nil, errUDPName
-		}
-		dst.Name = string(name)
-		rest = rest[1+len(name):]
-	default:
-		return wire.Addr{}, nil, errUDPAddrType
+	dst, data, err = wire.CutAddr(b[3:])
+	switch {
+	case errors.Is(err, wire.ErrShort):
+		err = errUDPShort
+	case errors.Is(err, wire.ErrName):
+		err = errUDPName
+	case errors.Is(err, wire.ErrAddrType):
+		err = errUDPAddrType
 	}
-	dst.Port = binary.BigEndian.Uint16(rest)
-	return dst, rest[2:], nil
+	return dst, data, err
 }
 
 // udpHeaderLen is the length of the header appendUDPHeader writes for a, or
 // 0 when it writes none.
 func udpHeaderLen(a wire.Addr) int {
-	switch {
-	case a.IP.Is4() || a.IP.Is4In6():
-		return 2 + 1 + 1 + 4 + 2
-	case a.IP.Is6():
-		return 2 + 1 + 1 + 16 + 2
-	case a.Name != "" && wire.ValidName(a.Name):
-		return 2 + 1 + 1 + 1 + len(a.Name) + 2
+	if !a.IP.IsValid() && a.Name == "" {
+		return 0
+	}
+	if n := wire.AddrLen(unmap(a)); n > 0 {
+		return 3 + n
 	}
 	return 0
 }
@@ -99,23 +69,20 @@ func udpHeaderLen(a wire.Addr) int {
 // address, including an IPv4-mapped IPv6 one, 4 for IPv6, 3 for a name. It
 // does not allocate when b has room for the header.
 func appendUDPHeader(b []byte, a wire.Addr) ([]byte, error) {
-	switch {
-	case a.IP.Is4() || a.IP.Is4In6():
-		v := a.IP.Unmap().As4()
-		b = append(b, 0, 0, 0, atypIPv4)
-		b = append(b, v[:]...)
-	case a.IP.Is6():
-		v := a.IP.As16()
-		b = append(b, 0, 0, 0, atypIPv6)
-		b = append(b, v[:]...)
-	case a.Name != "":
-		if !wire.ValidName(a.Name) {
-			return b, errUDPName
-		}
-		b = append(b, 0, 0, 0, atypDomain, byte(len(a.Name)))
-		b = append(b, a.Name...)
-	default:
+	if !a.IP.IsValid() && a.Name == "" {
 		return b, errUDPNoAddr
 	}
-	return binary.BigEndian.AppendUint16(b, a.Port), nil
+	start := len(b)
+	b, err := wire.AppendAddr(append(b, 0, 0, 0), unmap(a))
+	if err != nil {
+		return b[:start], errUDPName
+	}
+	return b, nil
+}
+
+// unmap turns an IPv4-mapped IPv6 address into the IPv4 one: the form a
+// SOCKS5 client expects for an IPv4 peer.
+func unmap(a wire.Addr) wire.Addr {
+	a.IP = a.IP.Unmap()
+	return a
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 // Sentinels wrapped by the errors of ParseSignedDescriptor,
@@ -38,16 +38,14 @@ var (
 const (
 	// MaxSignedDescriptorLen bounds a signed descriptor blob, header and
 	// signature included.
-	MaxSignedDescriptorLen = 8192
+	MaxSignedDescriptorLen = wire.MaxDescriptorLen
 	// MaxDescriptorLifetime bounds Expires - IssuedAt.
 	MaxDescriptorLifetime = 7 * 24 * time.Hour
 	// DescriptorClockSkew is how far before its IssuedAt a descriptor is
 	// already accepted, for clocks that disagree.
 	DescriptorClockSkew = 5 * time.Minute
 
-	descriptorVersion   = 1
-	descriptorHeaderLen = 4 // VER, BODYLEN (2), SIGLEN
-	maxDescriptorBody   = MaxSignedDescriptorLen - descriptorHeaderLen - ed25519.SignatureSize
+	maxDescriptorBody = wire.MaxDescriptorBody
 )
 
 // descriptorDomain is prepended to the body before signing, so that a
@@ -198,96 +196,45 @@ type SignedDescriptor struct {
 }
 
 // MarshalBinary returns the blob that carries s, self-delimiting so that it
-// can be read from a stream. Integers are big-endian:
-//
-//	+-----+---------+--------+----------+----------+
-//	| VER | BODYLEN | SIGLEN |   BODY   |   SIG    |
-//	+-----+---------+--------+----------+----------+
-//	|  1  |    2    |   1    | BODYLEN  |  SIGLEN  |
-//
-// VER is 1. SIGLEN is 64, an ed25519 signature. BODYLEN is at least 1 and
-// the whole blob at most 8192 bytes (MaxSignedDescriptorLen), so BODYLEN is
-// at most 8124. BODY is UTF-8 JSON as described at Descriptor; SIG is over
-// "swarmvpn descriptor v1" and a zero byte, followed by BODY.
+// can be read from a stream: the framing is wire's (SPEC.md, "Descriptors").
+// BODY is UTF-8 JSON as described at Descriptor; SIG is over "swarmvpn
+// descriptor v1" and a zero byte, followed by BODY.
 func (s SignedDescriptor) MarshalBinary() ([]byte, error) {
-	return s.AppendBinary(make([]byte, 0, descriptorHeaderLen+len(s.Body)+len(s.Sig)))
+	return s.AppendBinary(make([]byte, 0, wire.DescriptorLen(s.Body, s.Sig)))
 }
 
 // AppendBinary appends the blob of MarshalBinary to b.
 func (s SignedDescriptor) AppendBinary(b []byte) ([]byte, error) {
-	if len(s.Body) == 0 || len(s.Body) > maxDescriptorBody {
-		return b, fmt.Errorf("marshal descriptor: body of %d bytes, want 1 to %d", len(s.Body), maxDescriptorBody)
+	b, err := wire.AppendDescriptor(b, s.Body, s.Sig)
+	if err != nil {
+		return b, fmt.Errorf("marshal descriptor: %w", err)
 	}
-	if len(s.Sig) != ed25519.SignatureSize {
-		return b, fmt.Errorf("marshal descriptor: signature of %d bytes, want %d", len(s.Sig), ed25519.SignatureSize)
-	}
-	b = append(b, descriptorVersion)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Body)))
-	b = append(b, byte(len(s.Sig)))
-	b = append(b, s.Body...)
-	return append(b, s.Sig...), nil
-}
-
-// parseDescriptorHeader returns the lengths of body and signature that
-// follow a header.
-func parseDescriptorHeader(h []byte) (bodyLen, sigLen int, err error) {
-	if h[0] != descriptorVersion {
-		return 0, 0, fmt.Errorf("%w: version %d, want %d", ErrMalformed, h[0], descriptorVersion)
-	}
-	bodyLen = int(binary.BigEndian.Uint16(h[1:3]))
-	sigLen = int(h[3])
-	if bodyLen == 0 || bodyLen > maxDescriptorBody {
-		return 0, 0, fmt.Errorf("%w: body of %d bytes, want 1 to %d", ErrMalformed, bodyLen, maxDescriptorBody)
-	}
-	if sigLen != ed25519.SignatureSize {
-		return 0, 0, fmt.Errorf("%w: signature of %d bytes, want %d", ErrMalformed, sigLen, ed25519.SignatureSize)
-	}
-	return bodyLen, sigLen, nil
+	return b, nil
 }
 
 // ParseSignedDescriptor parses the blob of MarshalBinary, which must be all
 // of b. It checks only the framing, not the body or the signature: call
 // Verify. The result does not share memory with b.
 func ParseSignedDescriptor(b []byte) (SignedDescriptor, error) {
-	if len(b) < descriptorHeaderLen {
-		return SignedDescriptor{}, fmt.Errorf("%w: %d bytes, shorter than a header", ErrMalformed, len(b))
-	}
-	bodyLen, sigLen, err := parseDescriptorHeader(b)
+	body, sig, err := wire.ParseDescriptor(b)
 	if err != nil {
-		return SignedDescriptor{}, err
+		return SignedDescriptor{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if want := descriptorHeaderLen + bodyLen + sigLen; len(b) != want {
-		return SignedDescriptor{}, fmt.Errorf("%w: %d bytes, the header says %d", ErrMalformed, len(b), want)
-	}
-	b = bytes.Clone(b[descriptorHeaderLen:])
-	return SignedDescriptor{Body: b[:bodyLen:bodyLen], Sig: b[bodyLen:]}, nil
+	return SignedDescriptor{Body: body, Sig: sig}, nil
 }
 
 // ReadSignedDescriptor reads one blob of MarshalBinary from r, reading no
-// byte past it. Like ParseSignedDescriptor it checks only the framing.
+// byte past it. Like ParseSignedDescriptor it checks only the framing. A
+// stream that ends before the blob begins gives an error that wraps io.EOF.
 func ReadSignedDescriptor(r io.Reader) (SignedDescriptor, error) {
-	var h [descriptorHeaderLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	body, sig, err := wire.ReadDescriptor(r)
+	if errors.Is(err, wire.ErrDescriptorBlob) {
+		return SignedDescriptor{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err != nil {
 		return SignedDescriptor{}, fmt.Errorf("read descriptor: %w", err)
 	}
-	bodyLen, sigLen, err := parseDescriptorHeader(h[:])
-	if err != nil {
-		return SignedDescriptor{}, err
-	}
-	b := make([]byte, bodyLen+sigLen)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return SignedDescriptor{}, fmt.Errorf("read descriptor: %w", noEOF(err))
-	}
-	return SignedDescriptor{Body: b[:bodyLen:bodyLen], Sig: b[bodyLen:]}, nil
-}
-
-// noEOF turns io.EOF into io.ErrUnexpectedEOF: a blob that stops after its
-// header is truncated.
-func noEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
+	return SignedDescriptor{Body: body, Sig: sig}, nil
 }
 
 // Verify checks s and returns the descriptor it carries: that the body

@@ -158,26 +158,9 @@ func (e *Server) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, las
 // frameInPlace writes the frame header for a payload of n bytes that sits
 // at buf[maxSourceHeader:], just before it, and returns the whole frame.
 func frameInPlace(buf []byte, n int, src netip.AddrPort) []byte {
-	ip := src.Addr().Unmap()
-	hdr := 2 + 1 + 4 + 2
-	if ip.Is6() {
-		hdr = 2 + 1 + 16 + 2
-	}
-	start := maxSourceHeader - hdr
-	// AppendDatagram would copy the payload; build the header by hand.
-	h := buf[start:maxSourceHeader]
-	length := hdr - 2 + n
-	h[0], h[1] = byte(length>>8), byte(length)
-	if ip.Is4() {
-		h[2] = 1
-		a := ip.As4()
-		copy(h[3:7], a[:])
-	} else {
-		h[2] = 4
-		a := ip.As16()
-		copy(h[3:19], a[:])
-	}
-	h[hdr-2], h[hdr-1] = byte(src.Port()>>8), byte(src.Port())
+	a := wire.Addr{IP: src.Addr().Unmap(), Port: src.Port()}
+	start := maxSourceHeader - 2 - wire.AddrLen(a)
+	wire.AppendDatagramHeader(buf[start:start], a, n) // an IP always fits
 	return buf[start : maxSourceHeader+n]
 }
 

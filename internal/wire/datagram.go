@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net/netip"
 )
 
 // A UDP association's stream carries datagrams as frames:
@@ -27,17 +26,29 @@ var ErrFrame = errors.New("malformed datagram frame")
 
 // AppendDatagram appends the frame for payload to/from addr.
 func AppendDatagram(b []byte, addr Addr, payload []byte) ([]byte, error) {
+	b, err := AppendDatagramHeader(b, addr, len(payload))
+	if err != nil {
+		return b, err
+	}
+	return append(b, payload...), nil
+}
+
+// AppendDatagramHeader appends LEN, ATYP, address and port: the frame
+// header for a payload of n bytes that the caller puts after it. A caller
+// that reads payloads behind room for the longest header writes the header
+// in place, without copying the payload, by appending to a slice of that
+// room with no length.
+func AppendDatagramHeader(b []byte, addr Addr, n int) ([]byte, error) {
 	start := len(b)
 	b = append(b, 0, 0)
-	b, err := appendAddr(b, addr)
+	b, err := AppendAddr(b, addr)
 	if err != nil {
 		return b[:start], err
 	}
-	if len(b)-start-2+len(payload) > 0xffff {
+	if len(b)-start-2+n > 0xffff {
 		return b[:start], ErrFrame
 	}
-	b = append(b, payload...)
-	binary.BigEndian.PutUint16(b[start:], uint16(len(b)-start-2))
+	binary.BigEndian.PutUint16(b[start:], uint16(len(b)-start-2+n))
 	return b, nil
 }
 
@@ -60,40 +71,9 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 // ParseDatagram splits a frame body into address and payload. The payload
 // aliases body. It allocates only for a domain name.
 func ParseDatagram(body []byte) (Addr, []byte, error) {
-	if len(body) < 1 {
-		return Addr{}, nil, ErrFrame
+	a, rest, err := CutAddr(body)
+	if errors.Is(err, ErrShort) {
+		err = ErrFrame
 	}
-	var a Addr
-	var rest []byte
-	switch body[0] {
-	case atypIPv4:
-		if len(body) < 1+4+2 {
-			return Addr{}, nil, ErrFrame
-		}
-		a.IP = netip.AddrFrom4([4]byte(body[1:5]))
-		rest = body[5:]
-	case atypIPv6:
-		if len(body) < 1+16+2 {
-			return Addr{}, nil, ErrFrame
-		}
-		a.IP = netip.AddrFrom16([16]byte(body[1:17]))
-		rest = body[17:]
-	case atypDomain:
-		if len(body) < 2 {
-			return Addr{}, nil, ErrFrame
-		}
-		n := int(body[1])
-		if len(body) < 2+n+2 {
-			return Addr{}, nil, ErrFrame
-		}
-		if !ValidName(body[2 : 2+n]) {
-			return Addr{}, nil, ErrName
-		}
-		a.Name = string(body[2 : 2+n])
-		rest = body[2+n:]
-	default:
-		return Addr{}, nil, ErrAddrType
-	}
-	a.Port = binary.BigEndian.Uint16(rest)
-	return a, rest[2:], nil
+	return a, rest, err
 }

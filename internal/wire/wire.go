@@ -121,30 +121,6 @@ func (a Addr) String() string {
 	return net.JoinHostPort(host, strconv.Itoa(int(a.Port)))
 }
 
-// appendAddr appends ATYP, address and port.
-func appendAddr(b []byte, a Addr) ([]byte, error) {
-	switch {
-	case a.IP.Is4():
-		b = append(b, atypIPv4)
-		v := a.IP.As4()
-		b = append(b, v[:]...)
-	case a.IP.Is6():
-		b = append(b, atypIPv6)
-		v := a.IP.As16()
-		b = append(b, v[:]...)
-	case a.Name != "":
-		if !ValidName(a.Name) {
-			return b, fmt.Errorf("%w: %q", ErrName, a.Name)
-		}
-		b = append(b, atypDomain, byte(len(a.Name)))
-		b = append(b, a.Name...)
-	default:
-		// The unspecified address: "any", as in a UDP ASSOCIATE for 0.0.0.0:0.
-		b = append(b, atypIPv4, 0, 0, 0, 0)
-	}
-	return binary.BigEndian.AppendUint16(b, a.Port), nil
-}
-
 // readAddr reads ATYP, address and port from r, using buf (at least
 // MaxHeaderLen bytes) as scratch space.
 func readAddr(r io.Reader, buf []byte) (Addr, error) {
@@ -210,7 +186,7 @@ type Request struct {
 // AppendBinary appends the encoded request to b.
 func (r Request) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, Version, byte(r.Kind))
-	return appendAddr(b, r.Dst)
+	return AppendAddr(b, r.Dst)
 }
 
 // ReadRequest reads one request from r. It reads exactly the request's bytes
@@ -242,7 +218,7 @@ type Response struct {
 // AppendBinary appends the encoded response to b.
 func (r Response) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, Version, byte(r.Status))
-	return appendAddr(b, r.Bound)
+	return AppendAddr(b, r.Bound)
 }
 
 // ReadResponse reads one response from r, and nothing after it.
