@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 )
 
 // Bench is a validated run, ready to start.
@@ -243,7 +245,7 @@ func (s *setup) path(spec Path) (*path, error) {
 
 func (p *path) useSOCKS(s SOCKS5, target string) {
 	p.dial = s.Dial
-	p.udp = func(ctx context.Context) (packetPath, error) { return s.associate(ctx, target) }
+	p.udp = func(ctx context.Context) (packetPath, error) { return associate(ctx, s, target) }
 }
 
 // exitHost returns the HOST:PORT of an exit address PEERID@HOST:PORT.
@@ -277,7 +279,7 @@ func waitReady(ctx context.Context, dial dialFunc, target string) error {
 			c.Close()
 			return nil
 		}
-		if re, ok := errors.AsType[*ReplyError](err); ok && re.Code != 3 && re.Code != 1 {
+		if re, ok := errors.AsType[*socks.ReplyError](err); ok && re.Code != 3 && re.Code != 1 {
 			return err // a refusal, not a link still coming up
 		}
 		t := time.NewTimer(backoff)
@@ -293,7 +295,7 @@ func waitReady(ctx context.Context, dial dialFunc, target string) error {
 
 // readyError explains a path that cannot reach the targets.
 func readyError(p *path, target string, err error) error {
-	re, _ := errors.AsType[*ReplyError](err)
+	re, _ := errors.AsType[*socks.ReplyError](err)
 	switch {
 	case re != nil && re.Code == 2 && p.Kind == RemoteExit:
 		return fmt.Errorf("the exit refuses the targets at %s (%v): an exit refuses private addresses unless it runs with --allow-private or --rule \"allow ...\"; or give --target-host a public address of this machine", target, err)

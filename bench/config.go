@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 )
 
 // PathKind says how a path reaches the targets.
@@ -193,7 +195,7 @@ func (c Config) validate() error {
 				return fmt.Errorf("path %s: no exit address", p.Name)
 			}
 		case Proxy:
-			if _, err := socksAddr(p.SOCKS.Addr); err != nil {
+			if _, err := socks.AppendAddr(nil, p.SOCKS.Addr); err != nil {
 				return fmt.Errorf("path %s: SOCKS5 address %q: want HOST:PORT", p.Name, p.SOCKS.Addr)
 			}
 		default:

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -158,36 +158,6 @@ type tcpAddrConn struct{ net.Conn }
 func (tcpAddrConn) LocalAddr() net.Addr  { return pipeAddr }
 func (tcpAddrConn) RemoteAddr() net.Addr { return pipeAddr }
 
-// socksConnect speaks SOCKS5 CONNECT to an IPv4 target, one message at a
-// time (a net.Pipe has no buffer).
-func socksConnect(c net.Conn, target netip.AddrPort) error {
-	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
-		return err
-	}
-	var b [22]byte
-	if _, err := io.ReadFull(c, b[:2]); err != nil || b[0] != 5 || b[1] != 0 {
-		return fmt.Errorf("greeting reply % x: %v", b[:2], err)
-	}
-	req := []byte{5, 1, 0, 1}
-	a := target.Addr().As4()
-	req = binary.BigEndian.AppendUint16(append(req, a[:]...), target.Port())
-	if _, err := c.Write(req); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(c, b[:4]); err != nil {
-		return err
-	}
-	if b[1] != 0 {
-		return &ReplyError{Code: b[1]}
-	}
-	n := 4 + 2
-	if b[3] == 4 {
-		n = 16 + 2
-	}
-	_, err := io.ReadFull(c, b[:n])
-	return err
-}
-
 // openFDs counts the process's open file descriptors.
 func openFDs(t *testing.T) int {
 	t.Helper()
@@ -253,14 +223,14 @@ func TestSoakTenThousandFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := runPool(t, exitnet.PoolConfig{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit.Addr}})
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool})
+	socksServer, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln := newPipeListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
-	go func() { defer close(served); serve(t, "socks", func() error { return socks.Serve(ctx, ln) }) }()
+	go func() { defer close(served); serve(t, "socks", func() error { return socksServer.Serve(ctx, ln) }) }()
 	t.Cleanup(func() { cancel(); <-served })
 
 	// One flow first, so the link and the pool's goroutines exist before
@@ -271,7 +241,7 @@ func TestSoakTenThousandFlows(t *testing.T) {
 			return nil, err
 		}
 		c.SetDeadline(time.Now().Add(30 * time.Second))
-		if err := socksConnect(c, target); err != nil {
+		if _, err := (socks.Client{}).Handshake(c, socks.CmdConnect, target.String()); err != nil {
 			c.Close()
 			return nil, err
 		}
