@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 )
 
 // Bench is a validated run, ready to start.
@@ -66,26 +67,9 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	rep := newReport(cfg)
 	started := time.Now()
 
-	burstFlows, idleFlows := cfg.BurstCount, cfg.IdleFlows
-	want := uint64(2*max(burstFlows, idleFlows) + fdReserve)
-	limit, err := raiseFileLimit(want)
+	burstFlows, idleFlows, err := fitFileLimit(cfg, rep)
 	if err != nil {
-		return nil, fmt.Errorf("open-file limit: %w", err)
-	}
-	if limit < want {
-		// bench holds both ends of each flow: the application's and the
-		// target's.
-		room := max((int(limit)-fdReserve)/2, 1)
-		if slices.Contains(cfg.Workloads, WorkIdle) && idleFlows > room {
-			rep.note("idle flows reduced from %d to %d: the open-file limit is %d (raise it: ulimit -n %d, as root if needed)",
-				idleFlows, room, limit, want)
-			idleFlows = room
-		}
-		if slices.Contains(cfg.Workloads, WorkBurst) && burstFlows > room {
-			rep.note("burst reduced from %d to %d flows: the open-file limit is %d (raise it: ulimit -n %d)",
-				burstFlows, room, limit, want)
-			burstFlows = room
-		}
+		return nil, err
 	}
 	rep.Settings.IdleFlows, rep.Settings.BurstFlows = idleFlows, burstFlows
 
@@ -106,14 +90,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 		}
 	}()
 
-	listenHost, advertise := "127.0.0.1", "127.0.0.1"
-	if cfg.TargetHost != "" {
-		advertise, listenHost = cfg.TargetHost, "0.0.0.0"
-		if strings.Contains(cfg.TargetHost, ":") {
-			listenHost = "::"
-		}
-	}
-	targets, err := ListenTargets(listenHost, cfg.TargetPort, advertise)
+	targets, err := openTargets(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -121,17 +98,9 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	rep.Settings.Targets = targets.Addr
 
 	s := &setup{cfg: cfg, ctx: ctx, dir: dir, wg: &wg, targets: targets, procs: &procs}
-	var paths []*path
-	for _, spec := range cfg.Paths {
-		if cfg.Progress != nil {
-			cfg.Progress(Status{Workload: "starting", Path: spec.Name, Elapsed: time.Since(started)})
-		}
-		p, err := s.path(spec)
-		if err != nil {
-			return nil, fmt.Errorf("path %s: %w", spec.Name, err)
-		}
-		paths = append(paths, p)
-		rep.Paths = append(rep.Paths, PathInfo{Name: p.Name, Kind: string(p.Kind), Via: p.via})
+	paths, err := s.paths(rep, started)
+	if err != nil {
+		return nil, err
 	}
 
 	// Idle flows run first, while the processes are fresh: their memory
@@ -154,6 +123,47 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
+// fitFileLimit raises the open-file limit for the flows cfg holds at once
+// and returns the burst and idle flow counts that fit it, with a note in
+// rep for each count it had to reduce.
+func fitFileLimit(cfg Config, rep *Report) (burstFlows, idleFlows int, err error) {
+	burstFlows, idleFlows = cfg.BurstCount, cfg.IdleFlows
+	want := uint64(2*max(burstFlows, idleFlows) + fdReserve)
+	limit, err := raiseFileLimit(want)
+	if err != nil {
+		return 0, 0, fmt.Errorf("open-file limit: %w", err)
+	}
+	if limit < want {
+		// bench holds both ends of each flow: the application's and the
+		// target's.
+		room := max((int(limit)-fdReserve)/2, 1)
+		if slices.Contains(cfg.Workloads, WorkIdle) && idleFlows > room {
+			rep.note("idle flows reduced from %d to %d: the open-file limit is %d (raise it: ulimit -n %d, as root if needed)",
+				idleFlows, room, limit, want)
+			idleFlows = room
+		}
+		if slices.Contains(cfg.Workloads, WorkBurst) && burstFlows > room {
+			rep.note("burst reduced from %d to %d flows: the open-file limit is %d (raise it: ulimit -n %d)",
+				burstFlows, room, limit, want)
+			burstFlows = room
+		}
+	}
+	return burstFlows, idleFlows, nil
+}
+
+// openTargets opens the targets: on loopback, or on every interface when
+// the far side reaches them at cfg.TargetHost.
+func openTargets(cfg Config) (*Targets, error) {
+	listenHost, advertise := "127.0.0.1", "127.0.0.1"
+	if cfg.TargetHost != "" {
+		advertise, listenHost = cfg.TargetHost, "0.0.0.0"
+		if strings.Contains(cfg.TargetHost, ":") {
+			listenHost = "::"
+		}
+	}
+	return ListenTargets(listenHost, cfg.TargetPort, advertise)
+}
+
 // setup makes Paths ready: it starts what they need and checks that a
 // first flow gets through each.
 type setup struct {
@@ -170,6 +180,23 @@ func (s *setup) wrap(role string, args []string) []string {
 		return s.cfg.ChildArgs(role, args)
 	}
 	return args
+}
+
+// paths makes every configured path ready, in order, and lists it in rep.
+func (s *setup) paths(rep *Report, started time.Time) ([]*path, error) {
+	var paths []*path
+	for _, spec := range s.cfg.Paths {
+		if s.cfg.Progress != nil {
+			s.cfg.Progress(Status{Workload: "starting", Path: spec.Name, Elapsed: time.Since(started)})
+		}
+		p, err := s.path(spec)
+		if err != nil {
+			return nil, fmt.Errorf("path %s: %w", spec.Name, err)
+		}
+		paths = append(paths, p)
+		rep.Paths = append(rep.Paths, PathInfo{Name: p.Name, Kind: string(p.Kind), Via: p.via})
+	}
+	return paths, nil
 }
 
 func (s *setup) path(spec Path) (*path, error) {
@@ -243,7 +270,7 @@ func (s *setup) path(spec Path) (*path, error) {
 
 func (p *path) useSOCKS(s SOCKS5, target string) {
 	p.dial = s.Dial
-	p.udp = func(ctx context.Context) (packetPath, error) { return s.associate(ctx, target) }
+	p.udp = func(ctx context.Context) (packetPath, error) { return associate(ctx, s, target) }
 }
 
 // exitHost returns the HOST:PORT of an exit address PEERID@HOST:PORT.
@@ -277,7 +304,7 @@ func waitReady(ctx context.Context, dial dialFunc, target string) error {
 			c.Close()
 			return nil
 		}
-		if re, ok := errors.AsType[*ReplyError](err); ok && re.Code != 3 && re.Code != 1 {
+		if re, ok := errors.AsType[*socks.ReplyError](err); ok && re.Code != 3 && re.Code != 1 {
 			return err // a refusal, not a link still coming up
 		}
 		t := time.NewTimer(backoff)
@@ -293,7 +320,7 @@ func waitReady(ctx context.Context, dial dialFunc, target string) error {
 
 // readyError explains a path that cannot reach the targets.
 func readyError(p *path, target string, err error) error {
-	re, _ := errors.AsType[*ReplyError](err)
+	re, _ := errors.AsType[*socks.ReplyError](err)
 	switch {
 	case re != nil && re.Code == 2 && p.Kind == RemoteExit:
 		return fmt.Errorf("the exit refuses the targets at %s (%v): an exit refuses private addresses unless it runs with --allow-private or --rule \"allow ...\"; or give --target-host a public address of this machine", target, err)
@@ -311,181 +338,29 @@ func isLoopbackAddr(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// figSpec is one figure a workload measures.
-type figSpec struct {
-	id, label, unit string
-	lower           bool               // lower is better
-	noRatio         bool               // a count or a percentage: no ratio
-	applies         func(*path) string // why it is not measured on a path; nil: it is on all
-}
-
-// workload is one kind of round, measured on every path.
-type workload struct {
-	group  string // its name in Config.Workloads
-	title  string // for the progress display
-	figs   []figSpec
-	noWarm bool               // no warm-up round
-	skip   func(*path) string // why it is not measured on a path; nil: it is on all
-	// run measures one round on one path: a value per figure (NaN where a
-	// figure does not apply).
-	run func(ctx context.Context, p *path) ([]float64, error)
-}
-
-// workloads lists what a run measures, in report order. note adds a line
-// to the report, once.
-func (b *Bench) workloads(target string, burstFlows, idleFlows int, note func(string, ...any)) []workload {
-	cfg := b.cfg
-	var ws []workload
-	on := func(g string) bool { return slices.Contains(cfg.Workloads, g) }
-	if on(WorkBulk) {
-		for _, up := range []bool{true, false} {
-			for _, n := range cfg.BulkFlows {
-				dir, fn, id := "download", bulkDownload, "down"
-				if up {
-					dir, fn, id = "upload", bulkUpload, "up"
-				}
-				label := fmt.Sprintf("bulk %s, %s", dir, plural(n, "flow"))
-				ws = append(ws, workload{group: WorkBulk, title: label,
-					figs: []figSpec{{id: fmt.Sprintf("bulk_%s_%d", id, n), label: label, unit: "MB/s"}},
-					run: func(ctx context.Context, p *path) ([]float64, error) {
-						v, err := fn(ctx, p.dial, target, n, cfg.BulkDuration)
-						return []float64{v}, err
-					}})
-			}
-		}
-	}
-	if on(WorkLatency) {
-		l := "request/response, 64 B on an open flow"
-		ws = append(ws, workload{group: WorkLatency, title: l,
-			figs: []figSpec{
-				{id: "latency_median", label: l + ": median", unit: "µs", lower: true},
-				{id: "latency_p99", label: l + ": p99", unit: "µs", lower: true},
-				{id: "latency_max", label: l + ": max", unit: "µs", lower: true},
-			},
-			run: func(ctx context.Context, p *path) ([]float64, error) {
-				return latency(ctx, p.dial, target, cfg.LatencyCount)
-			}})
-	}
-	if on(WorkSetup) {
-		l := "new flow + first byte, one at a time"
-		ws = append(ws, workload{group: WorkSetup, title: l,
-			figs: []figSpec{
-				{id: "setup_median", label: l + ": median", unit: "µs", lower: true},
-				{id: "setup_p99", label: l + ": p99", unit: "µs", lower: true},
-			},
-			run: func(ctx context.Context, p *path) ([]float64, error) {
-				return setupOneByOne(ctx, p.dial, target, cfg.SetupCount)
-			}})
-	}
-	if on(WorkBurst) {
-		l := fmt.Sprintf("burst of %s flows at once", thousands(burstFlows))
-		ws = append(ws, workload{group: WorkBurst, title: l,
-			figs: []figSpec{
-				{id: "burst_all", label: l + ": all established", unit: "ms", lower: true},
-				{id: "burst_median", label: l + ": median flow", unit: "ms", lower: true},
-				{id: "burst_errors", label: l + ": errors", unit: "flows", lower: true, noRatio: true},
-			},
-			run: func(ctx context.Context, p *path) ([]float64, error) {
-				v, failure, err := burst(ctx, p.dial, target, burstFlows)
-				if failure != nil {
-					note("%s: not every flow of the burst opened; the first failure: %v", p.Name, failure)
-				}
-				return v, err
-			}})
-	}
-	if on(WorkIdle) {
-		mine := func(which string, has func(*path) bool) func(*path) string {
-			return func(p *path) string {
-				if has(p) {
-					return ""
-				}
-				return "not measured: no " + which + " process that bench started"
-			}
-		}
-		l := fmt.Sprintf("%s idle flows", thousands(idleFlows))
-		ws = append(ws, workload{group: WorkIdle, title: l, noWarm: true,
-			figs: []figSpec{
-				{id: "idle_flows", label: l + ": held open", unit: "flows", noRatio: true},
-				{id: "idle_failed", label: l + ": failed to open", unit: "flows", lower: true, noRatio: true},
-				{id: "idle_exit_kib", label: l + ": exit memory per flow", unit: "KiB", lower: true,
-					applies: mine("exit", func(p *path) bool { return p.exit != nil })},
-				{id: "idle_client_kib", label: l + ": client memory per flow", unit: "KiB", lower: true,
-					applies: mine("client", func(p *path) bool { return p.client != nil })},
-			},
-			run: func(ctx context.Context, p *path) ([]float64, error) {
-				var procs []*Proc
-				var at []int
-				for i, proc := range p.procs() {
-					if proc != nil {
-						procs, at = append(procs, proc), append(at, i)
-					}
-				}
-				if p.rssBase == nil {
-					for _, proc := range procs {
-						rss, err := proc.RSS()
-						if err != nil {
-							return nil, err
-						}
-						p.rssBase = append(p.rssBase, rss)
-					}
-				}
-				v, failure, err := idle(ctx, p.dial, target, idleFlows, procs, p.rssBase)
-				if err != nil {
-					return nil, err
-				}
-				if failure != nil {
-					note("%s: not every idle flow opened; the first failure: %v", p.Name, failure)
-				}
-				out := []float64{v[0], v[1], math.NaN(), math.NaN()}
-				for j, i := range at {
-					out[2+i] = v[2+j]
-				}
-				return out, nil
-			}})
-	}
-	if on(WorkUDP) {
-		for _, size := range cfg.UDPSizes {
-			l := fmt.Sprintf("UDP ASSOCIATE, %s B datagrams", thousands(size))
-			ws = append(ws, workload{group: WorkUDP, title: l,
-				figs: []figSpec{
-					{id: fmt.Sprintf("udp_%d_rate", size), label: l + ": echoed", unit: "dgram/s"},
-					{id: fmt.Sprintf("udp_%d_loss", size), label: l + ": lost", unit: "%", lower: true, noRatio: true},
-				},
-				run: func(ctx context.Context, p *path) ([]float64, error) {
-					return udpRound(ctx, p.udp, size, cfg.UDPDuration)
-				}})
-		}
-	}
-	if on(WorkRTT) {
-		for _, up := range []bool{false, true} {
-			dir, fn, id := "download", bulkDownload, "down"
-			if up {
-				dir, fn, id = "upload", bulkUpload, "up"
-			}
-			label := fmt.Sprintf("1 flow over a link with %v RTT added: %s", cfg.RTT, dir)
-			ws = append(ws, workload{group: WorkRTT, title: label,
-				figs: []figSpec{{id: "rtt_" + id, label: label, unit: "MB/s"}},
-				skip: func(p *path) string { return p.slowWhy },
-				run: func(ctx context.Context, p *path) ([]float64, error) {
-					v, err := fn(ctx, p.slow, target, 1, cfg.RTTDuration)
-					return []float64{v}, err
-				}})
-		}
-	}
-	return ws
-}
-
 // runWorkload measures w on every path: the warm-up rounds, then the
 // measured ones, each round going through the paths in turn. It adds w's
 // figures to rep.
 func (b *Bench) runWorkload(ctx context.Context, rep *Report, w workload, paths []*path, targets *Targets, started time.Time) error {
+	vals, why, err := b.rounds(ctx, w, paths, targets, started)
+	if err != nil {
+		return err
+	}
+	rep.Figures = append(rep.Figures, w.figures(paths, vals, why, b.cfg.Rounds)...)
+	return nil
+}
+
+// rounds runs w's rounds and returns, for each path, each figure's
+// measured values ([path][figure][round]) and why the path has none, if it
+// failed.
+func (b *Bench) rounds(ctx context.Context, w workload, paths []*path, targets *Targets, started time.Time) (vals [][][]float64, why []string, err error) {
 	cfg := b.cfg
 	warm := max(cfg.Warmup, 0)
 	if w.noWarm {
 		warm = 0
 	}
-	why := make([]string, len(paths))       // why a path has no values
-	vals := make([][][]float64, len(paths)) // [path][figure][round]
+	why = make([]string, len(paths))
+	vals = make([][][]float64, len(paths))
 	for i, p := range paths {
 		vals[i] = make([][]float64, len(w.figs))
 		if w.skip != nil {
@@ -506,16 +381,10 @@ func (b *Bench) runWorkload(ctx context.Context, rep *Report, w workload, paths 
 			}
 			v, err := w.run(ctx, p)
 			if ctx.Err() != nil {
-				return context.Cause(ctx)
+				return nil, nil, context.Cause(ctx)
 			}
-			for _, proc := range p.procs() {
-				if proc == nil {
-					continue
-				}
-				if ended, how := proc.Exited(); ended {
-					p.dead = errors.New(how)
-					err = p.dead
-				}
+			if dead := p.checkProcs(); dead != nil {
+				err = dead
 			}
 			if err != nil {
 				why[i] = err.Error()
@@ -525,14 +394,41 @@ func (b *Bench) runWorkload(ctx context.Context, rep *Report, w workload, paths 
 					vals[i][f] = append(vals[i][f], v[f])
 				}
 			}
-			// Let the round's flows end before the next round starts.
-			sctx, cancel := context.WithTimeout(ctx, settleTimeout)
-			if !targets.waitIdle(sctx, 0) && ctx.Err() == nil {
-				cfg.Log.Debug("flows still open after a round", "workload", w.title, "path", p.Name, "open", targets.Open())
-			}
-			cancel()
+			b.settle(ctx, w, p, targets)
 		}
 	}
+	return vals, why, nil
+}
+
+// checkProcs marks p dead, and returns why, when one of its processes has
+// ended.
+func (p *path) checkProcs() error {
+	var dead error
+	for _, proc := range p.procs() {
+		if proc == nil {
+			continue
+		}
+		if ended, how := proc.Exited(); ended {
+			p.dead = errors.New(how)
+			dead = p.dead
+		}
+	}
+	return dead
+}
+
+// settle lets a round's flows end before the next round starts.
+func (b *Bench) settle(ctx context.Context, w workload, p *path, targets *Targets) {
+	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	if !targets.waitIdle(sctx, 0) && ctx.Err() == nil {
+		b.cfg.Log.Debug("flows still open after a round", "workload", w.title, "path", p.Name, "open", targets.Open())
+	}
+}
+
+// figures turns the values of w's rounds into its figures: each path's
+// median, or why it has none.
+func (w workload) figures(paths []*path, vals [][][]float64, why []string, rounds int) []Figure {
+	var figs []Figure
 	for f, spec := range w.figs {
 		fig := Figure{ID: spec.id, Workload: w.group, Label: spec.label, Unit: spec.unit, Better: "higher"}
 		if spec.lower {
@@ -547,7 +443,7 @@ func (b *Bench) runWorkload(ctx context.Context, rep *Report, w workload, paths 
 			switch {
 			case na != "":
 				res.Error = na
-			case len(vals[i][f]) < cfg.Rounds && why[i] != "":
+			case len(vals[i][f]) < rounds && why[i] != "":
 				res.Error = why[i]
 			default:
 				res.Rounds = vals[i][f]
@@ -558,9 +454,9 @@ func (b *Bench) runWorkload(ctx context.Context, rep *Report, w workload, paths 
 		if !spec.noRatio {
 			fig.setRatios()
 		}
-		rep.Figures = append(rep.Figures, fig)
+		figs = append(figs, fig)
 	}
-	return nil
+	return figs
 }
 
 // plural returns "1 flow", "8 flows".

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 )
 
 // PathKind says how a path reaches the targets.
@@ -170,7 +172,19 @@ const (
 	maxNameLength = 40
 )
 
+// validate checks the whole config; the first problem found is the error.
 func (c Config) validate() error {
+	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validatePaths checks that there are paths, each named once, of a known
+// kind, with what that kind needs.
+func (c Config) validatePaths() error {
 	if len(c.Paths) == 0 {
 		return errors.New("nothing to measure: give at least one path")
 	}
@@ -193,7 +207,7 @@ func (c Config) validate() error {
 				return fmt.Errorf("path %s: no exit address", p.Name)
 			}
 		case Proxy:
-			if _, err := socksAddr(p.SOCKS.Addr); err != nil {
+			if _, err := socks.AppendAddr(nil, p.SOCKS.Addr); err != nil {
 				return fmt.Errorf("path %s: SOCKS5 address %q: want HOST:PORT", p.Name, p.SOCKS.Addr)
 			}
 		default:
@@ -206,6 +220,11 @@ func (c Config) validate() error {
 	if locals > 1 {
 		return errors.New("at most one local swarmvpn path")
 	}
+	return nil
+}
+
+// validateTargets checks where the targets listen.
+func (c Config) validateTargets() error {
 	if c.TargetHost != "" {
 		if _, err := netip.ParseAddr(c.TargetHost); err != nil {
 			return fmt.Errorf("target host %q: want an IP address that the exit can reach", c.TargetHost)
@@ -214,6 +233,11 @@ func (c Config) validate() error {
 	if c.TargetPort < 0 || c.TargetPort > 65535 {
 		return fmt.Errorf("target port %d: want 0 to 65535", c.TargetPort)
 	}
+	return nil
+}
+
+// validateWorkloads checks the workloads asked for and the link delay.
+func (c Config) validateWorkloads() error {
 	for _, w := range c.Workloads {
 		if !slices.Contains(AllWorkloads, w) {
 			return fmt.Errorf("unknown workload %q: want some of %v", w, AllWorkloads)
@@ -225,6 +249,12 @@ func (c Config) validate() error {
 	if c.RTT < 0 || c.RTT > maxRTT {
 		return fmt.Errorf("RTT %v: want up to %v", c.RTT, maxRTT)
 	}
+	return nil
+}
+
+// validateBounds keeps every round, count and size within what one run
+// may ask for.
+func (c Config) validateBounds() error {
 	if c.Rounds < 1 || c.Rounds > maxRounds {
 		return fmt.Errorf("rounds %d: want 1 to %d", c.Rounds, maxRounds)
 	}

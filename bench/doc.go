@@ -12,10 +12,11 @@
 // process, UDP through SOCKS5 UDP ASSOCIATE, and optionally one flow over a
 // link with added delay (LinkDelay).
 //
-// bench reaches every path through SOCKS5 (its own small client in
-// socks.go) or plain sockets, and starts swarmvpn only as separate
-// processes, so the figures include everything a user pays for. It must not
-// import exitnet, proxy, portfwd or internal/link. Every load loop is
+// bench reaches every path through SOCKS5 (the small client in
+// internal/socks, spoken step by step) or plain sockets, and starts
+// swarmvpn only as separate processes, so the figures include everything a
+// user pays for. It must not import exitnet, proxy, portfwd or
+// internal/link. Every load loop is
 // bounded in count and in time, and traffic goes only to the targets bench
 // starts itself: on loopback, or on the host named for a remote exit.
 package bench

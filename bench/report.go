@@ -138,6 +138,24 @@ func (r *Report) Figure(id string) *Figure {
 // reasons for missing values and the notes.
 func (r *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
+	r.writeHeading(bw)
+	var notes footnotes
+	r.writeFigures(bw, &notes)
+	if len(notes) > 0 {
+		fmt.Fprintln(bw)
+		for i, n := range notes {
+			fmt.Fprintf(bw, "[%d] %s: %s\n", i+1, strings.Join(n.paths, ", "), n.why)
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(bw, "note: %s\n", n)
+	}
+	return bw.Flush()
+}
+
+// writeHeading writes the lines above the table: the machine, how the
+// figures were taken, and what each path goes through.
+func (r *Report) writeHeading(bw *bufio.Writer) {
 	m := r.Machine
 	fmt.Fprintf(bw, "swarmvpn bench, %s: %s, %d cores, %s/%s", r.Started.Format("2006-01-02 15:04 UTC"), m.CPU, m.Cores, m.OS, m.Arch)
 	if m.Kernel != "" {
@@ -157,7 +175,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(bw, "  %-12s %s\n", p.Name, p.Via)
 	}
 	fmt.Fprintln(bw)
+}
 
+// writeFigures writes the table itself, a row per figure; a missing value
+// points to its reason in notes.
+func (r *Report) writeFigures(bw *bufio.Writer, notes *footnotes) {
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "figure\tunit")
 	for _, p := range r.Paths {
@@ -167,24 +189,6 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(tw, "\t")
-	// Missing values point to footnotes, one per reason, naming the paths.
-	type footnote struct {
-		why   string
-		paths []string
-	}
-	var notes []footnote
-	note := func(path, why string) int {
-		for i := range notes {
-			if notes[i].why == why {
-				if !slices.Contains(notes[i].paths, path) {
-					notes[i].paths = append(notes[i].paths, path)
-				}
-				return i + 1
-			}
-		}
-		notes = append(notes, footnote{why, []string{path}})
-		return len(notes)
-	}
 	for _, f := range r.Figures {
 		arrow := "↑"
 		if f.Better == "lower" {
@@ -194,7 +198,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for i, res := range f.Results {
 			switch {
 			case res.Error != "":
-				fmt.Fprintf(tw, "\t[%d]", note(res.Path, res.Error))
+				fmt.Fprintf(tw, "\t[%d]", notes.add(res.Path, res.Error))
 			default:
 				fmt.Fprintf(tw, "\t%s", number(res.Value))
 			}
@@ -209,16 +213,31 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw, "\t")
 	}
 	tw.Flush()
-	if len(notes) > 0 {
-		fmt.Fprintln(bw)
-		for i, n := range notes {
-			fmt.Fprintf(bw, "[%d] %s: %s\n", i+1, strings.Join(n.paths, ", "), n.why)
+}
+
+// footnote is one reason for missing values in the table, and the paths
+// it applies to.
+type footnote struct {
+	why   string
+	paths []string
+}
+
+// footnotes are the table's reasons for missing values, one per reason.
+type footnotes []footnote
+
+// add records that path has no value because of why, and returns the
+// footnote's number.
+func (n *footnotes) add(path, why string) int {
+	for i := range *n {
+		if f := &(*n)[i]; f.why == why {
+			if !slices.Contains(f.paths, path) {
+				f.paths = append(f.paths, path)
+			}
+			return i + 1
 		}
 	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(bw, "note: %s\n", n)
-	}
-	return bw.Flush()
+	*n = append(*n, footnote{why, []string{path}})
+	return len(*n)
 }
 
 // number formats v with about three significant digits.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 	"github.com/swarmvpn/swarmvpn/internal/testnet"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
@@ -71,7 +72,7 @@ func TestSOCKS5Tunnel(t *testing.T) {
 	}
 	echoThrough(t, c)
 
-	u, err := s.associate(t.Context(), tg.Addr)
+	u, err := associate(t.Context(), s, tg.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +104,8 @@ func TestSOCKS5Refusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	echoThrough(t, c)
-	_, err = SOCKS5{Addr: plain}.associate(t.Context(), tg.Addr)
-	if re, ok := errors.AsType[*ReplyError](err); !ok || re.Code != 7 {
+	_, err = associate(t.Context(), SOCKS5{Addr: plain}, tg.Addr)
+	if re, ok := errors.AsType[*socks.ReplyError](err); !ok || re.Code != 7 {
 		t.Fatalf("UDP ASSOCIATE without an associator: %v, want reply 7", err)
 	}
 	if !strings.Contains(err.Error(), "command not supported") {
@@ -112,8 +113,8 @@ func TestSOCKS5Refusals(t *testing.T) {
 	}
 
 	authed := startSOCKS(t, proxy.SOCKSConfig{Dialer: &net.Dialer{}, Username: "u", Password: "p"})
-	if _, err := (SOCKS5{Addr: authed}).Dial(t.Context(), tg.Addr); !errors.Is(err, errNoMethod) {
-		t.Errorf("no credentials: %v, want errNoMethod", err)
+	if _, err := (SOCKS5{Addr: authed}).Dial(t.Context(), tg.Addr); !errors.Is(err, socks.ErrNoMethod) {
+		t.Errorf("no credentials: %v, want ErrNoMethod", err)
 	}
 	if _, err := (SOCKS5{Addr: authed, User: "u", Pass: "wrong"}).Dial(t.Context(), tg.Addr); err == nil {
 		t.Errorf("wrong password accepted")

@@ -414,107 +414,20 @@ func udpRound(ctx context.Context, open func(context.Context) (packetPath, error
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
 
-	// The association may take a moment to reach the exit: probe until an
-	// echo comes back.
 	msg := make([]byte, size)
 	buf := make([]byte, 65536)
-	binary.BigEndian.PutUint64(msg, seqProbe)
-	for try := 0; ; try++ {
-		if try == udpProbeTries {
-			return nil, fmt.Errorf("no datagram came back in %v", udpProbeTries*50*time.Millisecond)
-		}
-		if err := pc.Send(msg); err != nil {
-			return nil, fmt.Errorf("send: %w", err)
-		}
-		pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		if p, err := pc.Recv(buf); err == nil && len(p) == size {
-			break
-		} else if err != nil && !isTimeout(err) {
-			return nil, fmt.Errorf("receive: %w", err)
-		}
+	if err := udpProbe(pc, msg, buf); err != nil {
+		return nil, err
 	}
-
-	// The sender waits when udpWindow datagrams are in flight; the receiver
-	// wakes it once half of them are back (or, draining, at each echo), so
-	// that neither wakes the other per datagram.
-	var (
-		sent, received, forgiven atomic.Int64
-		lastRecv                 atomic.Int64 // ns since start
-		waiting, draining        atomic.Bool
-		progress                 = make(chan struct{}, 1)
-		recvErr                  error
-		wg                       sync.WaitGroup
-	)
-	inFlight := func() int64 { return sent.Load() - received.Load() - forgiven.Load() }
-	start := time.Now()
+	u := &udpWindowed{pc: pc, size: size, progress: make(chan struct{}, 1), timer: time.NewTimer(time.Hour)}
+	defer u.timer.Stop()
+	u.start = time.Now()
 	pc.SetReadDeadline(time.Time{})
-	wg.Go(func() {
-		for {
-			p, err := pc.Recv(buf)
-			if err != nil {
-				if !isTimeout(err) && ctx.Err() == nil {
-					recvErr = err
-				}
-				return
-			}
-			if len(p) != size || binary.BigEndian.Uint64(p) == seqProbe {
-				continue
-			}
-			received.Add(1)
-			lastRecv.Store(int64(time.Since(start)))
-			if waiting.Load() && (draining.Load() || inFlight() <= udpWindow/2) {
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
-			}
-		}
-	})
-
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	// wait waits up to d for the receiver's signal, or for ready to hold;
-	// it reports whether either came.
-	wait := func(d time.Duration, ready func() bool) bool {
-		waiting.Store(true)
-		defer waiting.Store(false)
-		if ready() { // an echo that came before waiting was set sent no signal
-			return true
-		}
-		timer.Reset(d)
-		defer timer.Stop()
-		select {
-		case <-progress:
-			return true
-		case <-timer.C:
-		case <-ctx.Done():
-		}
-		return false
-	}
-	end := start.Add(dur)
-	var sendErr error
-	for sent.Load() < maxDatagrams && time.Now().Before(end) && ctx.Err() == nil {
-		if inFlight() >= udpWindow {
-			if !wait(udpStall, func() bool { return inFlight() <= udpWindow/2 }) {
-				forgiven.Store(sent.Load() - received.Load()) // count them lost, go on
-			}
-			continue
-		}
-		binary.BigEndian.PutUint64(msg, uint64(sent.Load()))
-		if err := pc.Send(msg); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				break
-			}
-			// A full socket buffer (ENOBUFS): the datagram is lost like any other.
-			sendErr = err
-		}
-		sent.Add(1)
-	}
-	// Wait for the last echoes: until all are back or none came for udpDrain.
-	draining.Store(true)
-	allBack := func() bool { return received.Load() >= sent.Load() }
-	for !allBack() && ctx.Err() == nil && wait(udpDrain, allBack) {
-	}
+	var recvErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { recvErr = u.receive(ctx, buf) })
+	sendErr := u.send(ctx, msg, u.start.Add(dur))
+	u.drain(ctx)
 	pc.SetReadDeadline(time.Now())
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -523,13 +436,130 @@ func udpRound(ctx context.Context, open func(context.Context) (packetPath, error
 	if recvErr != nil {
 		return nil, fmt.Errorf("receive: %w", recvErr)
 	}
-	got, total := received.Load(), sent.Load()
+	got, total := u.received.Load(), u.sent.Load()
 	if got == 0 {
 		if sendErr != nil {
 			return nil, fmt.Errorf("send: %w", sendErr)
 		}
 		return nil, fmt.Errorf("none of %d datagrams came back", total)
 	}
-	elapsed := time.Duration(lastRecv.Load())
+	elapsed := time.Duration(u.lastRecv.Load())
 	return []float64{float64(got) / elapsed.Seconds(), 100 * float64(total-got) / float64(total)}, nil
+}
+
+// udpProbe sends probes until one comes back: the association may take a
+// moment to reach the exit.
+func udpProbe(pc packetPath, msg, buf []byte) error {
+	binary.BigEndian.PutUint64(msg, seqProbe)
+	for try := 0; ; try++ {
+		if try == udpProbeTries {
+			return fmt.Errorf("no datagram came back in %v", udpProbeTries*50*time.Millisecond)
+		}
+		if err := pc.Send(msg); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if p, err := pc.Recv(buf); err == nil && len(p) == len(msg) {
+			return nil
+		} else if err != nil && !isTimeout(err) {
+			return fmt.Errorf("receive: %w", err)
+		}
+	}
+}
+
+// udpWindowed is one UDP round's sender and receiver. The sender waits
+// when udpWindow datagrams are in flight; the receiver wakes it once half
+// of them are back (or, draining, at each echo), so that neither wakes the
+// other per datagram.
+type udpWindowed struct {
+	pc    packetPath
+	size  int
+	start time.Time
+
+	sent, received, forgiven atomic.Int64
+	lastRecv                 atomic.Int64 // ns since start
+	waiting, draining        atomic.Bool
+	progress                 chan struct{}
+	timer                    *time.Timer // the sender's
+}
+
+func (u *udpWindowed) inFlight() int64 {
+	return u.sent.Load() - u.received.Load() - u.forgiven.Load()
+}
+
+// receive counts echoes until the socket is closed or its deadline passes;
+// it returns an error only when that was not the end of the round.
+func (u *udpWindowed) receive(ctx context.Context, buf []byte) error {
+	for {
+		p, err := u.pc.Recv(buf)
+		if err != nil {
+			if !isTimeout(err) && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		}
+		if len(p) != u.size || binary.BigEndian.Uint64(p) == seqProbe {
+			continue
+		}
+		u.received.Add(1)
+		u.lastRecv.Store(int64(time.Since(u.start)))
+		if u.waiting.Load() && (u.draining.Load() || u.inFlight() <= udpWindow/2) {
+			select {
+			case u.progress <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// wait waits up to d for the receiver's signal, or for ready to hold; it
+// reports whether either came.
+func (u *udpWindowed) wait(ctx context.Context, d time.Duration, ready func() bool) bool {
+	u.waiting.Store(true)
+	defer u.waiting.Store(false)
+	if ready() { // an echo that came before waiting was set sent no signal
+		return true
+	}
+	u.timer.Reset(d)
+	defer u.timer.Stop()
+	select {
+	case <-u.progress:
+		return true
+	case <-u.timer.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// send sends numbered datagrams until end, keeping the window, and returns
+// the last error a send gave.
+func (u *udpWindowed) send(ctx context.Context, msg []byte, end time.Time) error {
+	var sendErr error
+	for u.sent.Load() < maxDatagrams && time.Now().Before(end) && ctx.Err() == nil {
+		if u.inFlight() >= udpWindow {
+			if !u.wait(ctx, udpStall, func() bool { return u.inFlight() <= udpWindow/2 }) {
+				u.forgiven.Store(u.sent.Load() - u.received.Load()) // count them lost, go on
+			}
+			continue
+		}
+		binary.BigEndian.PutUint64(msg, uint64(u.sent.Load()))
+		if err := u.pc.Send(msg); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			// A full socket buffer (ENOBUFS): the datagram is lost like any other.
+			sendErr = err
+		}
+		u.sent.Add(1)
+	}
+	return sendErr
+}
+
+// drain waits for the last echoes: until all are back or none came for
+// udpDrain.
+func (u *udpWindowed) drain(ctx context.Context) {
+	u.draining.Store(true)
+	allBack := func() bool { return u.received.Load() >= u.sent.Load() }
+	for !allBack() && ctx.Err() == nil && u.wait(ctx, udpDrain, allBack) {
+	}
 }

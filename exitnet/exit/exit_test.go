@@ -152,19 +152,19 @@ func serveExitOn(t testing.TB, cfg Config, addr string) *exitHandle {
 	return h
 }
 
-// startPool runs a pl with a fresh identity, linked to exit.
+// startPool runs a pool with a fresh identity, linked to exit.
 func startPool(t testing.TB, exit link.ExitAddr) *pool.Pool {
 	t.Helper()
 	return startPoolAs(t, newIdentity(t), exit)
 }
 
-// startPoolAs runs a pl with identity id, linked to exit.
+// startPoolAs runs a pool with identity id, linked to exit.
 func startPoolAs(t testing.TB, id *link.Identity, exit link.ExitAddr) *pool.Pool {
 	t.Helper()
 	return runPool(t, pool.Config{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit}})
 }
 
-// runPool runs a pl with cfg until the test ends, with short back-offs
+// runPool runs a pool with cfg until the test ends, with short back-offs
 // and a 10 s wait for a link where cfg leaves them out.
 func runPool(t testing.TB, cfg pool.Config) *pool.Pool {
 	t.Helper()
@@ -341,7 +341,7 @@ func TestExitAllowList(t *testing.T) {
 }
 
 // TestFailClosedAndReconnect stops the exit: flows must fail with nothing
-// reaching the target; when the exit returns on the same address, the pl
+// reaching the target; when the exit returns on the same address, the pool
 // reconnects by itself and new flows work.
 func TestFailClosedAndReconnect(t *testing.T) {
 	id := newIdentity(t)

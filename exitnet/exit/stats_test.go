@@ -52,7 +52,7 @@ func TestStatsCountFlowsAndBytes(t *testing.T) {
 		t.Errorf("exit refusals %+v: want only one by the policy", s)
 	}
 
-	waitFor(t, "the pl to count every flow closed", func() bool { return pl.Stats().FlowsOpen == 0 })
+	waitFor(t, "the pool to count every flow closed", func() bool { return pl.Stats().FlowsOpen == 0 })
 	p := pl.Stats()
 	if p.Flows.Connect != flows || p.Flows.UDP != 1 || p.Flows.Inbound != 0 {
 		t.Errorf("pl flows %+v: want %d connect, 1 udp", p.Flows, flows)

@@ -20,6 +20,7 @@ var allowed = map[string][]string{
 	"internal/link":   nil,
 	"internal/relay":  nil,
 	"internal/nstest": nil,
+	"internal/socks":  {"internal/wire"},
 	"internal/meter":  {"internal/relay", "internal/wire"},
 	"internal/layers": nil,
 	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",

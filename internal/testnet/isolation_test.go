@@ -1,7 +1,6 @@
 package testnet
 
 import (
-	"encoding/binary"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 )
 
@@ -55,15 +55,6 @@ func TestIsolationForwardedPort(t *testing.T) {
 	}
 }
 
-// socksDatagram frames payload for dst as a SOCKS5 UDP request.
-func socksDatagram(dst netip.AddrPort, payload []byte) []byte {
-	b := []byte{0, 0, 0, 1}
-	a := dst.Addr().As4()
-	b = append(b, a[:]...)
-	b = binary.BigEndian.AppendUint16(b, dst.Port())
-	return append(b, payload...)
-}
-
 // TestIsolationUDPRelay: datagrams sent to one client's SOCKS5 relay
 // socket from any other socket, on its address or another, never leave
 // through that client's association, and nothing comes back to its
@@ -104,7 +95,11 @@ func TestIsolationUDPRelay(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		strangers = append(strangers, s)
 		for _, dst := range []netip.AddrPort{trapAddr, echoAddr} {
-			if _, err := s.WriteToUDPAddrPort(socksDatagram(dst, []byte("from B")), a.Relay); err != nil {
+			d, err := socks.AppendDatagram(nil, dst.String(), []byte("from B"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.WriteToUDPAddrPort(d, a.Relay); err != nil {
 				t.Fatal(err)
 			}
 		}

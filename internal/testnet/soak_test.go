@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -159,36 +159,6 @@ type tcpAddrConn struct{ net.Conn }
 func (tcpAddrConn) LocalAddr() net.Addr  { return pipeAddr }
 func (tcpAddrConn) RemoteAddr() net.Addr { return pipeAddr }
 
-// socksConnect speaks SOCKS5 CONNECT to an IPv4 target, one message at a
-// time (a net.Pipe has no buffer).
-func socksConnect(c net.Conn, target netip.AddrPort) error {
-	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
-		return err
-	}
-	var b [22]byte
-	if _, err := io.ReadFull(c, b[:2]); err != nil || b[0] != 5 || b[1] != 0 {
-		return fmt.Errorf("greeting reply % x: %v", b[:2], err)
-	}
-	req := []byte{5, 1, 0, 1}
-	a := target.Addr().As4()
-	req = binary.BigEndian.AppendUint16(append(req, a[:]...), target.Port())
-	if _, err := c.Write(req); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(c, b[:4]); err != nil {
-		return err
-	}
-	if b[1] != 0 {
-		return &ReplyError{Code: b[1]}
-	}
-	n := 4 + 2
-	if b[3] == 4 {
-		n = 16 + 2
-	}
-	_, err := io.ReadFull(c, b[:n])
-	return err
-}
-
 // openFDs counts the process's open file descriptors.
 func openFDs(t *testing.T) int {
 	t.Helper()
@@ -214,7 +184,7 @@ func soakHold(t *testing.T) time.Duration {
 }
 
 // TestSoakTenThousandFlows holds ten thousand flows open at once through
-// SOCKS5, the pl, one link and the exit to an echo target, each echoing
+// SOCKS5, the pool, one link and the exit to an echo target, each echoing
 // a few bytes now and then, then closes them all: every byte must come
 // back as sent, and the goroutines and file descriptors must return to
 // where they were.
@@ -254,17 +224,17 @@ func TestSoakTenThousandFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	pl := runPool(t, pool.Config{Link: link.Config{Identity: id}, Exits: []link.ExitAddr{exit.Addr}})
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pl})
+	socksServer, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: pl})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln := newPipeListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
-	go func() { defer close(served); serve(t, "socks", func() error { return socks.Serve(ctx, ln) }) }()
+	go func() { defer close(served); serve(t, "socks", func() error { return socksServer.Serve(ctx, ln) }) }()
 	t.Cleanup(func() { cancel(); <-served })
 
-	// One flow first, so the link and the pl's goroutines exist before
+	// One flow first, so the link and the pool's goroutines exist before
 	// the baseline is taken.
 	flow := func(ctx context.Context) (net.Conn, error) {
 		c, err := ln.dial(ctx)
@@ -272,7 +242,7 @@ func TestSoakTenThousandFlows(t *testing.T) {
 			return nil, err
 		}
 		c.SetDeadline(time.Now().Add(30 * time.Second))
-		if err := socksConnect(c, target); err != nil {
+		if _, err := (socks.Client{}).Handshake(c, socks.CmdConnect, target.String()); err != nil {
 			c.Close()
 			return nil, err
 		}

@@ -2,25 +2,22 @@ package testnet
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/socks"
 )
 
-// ReplyError is a SOCKS5 reply other than success.
-type ReplyError struct{ Code byte }
-
-func (e *ReplyError) Error() string { return "socks5 reply " + strconv.Itoa(int(e.Code)) }
+// app is how tests' applications speak to the proxy: pipelined, as
+// libtorrent does. bench speaks to it step by step.
+var app = socks.Client{Pipelined: true}
 
 // ReplyCode returns the SOCKS5 reply code in err, or -1 if err is not a
-// ReplyError.
+// *socks.ReplyError.
 func ReplyCode(err error) int {
-	if re, ok := errors.AsType[*ReplyError](err); ok {
+	if re, ok := errors.AsType[*socks.ReplyError](err); ok {
 		return int(re.Code)
 	}
 	return -1
@@ -30,85 +27,36 @@ func ReplyCode(err error) int {
 // sent as a name) through the SOCKS5 proxy at proxyAddr, without
 // authentication. It returns the conn and the bound address of the reply.
 func SOCKS5Dial(ctx context.Context, proxyAddr, target string) (net.Conn, netip.AddrPort, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", proxyAddr)
-	if err != nil {
-		return nil, netip.AddrPort{}, err
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	bound, err := socks5Handshake(c, 1, target)
-	if err != nil {
-		c.Close()
-		return nil, netip.AddrPort{}, err
-	}
-	c.SetDeadline(time.Time{})
-	return c, bound, nil
+	c := app
+	c.Addr = proxyAddr
+	return c.Connect(ctx, target)
 }
 
-// socks5Handshake sends greeting and request in one write, as libtorrent
-// does, and reads both replies.
-func socks5Handshake(c net.Conn, cmd byte, target string) (netip.AddrPort, error) {
-	host, portStr, err := net.SplitHostPort(target)
+// UDPClient is an application's side of a SOCKS5 UDP association.
+type UDPClient struct{ *socks.Association }
+
+// SOCKS5Associate asks the proxy at proxyAddr for a UDP association for
+// 0.0.0.0:0, as libtorrent does.
+func SOCKS5Associate(ctx context.Context, proxyAddr string) (*UDPClient, error) {
+	c := app
+	c.Addr = proxyAddr
+	a, err := c.Associate(ctx)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return nil, err
 	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	req := []byte{5, 1, 0, 5, cmd, 0}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Is4() {
-			req = append(req, 1)
-		} else {
-			req = append(req, 4)
-		}
-		req = append(req, ip.AsSlice()...)
-	} else {
-		req = append(req, 3, byte(len(host)))
-		req = append(req, host...)
-	}
-	req = binary.BigEndian.AppendUint16(req, uint16(port))
-	if _, err := c.Write(req); err != nil {
-		return netip.AddrPort{}, err
-	}
-	var hdr [4]byte
-	if _, err := io.ReadFull(c, hdr[:2]); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("greeting reply: %w", err)
-	}
-	if hdr[0] != 5 || hdr[1] != 0 {
-		return netip.AddrPort{}, fmt.Errorf("proxy refused no-auth: % x", hdr[:2])
-	}
-	if _, err := io.ReadFull(c, hdr[:4]); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("request reply: %w", err)
-	}
-	if hdr[1] != 0 {
-		return netip.AddrPort{}, &ReplyError{Code: hdr[1]}
-	}
-	var ip netip.Addr
-	switch hdr[3] {
-	case 1:
-		var b [4]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return netip.AddrPort{}, err
-		}
-		ip = netip.AddrFrom4(b)
-	case 4:
-		var b [16]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return netip.AddrPort{}, err
-		}
-		ip = netip.AddrFrom16(b)
-	default:
-		return netip.AddrPort{}, fmt.Errorf("reply address type %d", hdr[3])
-	}
-	var p [2]byte
-	if _, err := io.ReadFull(c, p[:]); err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(p[:])), nil
+	return &UDPClient{a}, nil
 }
+
+// Receive waits up to timeout for a datagram from the relay and returns its
+// payload and the source address in its header.
+func (u *UDPClient) Receive(timeout time.Duration) ([]byte, netip.AddrPort, error) {
+	u.Conn.SetReadDeadline(time.Now().Add(timeout))
+	p, src, err := u.Association.Receive(make([]byte, 65536))
+	if err == nil && !src.IsValid() {
+		err = errors.New("reply with a domain address")
+	}
+	return p, src, err
+}
+
+// Close ends the association by closing the control connection.
+func (u *UDPClient) Close() { u.Association.Close() }

@@ -30,7 +30,7 @@ type Options struct {
 	ForwardTarget string
 }
 
-// Topology is an exit, a client pl linked to it and the client's SOCKS5
+// Topology is an exit, a client pool linked to it and the client's SOCKS5
 // and HTTP proxies, all in this process on 127.0.0.1.
 type Topology struct {
 	SOCKS, HTTP string // proxy addresses
@@ -245,7 +245,7 @@ func LoopbackResolver() *net.Resolver {
 	}}
 }
 
-// associator lets the SOCKS5 server open UDP associations through the pl,
+// associator lets the SOCKS5 server open UDP associations through the pool,
 // as cmd/swarmvpn wires it.
 type associator struct{ pl *pool.Pool }
 
