@@ -119,9 +119,6 @@ func (c Config) lifetime(method string) time.Duration {
 type gateway interface {
 	method() string
 	address() netip.Addr
-	// keyedByExternal: a mapping is known to the router by its external
-	// port (UPnP), not by its internal one (NAT-PMP).
-	keyedByExternal() bool
 	externalAddr(ctx context.Context) (netip.Addr, error)
 	// add maps internal, asking for external port want, and returns the
 	// external port and lease granted (0: a lease without end).

@@ -21,9 +21,8 @@ type pmpGateway struct {
 
 var _ gateway = (*pmpGateway)(nil)
 
-func (p *pmpGateway) method() string        { return MethodNATPMP }
-func (p *pmpGateway) address() netip.Addr   { return p.gw }
-func (p *pmpGateway) keyedByExternal() bool { return false }
+func (p *pmpGateway) method() string      { return MethodNATPMP }
+func (p *pmpGateway) address() netip.Addr { return p.gw }
 
 // client returns a NAT-PMP client whose requests end by ctx's deadline (the
 // library takes a timeout, not a context). The library answers only from

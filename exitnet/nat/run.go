@@ -238,10 +238,9 @@ func (m *Mapper) refresh(ctx context.Context, st *state, e *entry) {
 	if e.external != 0 && ext != e.external {
 		m.log.Warn("nat: router gave another external port", "proto", e.proto, "port", e.internal,
 			"was", e.external, "now", ext)
-		if st.gw.keyedByExternal() && e.active {
-			st.stale = append(st.stale, &stale{proto: e.proto, internal: e.internal, external: e.external,
-				until: e.expires, next: now})
-		}
+		// The old port is not deleted: the router gave another one because
+		// ours was lost or taken, and a port someone else now holds is not
+		// ours to delete. Were it still ours, its lease ends it.
 	} else if !e.active {
 		m.log.Info("nat: port mapped", "proto", e.proto, "port", e.internal, "external", ext,
 			"method", st.gw.method(), "lease", granted)

@@ -25,7 +25,7 @@ const (
 	// description names our mappings in the router's list.
 	description = "swarmvpn"
 
-	upnpConflict          = 718 // ConflictInMappingEntry
+	upnpConflict           = 718 // ConflictInMappingEntry
 	upnpOnlyPermanentLease = 725 // OnlyPermanentLeasesSupported
 )
 
@@ -153,9 +153,8 @@ func upnpFromDescription(body []byte, loc *url.URL, gw, local netip.Addr) (*upnp
 	return nil, errors.New("no WAN connection service")
 }
 
-func (u *upnpGateway) method() string       { return MethodUPnP }
-func (u *upnpGateway) address() netip.Addr  { return u.gw }
-func (u *upnpGateway) keyedByExternal() bool { return true }
+func (u *upnpGateway) method() string      { return MethodUPnP }
+func (u *upnpGateway) address() netip.Addr { return u.gw }
 
 func (u *upnpGateway) externalAddr(ctx context.Context) (netip.Addr, error) {
 	s, err := u.svc.GetExternalIPAddressCtx(ctx)
