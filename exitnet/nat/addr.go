@@ -41,7 +41,7 @@ const doubleNATAdvice = "nothing on the internet can reach a port this router ma
 // wrapping ErrDoubleNAT that says why not otherwise.
 func checkExternal(a netip.Addr) error {
 	if !a.IsValid() {
-		return fmt.Errorf("%w: the router reports no external address; %s", ErrDoubleNAT, doubleNATAdvice)
+		return fmt.Errorf("%w: the router reports no external address (routers hide it when it is not a public one); %s", ErrDoubleNAT, doubleNATAdvice)
 	}
 	a = a.Unmap()
 	if !a.Is4() {

@@ -191,7 +191,7 @@ func TestUPnPFromDescription(t *testing.T) {
 	local := netip.MustParseAddr("192.168.77.2")
 	for _, tc := range []struct {
 		name, control, base string
-		ok                   bool
+		ok                  bool
 	}{
 		{"relative", "/ctl/IPConn", "", true},
 		{"absolute on gateway", "http://192.168.77.1:5000/ctl", "", true},
