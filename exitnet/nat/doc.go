@@ -1,0 +1,20 @@
+// Package nat opens ports on the home router in front of an exit, so that
+// the internet can reach the exit's link port and the ports it lends to
+// clients: UPnP-IGD (v1 and v2) and NAT-PMP, with leases renewed at half
+// their lifetime, re-created after a router restart, and deleted on Close.
+//
+// A Mapper finds the default gateway, speaks to it only (never to another
+// host on the LAN, whatever an SSDP answer or a device description says),
+// maps only the ports its caller asks for, to this host's own address, and
+// reports the gateway's external address only when it is a public one: a
+// private, carrier-grade NAT, loopback, link-local or unspecified address
+// means a second NAT in front of the router (ErrDoubleNAT), which no mapping
+// can open.
+//
+// Everything the gateway says is untrusted: SSDP answers, device
+// descriptions, SOAP replies and NAT-PMP answers are size-bounded and
+// checked before use.
+//
+// nat imports nothing of swarmvpn (not even internal/*); it must not import
+// exitnet or any of its other packages, proxy, portfwd, client or cmd.
+package nat
