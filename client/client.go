@@ -51,17 +51,16 @@ func New(cfg Config) (*Client, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Log
-	var cache *discovery.Cache
-	var cached []discovery.Known
-	if cfg.StateDir != "" {
-		cache = &discovery.Cache{Path: filepath.Join(cfg.StateDir, "exits.json"), Log: log}
-		cached = cache.Load()
+	if cfg.Identity == nil {
+		return nil, errors.New("client: no identity configured")
 	}
-	if len(cfg.Exits) == 0 && len(cached) == 0 && !cfg.MDNS {
-		return nil, errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS on to find exits on the LAN")
-	}
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
+	}
+	cache := cfg.cache()
+	var cached []discovery.Known
+	if cache != nil {
+		cached = cache.Load()
 	}
 	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
 		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log}}

@@ -1,12 +1,14 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
@@ -82,15 +84,18 @@ type Tuning struct {
 }
 
 // httpOff reports whether the HTTP proxy is off.
-func (c *Config) httpOff() bool { return c.HTTP == "" || c.HTTP == "off" }
+func (c Config) httpOff() bool { return c.HTTP == "" || c.HTTP == "off" }
 
 // forwardOff reports whether no forwarded port is asked for.
-func (c *Config) forwardOff() bool { return c.Forward == "off" }
+func (c Config) forwardOff() bool { return c.Forward == "off" }
 
-// check validates what can be validated before anything is opened.
-func (c *Config) check() error {
-	if c.Identity == nil {
-		return errors.New("client: no identity configured")
+// Check validates cfg without opening or creating anything (it reads the
+// exits cache in StateDir): New calls it, and a caller may call it first,
+// before it creates the identity key, so that bad settings leave nothing
+// behind. It does not check Identity, which New requires.
+func (c Config) Check() error {
+	if len(c.Exits) == 0 && !c.MDNS && !c.hasCached() {
+		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS on to find exits on the LAN")
 	}
 	if (c.SOCKSUser == "") != (c.SOCKSPass == "") {
 		return errors.New("--socks-user and --socks-pass go together: give both, or neither for no authentication")
@@ -99,7 +104,29 @@ func (c *Config) check() error {
 	if c.httpOff() {
 		http = "off"
 	}
-	return checkExposure(c.SOCKS, http, c.SOCKSUser != "")
+	if err := checkExposure(cmp.Or(c.SOCKS, DefaultSOCKS), http, c.SOCKSUser != ""); err != nil {
+		return err
+	}
+	if !c.forwardOff() {
+		if _, err := forwardTarget(c.Forward, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hasCached reports whether the cache in StateDir holds an exit.
+func (c Config) hasCached() bool {
+	k := c.cache()
+	return k != nil && len(k.Load()) > 0
+}
+
+// cache is the known-exits cache in StateDir; nil without a StateDir.
+func (c Config) cache() *discovery.Cache {
+	if c.StateDir == "" {
+		return nil
+	}
+	return &discovery.Cache{Path: filepath.Join(c.StateDir, "exits.json"), Log: c.Log}
 }
 
 // checkExposure refuses local proxies that other machines could reach and

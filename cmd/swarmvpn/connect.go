@@ -58,6 +58,9 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if cfg.StateDir, err = stateDir(cmd); err != nil {
 		return err
 	}
+	if err := cfg.Check(); err != nil { // before a key is created
+		return err
+	}
 	if cfg.Identity, err = identity(cmd, "client", log); err != nil {
 		return err
 	}
