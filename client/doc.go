@@ -10,6 +10,7 @@
 // ships. Errors name settings as the command's flags and config files do
 // (--socks, --forward), since that is what a user changes.
 //
-// client may import exitnet/*, proxy, portfwd and internal/*. Nothing
-// imports client except cmd/swarmvpn and tests.
+// client may import exitnet/*, proxy, portfwd and internal/* (but not
+// internal/testnet). Nothing imports client except cmd/swarmvpn, tests and
+// internal/testnet, which only tests import.
 package client
