@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/client"
+
 	"github.com/swarmvpn/swarmvpn/internal/testnet"
 )
 
@@ -196,10 +198,10 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("exit address %q, want %s@127.0.0.1:PORT", exitAddr, exitID)
 	}
 
-	client := start(t, "connect", "--state-dir", filepath.Join(dir, "client"), "--exit", exitAddr,
+	clientProc := start(t, "connect", "--state-dir", filepath.Join(dir, "client"), "--exit", exitAddr,
 		"--socks", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json")
-	client.waitLog(t, "created a new identity")
-	ready := client.waitLog(t, "client ready")
+	clientProc.waitLog(t, "created a new identity")
+	ready := clientProc.waitLog(t, "client ready")
 	socksAddr, httpAddr := ready["socks"].(string), ready["http"].(string)
 	if _, err := os.Stat(filepath.Join(dir, "client", "client.key")); err != nil {
 		t.Fatalf("client key not created in the state dir: %v", err)
@@ -224,7 +226,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	// SOCKS5: a raw HTTP request through a CONNECT flow.
 	c, _, err := testnet.SOCKS5Dial(t.Context(), socksAddr, target)
 	if err != nil {
-		t.Fatalf("socks dial: %v\nclient:\n%s", err, client.output())
+		t.Fatalf("socks dial: %v\nclient:\n%s", err, clientProc.output())
 	}
 	io.WriteString(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -260,7 +262,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 
 	// status and peers ask the running client through its control socket.
 	out, errOut, code := run(t, "status", "--state-dir", filepath.Join(dir, "client"), "--json")
-	var st statusReport
+	var st client.Report
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status: exit %d, %q %q", code, out, errOut)
 	}
@@ -268,7 +270,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("status %+v: want link up to %s with socks %s", st, exitAddr, socksAddr)
 	}
 	out, _, code = run(t, "peers", "--state-dir", filepath.Join(dir, "client"), "--json")
-	var peers []exitReport
+	var peers []client.ExitReport
 	if code != 0 || json.Unmarshal([]byte(out), &peers) != nil || len(peers) != 1 {
 		t.Fatalf("peers: exit %d, %q", code, out)
 	}
@@ -276,7 +278,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("peers: %+v", p)
 	}
 
-	if code := client.stop(t); code != 0 {
+	if code := clientProc.stop(t); code != 0 {
 		t.Errorf("client exit code %d after SIGTERM", code)
 	}
 	if code := exit.stop(t); code != 0 {

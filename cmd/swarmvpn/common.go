@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/urfave/cli/v3"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 )
 
 // env names the environment variable that can set flag name.
@@ -105,30 +105,8 @@ func keyError(path string, err error) error {
 }
 
 // listen opens a TCP listener, turning the usual failures into advice.
-func listen(addr, flag string) (net.Listener, error) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("%s %q: want HOST:PORT, e.g. 127.0.0.1:1080", flag, addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	switch {
-	case err == nil:
-		return ln, nil
-	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, fmt.Errorf("cannot listen on %s: the address is already in use (is another swarmvpn or proxy running?); choose another with %s", addr, flag)
-	case errors.Is(err, syscall.EACCES):
-		return nil, fmt.Errorf("cannot listen on %s: permission denied (ports below 1024 need privileges); choose another with %s", addr, flag)
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return nil, fmt.Errorf("cannot listen on %s: no interface has that address; fix %s", addr, flag)
-	}
-	return nil, fmt.Errorf("cannot listen on %s (%s): %v", addr, flag, err)
-}
+func listen(addr, flag string) (net.Listener, error) { return listener.Open(addr, flag) }
 
 // closeAll closes listeners opened before a later step failed, so nothing
 // is left half-started.
-func closeAll(lns ...net.Listener) {
-	for _, ln := range lns {
-		if ln != nil {
-			ln.Close()
-		}
-	}
-}
+func closeAll(lns ...net.Listener) { listener.CloseAll(lns...) }

@@ -2,7 +2,9 @@
 // SOCKS5 and HTTP proxy whose every flow leaves through an exit peer.
 //
 // This package only turns flags, config files and the environment into the
-// other packages' Config structs and wires them together.
+// other packages' Config structs (client.Config for connect) and starts
+// them; it also prints what 'status' and 'peers' fetch from a running
+// client.
 package main
 
 import (

@@ -16,9 +16,8 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
-	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 	"github.com/swarmvpn/swarmvpn/internal/meter"
-	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
 // metricsFlag turns on the Prometheus endpoint of a long-running role.
@@ -38,7 +37,7 @@ func listenMetrics(cmd *cli.Command, log *slog.Logger) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !isLoopback(ln.Addr().String()) {
+	if !listener.Loopback(ln.Addr().String()) {
 		log.Warn("metrics are served beyond this machine: anyone who can reach the address can read them", "listen", ln.Addr().String())
 	}
 	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
@@ -64,7 +63,7 @@ func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
-	if isLoopback(ln.Addr().String()) {
+	if listener.Loopback(ln.Addr().String()) {
 		// Profiles show where a busy exit or client spends its time; they
 		// reveal nothing of the traffic, but only this machine may ask.
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -214,70 +213,6 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(udpExpired, float64(u.ExpiredIdle))
 			emit(forwards, float64(f.Active))
 			emit(inboundRef, float64(f.Refused))
-		},
-	}
-}
-
-// client is what a running client reports: its pool and its proxies.
-type client struct {
-	pool  *pool.Pool
-	socks *proxy.SOCKS
-	http  *proxy.HTTP // nil when off
-}
-
-// flowBytes sums what TCP flows carried: through the proxies, and from the
-// forwarded port.
-func (c client) flowBytes() (in, out uint64) {
-	p := c.pool.Stats()
-	s := c.socks.FlowStats()
-	in, out = p.InboundBytesIn+s.BytesIn, p.InboundBytesOut+s.BytesOut
-	if c.http != nil {
-		h := c.http.FlowStats()
-		in, out = in+h.BytesIn, out+h.BytesOut
-	}
-	return in, out
-}
-
-// clientCollector reports a client's figures.
-func clientCollector(c client) prometheus.Collector {
-	var (
-		up     = gauge("swarmvpn_client_link_up", "1 when a link to an exit is up and carries new flows, else 0.")
-		links  = gauge("swarmvpn_client_links_open", "Links to exits open now: the active one, the standby, probes.")
-		rtt    = gauge("swarmvpn_client_link_rtt_seconds", "The active link's last measured round trip; 0 when unknown.")
-		fails  = counter("swarmvpn_client_failovers_total", "Times a link other than the first became active: failovers to the standby, reconnects, switches to a nearer exit.")
-		downs  = counter("swarmvpn_client_link_downs_total", "Active links lost.")
-		dials  = counter("swarmvpn_client_dial_failures_total", "Attempts to link to an exit that failed or found it unsuitable.")
-		reasoc = counter("swarmvpn_client_udp_reassociations_total", "UDP associations to the exit re-opened after the previous one failed.")
-		port   = gauge("swarmvpn_client_forwarded_port", "The port the exit forwards to this client; 0 for none.")
-	)
-	return &snapshotCollector{
-		families: []family{up, links, rtt, fails, downs, dials, reasoc, port,
-			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
-		read: func(emit func(family, float64, ...string)) {
-			st, p, u := c.pool.Status(), c.pool.Stats(), c.socks.UDPStats()
-			isUp := 0.0
-			if st.State == pool.StateUp {
-				isUp = 1
-			}
-			emit(up, isUp)
-			emit(links, float64(p.Links))
-			emit(rtt, st.RTT.Seconds())
-			emit(fails, float64(max(p.Activations, 1)-1))
-			emit(downs, float64(p.LinkDowns))
-			emit(dials, float64(p.DialFailures))
-			emit(reasoc, float64(u.Reassociations))
-			emit(port, float64(st.ForwardedPort))
-			emitFlows(emit, p.FlowsOpen, p.Flows, false)
-			in, out := c.flowBytes()
-			emitInOut(emit, flowBytes, in, out)
-			emitInOut(emit, udpDatagrams, u.DatagramsIn, u.DatagramsOut)
-			emitInOut(emit, udpBytes, u.BytesIn, u.BytesOut)
-			emit(udpDrops, float64(u.DropFrag), "fragment")
-			emit(udpDrops, float64(u.DropMalformed), "malformed")
-			emit(udpDrops, float64(u.DropStranger), "stranger")
-			emit(udpDrops, float64(u.DropNoClientPort), "no_client_port")
-			emit(udpDrops, float64(u.DropLinkDown), "link_down")
-			emit(udpDrops, float64(u.DropSendFailed), "send_failed")
 		},
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/client"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/swarmvpn/swarmvpn/internal/testnet"
@@ -97,11 +99,11 @@ func TestBinaryMetrics(t *testing.T) {
 		t.Fatalf("exit printed no address")
 	}
 	stateDir := filepath.Join(dir, "client")
-	client := start(t, "connect", "--state-dir", stateDir, "--exit", exitAddr, "--socks", "127.0.0.1:0", "--http", "off",
+	clientProc := start(t, "connect", "--state-dir", stateDir, "--exit", exitAddr, "--socks", "127.0.0.1:0", "--http", "off",
 		"--metrics", "127.0.0.1:0", "--log-format", "json")
-	clientMetrics := client.waitLog(t, "serving metrics")["url"].(string)
-	socksAddr := client.waitLog(t, "client ready")["socks"].(string)
-	client.waitLog(t, "link up")
+	clientMetrics := clientProc.waitLog(t, "serving metrics")["url"].(string)
+	socksAddr := clientProc.waitLog(t, "client ready")["socks"].(string)
+	clientProc.waitLog(t, "link up")
 
 	// TCP: flows that send up, half-close, and read the reply to the end.
 	const flows, up, down = 3, 150 << 10, 70 << 10
@@ -250,7 +252,7 @@ func TestBinaryMetrics(t *testing.T) {
 
 	// status shows the same figures: TCP and UDP bytes together.
 	out, errOut, code := run(t, "status", "--state-dir", stateDir, "--json")
-	var st statusReport
+	var st client.Report
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Traffic == nil {
 		t.Fatalf("status --json: exit %d, %q %q", code, out, errOut)
 	}
@@ -266,7 +268,7 @@ func TestBinaryMetrics(t *testing.T) {
 	}
 
 	// The metrics servers end with their processes.
-	if code := client.stop(t); code != 0 {
+	if code := clientProc.stop(t); code != 0 {
 		t.Errorf("client exit code %d after SIGTERM", code)
 	}
 	if code := exit.stop(t); code != 0 {

@@ -12,8 +12,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/urfave/cli/v3"
+
+	"github.com/swarmvpn/swarmvpn/client"
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 )
 
 func peersCommand() *cli.Command {
@@ -34,8 +36,8 @@ func runPeers(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	var exits []exitReport
-	_, r, err := fetchStatus(ctx, filepath.Join(dir, controlSocketName))
+	var exits []client.ExitReport
+	_, r, err := fetchStatus(ctx, filepath.Join(dir, client.ControlSocketName))
 	switch {
 	case err == nil:
 		exits = r.Exits
@@ -50,7 +52,7 @@ func runPeers(ctx context.Context, cmd *cli.Command) error {
 	w := cmd.Root().Writer
 	if cmd.Bool("json") {
 		if exits == nil {
-			exits = []exitReport{}
+			exits = []client.ExitReport{}
 		}
 		return json.NewEncoder(w).Encode(exits)
 	}
@@ -59,17 +61,17 @@ func runPeers(ctx context.Context, cmd *cli.Command) error {
 }
 
 // browseExits looks for exits on the LAN for d.
-func browseExits(ctx context.Context, d time.Duration) ([]exitReport, error) {
+func browseExits(ctx context.Context, d time.Duration) ([]client.ExitReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex
-	seen := map[string]exitReport{}
+	seen := map[string]client.ExitReport{}
 	var failure error
 	start := time.Now()
 	discovery.Browse(ctx, d/2, func(f discovery.Found) {
 		mu.Lock()
 		defer mu.Unlock()
-		seen[f.Exit.String()] = exitReport{Exit: f.Exit.String(), Source: string(discovery.SourceMDNS), Caps: f.Caps,
+		seen[f.Exit.String()] = client.ExitReport{Exit: f.Exit.String(), Source: string(discovery.SourceMDNS), Caps: f.Caps,
 			Age: time.Since(start).Round(time.Second).String()}
 	}, func(err error) {
 		mu.Lock()
@@ -83,14 +85,14 @@ func browseExits(ctx context.Context, d time.Duration) ([]exitReport, error) {
 	if len(seen) == 0 && failure != nil {
 		return nil, failure
 	}
-	out := make([]exitReport, 0, len(seen))
+	out := make([]client.ExitReport, 0, len(seen))
 	for _, e := range seen {
 		out = append(out, e)
 	}
 	return out, nil
 }
 
-func printPeers(w io.Writer, exits []exitReport) {
+func printPeers(w io.Writer, exits []client.ExitReport) {
 	if len(exits) == 0 {
 		fmt.Fprintln(w, "no exits known")
 		return

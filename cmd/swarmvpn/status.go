@@ -9,178 +9,25 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v3"
+
+	"github.com/swarmvpn/swarmvpn/client"
 )
-
-// statusReport is what a running client tells `swarmvpn status`.
-type statusReport struct {
-	Peer           string         `json:"peer"`
-	Exit           string         `json:"exit"` // PEERID@HOST:PORT
-	Link           string         `json:"link"` // connecting, up, down
-	Since          time.Time      `json:"since"`
-	RTT            string         `json:"rtt,omitempty"`
-	LastError      string         `json:"last_error,omitempty"`
-	SOCKS          string         `json:"socks"`
-	HTTP           string         `json:"http,omitempty"`
-	ForwardedPort  uint16         `json:"forwarded_port,omitempty"`
-	PublicEndpoint string         `json:"public_endpoint,omitempty"` // exit host:forwarded port
-	Traffic        *trafficReport `json:"traffic,omitempty"`
-	Exits          []exitReport   `json:"exits,omitempty"` // every exit the client knows
-}
-
-// trafficReport is what the client has carried since it started, read at
-// one instant: two reports a moment apart give the rates. Bytes are
-// payload, counted as they pass.
-type trafficReport struct {
-	At        time.Time `json:"at"`
-	FlowsOpen int64     `json:"flows_open"`
-	Flows     uint64    `json:"flows"`     // opened since start: TCP, UDP associations, inbound
-	BytesIn   uint64    `json:"bytes_in"`  // from the internet
-	BytesOut  uint64    `json:"bytes_out"` // to the internet
-}
-
-// exitReport is one known exit, for `swarmvpn peers`.
-type exitReport struct {
-	Exit      string   `json:"exit"` // PEERID@HOST:PORT
-	Source    string   `json:"source"`
-	Role      string   `json:"role,omitempty"` // active, standby
-	RTT       string   `json:"rtt,omitempty"`
-	Caps      []string `json:"caps,omitempty"`
-	Load      float64  `json:"load"`
-	Age       string   `json:"age"`
-	LastError string   `json:"last_error,omitempty"`
-}
-
-// controlSocketName is the control socket's name in the state dir.
-const controlSocketName = "control.sock"
 
 // maxStatusSize bounds a status document.
 const maxStatusSize = 1 << 20
-
-// maxSocketPath is the longest path a unix socket may have: sun_path is 108
-// bytes on Linux and 104 elsewhere, a terminating NUL included.
-func maxSocketPath() int {
-	if runtime.GOOS == "linux" {
-		return 107
-	}
-	return 103
-}
-
-func checkSocketPath(path string) error {
-	if limit := maxSocketPath(); len(path) > limit {
-		return fmt.Errorf("the control socket path %s is %d bytes, longer than the %d a unix socket allows: use a shorter --state-dir",
-			path, len(path), limit)
-	}
-	return nil
-}
-
-// serveControl answers status requests on a unix socket at path (mode
-// 0600) until ctx ends, then removes the socket. A socket left by a dead
-// client is replaced; one a live client answers on is an error. Each
-// connection gets one JSON document, report(), and is closed. It returns
-// after all its goroutines have ended.
-func serveControl(ctx context.Context, path string, report func() statusReport) error {
-	ln, err := listenControl(path)
-	if err != nil {
-		return err
-	}
-	return serveControlOn(ctx, ln, report)
-}
-
-// listenControl opens the control socket, so that a caller can open every
-// listener before it starts anything. Closing the listener removes the
-// socket.
-func listenControl(path string) (*net.UnixListener, error) {
-	if err := checkSocketPath(path); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create the state dir for the control socket: %w", err)
-	}
-	addr := &net.UnixAddr{Name: path, Net: "unix"}
-	ln, err := net.ListenUnix("unix", addr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		if err := removeStaleSocket(path); err != nil {
-			return nil, err
-		}
-		ln, err = net.ListenUnix("unix", addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot listen on the control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("cannot make the control socket %s private: %w", path, err)
-	}
-	return ln, nil
-}
-
-// removeStaleSocket removes the socket at path if no process answers on it.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fmt.Errorf("cannot listen on the control socket %s: %w", path, err)
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("cannot listen on the control socket %s: a file that is not a socket is in the way: remove it", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	switch {
-	case err == nil:
-		c.Close()
-		return fmt.Errorf("another swarmvpn client is running with state dir %s (it answers on %s): stop it first, or give this one another --state-dir",
-			filepath.Dir(path), path)
-	case !errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("cannot tell whether a running swarmvpn client owns %s (%v): remove it if none is running", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("cannot remove the stale control socket %s: %w", path, err)
-	}
-	return nil
-}
-
-// serveControlOn is serveControl on a listener listenControl opened; it
-// closes ln.
-func serveControlOn(ctx context.Context, ln net.Listener, report func() statusReport) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			ln.Close()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("control socket: %w", err)
-		}
-		wg.Go(func() { answerStatus(ctx, c, report) })
-	}
-}
-
-func answerStatus(ctx context.Context, c net.Conn, report func() statusReport) {
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	json.NewEncoder(c).Encode(report()) // a reader that went away needs no answer
-}
 
 // errNoClient: nothing answers on the control socket.
 var errNoClient = errors.New("no client")
 
 // fetchStatus asks the client on the control socket at path for its status,
 // returning the document as sent and as read.
-func fetchStatus(ctx context.Context, path string) ([]byte, statusReport, error) {
-	var r statusReport
+func fetchStatus(ctx context.Context, path string) ([]byte, client.Report, error) {
+	var r client.Report
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var d net.Dialer
@@ -225,8 +72,8 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, controlSocketName)
-	if err := checkSocketPath(path); err != nil {
+	path := filepath.Join(dir, client.ControlSocketName)
+	if err := client.CheckControlPath(path); err != nil {
 		return err
 	}
 	raw, r, err := fetchStatus(ctx, path)
@@ -241,7 +88,7 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 		_, err := fmt.Fprintf(w, "%s\n", bytes.TrimSpace(raw))
 		return err
 	}
-	var prev *trafficReport
+	var prev *client.Traffic
 	if d := cmd.Duration("interval"); d > 0 && r.Traffic != nil {
 		t := time.NewTimer(d)
 		select {
@@ -263,7 +110,7 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 
 // printStatus writes r as aligned lines for a person, with rates since
 // prev when it is an earlier report of the same client.
-func printStatus(w io.Writer, r statusReport, prev *trafficReport, now time.Time) {
+func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Time) {
 	line := func(label, value string) { fmt.Fprintf(w, "%-8s %s\n", label, value) }
 	or := func(s, dflt string) string {
 		if s == "" {
@@ -310,7 +157,7 @@ func printStatus(w io.Writer, r statusReport, prev *trafficReport, now time.Time
 // rates returns the bytes per second in and out between two reports, and
 // false when they do not make a pair: no earlier one, no time between
 // them, or counters that went back (the client restarted).
-func rates(a, b *trafficReport) (in, out uint64, ok bool) {
+func rates(a, b *client.Traffic) (in, out uint64, ok bool) {
 	if a == nil || b == nil || !b.At.After(a.At) || b.BytesIn < a.BytesIn || b.BytesOut < a.BytesOut {
 		return 0, 0, false
 	}

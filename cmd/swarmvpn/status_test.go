@@ -14,9 +14,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/client"
 )
 
-var testReport = statusReport{
+var testReport = client.Report{
 	Peer:           "peerclient",
 	Exit:           "peerexit@203.0.113.7:7000",
 	Link:           "up",
@@ -39,31 +41,41 @@ func runApp(t *testing.T, args ...string) (string, error) {
 }
 
 // startControl serves report on dir's control socket until the test ends.
-func startControl(t *testing.T, dir string, report statusReport) {
+func startControl(t *testing.T, dir string, report client.Report) {
 	t.Helper()
-	ln, err := listenControl(filepath.Join(dir, controlSocketName))
+	ln, err := client.ListenControl(filepath.Join(dir, client.ControlSocketName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveControlOn(ctx, ln, func() statusReport { return report }) }()
+	go func() { done <- client.ServeControl(ctx, ln, func() client.Report { return report }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("serveControlOn: %v", err)
+			t.Errorf("ServeControl: %v", err)
 		}
-		if _, err := os.Lstat(filepath.Join(dir, controlSocketName)); !errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(dir, client.ControlSocketName)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("control socket left behind: %v", err)
 		}
 	})
+}
+
+// serveControl opens the control socket at path and serves report on it
+// until ctx ends, as a running client does.
+func serveControl(ctx context.Context, path string, report func() client.Report) error {
+	ln, err := client.ListenControl(path)
+	if err != nil {
+		return err
+	}
+	return client.ServeControl(ctx, ln, report)
 }
 
 func TestStatusCommand(t *testing.T) {
 	dir := t.TempDir()
 	startControl(t, dir, testReport)
 
-	fi, err := os.Lstat(filepath.Join(dir, controlSocketName))
+	fi, err := os.Lstat(filepath.Join(dir, client.ControlSocketName))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket mode %v (%v), want 0600", fi.Mode(), err)
 	}
@@ -89,7 +101,7 @@ func TestStatusCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got statusReport
+	var got client.Report
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("--json output %q: %v", out, err)
 	}
@@ -110,7 +122,7 @@ func TestStatusCommand(t *testing.T) {
 func TestPrintStatus(t *testing.T) {
 	since := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	var b bytes.Buffer
-	printStatus(&b, statusReport{Exit: "e@h:1", Link: "down", Since: since, LastError: "link to h:1: connection refused",
+	printStatus(&b, client.Report{Exit: "e@h:1", Link: "down", Since: since, LastError: "link to h:1: connection refused",
 		SOCKS: "127.0.0.1:1080"}, nil, since.Add(90*time.Second))
 	want := "exit     e@h:1\n" +
 		"link     down since " + since.Local().Format(time.DateTime) + " (1m30s)\n" +
@@ -129,7 +141,7 @@ func TestStatusNoClient(t *testing.T) {
 	if _, err := runApp(t, "status", "--state-dir", dir); err == nil || err.Error() != want {
 		t.Fatalf("no socket: %v\nwant %s", err, want)
 	}
-	staleSocket(t, filepath.Join(dir, controlSocketName))
+	staleSocket(t, filepath.Join(dir, client.ControlSocketName))
 	if _, err := runApp(t, "status", "--state-dir", dir); err == nil || err.Error() != want {
 		t.Fatalf("stale socket: %v\nwant %s", err, want)
 	}
@@ -150,7 +162,7 @@ func staleSocket(t *testing.T, path string) {
 // TestServeControlStale: a socket left by a dead client is replaced.
 func TestServeControlStale(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, controlSocketName)
+	path := filepath.Join(dir, client.ControlSocketName)
 	staleSocket(t, path)
 	startControl(t, dir, testReport)
 	if out, err := runApp(t, "status", "--state-dir", dir); err != nil || !strings.Contains(out, "peerexit@") {
@@ -160,11 +172,11 @@ func TestServeControlStale(t *testing.T) {
 	// serveControl itself: with ctx already done it replaces the stale
 	// socket, stops at once and removes its own.
 	dir2 := t.TempDir()
-	path2 := filepath.Join(dir2, controlSocketName)
+	path2 := filepath.Join(dir2, client.ControlSocketName)
 	staleSocket(t, path2)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := serveControl(ctx, path2, func() statusReport { return testReport }); err != nil {
+	if err := serveControl(ctx, path2, func() client.Report { return testReport }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(path2); !errors.Is(err, fs.ErrNotExist) {
@@ -177,7 +189,7 @@ func TestServeControlStale(t *testing.T) {
 func TestServeControlLive(t *testing.T) {
 	dir := t.TempDir()
 	startControl(t, dir, testReport)
-	err := serveControl(t.Context(), filepath.Join(dir, controlSocketName), func() statusReport { return statusReport{} })
+	err := serveControl(t.Context(), filepath.Join(dir, client.ControlSocketName), func() client.Report { return client.Report{} })
 	if err == nil || !strings.Contains(err.Error(), "another swarmvpn client is running with state dir "+dir) {
 		t.Fatalf("second serveControl: %v", err)
 	}
@@ -188,15 +200,15 @@ func TestServeControlLive(t *testing.T) {
 
 func TestServeControlBadPath(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, controlSocketName)
+	path := filepath.Join(dir, client.ControlSocketName)
 	os.WriteFile(path, []byte("not a socket"), 0o600)
-	err := serveControl(t.Context(), path, func() statusReport { return testReport })
+	err := serveControl(t.Context(), path, func() client.Report { return testReport })
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("a regular file in the way: %v", err)
 	}
 
 	long := filepath.Join(dir, strings.Repeat("d", 120))
-	err = serveControl(t.Context(), filepath.Join(long, controlSocketName), func() statusReport { return testReport })
+	err = serveControl(t.Context(), filepath.Join(long, client.ControlSocketName), func() client.Report { return testReport })
 	if err == nil || !strings.Contains(err.Error(), "use a shorter --state-dir") {
 		t.Fatalf("too long a path: %v", err)
 	}
@@ -212,22 +224,22 @@ func TestServeControlBadPath(t *testing.T) {
 // requests, and checks the rates status derives from their timestamps.
 func TestStatusRates(t *testing.T) {
 	dir := t.TempDir()
-	ln, err := listenControl(filepath.Join(dir, controlSocketName))
+	ln, err := client.ListenControl(filepath.Join(dir, client.ControlSocketName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	var asked atomic.Int64
-	report := func() statusReport {
+	report := func() client.Report {
 		n := asked.Add(1) // 1, 2: one second and 1 MiB in, 1 KiB out apart
 		r := testReport
-		r.Traffic = &trafficReport{At: base.Add(time.Duration(n) * time.Second), FlowsOpen: 2, Flows: 9,
+		r.Traffic = &client.Traffic{At: base.Add(time.Duration(n) * time.Second), FlowsOpen: 2, Flows: 9,
 			BytesIn: uint64(n) << 20, BytesOut: uint64(n) << 10}
 		return r
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveControlOn(ctx, ln, report) }()
+	go func() { done <- client.ServeControl(ctx, ln, report) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	out, err := runApp(t, "status", "--state-dir", dir, "--interval", "10ms")
@@ -251,7 +263,7 @@ func TestStatusRates(t *testing.T) {
 		t.Errorf("--interval 0: %v, output:\n%s", err, out)
 	}
 	out, err = runApp(t, "status", "--state-dir", dir, "--json")
-	var got statusReport
+	var got client.Report
 	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Traffic == nil || got.Traffic.BytesIn != 4<<20 {
 		t.Errorf("--json: %v, %q", err, out)
 	}
@@ -262,16 +274,16 @@ func TestStatusRates(t *testing.T) {
 
 func TestRatesAndSizes(t *testing.T) {
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	a := &trafficReport{At: at, BytesIn: 1000, BytesOut: 10}
+	a := &client.Traffic{At: at, BytesIn: 1000, BytesOut: 10}
 	for _, tt := range []struct {
 		name    string
-		b       *trafficReport
+		b       *client.Traffic
 		in, out uint64
 		ok      bool
 	}{
-		{"two seconds", &trafficReport{At: at.Add(2 * time.Second), BytesIn: 5000, BytesOut: 10}, 2000, 0, true},
-		{"same instant", &trafficReport{At: at, BytesIn: 5000}, 0, 0, false},
-		{"restarted", &trafficReport{At: at.Add(time.Second), BytesIn: 10, BytesOut: 10}, 0, 0, false},
+		{"two seconds", &client.Traffic{At: at.Add(2 * time.Second), BytesIn: 5000, BytesOut: 10}, 2000, 0, true},
+		{"same instant", &client.Traffic{At: at, BytesIn: 5000}, 0, 0, false},
+		{"restarted", &client.Traffic{At: at.Add(time.Second), BytesIn: 10, BytesOut: 10}, 0, 0, false},
 	} {
 		in, out, ok := rates(a, tt.b)
 		if in != tt.in || out != tt.out || ok != tt.ok {

@@ -16,13 +16,14 @@ const module = "github.com/swarmvpn/swarmvpn/"
 // form. Tests are not held to it: they may import what they need to drive
 // a package from outside.
 var allowed = map[string][]string{
-	"internal/wire":   nil,
-	"internal/link":   nil,
-	"internal/relay":  nil,
-	"internal/nstest": nil,
-	"internal/socks":  {"internal/wire"},
-	"internal/meter":  {"internal/relay", "internal/wire"},
-	"internal/layers": nil,
+	"internal/wire":     nil,
+	"internal/link":     nil,
+	"internal/relay":    nil,
+	"internal/nstest":   nil,
+	"internal/socks":    {"internal/wire"},
+	"internal/listener": nil,
+	"internal/meter":    {"internal/relay", "internal/wire"},
+	"internal/layers":   nil,
 	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",
 		"internal/relay", "internal/meter", "internal/socks"},
 	"exitnet":                    nil,
@@ -35,8 +36,8 @@ var allowed = map[string][]string{
 	"proxy":                      {"internal/wire", "internal/relay"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
 	"bench":                      {"internal/socks", "internal/wire"},
-	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
-	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter"},
+	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
+	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener"},
 }
 
 // testOnly are packages that exist for tests: no production package may

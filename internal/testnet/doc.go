@@ -1,7 +1,7 @@
-// Package testnet helps tests that need the whole path: an application's
-// SOCKS5 dialogue with the proxy (internal/socks, pipelined as libtorrent
-// speaks it) that reports the proxy's reply code, and an in-process
-// topology of exit, client pool and local proxies on loopback.
+// Package testnet helps tests that need the whole path: a minimal SOCKS5
+// client that reports the proxy's reply code, and an in-process topology of
+// an exit (exit.New) and a client (client.New, as 'swarmvpn connect' builds
+// one) on loopback.
 //
 // Only tests import testnet.
 package testnet

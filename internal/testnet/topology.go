@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/client"
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/portfwd"
-	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
 // Options shape a Topology. The zero value is a working lab: the exit may
@@ -30,11 +30,12 @@ type Options struct {
 	ForwardTarget string
 }
 
-// Topology is an exit, a client pool linked to it and the client's SOCKS5
-// and HTTP proxies, all in this process on 127.0.0.1.
+// Topology is an exit and a client linked to it, built by client.New as
+// 'swarmvpn connect' builds one, all in this process on 127.0.0.1.
 type Topology struct {
-	SOCKS, HTTP string // proxy addresses
-	Pool        *pool.Pool
+	Client      *client.Client
+	SOCKS, HTTP string     // the client's proxy addresses
+	Pool        *pool.Pool // the client's pool
 	ExitAddr    link.ExitAddr
 	Exit        *exit.Server // the running exit; replaced by StartExit
 	// Ports receives the forwarded port each time the client obtains one.
@@ -72,8 +73,9 @@ func Start(t testing.TB, opts Options) *Topology {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := pool.Config{Link: link.Config{Identity: clientID}, Exits: []link.ExitAddr{tp.ExitAddr},
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, DialWait: time.Second,
+	cfg := client.Config{Identity: clientID, Exits: []link.ExitAddr{tp.ExitAddr}, StateDir: t.TempDir(),
+		SOCKS: "127.0.0.1:0", HTTP: "127.0.0.1:0", Forward: "off",
+		Tuning: client.Tuning{DialWait: time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
 		OnPort: func(port uint16) {
 			select {
 			case tp.Ports <- port:
@@ -81,32 +83,22 @@ func Start(t testing.TB, opts Options) *Topology {
 			}
 		}}
 	if opts.ForwardPorts != nil {
-		pc.Forward = true
-		pc.Inbound = portfwd.Target{Addr: opts.ForwardTarget}.Dial
+		cfg.Forward = opts.ForwardTarget
 	}
-	tp.Pool, err = pool.New(pc)
+	tp.Client, err = client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks, err := proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: tp.Pool, Associator: associator{tp.Pool}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpProxy, err := proxy.NewHTTP(proxy.HTTPConfig{Dialer: tp.Pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	socksLn := listen(t)
-	httpLn := listen(t)
-	tp.SOCKS, tp.HTTP = socksLn.Addr().String(), httpLn.Addr().String()
+	tp.Pool, tp.SOCKS, tp.HTTP = tp.Client.Pool(), tp.Client.SOCKSAddr(), tp.Client.HTTPAddr()
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { tp.Pool.Run(ctx) })
-	wg.Go(func() { serve(t, "socks", func() error { return socks.Serve(ctx, socksLn) }) })
-	wg.Go(func() { serve(t, "http", func() error { return httpProxy.Serve(ctx, httpLn) }) })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(t, "client", func() error { return tp.Client.Run(ctx) })
+	}()
 	t.Cleanup(func() {
 		cancel()
-		wg.Wait()
+		<-done
 	})
 	return tp
 }
@@ -135,14 +127,6 @@ func RestartableAddr(t testing.TB) string {
 	}
 	t.Fatal("no free loopback port between 20000 and 32000")
 	return ""
-}
-
-func listen(t testing.TB) net.Listener {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 // StartExit starts the exit on addr, keeping its identity. It is called by
@@ -243,16 +227,4 @@ func LoopbackResolver() *net.Resolver {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", "127.0.0.1:1")
 	}}
-}
-
-// associator lets the SOCKS5 server open UDP associations through the pool,
-// as cmd/swarmvpn wires it.
-type associator struct{ pl *pool.Pool }
-
-func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
-	assoc, err := a.pl.Associate(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return assoc, nil
 }

@@ -1,0 +1,253 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/listener"
+	"github.com/swarmvpn/swarmvpn/portfwd"
+	"github.com/swarmvpn/swarmvpn/proxy"
+)
+
+// keepEvery is how often qBittorrent's listen port is checked and put back.
+const keepEvery = 30 * time.Second
+
+// Client is a swarmvpn client: New has opened its listeners, Run serves
+// them.
+type Client struct {
+	cfg       Config
+	log       *slog.Logger
+	pool      *pool.Pool
+	socks     *proxy.SOCKS
+	http      *proxy.HTTP // nil when off
+	announcer *portfwd.Announcer
+	ports     chan uint16 // the newest forwarded port, for the announcements
+	learned   int         // exits loaded from the cache
+
+	socksLn net.Listener
+	httpLn  net.Listener      // nil when off
+	ctl     *net.UnixListener // nil without a control socket
+
+	claimed atomic.Bool // by Run or Close: whichever comes first owns the listeners
+}
+
+// New validates cfg, builds the client and opens its listeners: SOCKS5,
+// HTTP and the control socket. A bad value or a port in use is one error,
+// and nothing is left open. Nothing runs until Run.
+func New(cfg Config) (*Client, error) {
+	cfg.SOCKS = cmp.Or(cfg.SOCKS, DefaultSOCKS)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Log
+	if cfg.Identity == nil {
+		return nil, errors.New("client: no identity configured")
+	}
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	cache := cfg.cache()
+	var cached []discovery.Known
+	if cache != nil {
+		cached = cache.Load()
+	}
+	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
+		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log}}
+	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: cfg.Exits, Log: log,
+		Require: requireP2P, DialWait: cfg.Tuning.DialWait,
+		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff}
+	if cache != nil {
+		pc.OnLearn = cache.Add
+	}
+	if !cfg.forwardOff() {
+		target, err := forwardTarget(cfg.Forward, func() uint16 { return c.pool.Status().ForwardedPort })
+		if err != nil {
+			return nil, err
+		}
+		pc.Forward, pc.ForwardPort = true, cfg.ForwardPort
+		if (cfg.Forward != "auto" && cfg.Forward != "") || pc.ForwardPort != 0 {
+			// The user asked for forwarding in so many words: an exit that
+			// lends no port is no use. With "auto" it is only preferred.
+			pc.Require = requireForward
+		}
+		pc.Inbound = target
+		pc.OnPort = func(port uint16) { latest(c.ports, port) }
+	}
+	var err error
+	if c.pool, err = pool.New(pc); err != nil {
+		return nil, err
+	}
+	for _, k := range cached {
+		c.pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, discovery.SourceCache)
+	}
+	c.socks, err = proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: c.pool, Associator: associator{c.pool},
+		Username: cfg.SOCKSUser, Password: cfg.SOCKSPass, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if !cfg.httpOff() {
+		if c.http, err = proxy.NewHTTP(proxy.HTTPConfig{Dialer: c.pool, Log: log}); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.listen(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// listen opens every listener, or none: a port in use stops the whole
+// client with nothing half-started.
+func (c *Client) listen() error {
+	var err error
+	if c.socksLn, err = listener.Open(c.cfg.SOCKS, "--socks"); err != nil {
+		return err
+	}
+	if c.http != nil {
+		if c.httpLn, err = listener.Open(c.cfg.HTTP, "--http"); err != nil {
+			c.socksLn.Close()
+			return err
+		}
+	}
+	if c.cfg.StateDir == "" {
+		return nil
+	}
+	// The control socket answers 'swarmvpn status' and 'swarmvpn peers'.
+	// Without it the client still works, so failing to open it is a warning.
+	if c.ctl, err = ListenControl(filepath.Join(c.cfg.StateDir, ControlSocketName)); err != nil {
+		c.log.Warn("no control socket: 'swarmvpn status' will not reach this client", "err", err)
+		c.ctl = nil
+	}
+	return nil
+}
+
+// Run runs the client until ctx ends or a part of it fails, and returns
+// after every goroutine it started has ended. It closes the listeners. Run
+// may be called once.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.claimed.CompareAndSwap(false, true) {
+		return errors.New("client: Run called after Run or Close")
+	}
+	c.log.Info("client ready", "peer", c.cfg.Identity.ID().String(), "exits", len(c.cfg.Exits), "learned", c.learned,
+		"mdns", c.cfg.MDNS, "socks", c.socksLn.Addr().String(), "http", addrOf(c.httpLn))
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.pool.Run(ctx) })
+	if c.cfg.MDNS {
+		g.Go(func() error { c.browse(ctx); return nil })
+	}
+	g.Go(func() error { c.announce(ctx); return nil })
+	g.Go(func() error { return c.socks.Serve(ctx, c.socksLn) })
+	if c.httpLn != nil {
+		g.Go(func() error { return c.http.Serve(ctx, c.httpLn) })
+	}
+	if c.ctl != nil {
+		g.Go(func() error { return ServeControl(ctx, c.ctl, c.Report) })
+	}
+	if qb := c.cfg.QBittorrent; qb != nil {
+		// Puts the port back after qBittorrent restarts or someone changes it.
+		g.Go(func() error { qb.Keep(ctx, c.announcer.Port, keepEvery); return nil })
+	}
+	err := g.Wait()
+	c.log.Info("client stopped")
+	return err
+}
+
+// Close closes the listeners of a client whose Run was never called. It may
+// be called more than once; once Run has been called it does nothing (end
+// Run by ending its context).
+func (c *Client) Close() error {
+	if c.claimed.CompareAndSwap(false, true) {
+		listener.CloseAll(c.socksLn, c.httpLn)
+		if c.ctl != nil {
+			c.ctl.Close()
+		}
+	}
+	return nil
+}
+
+// browse adds the exits mDNS finds on the LAN until ctx ends.
+func (c *Client) browse(ctx context.Context) {
+	warned := false
+	discovery.Browse(ctx, 0, func(f discovery.Found) { c.pool.AddExit(f.Exit, discovery.SourceMDNS) }, func(err error) {
+		if !warned && !errors.Is(err, discovery.ErrBadAnswer) {
+			warned = true
+			c.log.Warn("cannot look for exits on the LAN (mDNS unavailable)", "err", err)
+		}
+	})
+}
+
+// announce tells the port file, the hook, qBittorrent and OnPort of each
+// forwarded port until ctx ends.
+func (c *Client) announce(ctx context.Context) {
+	for {
+		select {
+		case port := <-c.ports:
+			c.announcer.Announce(ctx, port)
+			if qb := c.cfg.QBittorrent; qb != nil {
+				if err := qb.SetPort(ctx, port); err != nil {
+					c.log.Warn("cannot set qBittorrent's listen port; will retry", "port", port, "err", err)
+				}
+			}
+			if c.cfg.OnPort != nil {
+				c.cfg.OnPort(port)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// latest replaces what ch holds with v: a reader that falls behind sees
+// only the newest value.
+func latest(ch chan uint16, v uint16) {
+	for {
+		select {
+		case ch <- v:
+			return
+		default:
+			select {
+			case <-ch:
+			default:
+			}
+		}
+	}
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return "off"
+	}
+	return ln.Addr().String()
+}
+
+// Pool returns the client's pool of links, for tests that watch or steer it.
+func (c *Client) Pool() *pool.Pool { return c.pool }
+
+// SOCKSAddr and HTTPAddr are the addresses the proxies listen on; HTTPAddr
+// is "off" without an HTTP proxy.
+func (c *Client) SOCKSAddr() string { return c.socksLn.Addr().String() }
+func (c *Client) HTTPAddr() string  { return addrOf(c.httpLn) }
+
+// associator lets the SOCKS5 server open UDP associations through the pool.
+type associator struct{ pl *pool.Pool }
+
+var _ proxy.Associator = associator{}
+
+func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
+	assoc, err := a.pl.Associate(ctx)
+	if err != nil {
+		return nil, err // never a non-nil interface holding a nil pointer
+	}
+	return assoc, nil
+}

@@ -1,0 +1,103 @@
+package client
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/proxy"
+)
+
+// Report is what a running client tells 'swarmvpn status', as JSON on its
+// control socket. The field names are a file format: 'status --json'
+// prints them as they come.
+type Report struct {
+	Peer           string       `json:"peer"`
+	Exit           string       `json:"exit"` // PEERID@HOST:PORT
+	Link           string       `json:"link"` // connecting, up, down
+	Since          time.Time    `json:"since"`
+	RTT            string       `json:"rtt,omitempty"`
+	LastError      string       `json:"last_error,omitempty"`
+	SOCKS          string       `json:"socks"`
+	HTTP           string       `json:"http,omitempty"`
+	ForwardedPort  uint16       `json:"forwarded_port,omitempty"`
+	PublicEndpoint string       `json:"public_endpoint,omitempty"` // exit host:forwarded port
+	Traffic        *Traffic     `json:"traffic,omitempty"`
+	Exits          []ExitReport `json:"exits,omitempty"` // every exit the client knows
+}
+
+// Traffic is what the client has carried since it started, read at one
+// instant: two reports a moment apart give the rates. Bytes are payload,
+// counted as they pass.
+type Traffic struct {
+	At        time.Time `json:"at"`
+	FlowsOpen int64     `json:"flows_open"`
+	Flows     uint64    `json:"flows"`     // opened since start: TCP, UDP associations, inbound
+	BytesIn   uint64    `json:"bytes_in"`  // from the internet
+	BytesOut  uint64    `json:"bytes_out"` // to the internet
+}
+
+// ExitReport is one known exit, for 'swarmvpn peers'.
+type ExitReport struct {
+	Exit      string   `json:"exit"` // PEERID@HOST:PORT
+	Source    string   `json:"source"`
+	Role      string   `json:"role,omitempty"` // active, standby
+	RTT       string   `json:"rtt,omitempty"`
+	Caps      []string `json:"caps,omitempty"`
+	Load      float64  `json:"load"`
+	Age       string   `json:"age"`
+	LastError string   `json:"last_error,omitempty"`
+}
+
+// Stats is a snapshot of the client's figures, for metrics.
+type Stats struct {
+	Link pool.Status    // the active link
+	Pool pool.Stats     // links, failovers, flows through the pool
+	UDP  proxy.UDPStats // SOCKS5 UDP associations
+	// BytesIn and BytesOut count what TCP flows carried, through the
+	// proxies and from the forwarded port.
+	BytesIn, BytesOut uint64
+}
+
+// Stats returns a snapshot of the client's figures.
+func (c *Client) Stats() Stats {
+	s := Stats{Link: c.pool.Status(), Pool: c.pool.Stats(), UDP: c.socks.UDPStats()}
+	f := c.socks.FlowStats()
+	s.BytesIn, s.BytesOut = s.Pool.InboundBytesIn+f.BytesIn, s.Pool.InboundBytesOut+f.BytesOut
+	if c.http != nil {
+		h := c.http.FlowStats()
+		s.BytesIn, s.BytesOut = s.BytesIn+h.BytesIn, s.BytesOut+h.BytesOut
+	}
+	return s
+}
+
+// Report returns what the control socket tells about the client.
+func (c *Client) Report() Report {
+	s := c.Stats()
+	st := s.Link
+	r := Report{Peer: c.cfg.Identity.ID().String(), Link: string(st.State), Since: st.Since, LastError: st.LastError,
+		SOCKS: c.SOCKSAddr(), HTTP: c.HTTPAddr(), ForwardedPort: st.ForwardedPort}
+	p := s.Pool
+	r.Traffic = &Traffic{At: time.Now(), FlowsOpen: p.FlowsOpen, Flows: p.Flows.Connect + p.Flows.UDP + p.Flows.Inbound,
+		BytesIn: s.BytesIn + s.UDP.BytesIn, BytesOut: s.BytesOut + s.UDP.BytesOut}
+	if st.Exit.Addr != "" {
+		r.Exit = st.Exit.String()
+	}
+	if st.RTT > 0 {
+		r.RTT = st.RTT.Round(time.Microsecond).String()
+	}
+	if st.ForwardedPort != 0 {
+		host, _, _ := net.SplitHostPort(st.Exit.Addr)
+		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
+	}
+	for _, e := range c.pool.Exits() {
+		er := ExitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: string(e.Role), Caps: e.Caps, Load: e.Load,
+			Age: e.Age.String(), LastError: e.LastErr}
+		if e.RTT > 0 {
+			er.RTT = e.RTT.Round(time.Microsecond).String()
+		}
+		r.Exits = append(r.Exits, er)
+	}
+	return r
+}
