@@ -5,23 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
-	"github.com/swarmvpn/swarmvpn/exitnet/policy"
-	"github.com/swarmvpn/swarmvpn/exitnet/pool"
-	"github.com/swarmvpn/swarmvpn/internal/link"
-	"github.com/swarmvpn/swarmvpn/portfwd"
 )
 
 func exitCommand() *cli.Command {
@@ -74,79 +66,9 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client"} {
-		if n := cmd.Int(name); n < 1 {
-			return fmt.Errorf("--%s %d: want at least 1", name, n)
-		}
-	}
-	for _, name := range []string{"dial-timeout", "udp-idle", "half-open-timeout", "forward-reservation"} {
-		if d := cmd.Duration(name); d <= 0 {
-			return fmt.Errorf("--%s %v: want a duration above zero, such as 30s or 5m", name, d)
-		}
-	}
-	pol := &policy.Policy{AllowPrivate: cmd.Bool("allow-private")}
-	for _, s := range cmd.StringSlice("rule") {
-		r, err := policy.ParseRule(s)
-		if err != nil {
-			return fmt.Errorf("--rule: %w", err)
-		}
-		pol.Rules = append(pol.Rules, r)
-	}
-	allowed := &allowList{static: map[link.PeerID]bool{}, file: cmd.String("allow-clients-file")}
-	for _, s := range cmd.StringSlice("allow-client") {
-		id, err := link.ParsePeerID(s)
-		if err != nil {
-			return fmt.Errorf("--allow-client: %w (print a client's ID with 'swarmvpn id --key FILE')", err)
-		}
-		allowed.static[id] = true
-	}
-	var allow func(link.PeerID) bool
-	allowCount := 0
-	if allowed.active() {
-		if allow, allowCount, err = allowed.load(); err != nil {
-			return err
-		}
-	}
-	rateLimit, err := parseRate(cmd.String("rate-per-client"))
-	if err != nil {
-		return fmt.Errorf("--rate-per-client: %w: want bytes per second such as 500k, 10M or 2MiB, or 0 for no limit", err)
-	}
-	maxBuffer, err := parseBytes(cmd.String("max-buffer-per-client"))
-	if err != nil || maxBuffer < 1<<20 {
-		return fmt.Errorf("--max-buffer-per-client %q: want an amount of at least 1MiB, such as 64MiB", cmd.String("max-buffer-per-client"))
-	}
-	id, err := identity(cmd, "exit", log)
+	cfg, allowed, err := exitConfig(cmd, log)
 	if err != nil {
 		return err
-	}
-	ports, err := forwardLeases(cmd)
-	if err != nil {
-		return err
-	}
-	cfg := exit.Config{
-		Link:        link.Config{Identity: id, Log: log},
-		Policy:      pol,
-		Allow:       allow,
-		DialTimeout: cmd.Duration("dial-timeout"),
-		Ports:       ports,
-		Version:     version,
-
-		MaxClients:          int(cmd.Int("max-clients")),
-		MaxStreamsPerClient: int(cmd.Int("max-flows-per-client")),
-		MaxUDPPerClient:     int(cmd.Int("max-udp-per-client")),
-		UDPIdleTimeout:      cmd.Duration("udp-idle"),
-		RatePerClient:       rateLimit,
-		MaxBufferPerClient:  maxBuffer,
-		HalfOpenTimeout:     cmd.Duration("half-open-timeout"),
-		Log:                 log,
-	}
-	var known []link.ExitAddr
-	for _, s := range cmd.StringSlice("known-exit") {
-		k, err := link.ParseExitAddr(s)
-		if err != nil {
-			return fmt.Errorf("--known-exit: %w", err)
-		}
-		known = append(known, k)
 	}
 	ln, err := listen(cmd.String("listen"), "--listen")
 	if err != nil {
@@ -162,7 +84,8 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	addrs := exitAddrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
+	id := cfg.Link.Identity
+	addrs := exit.Addrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
 	for _, a := range addrs {
 		fmt.Fprintln(cmd.Root().Writer, a)
 		cfg.Addrs = append(cfg.Addrs, a.Addr)
@@ -173,8 +96,8 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
-		"allow_private", pol.AllowPrivate, "rules", len(pol.Rules), "allow_list", allow != nil,
-		"allowed_clients", allowCount, "rate_per_client", rateLimit, "forward_ports", orNone(cmd.String("forward-ports")))
+		"allow_private", cfg.Policy.AllowPrivate, "rules", len(cfg.Policy.Rules), "allow_list", cfg.Allow != nil,
+		"allowed_clients", allowed.count, "rate_per_client", cfg.RatePerClient, "forward_ports", orNone(cmd.String("forward-ports")))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.Serve(ctx, ln) })
 	g.Go(func() error {
@@ -184,18 +107,6 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
-	}
-	if cmd.Bool("mdns") {
-		g.Go(func() error {
-			advertise(ctx, e, id, ln.Addr().(*net.TCPAddr), log)
-			return nil
-		})
-	}
-	if len(known) > 0 {
-		g.Go(func() error {
-			learnKnown(ctx, e, id, known, log)
-			return nil
-		})
 	}
 	err = g.Wait()
 	log.Info("exit stopped")
@@ -223,114 +134,4 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, a
 		dropped := e.SetAllow(allow)
 		log.Info("allow-list reloaded", "allowed_clients", n, "disconnected", dropped)
 	}
-}
-
-// advertise announces the exit on the LAN until ctx ends. Without
-// multicast (a container, a VPS) that fails, which is worth a warning only.
-func advertise(ctx context.Context, e *exit.Server, id *link.Identity, ln *net.TCPAddr, log *slog.Logger) {
-	d, err := e.Descriptor()
-	if err != nil {
-		log.Warn("no descriptor to advertise", "err", err)
-		return
-	}
-	desc, _ := d.Verify(id.ID(), time.Now())
-	var ips []net.IP
-	if !ln.IP.IsUnspecified() {
-		ips = []net.IP{ln.IP}
-	}
-	if err := discovery.Advertise(ctx, id.ID(), ln.Port, ips, desc.Caps(), d.Digest()); err != nil {
-		log.Warn("not advertising on the LAN (mDNS unavailable); clients can still use the exit address", "err", err)
-	}
-}
-
-// learnKnown fetches the descriptors of the exits named by --known-exit,
-// now and every half hour, so this exit can pass them on to its clients.
-func learnKnown(ctx context.Context, e *exit.Server, id *link.Identity, known []link.ExitAddr, log *slog.Logger) {
-	for {
-		for _, k := range known {
-			s, err := pool.FetchDescriptor(ctx, link.Config{Identity: id}, k)
-			if err == nil {
-				err = e.Learn(s)
-			}
-			if err != nil {
-				log.Warn("cannot learn a known exit", "exit", k.ID.Short(), "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(30 * time.Minute):
-		}
-	}
-}
-
-// forwardLeases returns the port lender --forward-ports asks for, with its
-// leases kept in the state dir, or nil (as an interface) for none.
-func forwardLeases(cmd *cli.Command) (exit.PortLender, error) {
-	spec := cmd.String("forward-ports")
-	if spec == "" {
-		return nil, nil
-	}
-	r, err := policy.ParsePortRange(spec)
-	if err != nil || r.Lo == 0 {
-		return nil, fmt.Errorf("--forward-ports %q: want a range such as 40000-40999", spec)
-	}
-	if r.Lo < 1024 {
-		return nil, fmt.Errorf("--forward-ports %q: ports below 1024 need privileges and clash with services; use a range above 1023", spec)
-	}
-	dir, err := stateDir(cmd)
-	if err != nil {
-		return nil, err
-	}
-	leases, err := portfwd.NewLeases(portfwd.LeasesConfig{Lo: r.Lo, Hi: r.Hi, PerClient: int(cmd.Int("forward-per-client")),
-		Reservation: cmd.Duration("forward-reservation"), File: filepath.Join(dir, "forward-leases.json")})
-	if err != nil {
-		return nil, err
-	}
-	return leases, nil
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
-}
-
-// exitAddrs lists the addresses clients can use: the public host when one
-// is given, the listen address when it is specific, and otherwise every
-// interface address, global ones first.
-func exitAddrs(id link.PeerID, ln *net.TCPAddr, public string) []link.ExitAddr {
-	port := strconv.Itoa(ln.Port)
-	mk := func(host string) link.ExitAddr { return link.ExitAddr{ID: id, Addr: net.JoinHostPort(host, port)} }
-	if public != "" {
-		return []link.ExitAddr{mk(public)}
-	}
-	if !ln.IP.IsUnspecified() {
-		return []link.ExitAddr{mk(ln.IP.String())}
-	}
-	var global, local []link.ExitAddr
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		pfx, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
-		}
-		ip := pfx.Addr()
-		switch {
-		case ip.Is6() && ln.IP.To4() != nil: // an IPv4 listener
-		case ip.IsLinkLocalUnicast(): // would need a zone
-		case ip.IsLoopback():
-			local = append(local, mk(ip.String()))
-		default:
-			global = append(global, mk(ip.String()))
-		}
-	}
-	if len(global) > 0 {
-		return global
-	}
-	if len(local) > 0 {
-		return local
-	}
-	return []link.ExitAddr{mk("127.0.0.1")}
 }

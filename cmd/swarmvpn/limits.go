@@ -67,6 +67,7 @@ func parseRate(s string) (int64, error) {
 type allowList struct {
 	static map[link.PeerID]bool
 	file   string
+	count  int // IDs in the list when it was last loaded
 }
 
 // active reports whether the exit restricts its clients at all.

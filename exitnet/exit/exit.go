@@ -73,6 +73,12 @@ type Config struct {
 	Version   string
 	Bandwidth int64
 	Capacity  int
+	// MDNS advertises the exit on the LAN while it serves. Without
+	// multicast (a container, a VPS) that fails with a warning only.
+	MDNS bool
+	// KnownExits are other exits whose descriptors this exit fetches (at
+	// start, then every half hour) and passes on to its clients.
+	KnownExits []link.ExitAddr
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -196,6 +202,12 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	if e.cfg.MDNS {
+		wg.Go(func() { e.advertise(ctx, ln.Addr()) })
+	}
+	if len(e.cfg.KnownExits) > 0 {
+		wg.Go(func() { e.learnKnown(ctx) })
+	}
 	var err error
 	for {
 		var conn net.Conn

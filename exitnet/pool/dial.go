@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
@@ -65,7 +66,7 @@ func (p *Pool) dialChecked(ctx context.Context, c *candidate) event {
 	if err != nil {
 		return dialFailed{c: c, err: err}
 	}
-	own, others, dropped, err := fetchDescriptors(ctx, sess, c.exit.ID)
+	own, others, dropped, err := discovery.Fetch(ctx, sess, c.exit.ID)
 	if dropped > 0 {
 		p.log.Info("dropped descriptors that did not verify", "exit", c.exit.ID.Short(), "count", dropped)
 	}

@@ -18,6 +18,9 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
+// ErrUnsuitable wraps why the pool will not use an exit.
+var ErrUnsuitable = errors.New("exit unsuitable")
+
 // ErrNoExit means no link to an exit is up. Flows fail closed with it: the
 // client never dials a destination itself.
 var ErrNoExit = errors.New("no link to an exit is up")
