@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 )
 
 // ControlSocketName is the control socket's name in the state dir.
@@ -97,19 +99,10 @@ func removeStaleSocket(path string) error {
 func ServeControl(ctx context.Context, ln net.Listener, report func() Report) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			ln.Close()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("control socket: %w", err)
-		}
-		wg.Go(func() { answerStatus(ctx, c, report) })
+	if err := listener.Accept(ctx, ln, &wg, nil, func(c net.Conn) { answerStatus(ctx, c, report) }); err != nil {
+		return fmt.Errorf("control socket: %w", err)
 	}
+	return nil
 }
 
 func answerStatus(ctx context.Context, c net.Conn, report func() Report) {

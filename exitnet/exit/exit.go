@@ -17,6 +17,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -208,28 +209,8 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if len(e.cfg.KnownExits) > 0 {
 		wg.Go(func() { e.learnKnown(ctx) })
 	}
-	var err error
-	for {
-		var conn net.Conn
-		conn, err = ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = nil
-				break
-			}
-			if ne, ok := errors.AsType[net.Error](err); ok && ne.Temporary() { //nolint:staticcheck // EMFILE and friends
-				e.log.Warn("accept", "err", err)
-				if waitOrDone(ctx, 100*time.Millisecond) {
-					continue
-				}
-				err = nil
-			}
-			break
-		}
-		wg.Go(func() { e.serveConn(ctx, conn) })
-	}
+	err := listener.Accept(ctx, ln, &wg, e.log, func(conn net.Conn) { e.serveConn(ctx, conn) })
 	cancel()
-	ln.Close()
 	e.drain()
 	wg.Wait()
 	return err
@@ -504,16 +485,4 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 		return l
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-// waitOrDone waits d and reports true, or reports false as soon as ctx ends.
-func waitOrDone(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
