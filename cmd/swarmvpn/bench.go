@@ -142,14 +142,26 @@ func runBench(ctx context.Context, cmd *cli.Command) error {
 	return rep.WriteTable(out)
 }
 
-// benchConfig turns the flags into a bench.Config, checking each.
+// benchConfig turns the flags into a bench.Config, checking each: how to
+// measure, then which paths to measure.
 func benchConfig(cmd *cli.Command) (bench.Config, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return bench.Config{}, fmt.Errorf("cannot find this binary to start the exit and client: %w", err)
 	}
+	cfg, err := benchMeasures(cmd)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Exe = exe
+	cfg.Paths, err = benchPaths(cmd, cfg)
+	return cfg, err
+}
+
+// benchMeasures reads the flags that say how to measure: rounds,
+// durations, targets and workloads.
+func benchMeasures(cmd *cli.Command) (bench.Config, error) {
 	cfg := bench.Config{
-		Exe:          exe,
 		Quick:        cmd.Bool("quick"),
 		TargetHost:   cmd.String("target-host"),
 		TargetPort:   int(cmd.Int("target-port")),
@@ -188,53 +200,60 @@ func benchConfig(cmd *cli.Command) (bench.Config, error) {
 			cfg.Workloads = append(cfg.Workloads, strings.TrimSpace(name))
 		}
 	}
+	return cfg, nil
+}
 
+// benchPaths reads the flags that say which paths to measure: swarmvpn on
+// loopback, a remote exit, other SOCKS5 proxies (some over a delayed link),
+// and the direct path.
+func benchPaths(cmd *cli.Command, cfg bench.Config) ([]bench.Path, error) {
+	var paths []bench.Path
 	exit := cmd.String("exit")
 	socks := cmd.StringSlice("socks")
 	if cmd.Bool("local") || (len(socks) == 0 && exit == "") {
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: "swarmvpn", Kind: bench.Local})
+		paths = append(paths, bench.Path{Name: "swarmvpn", Kind: bench.Local})
 	}
 	if exit != "" {
 		addr, err := link.ParseExitAddr(exit)
 		if err != nil {
-			return cfg, fmt.Errorf("--exit: %w", err)
+			return nil, fmt.Errorf("--exit: %w", err)
 		}
 		host, _, _ := net.SplitHostPort(addr.Addr)
 		if ip := net.ParseIP(host); cfg.TargetHost == "" && (ip == nil || !ip.IsLoopback()) {
-			return cfg, errors.New("--exit: give --target-host too: the IP of this machine that the exit reaches the targets at (and open --target-port in the firewall)")
+			return nil, errors.New("--exit: give --target-host too: the IP of this machine that the exit reaches the targets at (and open --target-port in the firewall)")
 		}
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: "exit", Kind: bench.RemoteExit, Exit: addr.String()})
+		paths = append(paths, bench.Path{Name: "exit", Kind: bench.RemoteExit, Exit: addr.String()})
 	}
 	byName := map[string]int{}
 	for _, s := range socks {
 		name, proxy, err := parseSOCKSFlag(s)
 		if err != nil {
-			return cfg, fmt.Errorf("--socks %w", err)
+			return nil, fmt.Errorf("--socks %w", err)
 		}
 		if _, dup := byName[name]; dup || name == "swarmvpn" || name == "exit" || name == "direct" {
-			return cfg, fmt.Errorf("--socks %s: the name %q is taken: give each proxy its own, NAME=HOST:PORT", s, name)
+			return nil, fmt.Errorf("--socks %s: the name %q is taken: give each proxy its own, NAME=HOST:PORT", s, name)
 		}
-		byName[name] = len(cfg.Paths)
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: name, Kind: bench.Proxy, SOCKS: proxy})
+		byName[name] = len(paths)
+		paths = append(paths, bench.Path{Name: name, Kind: bench.Proxy, SOCKS: proxy})
 	}
 	for _, s := range cmd.StringSlice("rtt-socks") {
 		if cfg.RTT <= 0 {
-			return cfg, errors.New("--rtt-socks goes with --rtt: give the delay its link has, e.g. --rtt 50ms")
+			return nil, errors.New("--rtt-socks goes with --rtt: give the delay its link has, e.g. --rtt 50ms")
 		}
 		name, proxy, err := parseSOCKSFlag(s)
 		if err != nil || !strings.Contains(s, "=") {
-			return cfg, fmt.Errorf("--rtt-socks %q: want NAME=HOST:PORT, NAME being a --socks proxy's name", s)
+			return nil, fmt.Errorf("--rtt-socks %q: want NAME=HOST:PORT, NAME being a --socks proxy's name", s)
 		}
 		i, ok := byName[name]
 		if !ok {
-			return cfg, fmt.Errorf("--rtt-socks %s: no --socks proxy is named %q (name it: --socks %s=HOST:PORT)", s, name, name)
+			return nil, fmt.Errorf("--rtt-socks %s: no --socks proxy is named %q (name it: --socks %s=HOST:PORT)", s, name, name)
 		}
-		cfg.Paths[i].DelayedSOCKS = &proxy
+		paths[i].DelayedSOCKS = &proxy
 	}
 	if cmd.Bool("direct") {
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: "direct", Kind: bench.Direct})
+		paths = append(paths, bench.Path{Name: "direct", Kind: bench.Direct})
 	}
-	return cfg, nil
+	return paths, nil
 }
 
 var proxyName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9._-]*$`)

@@ -24,12 +24,17 @@ type Stats struct {
 	// target and back, as they pass. Outbound bytes are counted by
 	// the proxies that splice them.
 	InboundBytesIn, InboundBytesOut uint64
+	// UDPMalformed counts frames from exits that were not datagrams, and
+	// skipped; UDPUnsendable, datagrams that could not be framed (too long
+	// for their address), and dropped.
+	UDPMalformed, UDPUnsendable uint64
 }
 
 // counters are the counters behind Stats.
 type counters struct {
 	flows                                meter.Flows
 	activations, linkDowns, dialFailures atomic.Uint64
+	udpMalformed, udpUnsendable          atomic.Uint64
 }
 
 // Stats returns a snapshot of the pool's counters.
@@ -53,5 +58,7 @@ func (p *Pool) Stats() Stats {
 		Flows:           c.flows.Counts(),
 		InboundBytesIn:  in,
 		InboundBytesOut: out,
+		UDPMalformed:    c.udpMalformed.Load(),
+		UDPUnsendable:   c.udpUnsendable.Load(),
 	}
 }
