@@ -88,16 +88,36 @@ func (p *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []krpc.NodeAddr
+	var live []netip.AddrPort
 	for ap, t := range p.hashes[ih] {
-		if now.Sub(t) > peerTTL {
-			continue
+		if now.Sub(t) <= peerTTL {
+			live = append(live, ap)
 		}
-		out = append(out, krpc.NodeAddr{IP: net.IP(ap.Addr().AsSlice()), Port: int(ap.Port())})
 	}
-	if len(out) > maxPeersPerReply {
-		rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-		out = out[:maxPeersPerReply]
+	return samplePeers(live, maxPeersPerReply)
+}
+
+// samplePeers picks at most max of peers at random, first at most two per /24 (IPv4) or /48
+// (IPv6), then the rest: many peers announced from one network cannot crowd the others out.
+func samplePeers(peers []netip.AddrPort, max int) []krpc.NodeAddr {
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	if len(peers) > max {
+		perNet := make(map[netip.Prefix]int)
+		var first, rest []netip.AddrPort
+		for _, ap := range peers {
+			k := netKey(ap.Addr())
+			if perNet[k] < 2 {
+				perNet[k]++
+				first = append(first, ap)
+			} else {
+				rest = append(rest, ap)
+			}
+		}
+		peers = append(first, rest...)[:max]
+	}
+	out := make([]krpc.NodeAddr, 0, len(peers))
+	for _, ap := range peers {
+		out = append(out, krpc.NodeAddr{IP: net.IP(ap.Addr().AsSlice()), Port: int(ap.Port())})
 	}
 	return out
 }

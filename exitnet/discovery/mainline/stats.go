@@ -55,7 +55,7 @@ type statsCounters struct {
 	gets, getFailures           atomic.Uint64
 
 	rejMalformed, rejWrongKey, rejOversize, rejSignature, rejEncoding atomic.Uint64
-	dropInvalid, dropForbidden, dropPerNet, dropOverLimit           atomic.Uint64
+	dropInvalid, dropForbidden, dropPerNet, dropOverLimit             atomic.Uint64
 
 	mu                                             sync.Mutex
 	lastAnnounce, lastPublish, lastLookup, lastGet time.Time
