@@ -65,12 +65,12 @@ func (n *Node) Publish(ctx context.Context, key ed25519.PrivateKey, salt, value 
 	if seq < 0 {
 		return fmt.Errorf("dht publish: negative seq %d", seq)
 	}
+	ctx, cancel := n.opContext(ctx)
+	defer cancel()
 	srv, err := n.server(ctx)
 	if err != nil {
 		return fmt.Errorf("dht publish: %w", err)
 	}
-	ctx, cancel := n.opContext(ctx)
-	defer cancel()
 
 	var pub [32]byte
 	copy(pub[:], key.Public().(ed25519.PublicKey))
@@ -126,12 +126,12 @@ func (n *Node) Get(ctx context.Context, pub ed25519.PublicKey, salt []byte) (val
 	if len(salt) > MaxSaltSize {
 		return nil, 0, fmt.Errorf("dht get: salt of %d bytes, at most %d", len(salt), MaxSaltSize)
 	}
+	ctx, cancel := n.opContext(ctx)
+	defer cancel()
 	srv, err := n.server(ctx)
 	if err != nil {
 		return nil, 0, fmt.Errorf("dht get: %w", err)
 	}
-	ctx, cancel := n.opContext(ctx)
-	defer cancel()
 	res, err := n.traverseItem(ctx, srv, [32]byte(pub), salt)
 	if err != nil {
 		n.stats.getFailures.Add(1)

@@ -29,12 +29,12 @@ func (n *Node) Announce(ctx context.Context, port int) error {
 	if port < 1 || port > 65535 {
 		return fmt.Errorf("dht announce: port %d out of range", port)
 	}
+	ctx, cancel := n.opContext(ctx)
+	defer cancel()
 	srv, err := n.server(ctx)
 	if err != nil {
 		return fmt.Errorf("dht announce: %w", err)
 	}
-	ctx, cancel := n.opContext(ctx)
-	defer cancel()
 	hash := RendezvousHash(time.Now())
 	before := srv.Stats().SuccessfulOutboundAnnouncePeerQueries
 	a, err := srv.AnnounceTraversal(hash, dht.AnnouncePeer(dht.AnnouncePeerOpts{Port: port}))
@@ -91,12 +91,12 @@ func drain(ctx context.Context, a *dht.Announce, f func(dht.PeersValues)) {
 // Config.MaxCandidates in all. It returns ErrNoNode (wrapped) when no DHT node answered; an empty
 // list with a nil error means the DHT answered and no exit is announced.
 func (n *Node) Lookup(ctx context.Context, day time.Time) ([]netip.AddrPort, error) {
+	ctx, cancel := n.opContext(ctx)
+	defer cancel()
 	srv, err := n.server(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("dht lookup: %w", err)
 	}
-	ctx, cancel := n.opContext(ctx)
-	defer cancel()
 
 	c := newCollector()
 	var wg sync.WaitGroup
