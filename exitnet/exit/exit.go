@@ -66,6 +66,11 @@ type Config struct {
 	// Ports lends forwarded ports to clients. Nil means this exit offers
 	// no port forwarding.
 	Ports PortLender
+	// NAT, when set, maps the link port and every lent port on the router
+	// in front of the exit; the exit then publishes (and tells clients) the
+	// external ports, and checks with KnownExits that the internet reaches
+	// it. Nil maps nothing.
+	NAT PortMapper
 	// Addrs, Version, Bandwidth (bytes/s, 0 unknown) and Capacity (the
 	// client count called full load; default 256) go into the exit's
 	// signed descriptor.
@@ -95,8 +100,10 @@ type Server struct {
 	stats counters
 	allow atomic.Pointer[func(link.PeerID) bool] // nil: any client
 
-	names nameCache
-	desc  descriptors
+	names    nameCache
+	desc     descriptors
+	pub      public
+	reaching chan struct{} // reach requests being answered
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -118,6 +125,7 @@ type client struct {
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
+	reaching     atomic.Bool   // a reach request of this client is being answered
 }
 
 func (c *client) acquireUDP(limit int) bool {
@@ -163,6 +171,7 @@ func New(cfg Config) (*Server, error) {
 		log:      orDiscard(cfg.Log),
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
+		reaching: make(chan struct{}, maxReachAnswering),
 	}
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
@@ -207,6 +216,12 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if len(e.cfg.KnownExits) > 0 {
 		wg.Go(func() { e.learnKnown(ctx) })
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+		wg.Go(func() {
+			e.MapLink(ctx, uint16(tcp.Port))
+			e.watchNAT(ctx)
+		})
 	}
 	var err error
 	for {
@@ -368,6 +383,8 @@ func (e *Server) serveStream(ctx context.Context, log *slog.Logger, sess *link.S
 		e.forward(ctx, log, sess, st, c, req.Dst.Port)
 	case wire.KindDescriptor:
 		e.serveDescriptors(st)
+	case wire.KindReach:
+		e.answerReach(ctx, log, sess, st, c, req.Dst)
 	default:
 		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
