@@ -46,10 +46,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testEnv is the environment of every process the tests start: mDNS off,
-// since tests may send nothing beyond loopback and multicast would reach
-// the machine's real interfaces.
-func testEnv() []string { return append(os.Environ(), "SWARMVPN_MDNS=false") }
+// testEnv is the environment of every process the tests start: mDNS and
+// router port mapping off, since tests may send nothing beyond loopback and
+// multicast or the machine's gateway would reach its real network; and a
+// state dir of the tests' own for processes given none.
+func testEnv() []string {
+	return append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off",
+		"SWARMVPN_STATE_DIR="+filepath.Join(filepath.Dir(binPath), "state"))
+}
 
 // run runs the binary to completion and returns stdout, stderr and the exit
 // code.

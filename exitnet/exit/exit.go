@@ -104,6 +104,7 @@ type Server struct {
 	desc     descriptors
 	pub      public
 	reaching chan struct{} // reach requests being answered
+	isPublic func(netip.Addr) bool
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -172,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
 		reaching: make(chan struct{}, maxReachAnswering),
+		isPublic: publicIP,
 	}
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)

@@ -105,7 +105,7 @@ func (e *Server) refreshPublic() bool {
 	}
 	e.pub.mu.Lock()
 	defer e.pub.mu.Unlock()
-	if aerr != nil || !publicIP(addr) {
+	if aerr != nil || !e.isPublic(addr) {
 		addr = netip.Addr{}
 	}
 	changed := addr != e.pub.addr || ext != e.pub.linkExt

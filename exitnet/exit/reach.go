@@ -92,7 +92,7 @@ func (e *Server) reachTarget() (netip.AddrPort, string) {
 		}
 	}
 	for _, a := range e.cfg.Addrs {
-		if ip, port, ok := hostIP(a); ok && publicIP(ip) {
+		if ip, port, ok := hostIP(a); ok && e.isPublic(ip) {
 			return netip.AddrPortFrom(ip, port), ""
 		}
 	}
