@@ -85,7 +85,17 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binPath, args...), stdout: make(chan string, 64),
+	return startIn(t, "", args...)
+}
+
+// startIn starts the binary in network namespace ns ("": this one).
+func startIn(t *testing.T, ns string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	if ns != "" { // ip netns exec becomes the binary: same PID, same signals
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, binPath}, args...)...)
+	}
+	p := &proc{cmd: cmd, stdout: make(chan string, 64),
 		logs: make(chan map[string]any, 256), done: make(chan struct{})}
 	p.cmd.Env = testEnv()
 	so, _ := p.cmd.StdoutPipe()

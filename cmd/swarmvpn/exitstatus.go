@@ -91,24 +91,29 @@ func printExitStatus(w io.Writer, s exitStatus, now time.Time) {
 		if i == 0 {
 			label = "address"
 		}
-		line(label, a)
+		line(label, s.Peer+"@"+a)
 	}
 	switch n := s.NAT; {
 	case n == nil:
 		line("nat", "off")
 	default:
 		v := n.Mode
-		if n.Method != "" {
+		switch {
+		case n.Method == "":
+			v += ": no router that maps ports found (yet)"
+		case n.Method == n.Mode:
+			v = fmt.Sprintf("%s with the router %v", n.Method, n.Gateway)
+		default:
 			v += fmt.Sprintf(": %s with the router %v", n.Method, n.Gateway)
-		} else {
-			v += ": no router that maps ports found"
 		}
 		line("nat", v)
 		switch {
 		case n.External.IsValid():
 			line("public", n.External.String())
+		case n.DoubleNAT && n.Reported.IsValid():
+			line("public", fmt.Sprintf("none: DOUBLE NAT (the router's own address, %v, is not a public one)", n.Reported))
 		case n.DoubleNAT:
-			line("public", fmt.Sprintf("none: DOUBLE NAT (the router's own address is %v)", n.Reported))
+			line("public", "none: DOUBLE NAT (the router has no public address)")
 		default:
 			line("public", "unknown")
 		}
@@ -121,7 +126,7 @@ func printExitStatus(w io.Writer, s exitStatus, now time.Time) {
 			case m.Active && m.Expires.IsZero():
 				v += ", no expiry"
 			case m.Active:
-				v += fmt.Sprintf(", renewed before %s (in %s)", m.Expires.Local().Format(time.TimeOnly), m.Expires.Sub(now).Round(time.Second))
+				v += fmt.Sprintf(", lease ends %s (in %s; renewed at half)", m.Expires.Local().Format(time.TimeOnly), m.Expires.Sub(now).Round(time.Second))
 			default:
 				v += ", NOT mapped"
 			}

@@ -71,16 +71,19 @@ func (e *Server) MapLink(ctx context.Context, port uint16) {
 	e.pub.mu.Unlock()
 	e.refreshPublic()
 	pub := e.publicLink()
+	e.pub.mu.Lock()
+	noPublic := e.pub.addrErr
+	e.pub.mu.Unlock()
+	if noPublic != "" {
+		e.log.Warn("the router has no public address, so the internet cannot reach this exit through it: "+noPublic, "port", port)
+	}
 	switch {
 	case err != nil:
 		e.log.Warn("cannot map the link port on the router: the exit is reachable only from this network "+
 			"until it can (it keeps trying); or forward TCP port "+strconv.Itoa(int(port))+" to this machine by hand "+
 			"and give --public-addr", "port", port, "err", err)
 	case !pub.IsValid():
-		e.pub.mu.Lock()
-		why := e.pub.addrErr
-		e.pub.mu.Unlock()
-		e.log.Warn("link port mapped, but the router has no public address: "+why, "port", port, "external", ext)
+		e.log.Warn("link port mapped, but the router has no public address", "port", port, "external", ext)
 	default:
 		e.log.Info("link port mapped on the router", "port", port, "external", ext, "public", pub.String())
 	}

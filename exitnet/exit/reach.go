@@ -82,9 +82,9 @@ func (e *Server) reachTarget() (netip.AddrPort, string) {
 	}
 	if e.cfg.NAT != nil {
 		e.pub.mu.Lock()
-		why := e.pub.linkErr
+		why := e.pub.addrErr // a router without a public address is the root cause
 		if why == "" {
-			why = e.pub.addrErr
+			why = e.pub.linkErr
 		}
 		e.pub.mu.Unlock()
 		if why != "" {
