@@ -32,7 +32,7 @@ var allowed = map[string][]string{
 	"exitnet/nat":                {"internal/..."},
 	"exitnet/discovery":          {"internal/link", "internal/wire"},
 	"exitnet/discovery/mainline": {"internal/link", "internal/wire"},
-	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "exitnet/nat", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
+	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
 	"exitnet/pool":               {"exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
 	"proxy":                      {"internal/wire", "internal/relay"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
