@@ -46,10 +46,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testEnv is the environment of every process the tests start: mDNS off,
-// since tests may send nothing beyond loopback and multicast would reach
-// the machine's real interfaces.
-func testEnv() []string { return append(os.Environ(), "SWARMVPN_MDNS=false") }
+// testEnv is the environment of every process the tests start: mDNS and
+// router port mapping off, since tests may send nothing beyond loopback and
+// multicast or the machine's gateway would reach its real network; and a
+// state dir of the tests' own for processes given none.
+func testEnv() []string {
+	return append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off",
+		"SWARMVPN_STATE_DIR="+filepath.Join(filepath.Dir(binPath), "state"))
+}
 
 // run runs the binary to completion and returns stdout, stderr and the exit
 // code.
@@ -81,7 +85,17 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binPath, args...), stdout: make(chan string, 64),
+	return startIn(t, "", args...)
+}
+
+// startIn starts the binary in network namespace ns ("": this one).
+func startIn(t *testing.T, ns string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	if ns != "" { // ip netns exec becomes the binary: same PID, same signals
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, binPath}, args...)...)
+	}
+	p := &proc{cmd: cmd, stdout: make(chan string, 64),
 		logs: make(chan map[string]any, 256), done: make(chan struct{})}
 	p.cmd.Env = testEnv()
 	so, _ := p.cmd.StdoutPipe()

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/internal/control"
+	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
 func exitCommand() *cli.Command {
@@ -23,6 +25,8 @@ func exitCommand() *cli.Command {
 		Flags: append(commonFlags(),
 			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT`"),
 			stringFlag("public-addr", "", "print `HOST` in the exit address instead of this machine's interface addresses (for an exit behind NAT)"),
+			stringFlag("nat", "auto", "open the link port and every lent port on the home router: `MODE` auto (NAT-PMP or UPnP-IGD, "+
+				"whichever the router speaks), upnp, natpmp or off; the exit then publishes the router's public address and ports"),
 			&cli.BoolFlag{Name: "allow-private", Sources: env("allow-private"),
 				Usage: "also carry flows to loopback and private networks (for labs and tests; never on a shared exit)"},
 			&cli.StringSliceFlag{Name: "rule", Sources: env("rule"),
@@ -79,31 +83,56 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		ln.Close()
 		return err
 	}
+	ctlLn, err := listenExitControl(cmd)
+	if err != nil {
+		// The exit's work is carrying links; 'swarmvpn status' is a help.
+		log.Warn("no control socket: 'swarmvpn status --exit' cannot ask this exit", "err", err)
+	}
+	lnAddr := ln.Addr().(*net.TCPAddr)
+	mapper, err := portMapper(cmd, lnAddr, log)
+	if err != nil {
+		closeAll(ln, metricsLn, ctlLn)
+		return err
+	}
+	if mapper != nil {
+		cfg.NAT = mapper
+	}
 	// From here on SIGHUP re-reads the allow-list instead of ending the
 	// process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	id := cfg.Link.Identity
-	addrs := exit.Addrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
-	for _, a := range addrs {
-		fmt.Fprintln(cmd.Root().Writer, a)
+	for _, a := range exit.Addrs(id.ID(), lnAddr, cmd.String("public-addr")) {
 		cfg.Addrs = append(cfg.Addrs, a.Addr)
 	}
 	e, err := exit.New(cfg)
 	if err != nil {
-		closeAll(ln, metricsLn)
+		closeAll(ln, metricsLn, ctlLn)
 		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	if mapper != nil {
+		g.Go(func() error { return mapper.Run(ctx) })
+		e.MapLink(ctx, uint16(lnAddr.Port)) // so that the address printed is the one the internet reaches
+	}
+	for _, a := range e.Addrs() {
+		fmt.Fprintln(cmd.Root().Writer, link.ExitAddr{ID: id.ID(), Addr: a})
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
 		"allow_private", cfg.Policy.AllowPrivate, "rules", len(cfg.Policy.Rules), "allow_list", cfg.Allow != nil,
-		"allowed_clients", allowed.count, "rate_per_client", cfg.RatePerClient, "forward_ports", orNone(cmd.String("forward-ports")))
-	g, ctx := errgroup.WithContext(ctx)
+		"allowed_clients", allowed.count, "rate_per_client", cfg.RatePerClient, "forward_ports", orNone(cmd.String("forward-ports")),
+		"nat", natMode(mapper))
 	g.Go(func() error { return e.Serve(ctx, ln) })
 	g.Go(func() error {
 		reloadOnHangup(ctx, hup, e, allowed, log)
 		return nil
 	})
+	if ctlLn != nil {
+		g.Go(func() error {
+			return control.Serve(ctx, ctlLn, func() exitStatus { return newExitStatus(e, mapper) })
+		})
+	}
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })

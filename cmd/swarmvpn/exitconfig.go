@@ -26,6 +26,9 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 			return exit.Config{}, nil, fmt.Errorf("--%s %v: want a duration above zero, such as 30s or 5m", name, d)
 		}
 	}
+	if err := checkNATMode(cmd); err != nil {
+		return exit.Config{}, nil, err
+	}
 	pol := &policy.Policy{AllowPrivate: cmd.Bool("allow-private")}
 	for _, s := range cmd.StringSlice("rule") {
 		r, err := policy.ParseRule(s)

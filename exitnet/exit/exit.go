@@ -67,6 +67,11 @@ type Config struct {
 	// Ports lends forwarded ports to clients. Nil means this exit offers
 	// no port forwarding.
 	Ports PortLender
+	// NAT, when set, maps the link port and every lent port on the router
+	// in front of the exit; the exit then publishes (and tells clients) the
+	// external ports, and checks with KnownExits that the internet reaches
+	// it. Nil maps nothing.
+	NAT PortMapper
 	// Addrs, Version, Bandwidth (bytes/s, 0 unknown) and Capacity (the
 	// client count called full load; default 256) go into the exit's
 	// signed descriptor.
@@ -96,8 +101,11 @@ type Server struct {
 	stats counters
 	allow atomic.Pointer[func(link.PeerID) bool] // nil: any client
 
-	names nameCache
-	desc  descriptors
+	names    nameCache
+	desc     descriptors
+	pub      public
+	reaching chan struct{} // reach requests being answered
+	isPublic func(netip.Addr) bool
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -119,6 +127,7 @@ type client struct {
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
+	reaching     atomic.Bool   // a reach request of this client is being answered
 }
 
 func (c *client) acquireUDP(limit int) bool {
@@ -164,6 +173,8 @@ func New(cfg Config) (*Server, error) {
 		log:      orDiscard(cfg.Log),
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
+		reaching: make(chan struct{}, maxReachAnswering),
+		isPublic: publicIP,
 	}
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
@@ -208,6 +219,12 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if len(e.cfg.KnownExits) > 0 {
 		wg.Go(func() { e.learnKnown(ctx) })
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+		wg.Go(func() {
+			e.MapLink(ctx, uint16(tcp.Port))
+			e.watchNAT(ctx)
+		})
 	}
 	err := listener.Accept(ctx, ln, &wg, e.log, func(conn net.Conn) { e.serveConn(ctx, conn) })
 	cancel()
@@ -349,6 +366,8 @@ func (e *Server) serveStream(ctx context.Context, log *slog.Logger, sess *link.S
 		e.forward(ctx, log, sess, st, c, req.Dst.Port)
 	case wire.KindDescriptor:
 		e.serveDescriptors(st)
+	case wire.KindReach:
+		e.answerReach(ctx, log, sess, st, c, req.Dst)
 	default:
 		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()

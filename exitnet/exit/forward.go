@@ -47,16 +47,18 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 		return
 	}
 	defer e.cfg.Ports.Release(sess.Peer, port)
+	told := e.mapForward(ctx, port) // the port the internet reaches it at
+	defer e.unmapForward(port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)
-	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
+	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: told}}); err != nil {
 		ln.Close()
 		st.Reset()
 		return
 	}
 	e.stats.fwd.active.Add(1)
 	defer e.stats.fwd.active.Add(-1)
-	log.Info("forward open", "port", port)
+	log.Info("forward open", "port", port, "external", told)
 
 	var wg sync.WaitGroup
 	wg.Go(func() {

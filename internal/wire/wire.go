@@ -26,6 +26,11 @@ const (
 	KindForward Kind = 4
 	// KindDescriptor asks the exit for signed exit descriptors.
 	KindDescriptor Kind = 5
+	// KindReach asks an exit to dial Dst and complete a link handshake with
+	// the asker's own peer ID there: the asker learns whether the internet
+	// reaches it at Dst, and (in the answer's bound address) the address the
+	// answering exit sees it come from.
+	KindReach Kind = 6
 )
 
 func (k Kind) String() string {
@@ -40,6 +45,8 @@ func (k Kind) String() string {
 		return "forward"
 	case KindDescriptor:
 		return "descriptor"
+	case KindReach:
+		return "reach"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
