@@ -23,6 +23,7 @@ type Report struct {
 	HTTP           string       `json:"http,omitempty"`
 	ForwardedPort  uint16       `json:"forwarded_port,omitempty"`
 	PublicEndpoint string       `json:"public_endpoint,omitempty"` // exit host:forwarded port
+	ForwardError   string       `json:"forward_error,omitempty"`   // why the exit lent no port
 	Traffic        *Traffic     `json:"traffic,omitempty"`
 	Exits          []ExitReport `json:"exits,omitempty"` // every exit the client knows
 }
@@ -77,7 +78,7 @@ func (c *Client) Report() Report {
 	s := c.Stats()
 	st := s.Link
 	r := Report{Peer: c.cfg.Identity.ID().String(), Link: string(st.State), Since: st.Since, LastError: st.LastError,
-		SOCKS: c.SOCKSAddr(), HTTP: c.HTTPAddr(), ForwardedPort: st.ForwardedPort}
+		SOCKS: c.SOCKSAddr(), HTTP: c.HTTPAddr(), ForwardedPort: st.ForwardedPort, ForwardError: st.ForwardError}
 	p := s.Pool
 	r.Traffic = &Traffic{At: time.Now(), FlowsOpen: p.FlowsOpen, Flows: p.Flows.Connect + p.Flows.UDP + p.Flows.Inbound,
 		BytesIn: s.BytesIn + s.UDP.BytesIn, BytesOut: s.BytesOut + s.UDP.BytesOut}

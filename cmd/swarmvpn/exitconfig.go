@@ -16,7 +16,8 @@ import (
 // allow-list, the limits, the identity (created on first run) and the
 // forwarded port leases.
 func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, error) {
-	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client"} {
+	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client",
+		"forward-new-per-hour", "max-inbound-per-client", "inbound-rate-per-addr", "max-handshakes", "max-handshakes-per-source"} {
 		if n := cmd.Int(name); n < 1 {
 			return exit.Config{}, nil, fmt.Errorf("--%s %d: want at least 1", name, n)
 		}
@@ -83,8 +84,13 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		RatePerClient:       rateLimit,
 		MaxBufferPerClient:  maxBuffer,
 		HalfOpenTimeout:     cmd.Duration("half-open-timeout"),
-		MDNS:                cmd.Bool("mdns"),
-		Log:                 log,
+
+		MaxInboundPerClient:    int(cmd.Int("max-inbound-per-client")),
+		InboundRatePerAddr:     int(cmd.Int("inbound-rate-per-addr")),
+		MaxHandshakes:          int(cmd.Int("max-handshakes")),
+		MaxHandshakesPerSource: int(cmd.Int("max-handshakes-per-source")),
+		MDNS:                   cmd.Bool("mdns"),
+		Log:                    log,
 	}
 	for _, s := range cmd.StringSlice("known-exit") {
 		k, err := link.ParseExitAddr(s)
@@ -115,7 +121,8 @@ func forwardLeases(cmd *cli.Command) (exit.PortLender, error) {
 		return nil, err
 	}
 	leases, err := portfwd.NewLeases(portfwd.LeasesConfig{Lo: r.Lo, Hi: r.Hi, PerClient: int(cmd.Int("forward-per-client")),
-		Reservation: cmd.Duration("forward-reservation"), File: filepath.Join(dir, "forward-leases.json")})
+		Reservation: cmd.Duration("forward-reservation"), NewPerSourceHour: int(cmd.Int("forward-new-per-hour")),
+		File: filepath.Join(dir, "forward-leases.json")})
 	if err != nil {
 		return nil, err
 	}

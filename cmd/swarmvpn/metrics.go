@@ -176,10 +176,16 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		udpOpen    = gauge("swarmvpn_udp_associations_open", "UDP associations open now.")
 		udpExpired = counter("swarmvpn_exit_udp_expired_total", "UDP associations closed for idleness.")
 		forwards   = gauge("swarmvpn_exit_forwards_open", "Forwarded ports lent to clients now.")
-		inboundRef = counter("swarmvpn_exit_inbound_refused_total", "Connections to forwarded ports that the client did not take.")
+		inboundRef = counter("swarmvpn_exit_inbound_refused_total",
+			"Connections to forwarded ports refused, by reason: client (the client did not take it), limit (the client was carrying as many as it may), rate (the remote address opened too many too fast).", "reason")
+		fwdRefused = counter("swarmvpn_exit_forwards_refused_total",
+			"Forward requests refused, by reason: policy, client_limit (the client holds its share), exhausted (no port free), rate (the client's network created too many leases this hour).", "reason")
+		hsPending = gauge("swarmvpn_exit_handshakes_pending", "Connections whose TLS handshake is in progress now.")
+		hsShed    = counter("swarmvpn_exit_handshakes_shed_total", "Unfinished handshakes closed to make room under the handshake caps.")
 	)
 	return &snapshotCollector{
 		families: []family{links, clients, accepted, refused, dropped, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+			fwdRefused, hsPending, hsShed,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
@@ -212,7 +218,15 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(udpDrops, float64(u.DropRate), "rate")
 			emit(udpExpired, float64(u.ExpiredIdle))
 			emit(forwards, float64(f.Active))
-			emit(inboundRef, float64(f.Refused))
+			emit(inboundRef, float64(f.Refused), "client")
+			emit(inboundRef, float64(f.InboundRefusedCap), "limit")
+			emit(inboundRef, float64(f.InboundRefusedRate), "rate")
+			emit(fwdRefused, float64(f.RefusedPolicy), "policy")
+			emit(fwdRefused, float64(f.RefusedCap), "client_limit")
+			emit(fwdRefused, float64(f.RefusedExhausted), "exhausted")
+			emit(fwdRefused, float64(f.RefusedRate), "rate")
+			emit(hsPending, float64(s.HandshakesPending))
+			emit(hsShed, float64(s.HandshakesShed))
 		},
 	}
 }

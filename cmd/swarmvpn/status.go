@@ -172,6 +172,8 @@ func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Ti
 		line("error", r.LastError)
 	}
 	switch {
+	case r.ForwardedPort == 0 && r.ForwardError != "":
+		line("port", "none forwarded: "+r.ForwardError)
 	case r.ForwardedPort == 0:
 		line("port", "none forwarded")
 	case r.PublicEndpoint != "":

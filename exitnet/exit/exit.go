@@ -1,12 +1,14 @@
 package exit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,8 +28,13 @@ type Config struct {
 	// Link holds the exit's identity and link settings. Identity is required.
 	Link link.Config
 	// Policy decides which destinations the exit dials. Nil means the
-	// default policy.
+	// default policy. The exit adds to it its own addresses (Policy.Own),
+	// which it keeps up to date, and its forwarded port range
+	// (Policy.OwnPorts).
 	Policy *policy.Policy
+	// OwnAddrs are addresses of the exit beyond those of its interfaces
+	// and the hosts in Addrs, refused as destinations like them.
+	OwnAddrs []netip.Addr
 	// Allow, when set, admits only the client peer IDs it returns true for.
 	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool
@@ -61,6 +68,11 @@ type Config struct {
 	// links together may reserve at the exit beyond each stream's first
 	// 256 KiB: stream windows stop growing there. Default 64 MiB.
 	MaxBufferPerClient int64
+	// MaxHandshakes caps the connections whose TLS handshake is not
+	// finished, in all; MaxHandshakesPerSource, from one source address
+	// (an IPv6 one by its /64). Past either, the oldest unfinished one is
+	// closed to make room. Defaults 256 and 16.
+	MaxHandshakes, MaxHandshakesPerSource int
 	// HalfOpenTimeout closes a TCP flow when, after one direction has
 	// ended, the other has carried nothing for this long. Default 2m.
 	HalfOpenTimeout time.Duration
@@ -72,6 +84,15 @@ type Config struct {
 	// external ports, and checks with KnownExits that the internet reaches
 	// it. Nil maps nothing.
 	NAT PortMapper
+	// MaxInboundPerClient caps the connections arriving on a client's
+	// forwarded port that the exit carries to it at once; more are reset.
+	// Default 512, well below the flow cap: strangers open them.
+	MaxInboundPerClient int
+	// InboundRatePerAddr caps the new connections per second one remote
+	// address (an IPv6 one by its /64) may open to the exit's forwarded
+	// ports, all together, with a burst of four seconds' worth; more are
+	// reset. Default 8.
+	InboundRatePerAddr int
 	// Addrs, Version, Bandwidth (bytes/s, 0 unknown) and Capacity (the
 	// client count called full load; default 256) go into the exit's
 	// signed descriptor.
@@ -98,14 +119,18 @@ type Server struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	stats counters
-	allow atomic.Pointer[func(link.PeerID) bool] // nil: any client
+	stats       counters
+	allow       atomic.Pointer[func(link.PeerID) bool] // nil: any client
+	inboundRate *addrRate
+	handshakes  handshakes
 
 	names    nameCache
 	desc     descriptors
 	pub      public
 	reaching chan struct{} // reach requests being answered
 	isPublic func(netip.Addr) bool
+	own      *policy.OwnAddrs // the exit's own addresses, in e.policy.Own
+	ownAddrs ownAddrs         // keeps own up to date
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -124,6 +149,8 @@ type client struct {
 	limiter      *rate.Limiter // nil: no rate limit
 	memory       *clientMemory // receive windows on all its links
 	streams      atomic.Int32
+	inbound      atomic.Int32  // connections from its forwarded port being carried
+	carried      atomic.Uint64 // bytes relayed for it, both ways, TCP and UDP
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
@@ -162,7 +189,9 @@ func New(cfg Config) (*Server, error) {
 		n    int64
 	}{{"rate per client", cfg.RatePerClient}, {"buffer per client", cfg.MaxBufferPerClient},
 		{"client cap", int64(cfg.MaxClients)}, {"flow cap", int64(cfg.MaxStreamsPerClient)},
-		{"UDP association cap", int64(cfg.MaxUDPPerClient)}} {
+		{"UDP association cap", int64(cfg.MaxUDPPerClient)}, {"inbound cap", int64(cfg.MaxInboundPerClient)},
+		{"inbound rate", int64(cfg.InboundRatePerAddr)}, {"handshake cap", int64(cfg.MaxHandshakes)},
+		{"handshake cap per source", int64(cfg.MaxHandshakesPerSource)}} {
 		if l.n < 0 {
 			return nil, fmt.Errorf("exit: negative %s %d", l.name, l.n)
 		}
@@ -179,13 +208,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
 	}
+	e.inboundRate = newAddrRate(cmp.Or(cfg.InboundRatePerAddr, 8))
+	e.handshakes.max = cmp.Or(cfg.MaxHandshakes, 256)
+	e.handshakes.perSource = cmp.Or(cfg.MaxHandshakesPerSource, 16)
 	e.names.resolver = cfg.Resolver
 	if e.names.resolver == nil {
 		e.names.resolver = net.DefaultResolver
 	}
-	if e.policy == nil {
-		e.policy = &policy.Policy{}
+	// A copy: the exit adds its own addresses and forwarded ports.
+	pol := policy.Policy{}
+	if cfg.Policy != nil {
+		pol = *cfg.Policy
 	}
+	e.own = new(policy.OwnAddrs)
+	pol.Own = e.own
+	if cfg.Ports != nil {
+		lo, hi := cfg.Ports.Range()
+		pol.OwnPorts = append(slices.Clip(pol.OwnPorts), policy.PortRange{Lo: lo, Hi: hi})
+	}
+	e.policy = &pol
+	e.ownAddrs.e = e
+	e.ownAddrs.refresh(context.Background())
 	e.dialer = net.Dialer{
 		Timeout:  orDefault(cfg.DialTimeout, 10*time.Second),
 		Resolver: cfg.Resolver,
@@ -214,6 +257,7 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	wg.Go(func() { e.ownAddrs.watch(ctx) })
 	if e.cfg.MDNS {
 		wg.Go(func() { e.advertise(ctx, ln.Addr()) })
 	}
@@ -226,7 +270,14 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 			e.watchNAT(ctx)
 		})
 	}
-	err := listener.Accept(ctx, ln, &wg, e.log, func(conn net.Conn) { e.serveConn(ctx, conn) })
+	// Each connection is counted as a pending handshake as it is accepted,
+	// before its goroutine starts, so that a flood sheds its oldest
+	// handshakes rather than piling up goroutines.
+	pending := &pendingListener{Listener: ln, h: &e.handshakes}
+	err := listener.Accept(ctx, pending, &wg, e.log, func(conn net.Conn) {
+		pc := conn.(*pendingConn)
+		e.serveConn(ctx, pc.Conn, pc.hs)
+	})
 	cancel()
 	e.drain()
 	wg.Wait()
@@ -264,7 +315,7 @@ func (e *Server) drain() {
 	}
 }
 
-func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
+func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
@@ -276,6 +327,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
 		admitted = e.admit(id)
 		return admitted
 	})
+	e.handshakes.end(hs)
 	if err != nil {
 		if admitted { // refusals by admit are counted by their reason
 			e.stats.refusedHandshake.Add(1)

@@ -106,15 +106,24 @@ func (e *Server) refreshPublic() bool {
 		ext, lerr = e.cfg.NAT.Add(ctx, "tcp", port) // the current mapping, once made
 		cancel()
 	}
-	e.pub.mu.Lock()
-	defer e.pub.mu.Unlock()
 	if aerr != nil || !e.isPublic(addr) {
 		addr = netip.Addr{}
 	}
+	e.pub.mu.Lock()
 	changed := addr != e.pub.addr || ext != e.pub.linkExt
 	e.pub.addr, e.pub.addrErr = addr, errText(aerr)
 	if port != 0 {
 		e.pub.linkExt, e.pub.linkErr = ext, errText(lerr)
+	}
+	e.pub.mu.Unlock()
+	if changed {
+		// The router's public address is the exit's own too: flows to it
+		// would reach the exit's host through the router.
+		var own []netip.Addr
+		if addr.IsValid() {
+			own = []netip.Addr{addr}
+		}
+		e.SetExternalAddrs(own)
 	}
 	return changed
 }

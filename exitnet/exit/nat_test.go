@@ -88,11 +88,12 @@ func (f *fakeMapper) has(k string) bool {
 // oneLender lends one fixed port.
 type oneLender struct{ port uint16 }
 
-func (l oneLender) Acquire(_ link.PeerID, _ uint16, try func(uint16) error) (uint16, error) {
+func (l oneLender) Acquire(_ link.PeerID, _ netip.Addr, _ uint16, try func(uint16) error) (uint16, error) {
 	return l.port, try(l.port)
 }
-func (oneLender) Release(link.PeerID, uint16) {}
-func (oneLender) Free() int                   { return 1 }
+func (oneLender) Release(link.PeerID, uint16, uint64) {}
+func (oneLender) Free() int                           { return 1 }
+func (l oneLender) Range() (lo, hi uint16)            { return l.port, l.port }
 
 // serveNAT runs an exit whose idea of a public address includes loopback,
 // so that tests can check reachability on 127.0.0.1.
@@ -140,7 +141,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func ownAddrs(t *testing.T, e *Server) []string {
+func descriptorAddrs(t *testing.T, e *Server) []string {
 	t.Helper()
 	s, err := e.Descriptor()
 	if err != nil {
@@ -160,7 +161,7 @@ func TestNATPublishesExternal(t *testing.T) {
 	m := newFakeMapper("11.7.0.1", 1000)
 	e, _, port := serveNAT(t, Config{NAT: m, Addrs: []string{"192.168.77.2:7843"}})
 	want := fmt.Sprintf("11.7.0.1:%d", port+1000)
-	if got := ownAddrs(t, e); !slices.Equal(got, []string{want, "192.168.77.2:7843"}) {
+	if got := descriptorAddrs(t, e); !slices.Equal(got, []string{want, "192.168.77.2:7843"}) {
 		t.Fatalf("descriptor addrs %v, want %s first", got, want)
 	}
 	if r := e.Report(); r.Public == nil || r.Public.LinkExternal != port+1000 || r.Public.Addr != "11.7.0.1" {
@@ -169,12 +170,12 @@ func TestNATPublishesExternal(t *testing.T) {
 	// The router restarts with another address and gives another port.
 	m.change(func(f *fakeMapper) { f.addr = netip.MustParseAddr("11.7.0.9"); clear(f.mapped); f.offset = 2000 })
 	want = fmt.Sprintf("11.7.0.9:%d", port+2000)
-	eventually(t, "descriptor not re-signed with "+want, func() bool { return ownAddrs(t, e)[0] == want })
+	eventually(t, "descriptor not re-signed with "+want, func() bool { return descriptorAddrs(t, e)[0] == want })
 
 	// A double NAT: no public address, nothing public published, and the
 	// exit knows it is not reachable.
 	m.change(func(f *fakeMapper) { f.addr, f.addrErr = netip.Addr{}, errors.New("double NAT: ask the ISP") })
-	eventually(t, "public address still published", func() bool { return ownAddrs(t, e)[0] == "192.168.77.2:7843" })
+	eventually(t, "public address still published", func() bool { return descriptorAddrs(t, e)[0] == "192.168.77.2:7843" })
 	eventually(t, "a double NAT not reported", func() bool {
 		r := e.Report()
 		return r.Reach.State == ReachUnreachable && !r.Publish && strings.Contains(r.Public.AddrError, "ask the ISP")

@@ -47,9 +47,10 @@ type linkDown struct {
 // forwarded: the exit answered the forward request made when c's link
 // became active; port is 0 when it lends none.
 type forwarded struct {
-	c    *candidate
-	sess *link.Session
-	port uint16
+	c      *candidate
+	sess   *link.Session
+	port   uint16
+	reason string // why the exit lent no port, when it lent none
 }
 
 func (ev dialed) applyLocked(p *Pool, lp *loop)     { p.onDialed(lp, ev) }
@@ -301,7 +302,8 @@ func (p *Pool) activateLocked(lp *loop, c *candidate) {
 		return
 	}
 	lp.spawn(func() event {
-		return forwarded{c: c, sess: sess, port: p.requestForward(lp.ctx, sess, c.exit)}
+		port, reason := p.requestForward(lp.ctx, sess, c.exit)
+		return forwarded{c: c, sess: sess, port: port, reason: reason}
 	})
 }
 
@@ -312,6 +314,9 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 		return // it died, or a nearer exit took its place, meanwhile
 	}
 	p.goLiveLocked(lp, ev.c, ev.port)
+	if p.sess == ev.sess {
+		p.status.ForwardError = ev.reason
+	}
 }
 
 // goLiveLocked hands c's link to new flows.
@@ -335,7 +340,7 @@ func (p *Pool) deactivateLocked(sess *link.Session) {
 		p.sess = nil
 		p.ready = make(chan struct{})
 	}
-	p.status.ForwardedPort = 0
+	p.status.ForwardedPort, p.status.ForwardError = 0, ""
 }
 
 func (p *Pool) setStatusLocked(s LinkState, err error) {

@@ -87,6 +87,10 @@ type Status struct {
 	LastError string        // why the last attempt or link failed
 	// ForwardedPort is the port the exit lends this client, 0 if none.
 	ForwardedPort uint16
+	// ForwardError says why the active exit lent no port, when the pool
+	// asked for one and got none: the exit's refusal as its status says
+	// it, e.g. "no forwarded port free at the exit".
+	ForwardError string
 }
 
 // Pool keeps a link to the best exit it knows, and a warm standby link to
