@@ -57,6 +57,14 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	if err != nil || maxBuffer < 1<<20 {
 		return exit.Config{}, nil, fmt.Errorf("--max-buffer-per-client %q: want an amount of at least 1MiB, such as 64MiB", cmd.String("max-buffer-per-client"))
 	}
+	var known []link.ExitAddr
+	for _, s := range cmd.StringSlice("known-exit") {
+		k, err := link.ParseExitAddr(s)
+		if err != nil {
+			return exit.Config{}, nil, fmt.Errorf("--known-exit: %w", err)
+		}
+		known = append(known, k)
+	}
 	id, err := identity(cmd, "exit", log)
 	if err != nil {
 		return exit.Config{}, nil, err
@@ -81,14 +89,8 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		MaxBufferPerClient:  maxBuffer,
 		HalfOpenTimeout:     cmd.Duration("half-open-timeout"),
 		MDNS:                cmd.Bool("mdns"),
+		KnownExits:          known,
 		Log:                 log,
-	}
-	for _, s := range cmd.StringSlice("known-exit") {
-		k, err := link.ParseExitAddr(s)
-		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--known-exit: %w", err)
-		}
-		cfg.KnownExits = append(cfg.KnownExits, k)
 	}
 	return cfg, allowed, nil
 }
