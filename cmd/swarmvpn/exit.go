@@ -66,6 +66,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	lock, err := lockExitState(cmd)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	cfg, allowed, err := exitConfig(cmd, log)
 	if err != nil {
 		return err

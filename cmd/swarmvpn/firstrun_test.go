@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,4 +165,43 @@ func TestBinaryVersion(t *testing.T) {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
 		}
 	}
+}
+
+// TestBinaryStateDirLocked: a second client, or a second exit, on a state
+// dir in use stops at once with one line naming the other's PID; a client
+// and an exit may share one.
+func TestBinaryStateDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	exitProc := start(t, "exit", "--state-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json")
+	exitProc.waitLog(t, "exit ready")
+	exitAddr := <-exitProc.stdout
+	clientProc := start(t, "connect", "--state-dir", dir, "--exit", exitAddr, "--socks", "127.0.0.1:0",
+		"--http", "off", "--forward", "off", "--log-format", "json")
+	clientProc.waitLog(t, "client ready")
+
+	tests := []struct {
+		name string
+		args []string
+		pid  int
+	}{
+		{"second client", []string{"connect", "--state-dir", dir, "--exit", exitAddr, "--socks", "127.0.0.1:0", "--http", "off"},
+			clientProc.cmd.Process.Pid},
+		{"second exit", []string{"exit", "--state-dir", dir, "--listen", "127.0.0.1:0"}, exitProc.cmd.Process.Pid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, errOut, code := run(t, tt.args...)
+			want := fmt.Sprintf("the state dir %s is in use by another 'swarmvpn %s' (pid %d)", dir, tt.args[0], tt.pid)
+			if code != 1 || stdout != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want one line saying %q", code, stdout, errOut, want)
+			}
+		})
+	}
+	clientProc.stop(t)
+	// Once the first has stopped, the state dir is free again.
+	again := start(t, "connect", "--state-dir", dir, "--exit", exitAddr, "--socks", "127.0.0.1:0",
+		"--http", "off", "--forward", "off", "--log-format", "json")
+	again.waitLog(t, "client ready")
+	again.stop(t)
+	exitProc.stop(t)
 }

@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"internal/nstest":   nil,
 	"internal/socks":    {"internal/wire"},
 	"internal/listener": nil,
+	"internal/lockfile": nil,
 	"internal/meter":    {"internal/relay", "internal/wire"},
 	"internal/layers":   nil,
 	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",
@@ -36,8 +37,8 @@ var allowed = map[string][]string{
 	"proxy":                      {"internal/wire", "internal/relay"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
 	"bench":                      {"internal/socks", "internal/wire"},
-	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
-	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener"},
+	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/lockfile"},
+	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/lockfile"},
 }
 
 // testOnly are packages that exist for tests: no production package may
