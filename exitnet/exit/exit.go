@@ -92,8 +92,9 @@ type Server struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	stats counters
-	allow atomic.Pointer[func(link.PeerID) bool] // nil: any client
+	stats    counters
+	refusals refusalLog
+	allow    atomic.Pointer[func(link.PeerID) bool] // nil: any client
 
 	names nameCache
 	desc  descriptors
@@ -382,6 +383,7 @@ func (e *Server) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream
 		status := wire.StatusOf(err)
 		if status == wire.StatusNotAllowed {
 			e.stats.policyRefusals.Add(1)
+			e.refusals.refused(e.log)
 		}
 		log.Debug("connect failed", "stream", st.StreamID(), "dst", dst, "err", err)
 		wire.Respond(st, wire.Response{Status: status})
