@@ -38,7 +38,7 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	for _, s := range cmd.StringSlice("allow-client") {
 		id, err := link.ParsePeerID(s)
 		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (print a client's ID with 'swarmvpn id --key FILE')", err)
+			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (a client's owner prints its ID with 'swarmvpn id')", err)
 		}
 		allowed.static[id] = true
 	}
