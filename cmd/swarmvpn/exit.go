@@ -21,7 +21,7 @@ func exitCommand() *cli.Command {
 		Name:  "exit",
 		Usage: "run an exit: carry other peers' flows to the internet, and print this exit's address",
 		Flags: append(commonFlags(),
-			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT`"),
+			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT` (0.0.0.0: every interface, IPv4 and IPv6, which the log shows as [::])"),
 			stringFlag("public-addr", "", "print `HOST` in the exit address instead of this machine's interface addresses (for an exit behind NAT)"),
 			&cli.BoolFlag{Name: "allow-private", Sources: env("allow-private"),
 				Usage: "also carry flows to loopback and private networks (for labs and tests; never on a shared exit)"},
