@@ -30,7 +30,8 @@ sink, echo and UDP echo targets, runs every workload in about a minute, and prin
 (--json: one JSON document). --socks measures other SOCKS5 proxies instead (add --local to
 keep swarmvpn in the run), --direct adds the direct baseline, --exit measures a remote exit
 through a local client. Paths take turns round by round; each figure is the median of the
-rounds, and the table shows each path's ratio to the first path.
+rounds, and beside each other path's figure the table says how the first path compares
+with it ("2.00× worse": half the throughput, or twice the time).
 
 Examples:
   swarmvpn bench --direct

@@ -50,10 +50,26 @@ func TestMain(m *testing.M) {
 // router port mapping off, since tests may send nothing beyond loopback and
 // multicast or the machine's gateway would reach its real network; and a
 // state dir of the tests' own for processes given none.
+//
+// Each process gets a state dir of its own unless the test gives one (a
+// flag, or SWARMVPN_STATE_DIR in its environment) or asks for the default
+// with defaultStateDirEnv: processes that shared one would hold each other's
+// lock and control socket.
 func testEnv() []string {
-	return append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off",
-		"SWARMVPN_STATE_DIR="+filepath.Join(filepath.Dir(binPath), "state"))
+	env := append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off")
+	if os.Getenv("SWARMVPN_STATE_DIR") == "" && os.Getenv(defaultStateDirEnv) == "" {
+		dir, err := os.MkdirTemp(filepath.Dir(binPath), "state")
+		if err != nil {
+			panic(err)
+		}
+		env = append(env, "SWARMVPN_STATE_DIR="+dir)
+	}
+	return env
 }
+
+// defaultStateDirEnv, set by a test, leaves the binary's state dir to its
+// own rules (a config file, $HOME).
+const defaultStateDirEnv = "SWARMVPN_TEST_DEFAULT_STATE_DIR"
 
 // run runs the binary to completion and returns stdout, stderr and the exit
 // code.

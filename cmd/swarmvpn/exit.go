@@ -23,7 +23,7 @@ func exitCommand() *cli.Command {
 		Name:  "exit",
 		Usage: "run an exit: carry other peers' flows to the internet, and print this exit's address",
 		Flags: append(commonFlags(),
-			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT`"),
+			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT` (0.0.0.0: every interface, IPv4 and IPv6, which the log shows as [::])"),
 			stringFlag("public-addr", "", "print `HOST` in the exit address instead of this machine's interface addresses (for an exit behind NAT)"),
 			stringFlag("nat", "auto", "open the link port and every lent port on the home router: `MODE` auto (NAT-PMP or UPnP-IGD, "+
 				"whichever the router speaks), upnp, natpmp or off; the exit then publishes the router's public address and ports"),
@@ -80,6 +80,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	lock, err := lockExitState(cmd)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	cfg, allowed, err := exitConfig(cmd, log)
 	if err != nil {
 		return err

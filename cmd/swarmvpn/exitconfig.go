@@ -42,7 +42,7 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	for _, s := range cmd.StringSlice("allow-client") {
 		id, err := link.ParsePeerID(s)
 		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (print a client's ID with 'swarmvpn id --key FILE')", err)
+			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (a client's owner prints its ID with 'swarmvpn id')", err)
 		}
 		allowed.static[id] = true
 	}
@@ -60,6 +60,14 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	maxBuffer, err := parseBytes(cmd.String("max-buffer-per-client"))
 	if err != nil || maxBuffer < 1<<20 {
 		return exit.Config{}, nil, fmt.Errorf("--max-buffer-per-client %q: want an amount of at least 1MiB, such as 64MiB", cmd.String("max-buffer-per-client"))
+	}
+	var known []link.ExitAddr
+	for _, s := range cmd.StringSlice("known-exit") {
+		k, err := link.ParseExitAddr(s)
+		if err != nil {
+			return exit.Config{}, nil, fmt.Errorf("--known-exit: %w", err)
+		}
+		known = append(known, k)
 	}
 	id, err := identity(cmd, "exit", log)
 	if err != nil {
@@ -90,14 +98,8 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		MaxHandshakes:          int(cmd.Int("max-handshakes")),
 		MaxHandshakesPerSource: int(cmd.Int("max-handshakes-per-source")),
 		MDNS:                   cmd.Bool("mdns"),
+		KnownExits:             known,
 		Log:                    log,
-	}
-	for _, s := range cmd.StringSlice("known-exit") {
-		k, err := link.ParseExitAddr(s)
-		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--known-exit: %w", err)
-		}
-		cfg.KnownExits = append(cfg.KnownExits, k)
 	}
 	return cfg, allowed, nil
 }

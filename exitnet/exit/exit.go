@@ -120,6 +120,7 @@ type Server struct {
 	dialer net.Dialer
 
 	stats       counters
+	refusals    refusalLog
 	allow       atomic.Pointer[func(link.PeerID) bool] // nil: any client
 	inboundRate *addrRate
 	handshakes  handshakes
@@ -434,6 +435,7 @@ func (e *Server) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream
 		status := wire.StatusOf(err)
 		if status == wire.StatusNotAllowed {
 			e.stats.policyRefusals.Add(1)
+			e.refusals.refused(e.log)
 		}
 		log.Debug("connect failed", "stream", st.StreamID(), "dst", dst, "err", err)
 		wire.Respond(st, wire.Response{Status: status})

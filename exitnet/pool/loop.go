@@ -3,6 +3,8 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -191,7 +193,7 @@ func (p *Pool) maintainLocked(lp *loop) {
 func (p *Pool) onDialed(lp *loop, ev dialed) {
 	c, sess, now := ev.c, ev.sess, time.Now()
 	c.dialing = false
-	c.failures, c.lastErr = 0, ""
+	c.failures, c.lastErr, c.mismatch = 0, "", false
 	c.sess, c.upAt, c.rtt, c.desc = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc
 	if len(ev.others) > 0 {
 		p.learnLocked(ev.others)
@@ -237,23 +239,44 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 
 // onDialFailed backs the exit off: exponentially for a failure, for
 // UnsuitableRetry for an exit that is not fit for use.
+//
+// An exit that presents another peer ID than the one pinned will go on
+// doing so until someone acts: that is said once, as an error with what to
+// do, and the exit is retried only at the longest back-off.
 func (p *Pool) onDialFailed(ev dialFailed) {
 	c := ev.c
 	p.stats.dialFailures.Add(1)
 	c.dialing = false
 	c.failures++
-	c.lastErr = ev.err.Error()
+	err := ev.err
 	wait := p.backoff(c.failures)
-	if ev.unfit {
+	level, msg := slog.LevelWarn, "exit unreachable"
+	wasMismatch := c.mismatch
+	c.mismatch = errors.Is(err, link.ErrPeerMismatch)
+	switch {
+	case ev.unfit:
 		wait = p.cfg.UnsuitableRetry
 		if ev.desc.ID == c.exit.ID {
 			c.desc = &ev.desc
 		}
+	case c.mismatch:
+		fix := ""
+		if c.source == discovery.SourceStatic {
+			fix = " and correct --exit"
+		}
+		err = fmt.Errorf("%w: this address answers with another key; check the peer ID that 'swarmvpn exit' prints on that machine "+
+			"(its key may have changed, or another exit took the address)%s", err, fix)
+		wait = p.cfg.MaxBackoff
+		level, msg = slog.LevelError, "exit is not the one pinned"
+		if wasMismatch {
+			level = slog.LevelDebug // said once already
+		}
 	}
+	c.lastErr = err.Error()
 	c.nextTry = time.Now().Add(wait)
-	p.log.Warn("exit unreachable", "exit", c.exit.ID.Short(), "err", ev.err, "retry_in", wait.Round(time.Millisecond))
+	p.log.Log(context.Background(), level, msg, "exit", c.exit.ID.Short(), "err", err, "retry_in", wait.Round(time.Millisecond))
 	if p.sess == nil {
-		p.setStatusLocked(StateDown, ev.err)
+		p.setStatusLocked(StateDown, err)
 	}
 }
 

@@ -23,6 +23,7 @@ var allowed = map[string][]string{
 	"internal/socks":    {"internal/wire"},
 	"internal/listener": nil,
 	"internal/control":  {"internal/listener"},
+	"internal/lockfile": nil,
 	"internal/meter":    {"internal/relay", "internal/wire"},
 	"internal/layers":   nil,
 	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",
@@ -37,8 +38,8 @@ var allowed = map[string][]string{
 	"proxy":                      {"internal/wire", "internal/relay", "internal/listener"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
 	"bench":                      {"internal/socks", "internal/wire", "internal/listener"},
-	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/control"},
-	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/control"},
+	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
+	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
 }
 
 // testOnly are packages that exist for tests: no production package may

@@ -233,17 +233,35 @@ func TestPeerIDText(t *testing.T) {
 
 func TestParseExitAddr(t *testing.T) {
 	id := mustIdentity(t).ID()
-	good := []string{id.String() + "@127.0.0.1:7843", id.String() + "@[::1]:7843", id.String() + "@exit.example:443"}
-	for _, s := range good {
-		a, err := ParseExitAddr(s)
-		if err != nil || a.ID != id || a.String() != s {
-			t.Errorf("ParseExitAddr(%q) = %v, %v", s, a, err)
+	good := []struct{ in, want string }{
+		{id.String() + "@127.0.0.1:7843", "127.0.0.1:7843"},
+		{id.String() + "@[::1]:7843", "[::1]:7843"},
+		{id.String() + "@exit.example:443", "exit.example:443"},
+		{id.String() + "@127.0.0.1:65535", "127.0.0.1:65535"},
+		{" " + id.String() + "@127.0.0.1:7843\t\n", "127.0.0.1:7843"}, // pasted with space around it
+	}
+	for _, tt := range good {
+		a, err := ParseExitAddr(tt.in)
+		if err != nil || a.ID != id || a.Addr != tt.want {
+			t.Errorf("ParseExitAddr(%q) = %v, %v; want address %s", tt.in, a, err, tt.want)
 		}
 	}
-	bad := []string{"127.0.0.1:7843", id.String() + "@127.0.0.1", id.String() + "@:7843", "abc@127.0.0.1:7843", id.String()}
-	for _, s := range bad {
-		if _, err := ParseExitAddr(s); err == nil {
-			t.Errorf("ParseExitAddr(%q) accepted", s)
+	bad := []struct{ in, want string }{
+		{"127.0.0.1:7843", "PEERID@HOST:PORT"},
+		{id.String() + "@127.0.0.1", "not HOST:PORT"},
+		{id.String() + "@:7843", "not HOST:PORT"},
+		{"abc@127.0.0.1:7843", "peer ID"},
+		{id.String(), "PEERID@HOST:PORT"},
+		{id.String() + "@127.0.0.1:baz", "not a number from 1 to 65535"},
+		{id.String() + "@127.0.0.1:99999", "not a number from 1 to 65535"},
+		{id.String() + "@127.0.0.1:0", "not a number from 1 to 65535"},
+		{id.String() + "@127.0.0.1:-1", "not a number from 1 to 65535"},
+		{id.String() + "@127.0.0.1:+80", "not a number from 1 to 65535"},
+		{id.String() + "@127.0.0.1:78 43", "not a number from 1 to 65535"},
+	}
+	for _, tt := range bad {
+		if _, err := ParseExitAddr(tt.in); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseExitAddr(%q) = %v, want an error saying %q", tt.in, err, tt.want)
 		}
 	}
 }
@@ -311,7 +329,8 @@ func TestRefusedClientLearnsOnlyRefusal(t *testing.T) {
 func FuzzParseExitAddr(f *testing.F) {
 	id := mustIdentity(f).ID().String()
 	for _, s := range []string{id + "@127.0.0.1:7843", id + "@[::1]:7843", id + "@exit.example:443",
-		"abc@127.0.0.1:7843", id + "@", "@:", strings.ToUpper(id) + "@h:1", id + "@[fe80::1%eth0]:1"} {
+		"abc@127.0.0.1:7843", id + "@", "@:", strings.ToUpper(id) + "@h:1", id + "@[fe80::1%eth0]:1",
+		" " + id + "@h:99999 ", id + "@h:0080"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
