@@ -80,6 +80,11 @@ type Config struct {
 	// KnownExits are other exits whose descriptors this exit fetches (at
 	// start, then every half hour) and passes on to its clients.
 	KnownExits []link.ExitAddr
+	// Fallback is the web site shown to every connection that is not an
+	// admitted client (a browser, a prober, a refused client): the URL of
+	// a real site to reverse-proxy to, e.g. http://127.0.0.1:8080. Empty
+	// means a small built-in page.
+	Fallback string
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -98,6 +103,7 @@ type Server struct {
 
 	names nameCache
 	desc  descriptors
+	site  *site // what connections that are not clients see
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -158,7 +164,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("exit: negative %s %d", l.name, l.n)
 		}
 	}
+	name := cfg.Link.ServerName
+	if name == "" {
+		name = link.HostName(cfg.Link.Identity.ID())
+	}
+	site, err := newSite(cfg.Fallback, name, orDiscard(cfg.Log))
+	if err != nil {
+		return nil, err
+	}
 	e := &Server{
+		site:     site,
 		cfg:      cfg,
 		policy:   cfg.Policy,
 		log:      orDiscard(cfg.Log),
@@ -209,8 +224,10 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if len(e.cfg.KnownExits) > 0 {
 		wg.Go(func() { e.learnKnown(ctx) })
 	}
+	e.site.start(&wg, e.log)
 	err := listener.Accept(ctx, ln, &wg, e.log, func(conn net.Conn) { e.serveConn(ctx, conn) })
 	cancel()
+	e.site.close()
 	e.drain()
 	wg.Wait()
 	return err
@@ -254,13 +271,22 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
 	lcfg := e.cfg.Link
 	mem := new(linkMemory)
 	lcfg.MemoryManager = mem.span
+	lcfg.Fallback = e.site.serve
+	lcfg.H2Preface = e.site.preface
 	admitted := true // admit runs in this goroutine, inside the handshake
 	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
 		admitted = e.admit(id)
 		return admitted
 	})
 	if err != nil {
-		if admitted { // refusals by admit are counted by their reason
+		switch {
+		case errors.Is(err, link.ErrFallback):
+			// Probes, browsers, replays and refused clients alike; a
+			// refusal by admit is also counted by its reason.
+			e.stats.fallback.Add(1)
+			e.log.Debug("served as a web site", "err", err)
+			return
+		case admitted:
 			e.stats.refusedHandshake.Add(1)
 		}
 		e.log.Info("link refused", "err", err)

@@ -17,6 +17,10 @@ type Stats struct {
 	// Links refused, by reason: the client is not on the allow-list, the
 	// exit serves as many clients as it allows, the handshake failed.
 	RefusedAllowList, RefusedFull, RefusedHandshake uint64
+	// Fallback counts connections served as a web site because they did
+	// not prove themselves admitted clients: browsers, probers, garbage,
+	// replayed proofs, and refused clients (also counted above).
+	Fallback uint64
 
 	FlowsOpen int64            // flows open now, inbound ones included
 	Flows     meter.FlowCounts // flows since start, by kind
@@ -38,6 +42,7 @@ type Stats struct {
 type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
+	fallback                                          atomic.Uint64
 	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
 
 	udp    udpCounters
@@ -62,6 +67,7 @@ func (e *Server) Stats() Stats {
 		RefusedAllowList: c.refusedAllowList.Load(),
 		RefusedFull:      c.refusedClients.Load(),
 		RefusedHandshake: c.refusedHandshake.Load(),
+		Fallback:         c.fallback.Load(),
 		FlowsOpen:        c.flows.Open(),
 		Flows:            c.flows.Counts(),
 		RefusedFlows:     c.refusedFlows.Load(),

@@ -30,7 +30,7 @@ var ErrFallback = errors.New("not an admitted client: served as a web site")
 // ErrRefused is returned by Client when the exit did not accept this client:
 // it is not on the exit's allow-list, the exit is full, or the server is no
 // exit at all. The exit says nothing more.
-var ErrRefused = errors.New("the exit did not accept this client")
+var ErrRefused = errors.New("the exit did not accept this client (not on its allow-list, the exit is full, or the server is no exit)")
 
 // replayConn is the connection the fallback serves: the bytes the exit
 // read while looking for a client's proof come first, then the TLS

@@ -11,9 +11,15 @@ import (
 )
 
 // A client's ClientHello is the one message of a link a censor sees whole
-// and in the clear, so it is a browser's: uTLS writes Chrome's hello byte
-// for byte (cipher suites, extensions and their order, GREASE, the
-// post-quantum key share, ALPN h2 and http/1.1), with a server name.
+// and in the clear, so it is a browser's: uTLS writes Chrome 131's hello
+// (cipher suites, extensions shuffled per connection as Chrome does,
+// GREASE, the X25519MLKEM768 key share, ALPS, ALPN h2 and http/1.1), with
+// a server name, as Chrome sends it when Encrypted Client Hello is turned
+// off (the EncryptedClientHelloEnabled policy): without the GREASE ECH
+// extension. DPI engines whose tables predate ECH, such as the nDPI of
+// Debian 12, flag that extension (and Chrome 133's new ALPS code point) as
+// suspicious, and some censors block ECH outright. The capture test in
+// cmd/swarmvpn checks the hello against nDPI.
 //
 // The server name (SNI) follows one rule, in this order:
 //   - Config.ServerName when set;
@@ -30,7 +36,24 @@ import (
 // the exit's peer ID. A derived name is not registered in the DNS: a
 // censor that resolves every SNI it sees can notice that, which only a real
 // domain avoids.
-var chromeHello = utls.HelloChrome_133
+var chromeHello = utls.HelloChrome_131
+
+// chromeSpec returns the hello for one connection: Chrome's, shuffled
+// afresh, without GREASE ECH.
+func chromeSpec() (*utls.ClientHelloSpec, error) {
+	spec, err := utls.UTLSIdToSpec(chromeHello)
+	if err != nil {
+		return nil, err
+	}
+	ext := spec.Extensions[:0]
+	for _, e := range spec.Extensions {
+		if _, ech := e.(*utls.GREASEEncryptedClientHelloExtension); !ech {
+			ext = append(ext, e)
+		}
+	}
+	spec.Extensions = ext
+	return &spec, nil
+}
 
 // serverName returns the SNI for a dial to exit, by the rule above.
 func serverName(exit ExitAddr) string {
@@ -80,7 +103,16 @@ func chromeClient(ctx context.Context, conn net.Conn, name string) (*utls.UConn,
 		// Full-size records from the first byte: a link carries bulk data.
 		DynamicRecordSizingDisabled: true,
 	}
-	uc := utls.UClient(conn, tc, chromeHello)
+	spec, err := chromeSpec()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("client hello: %w", err)
+	}
+	uc := utls.UClient(conn, tc, utls.HelloCustom)
+	if err := uc.ApplyPreset(spec); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("client hello: %w", err)
+	}
 	if err := uc.HandshakeContext(ctx); err != nil {
 		uc.Close()
 		return nil, fmt.Errorf("tls handshake: %w", err)
