@@ -101,11 +101,14 @@ func (s *site) close() {
 // when the connection is done or the site closed.
 func (s *site) serve(conn net.Conn, proto string) {
 	dc := &doneConn{Conn: conn, done: make(chan struct{})}
+	var c net.Conn = &tlsDoneConn{dc}
 	q := s.q1
 	if proto == "h2" {
-		q = s.q2
+		// net/http serves HTTP/2 only on a connection it does not take
+		// for TLS: no ConnectionState here.
+		c, q = dc, s.q2
 	}
-	if !q.push(dc, s.closed) {
+	if !q.push(c, s.closed) {
 		conn.Close()
 		return
 	}
@@ -250,8 +253,11 @@ func (c *doneConn) Close() error {
 	return err
 }
 
-// ConnectionState passes the TLS state on, so handlers see Request.TLS.
-func (c *doneConn) ConnectionState() tls.ConnectionState {
+// tlsDoneConn passes the TLS state on, so HTTP/1.1 handlers see
+// Request.TLS.
+type tlsDoneConn struct{ *doneConn }
+
+func (c *tlsDoneConn) ConnectionState() tls.ConnectionState {
 	if cs, ok := c.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		return cs.ConnectionState()
 	}
