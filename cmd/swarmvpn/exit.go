@@ -23,7 +23,13 @@ func exitCommand() *cli.Command {
 		Name:  "exit",
 		Usage: "run an exit: carry other peers' flows to the internet, and print this exit's address",
 		Flags: append(commonFlags(),
-			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT` (0.0.0.0: every interface, IPv4 and IPv6, which the log shows as [::])"),
+			stringFlag("listen", "", "accept links on `HOST:PORT` (default: 0.0.0.0:443 when this process may bind it — root or "+
+				"CAP_NET_BIND_SERVICE —, else 0.0.0.0:7843)"),
+			stringFlag("fallback", "", "show visitors who are not clients (browsers, probers) the web site at `URL`, e.g. http://127.0.0.1:8080 "+
+				"(default: a small built-in page)"),
+			stringFlag("tls-cert", "", "present the certificate chain in `FILE` (PEM), for an exit with its own domain; needs --tls-key "+
+				"(default: a self-signed certificate)"),
+			stringFlag("tls-key", "", "the private key of --tls-cert, in `FILE` (PEM)"),
 			stringFlag("public-addr", "", "print `HOST` in the exit address instead of this machine's interface addresses (for an exit behind NAT)"),
 			stringFlag("nat", "auto", "open the link port and every lent port on the home router: `MODE` auto (NAT-PMP or UPnP-IGD, "+
 				"whichever the router speaks), upnp, natpmp or off; the exit then publishes the router's public address and ports"),
@@ -89,7 +95,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listen(cmd.String("listen"), "--listen")
+	ln, err := listen(listenAddr(cmd.String("listen")), "--listen")
 	if err != nil {
 		return err
 	}
@@ -155,6 +161,20 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	err = g.Wait()
 	log.Info("exit stopped")
 	return err
+}
+
+// listenAddr is --listen, or its default: the HTTPS port when this process
+// may bind it, since a link on 443 looks like any HTTPS site's traffic and
+// passes firewalls that allow only web ports; else 7843.
+func listenAddr(flag string) string {
+	switch {
+	case flag != "":
+		return flag
+	case mayBindHTTPS():
+		return "0.0.0.0:443"
+	default:
+		return "0.0.0.0:7843"
+	}
 }
 
 // reloadOnHangup re-reads the allow-list each time the process gets

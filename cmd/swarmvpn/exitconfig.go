@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -77,8 +78,13 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	if err != nil {
 		return exit.Config{}, nil, err
 	}
+	cert, err := tlsCertificate(cmd.String("tls-cert"), cmd.String("tls-key"))
+	if err != nil {
+		return exit.Config{}, nil, err
+	}
 	cfg := exit.Config{
-		Link:        link.Config{Identity: id, Log: log},
+		Link:        link.Config{Identity: id, Log: log, Certificate: cert},
+		Fallback:    cmd.String("fallback"),
 		Policy:      pol,
 		Allow:       allow,
 		DialTimeout: cmd.Duration("dial-timeout"),
@@ -136,4 +142,20 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// tlsCertificate loads --tls-cert and --tls-key, which go together; none
+// means the exit's self-signed certificate.
+func tlsCertificate(certFile, keyFile string) (*tls.Certificate, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("--tls-cert and --tls-key go together: give both (PEM files, e.g. from Let's Encrypt) or neither")
+	}
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", certFile, keyFile, err)
+	}
+	return &c, nil
 }

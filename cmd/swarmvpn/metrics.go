@@ -166,6 +166,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		refused  = counter("swarmvpn_exit_links_refused_total",
 			"Links refused, by reason: allow_list (the client is not on it), full (the exit serves as many clients as it allows), client_links (the client holds as many links as it may), handshake (it failed).", "reason")
 		dropped      = counter("swarmvpn_exit_links_dropped_total", "Links closed because their client was taken off the allow-list.")
+		fallback     = counter("swarmvpn_exit_fallback_total", "Connections served as a web site because they did not prove themselves admitted clients: browsers, probers, garbage, replayed proofs, refused clients.")
 		rateBytes    = counter("swarmvpn_exit_rate_limited_bytes_total", "Bytes charged to per-client rate limits, TCP and UDP, both directions.")
 		windows      = counter("swarmvpn_exit_window_growth_refused_total", "Stream receive-window growths refused at the per-client buffer cap.")
 		bufPeak      = gauge("swarmvpn_exit_buffer_peak_bytes", "The most receive-window memory one client has reserved at once beyond its streams' initial windows.")
@@ -184,7 +185,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		hsShed    = counter("swarmvpn_exit_handshakes_shed_total", "Unfinished handshakes closed to make room under the handshake caps.")
 	)
 	return &snapshotCollector{
-		families: []family{links, clients, accepted, refused, dropped, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+		families: []family{links, clients, accepted, refused, dropped, fallback, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
 			fwdRefused, hsPending, hsShed,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
@@ -199,6 +200,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(refused, float64(l.LinksRefused), "client_links")
 			emit(refused, float64(s.RefusedHandshake), "handshake")
 			emit(dropped, float64(l.ClientsDropped))
+			emit(fallback, float64(s.Fallback))
 			emit(rateBytes, float64(l.RateLimitedBytes))
 			emit(windows, float64(l.WindowGrowthRefused))
 			emit(bufPeak, float64(l.BufferPeak))

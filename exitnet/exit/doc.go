@@ -1,5 +1,6 @@
-// Package exit is the exit server: it accepts links from clients, carries
-// their TCP flows and UDP associations to destinations its policy allows,
+// Package exit is the exit server: it accepts links from clients (and shows
+// everyone else a web site, fallback.go), carries their TCP flows and UDP
+// associations to destinations its policy allows,
 // lends them forwarded ports, holds each client to its limits (flows, UDP
 // associations, rate, receive-window memory, half-open time), and answers
 // descriptor requests with its own signed descriptor and those it knows.

@@ -106,6 +106,11 @@ type Config struct {
 	// KnownExits are other exits whose descriptors this exit fetches (at
 	// start, then every half hour) and passes on to its clients.
 	KnownExits []link.ExitAddr
+	// Fallback is the web site shown to every connection that is not an
+	// admitted client (a browser, a prober, a refused client): the URL of
+	// a real site to reverse-proxy to, e.g. http://127.0.0.1:8080. Empty
+	// means a small built-in page.
+	Fallback string
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -132,6 +137,7 @@ type Server struct {
 	isPublic func(netip.Addr) bool
 	own      *policy.OwnAddrs // the exit's own addresses, in e.policy.Own
 	ownAddrs ownAddrs         // keeps own up to date
+	site     *site            // what connections that are not clients see
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -197,7 +203,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("exit: negative %s %d", l.name, l.n)
 		}
 	}
+	name := cfg.Link.ServerName
+	if name == "" {
+		name = link.HostName(cfg.Link.Identity.ID())
+	}
+	site, err := newSite(cfg.Fallback, name, orDiscard(cfg.Log))
+	if err != nil {
+		return nil, err
+	}
 	e := &Server{
+		site:     site,
 		cfg:      cfg,
 		policy:   cfg.Policy,
 		log:      orDiscard(cfg.Log),
@@ -274,12 +289,14 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Each connection is counted as a pending handshake as it is accepted,
 	// before its goroutine starts, so that a flood sheds its oldest
 	// handshakes rather than piling up goroutines.
+	e.site.start(&wg, e.log)
 	pending := &pendingListener{Listener: ln, h: &e.handshakes}
 	err := listener.Accept(ctx, pending, &wg, e.log, func(conn net.Conn) {
 		pc := conn.(*pendingConn)
 		e.serveConn(ctx, pc.Conn, pc.hs)
 	})
 	cancel()
+	e.site.close()
 	e.drain()
 	wg.Wait()
 	return err
@@ -323,6 +340,13 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 	lcfg := e.cfg.Link
 	mem := new(linkMemory)
 	lcfg.MemoryManager = mem.span
+	lcfg.Fallback = func(c net.Conn, proto string) {
+		// A visitor is no longer a handshake in progress: it must not
+		// hold one of the slots that clients' handshakes need.
+		e.handshakes.end(hs)
+		e.site.serve(c, proto)
+	}
+	lcfg.H2Preface = e.site.preface
 	admitted := true // admit runs in this goroutine, inside the handshake
 	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
 		admitted = e.admit(id)
@@ -330,7 +354,14 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 	})
 	e.handshakes.end(hs)
 	if err != nil {
-		if admitted { // refusals by admit are counted by their reason
+		switch {
+		case errors.Is(err, link.ErrFallback):
+			// Probes, browsers, replays and refused clients alike; a
+			// refusal by admit is also counted by its reason.
+			e.stats.fallback.Add(1)
+			e.log.Debug("served as a web site", "err", err)
+			return
+		case admitted:
 			e.stats.refusedHandshake.Add(1)
 		}
 		e.log.Info("link refused", "err", err)

@@ -24,6 +24,10 @@ type Stats struct {
 	// RefusedHandshake).
 	HandshakesPending int
 	HandshakesShed    uint64
+	// Fallback counts connections served as a web site because they did
+	// not prove themselves admitted clients: browsers, probers, garbage,
+	// replayed proofs, and refused clients (also counted above).
+	Fallback uint64
 
 	FlowsOpen int64            // flows open now, inbound ones included
 	Flows     meter.FlowCounts // flows since start, by kind
@@ -45,6 +49,7 @@ type Stats struct {
 type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
+	fallback                                          atomic.Uint64
 	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
 
 	udp    udpCounters
@@ -71,6 +76,7 @@ func (e *Server) Stats() Stats {
 		RefusedHandshake:  c.refusedHandshake.Load(),
 		HandshakesPending: e.handshakes.pending(),
 		HandshakesShed:    e.handshakes.shed.Load(),
+		Fallback:          c.fallback.Load(),
 		FlowsOpen:         c.flows.Open(),
 		Flows:             c.flows.Counts(),
 		RefusedFlows:      c.refusedFlows.Load(),
