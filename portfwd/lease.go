@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -161,6 +162,20 @@ func (l *Leases) Free() int {
 	defer l.mu.Unlock()
 	l.expire(time.Now())
 	return int(l.cfg.Hi) - int(l.cfg.Lo) + 1 - len(l.by)
+}
+
+// InUse lists the ports lent and in use now, in order.
+func (l *Leases) InUse() []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []uint16
+	for port, ls := range l.by {
+		if ls.active {
+			out = append(out, port)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (l *Leases) expire(now time.Time) {

@@ -14,6 +14,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
+	"github.com/swarmvpn/swarmvpn/ui"
 )
 
 func exitCommand() *cli.Command {
@@ -55,6 +58,8 @@ func exitCommand() *cli.Command {
 				Usage: "the most forwarded ports one client may hold"},
 			&cli.DurationFlag{Name: "forward-reservation", Value: 24 * time.Hour, Sources: env("forward-reservation"),
 				Usage: "keep a client's port for it this long after it leaves, so it gets the same port back"},
+			uiFlags()[0],
+			uiFlags()[1],
 		),
 		Before: applyConfig,
 		Action: runExit,
@@ -64,6 +69,9 @@ func exitCommand() *cli.Command {
 func runExit(ctx context.Context, cmd *cli.Command) error {
 	log, err := newLogger(cmd)
 	if err != nil {
+		return err
+	}
+	if err := checkUI(cmd); err != nil {
 		return err
 	}
 	cfg, allowed, err := exitConfig(cmd, log)
@@ -79,6 +87,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		ln.Close()
 		return err
 	}
+	uiLn, err := listenUI(cmd, log)
+	if err != nil {
+		closeAll(ln, metricsLn)
+		return err
+	}
 	// From here on SIGHUP re-reads the allow-list instead of ending the
 	// process.
 	hup := make(chan os.Signal, 1)
@@ -92,7 +105,12 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	e, err := exit.New(cfg)
 	if err != nil {
-		closeAll(ln, metricsLn)
+		closeAll(ln, metricsLn, uiLn)
+		return err
+	}
+	page, err := exitPage(cmd, e, cfg, addrs, log)
+	if err != nil {
+		closeAll(ln, metricsLn, uiLn)
 		return err
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
@@ -107,6 +125,9 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
+	}
+	if uiLn != nil {
+		g.Go(func() error { return page.Serve(ctx, uiLn) })
 	}
 	err = g.Wait()
 	log.Info("exit stopped")
@@ -134,4 +155,17 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, a
 		dropped := e.SetAllow(allow)
 		log.Info("allow-list reloaded", "allowed_clients", n, "disconnected", dropped)
 	}
+}
+
+// exitPage builds the exit's status page.
+func exitPage(cmd *cli.Command, e *exit.Server, cfg exit.Config, addrs []link.ExitAddr, log *slog.Logger) (*ui.Server, error) {
+	view := ui.ExitView{Peer: cfg.Link.Identity.ID().String(), Started: time.Now(), Stats: e.Stats}
+	for _, a := range addrs {
+		view.Addrs = append(view.Addrs, a.String())
+	}
+	if leases, ok := cfg.Ports.(*portfwd.Leases); ok {
+		view.Ports = func() ([]uint16, int) { return leases.InUse(), leases.Free() }
+	}
+	return ui.New(ui.Config{Page: ui.ExitPage, Status: func() ui.Snapshot { return view.Status() },
+		Password: cmd.String("ui-pass"), Log: log})
 }
