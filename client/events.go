@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
 // maxEvents is how many recent events a client keeps.
@@ -43,9 +44,15 @@ type events struct {
 	mu       sync.Mutex
 	ring     []Event // oldest first, at most maxEvents
 	last     pool.Status
-	lastPort uint16 // the last port announced in an event
+	lastPort uint16        // the last port announced in an event
+	lastUp   link.ExitAddr // the exit of the last link that was up
+	downAt   time.Time     // when the last link went down
 	wake     chan struct{}
 }
+
+// failoverWithin is how soon a link to another exit must come up after the
+// last one went down to count as a failover rather than a new start.
+const failoverWithin = 30 * time.Second
 
 func newEvents(forward bool) *events {
 	return &events{forward: forward, now: time.Now, wake: make(chan struct{}),
@@ -60,12 +67,17 @@ func (e *events) observe(st pool.Status) {
 	e.last = st
 	up, wasUp := st.State == pool.StateUp, prev.State == pool.StateUp
 	id := st.Exit.ID.Short()
+	now := e.now()
 	switch {
 	case up && wasUp && st.Exit.ID != prev.Exit.ID:
 		e.addLocked(EventFailover, fmt.Sprintf("new flows moved from exit %s to exit %s (%s)", prev.Exit.ID.Short(), id, st.Exit.Addr))
+	case up && !wasUp && e.lastUp.Addr != "" && e.lastUp.ID != st.Exit.ID && now.Sub(e.downAt) < failoverWithin:
+		e.addLocked(EventFailover, fmt.Sprintf("new flows moved from exit %s to exit %s (%s) after %s",
+			e.lastUp.ID.Short(), id, st.Exit.Addr, now.Sub(e.downAt).Round(time.Millisecond)))
 	case up && !wasUp:
 		e.addLocked(EventLinkUp, fmt.Sprintf("link up to exit %s (%s)", id, st.Exit.Addr))
 	case !up && wasUp:
+		e.downAt = now
 		text := "link to exit " + prev.Exit.ID.Short() + " down"
 		if st.LastError != "" && st.LastError != prev.LastError {
 			text += ": " + st.LastError
@@ -77,6 +89,7 @@ func (e *events) observe(st pool.Status) {
 	if !up {
 		return
 	}
+	e.lastUp = st.Exit
 	newLink := !wasUp || st.Exit.ID != prev.Exit.ID
 	switch {
 	case st.ForwardedPort != 0 && st.ForwardedPort != e.lastPort:
