@@ -139,7 +139,7 @@ func ratioClass(ratio float64, better string) string {
 	return "worse"
 }
 
-// footnoteText joins a footnote's paths, for the template.
+// Paths joins a footnote's paths, for the template.
 func (n footnote) Paths() string { return strings.Join(n.paths, ", ") }
 
 // Why is a footnote's reason, for the template.

@@ -26,6 +26,7 @@ func (s *Server) serveEvents(ctx context.Context, w http.ResponseWriter, r *http
 		return
 	}
 	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{}) // the stream outlives the server's ReadTimeout
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

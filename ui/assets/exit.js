@@ -17,7 +17,8 @@ const REFUSALS = [
 function render(s) {
   setText("peer", s.peer || "");
   $("addrs").replaceChildren(...(s.addrs || []).map(a => el("li", {}, a)));
-  setText("started", s.started ? "running for " + ago(s.started) + ", since " + new Date(s.started).toLocaleString() : "");
+  setText("started", s.started ? "running for " + ago(s.started) + ", since " +
+    new Date(s.started).toLocaleString([], { dateStyle: "medium", timeStyle: "medium", hourCycle: "h23" }) : "");
   setText("clients", s.clients);
   setText("links", plural(s.links, "link", "links") + " open");
   setText("flows-open", Math.max(0, s.flows_open - s.udp_open - s.forwards));
@@ -28,7 +29,7 @@ function render(s) {
     (ports.length ? "ports " + ports.join(", ") + " · " : "") + s.free_ports + " free");
   setText("totals", "in " + size(s.bytes_in) + " · out " + size(s.bytes_out) + " since start");
   const f = s.flows || {};
-  setText("n-links", f.links || 0);
+  setText("n-links", plural(f.links || 0, "link", "links") + " admitted");
   setText("n-connect", f.connect || 0);
   setText("n-udp", f.udp || 0);
   setText("n-inbound", f.inbound || 0);
