@@ -36,6 +36,8 @@ type Client struct {
 	announcer *portfwd.Announcer
 	ports     chan uint16 // the newest forwarded port, for the announcements
 	learned   int         // exits loaded from the cache
+	events    *events     // recent events, from the pool's status changes
+	doctor    doctor      // the newest check of qBittorrent's settings
 
 	socksLn net.Listener
 	httpLn  net.Listener      // nil when off
@@ -66,10 +68,11 @@ func New(cfg Config) (*Client, error) {
 		cached = cache.Load()
 	}
 	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
-		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log}}
+		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log},
+		events:    newEvents(!cfg.forwardOff())}
 	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: cfg.Exits, Log: log,
 		Require: requireP2P, DialWait: cfg.Tuning.DialWait,
-		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff}
+		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff, OnStatus: c.events.observe}
 	if cache != nil {
 		pc.OnLearn = cache.Add
 	}
@@ -210,6 +213,8 @@ func (c *Client) Run(ctx context.Context) error {
 	if qb := c.cfg.QBittorrent; qb != nil {
 		// Puts the port back after qBittorrent restarts or someone changes it.
 		g.Go(func() error { qb.Keep(ctx, c.announcer.Port, keepEvery); return nil })
+		// Finds the settings 'swarmvpn doctor' would, for the status page.
+		g.Go(func() error { c.checkQBittorrent(ctx, keepEvery); return nil })
 	}
 	err := g.Wait()
 	c.unlock()
@@ -285,6 +290,11 @@ func addrOf(ln net.Listener) string {
 
 // Pool returns the client's pool of links, for tests that watch or steer it.
 func (c *Client) Pool() *pool.Pool { return c.pool }
+
+// Changed returns a channel closed at the client's next event (a link up
+// or down, a failover, a new forwarded port, a refusal), for pages that
+// show the report live.
+func (c *Client) Changed() <-chan struct{} { return c.events.changed() }
 
 // SOCKSAddr and HTTPAddr are the addresses the proxies listen on; HTTPAddr
 // is "off" without an HTTP proxy.

@@ -299,6 +299,20 @@ func (l *Leases) Yielded() uint64 {
 	return l.yielded
 }
 
+// InUse lists the ports lent and in use now, in order.
+func (l *Leases) InUse() []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []uint16
+	for port, ls := range l.by {
+		if ls.active {
+			out = append(out, port)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (l *Leases) expire(now time.Time) {
 	for port, ls := range l.by {
 		if !ls.active && now.After(ls.Expires) {

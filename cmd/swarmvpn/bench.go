@@ -40,6 +40,7 @@ Examples:
   swarmvpn bench --rtt 50ms --workloads rtt --direct`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON document instead of the table"},
+			&cli.StringFlag{Name: "html", Usage: "also write the report as one self-contained HTML page with charts to `FILE`"},
 			&cli.BoolFlag{Name: "quick", Usage: "short rounds and small counts: seconds instead of a minute, rougher figures"},
 			&cli.BoolFlag{Name: "direct", Usage: "also measure the direct path, no proxy: the baseline"},
 			&cli.BoolFlag{Name: "local", Usage: "also measure swarmvpn on loopback (the default unless --socks or --exit is given)"},
@@ -80,6 +81,12 @@ func runBench(ctx context.Context, cmd *cli.Command) error {
 	cfg, err := benchConfig(cmd)
 	if err != nil {
 		return err
+	}
+	htmlFile := cmd.String("html")
+	if htmlFile != "" {
+		if fi, err := os.Stat(filepath.Dir(htmlFile)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--html %s: no directory %s to write it in", htmlFile, filepath.Dir(htmlFile))
+		}
 	}
 	// Check every proxy answers before anything starts.
 	for _, p := range cfg.Paths {
@@ -131,6 +138,11 @@ func runBench(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	rep.Command = "swarmvpn " + strings.Join(os.Args[1:], " ")
+	if htmlFile != "" {
+		if err := writeHTMLReport(htmlFile, rep); err != nil {
+			return err
+		}
+	}
 	out := cmd.Root().Writer
 	if cmd.Bool("json") {
 		enc := json.NewEncoder(out)
@@ -206,4 +218,26 @@ func benchProfiledCommand() *cli.Command {
 			return newApp().Run(ctx, append([]string{"swarmvpn"}, args[1:]...))
 		},
 	}
+}
+
+// writeHTMLReport writes the report's HTML page to path, whole or not at
+// all.
+func writeHTMLReport(path string, rep *bench.Report) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.html")
+	if err != nil {
+		return fmt.Errorf("--html: %w", err)
+	}
+	defer os.Remove(f.Name())
+	err = rep.WriteHTML(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		os.Chmod(f.Name(), 0o644)
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("--html %s: %w", path, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,8 +15,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/exitnet/nat"
 	"github.com/swarmvpn/swarmvpn/internal/control"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
+	"github.com/swarmvpn/swarmvpn/ui"
 )
 
 func exitCommand() *cli.Command {
@@ -75,6 +79,8 @@ func exitCommand() *cli.Command {
 				Usage: "hold at most this many unfinished TLS handshakes; past it the oldest is closed"},
 			&cli.IntFlag{Name: "max-handshakes-per-source", Value: 16, Sources: env("max-handshakes-per-source"),
 				Usage: "hold at most this many unfinished TLS handshakes from one address (IPv6: /64); past it its oldest is closed"},
+			uiFlags()[0],
+			uiFlags()[1],
 		),
 		Before: applyConfig,
 		Action: runExit,
@@ -84,6 +90,9 @@ func exitCommand() *cli.Command {
 func runExit(ctx context.Context, cmd *cli.Command) error {
 	log, err := newLogger(cmd)
 	if err != nil {
+		return err
+	}
+	if err := checkUI(cmd); err != nil {
 		return err
 	}
 	lock, err := lockExitState(cmd)
@@ -104,6 +113,11 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		ln.Close()
 		return err
 	}
+	uiLn, err := listenUI(cmd, log)
+	if err != nil {
+		closeAll(ln, metricsLn)
+		return err
+	}
 	ctlLn, err := listenExitControl(cmd)
 	if err != nil {
 		// The exit's work is carrying links; 'swarmvpn status' is a help.
@@ -112,7 +126,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	lnAddr := ln.Addr().(*net.TCPAddr)
 	mapper, err := portMapper(cmd, lnAddr, log)
 	if err != nil {
-		closeAll(ln, metricsLn, ctlLn)
+		closeAll(ln, metricsLn, uiLn, ctlLn)
 		return err
 	}
 	if mapper != nil {
@@ -129,7 +143,12 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	e, err := exit.New(cfg)
 	if err != nil {
-		closeAll(ln, metricsLn, ctlLn)
+		closeAll(ln, metricsLn, uiLn, ctlLn)
+		return err
+	}
+	page, err := exitPage(cmd, e, cfg, mapper, log)
+	if err != nil {
+		closeAll(ln, metricsLn, uiLn, ctlLn)
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
@@ -157,6 +176,9 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
+	}
+	if uiLn != nil {
+		g.Go(func() error { return page.Serve(ctx, uiLn) })
 	}
 	err = g.Wait()
 	log.Info("exit stopped")
@@ -198,4 +220,34 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, a
 		dropped := e.SetAllow(allow)
 		log.Info("allow-list reloaded", "allowed_clients", n, "disconnected", dropped)
 	}
+}
+
+// exitPage builds the exit's status page.
+func exitPage(cmd *cli.Command, e *exit.Server, cfg exit.Config, mapper *nat.Mapper, log *slog.Logger) (*ui.Server, error) {
+	id := cfg.Link.Identity.ID()
+	view := ui.ExitView{Peer: id.String(), Started: time.Now(), Stats: e.Stats}
+	for _, a := range e.Addrs() {
+		view.Addrs = append(view.Addrs, link.ExitAddr{ID: id, Addr: a}.String())
+	}
+	if leases, ok := cfg.Ports.(*portfwd.Leases); ok {
+		view.Ports = func() ([]uint16, int) { return leases.InUse(), leases.Free() }
+	}
+	if mapper != nil {
+		view.NAT = func() []ui.NATMapping { return natMappings(mapper.Status()) }
+	}
+	return ui.New(ui.Config{Page: ui.ExitPage, Status: func() ui.Snapshot { return view.Status() },
+		Password: cmd.String("ui-pass"), Log: log})
+}
+
+// natMappings turns the mapper's status into what the status page shows.
+func natMappings(st nat.Status) []ui.NATMapping {
+	out := make([]ui.NATMapping, 0, len(st.Mappings))
+	for _, m := range st.Mappings {
+		nm := ui.NATMapping{Protocol: m.Proto, Internal: int(m.Internal), Method: st.Method, Expires: m.Expires, Error: m.Err}
+		if m.Active && st.External.IsValid() {
+			nm.External = netip.AddrPortFrom(st.External, m.External).String()
+		}
+		out = append(out, nm)
+	}
+	return out
 }

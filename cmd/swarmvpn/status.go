@@ -190,6 +190,9 @@ func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Ti
 		}
 		line("traffic", "in "+in+", out "+out)
 	}
+	if r.Advice != "" {
+		line("advice", r.Advice)
+	}
 	line("socks", or(r.SOCKS, "off"))
 	line("http", or(r.HTTP, "off"))
 	if r.Peer != "" {

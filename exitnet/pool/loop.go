@@ -117,10 +117,14 @@ func (p *Pool) Run(ctx context.Context) error {
 // p.mu; the callbacks that arose run after it is released.
 func (p *Pool) step(lp *loop, ev event) {
 	p.mu.Lock()
+	before := p.status
 	if ev != nil {
 		ev.applyLocked(p, lp)
 	}
 	p.maintainLocked(lp)
+	if st := p.status; st != before && p.cfg.OnStatus != nil {
+		lp.after = append(lp.after, func() { p.cfg.OnStatus(st) })
+	}
 	after := lp.after
 	lp.after = nil
 	p.mu.Unlock()

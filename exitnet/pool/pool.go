@@ -65,6 +65,10 @@ type Config struct {
 	// OnLearn is called from Run with the exits that linked exits told the
 	// pool of (verified), e.g. to keep them for the next start.
 	OnLearn func([]discovery.Known)
+	// OnStatus is called from Run with the pool's Status each time it
+	// changes (its state, exit, forwarded port or last error; not its
+	// round trip), in order. It must not block for long.
+	OnStatus func(Status)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 }

@@ -38,8 +38,9 @@ var allowed = map[string][]string{
 	"proxy":                      {"internal/wire", "internal/relay", "internal/listener"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
 	"bench":                      {"internal/socks", "internal/wire", "internal/listener"},
+	"ui":                         {"exitnet/exit", "internal/listener"},
 	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
-	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
+	"cmd/swarmvpn":               {"client", "bench", "ui", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
 }
 
 // testOnly are packages that exist for tests: no production package may
