@@ -54,6 +54,10 @@ exec 9<>"$WORK/hold"
 bg() {
 	local name=$1 ns=$2
 	shift 2
+	# Empty the log here, not only in the background job's redirection: a
+	# process started again under the same name must not be judged by its
+	# predecessor's lines before the job has truncated them.
+	: >"$WORK/logs/$name.log"
 	ip netns exec "$ns" "$@" <"$WORK/hold" >"$WORK/logs/$name.log" 2>&1 9>&- &
 	local pid=$!
 	echo "$pid" >>"$PIDS"
