@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -87,4 +88,69 @@ func TestCallbacksRunOutsideTheLock(t *testing.T) {
 		c.Close()
 	}
 	close(release)
+}
+
+// TestCancelledDialsKeepTheLink dials with contexts that are already
+// cancelled while a long flow runs: each such dial fails alone, and the
+// link, with the long flow on it, stays up.
+func TestCancelledDialsKeepTheLink(t *testing.T) {
+	exitID, _ := link.NewIdentity()
+	clientID, _ := link.NewIdentity()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := exit.New(exit.Config{Link: link.Config{Identity: exitID}, Policy: &policy.Policy{AllowPrivate: true},
+		Addrs: []string{ln.Addr().String()}, DrainTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	exitDone, poolDone := make(chan struct{}), make(chan struct{})
+	go func() { e.Serve(ctx, ln); close(exitDone) }()
+	p, err := New(Config{Link: link.Config{Identity: clientID},
+		Exits: []link.ExitAddr{{ID: exitID.ID(), Addr: ln.Addr().String()}}, DialWait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.Run(ctx); close(poolDone) }()
+	t.Cleanup(func() { cancel(); <-poolDone; <-exitDone })
+
+	long, err := p.DialContext(t.Context(), "tcp", echo.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	gone, stop := context.WithCancel(t.Context())
+	stop()
+	for range 20 {
+		if c, err := p.DialContext(gone, "tcp", echo.Addr().String()); err == nil {
+			c.Close()
+		}
+	}
+	buf := make([]byte, 5)
+	long.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := long.Write([]byte("still")); err != nil {
+		t.Fatalf("the long flow after cancelled dials: %v", err)
+	}
+	if _, err := io.ReadFull(long, buf); err != nil || string(buf) != "still" {
+		t.Fatalf("the long flow after cancelled dials: %q, %v", buf, err)
+	}
+	if st := p.Stats(); st.LinkDowns != 0 || st.Activations != 1 {
+		t.Errorf("pool %+v: the link went down", st)
+	}
 }

@@ -222,8 +222,16 @@ func (p *Pool) open(ctx context.Context, req wire.Request) (*yamux.Stream, wire.
 		}
 		st, err := sess.OpenStream(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				// The flow's own deadline or cancellation, met while the
+				// link waited for room: the link is fine.
+				return nil, wire.Response{}, &wire.Error{Status: wire.StatusTimeout, Err: ctx.Err()}
+			}
+			if !linkDead(sess, err) {
+				return nil, wire.Response{}, &wire.Error{Status: wire.StatusGeneralFailure, Err: err}
+			}
 			p.retire(sess)
-			if !retried && ctx.Err() == nil {
+			if !retried {
 				continue
 			}
 			return nil, wire.Response{}, &wire.Error{Status: wire.StatusNetworkUnreachable, Err: fmt.Errorf("%w: %v", ErrNoExit, err)}
@@ -243,6 +251,14 @@ func (p *Pool) open(ctx context.Context, req wire.Request) (*yamux.Stream, wire.
 		}
 		return st, resp, nil
 	}
+}
+
+// linkDead reports whether err from opening a stream on sess means the
+// link can carry no more flows: it closed, the exit is going away, or it
+// ran out of stream IDs. Anything else fails that one flow only.
+func linkDead(sess *link.Session, err error) bool {
+	return sess.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) ||
+		errors.Is(err, yamux.ErrRemoteGoAway) || errors.Is(err, yamux.ErrStreamsExhausted)
 }
 
 // retire stops handing out sess to new flows, and tells Run, which moves
