@@ -70,6 +70,13 @@ type loop struct {
 	after  []func()
 }
 
+// close closes sess in a goroutine of the loop: closing a link can wait on
+// the network (a write in progress, close_notify), which must not happen
+// under p.mu.
+func (lp *loop) close(sess *link.Session) {
+	lp.wg.Go(func() { sess.Close() })
+}
+
 // spawn runs f in a goroutine of the loop and posts the event it returns,
 // unless the pool stops first.
 func (lp *loop) spawn(f func() event) {
@@ -225,7 +232,7 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 		if standby != nil { // one standby is enough
 			old := standby.sess
 			standby.role, standby.sess = "", nil
-			old.Close()
+			lp.close(old)
 		}
 		p.log.Info("switching to a nearer exit", "from", active.exit.ID.Short(), "to", c.exit.ID.Short(),
 			"rtt", c.rtt.Round(time.Microsecond))
@@ -237,7 +244,7 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 		p.log.Info("standby link up", "exit", c.exit.ID.Short(), "rtt", c.rtt.Round(time.Microsecond))
 	default:
 		c.sess = nil // a probe that lost the race
-		sess.Close()
+		lp.close(sess)
 	}
 }
 
@@ -303,7 +310,7 @@ func (p *Pool) onLinkDown(lp *loop, ev linkDown) {
 	}
 	c.sess, c.role = nil, ""
 	c.nextTry = now.Add(p.backoff(c.failures))
-	ev.sess.Close()
+	lp.close(ev.sess)
 	if !wasActive {
 		return
 	}
@@ -401,8 +408,11 @@ func (p *Pool) shutdown(lp *loop) {
 	p.stopped = true
 	for _, c := range p.cands {
 		if c.sess != nil {
-			c.sess.GoAway()
-			c.sess.Close()
+			sess := c.sess
+			lp.wg.Go(func() {
+				sess.GoAway()
+				sess.Close()
+			})
 			c.sess, c.role = nil, ""
 		}
 	}
