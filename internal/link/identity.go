@@ -60,6 +60,11 @@ func ParsePeerID(s string) (PeerID, error) {
 		return id, fmt.Errorf("peer ID %q is not valid base32", s)
 	}
 	copy(id[:], b)
+	if id == (PeerID{}) {
+		// No key has it; a zero ID is what code that pins nothing
+		// passes, so it must never come from outside.
+		return PeerID{}, fmt.Errorf("peer ID %q is the zero key, which no peer has", s)
+	}
 	return id, nil
 }
 
