@@ -128,7 +128,8 @@ type Server struct {
 	refusals    refusalLog
 	allow       atomic.Pointer[func(link.PeerID) bool] // nil: any client
 	inboundRate *addrRate
-	handshakes  handshakes
+	handshakes  connBudget
+	visitors    connBudget // connections the web site serves
 
 	names    nameCache
 	desc     descriptors
@@ -143,6 +144,14 @@ type Server struct {
 	sessions map[*link.Session]struct{}
 	clients  map[link.PeerID]*client
 }
+
+// maxVisitors and maxVisitorsPerSource bound the connections the exit's web
+// site serves at once, in all and from one source address: past them the
+// oldest visitor is closed.
+const (
+	maxVisitors          = 512
+	maxVisitorsPerSource = 16
+)
 
 // maxLinksPerClient caps the links one peer ID may hold to an exit at once.
 // A client needs one, and for a few seconds two while it replaces a link
@@ -227,6 +236,9 @@ func New(cfg Config) (*Server, error) {
 	e.inboundRate = newAddrRate(cmp.Or(cfg.InboundRatePerAddr, 8))
 	e.handshakes.max = cmp.Or(cfg.MaxHandshakes, 256)
 	e.handshakes.perSource = cmp.Or(cfg.MaxHandshakesPerSource, 16)
+	// A browser opens a handful of connections to a site; a prober, one or
+	// two. Visitors beyond these are the ones worth shedding.
+	e.visitors.max, e.visitors.perSource = maxVisitors, maxVisitorsPerSource
 	e.names.resolver = cfg.Resolver
 	if e.names.resolver == nil {
 		e.names.resolver = net.DefaultResolver
@@ -333,7 +345,7 @@ func (e *Server) drain() {
 	}
 }
 
-func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
+func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
@@ -342,8 +354,11 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 	lcfg.MemoryManager = mem.span
 	lcfg.Fallback = func(c net.Conn, proto string) {
 		// A visitor is no longer a handshake in progress: it must not
-		// hold one of the slots that clients' handshakes need.
+		// hold one of the slots that clients' handshakes need, and
+		// visitors have a budget of their own.
 		e.handshakes.end(hs)
+		v := e.visitors.begin(c)
+		defer e.visitors.end(v)
 		e.site.serve(c, proto)
 	}
 	lcfg.H2Preface = e.site.preface
@@ -364,7 +379,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 		case admitted:
 			e.stats.refusedHandshake.Add(1)
 		}
-		e.log.Info("link refused", "err", err)
+		e.log.Debug("link refused", "err", err) // scanners and probes too: counted, not logged
 		return
 	}
 	log := e.log.With("peer", sess.Peer.Short())

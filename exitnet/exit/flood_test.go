@@ -2,6 +2,7 @@ package exit
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -206,3 +207,44 @@ func TestHandshakeFlood(t *testing.T) {
 }
 
 func labPolicy() *policy.Policy { return &policy.Policy{AllowPrivate: true} }
+
+// TestVisitorFlood: visitors to the exit's web site (a TLS handshake, then
+// the start of an HTTP request that never ends) are no longer handshakes,
+// so they have a budget of their own: from one address at most
+// maxVisitorsPerSource at once, the oldest closed for new ones. Clients
+// still link.
+func TestVisitorFlood(t *testing.T) {
+	const total = 3 * maxVisitorsPerSource
+	tg := startTarget(t, "tcp4", "127.0.0.1:0", []byte("served"))
+	exit := serveExit(t, Config{Policy: labPolicy()})
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := range total {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 4, 0, 1)}}
+		raw, err := d.Dial("tcp", exit.addr.Addr)
+		if err != nil {
+			t.Fatalf("visitor %d: %v", i, err)
+		}
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err := c.Handshake(); err != nil {
+			raw.Close()
+			t.Fatalf("visitor %d: handshake: %v", i, err)
+		}
+		c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and never the end of the headers
+		conns = append(conns, c)
+	}
+	var st Stats
+	waitFor(t, "the oldest visitors shed", func() bool {
+		st = exit.exit.Stats()
+		return st.VisitorsShed >= total-maxVisitorsPerSource
+	})
+	if st.HandshakesPending != 0 {
+		t.Errorf("%d handshakes pending: visitors must not hold handshake slots", st.HandshakesPending)
+	}
+	fresh := startPool(t, exit.addr)
+	roundTrip(t, fresh, "127.0.0.1:"+tg.port(), []byte("a client"), []byte("served"))
+}

@@ -8,23 +8,24 @@ import (
 	"sync/atomic"
 )
 
-// handshakes bounds the connections whose TLS handshake has not finished:
-// each holds a goroutine, a socket and TLS state, and anyone can open them
-// without a key. Past max in all, or perSource from one source address (an
-// IPv6 one by its /64), the oldest is closed to make room: a client's
-// handshake takes a round trip or two, so the oldest are those that stall
-// on purpose. Established links are not counted.
-type handshakes struct {
+// connBudget bounds a kind of connection that anyone can open without a
+// key: those whose handshake has not finished, and visitors to the exit's
+// web site. Each holds a goroutine, a socket and TLS state. Past max in all,
+// or perSource from one source address (an IPv6 one by its /64), the
+// oldest is closed to make room: a client's handshake takes a round trip or
+// two, so the oldest are those that stall on purpose. Established links are
+// not counted.
+type connBudget struct {
 	max, perSource int
 
 	mu       sync.Mutex
-	order    list.List // of *handshake, oldest first
+	order    list.List // of *budgeted, oldest first
 	bySource map[netip.Addr]int
 
 	shed atomic.Uint64
 }
 
-type handshake struct {
+type budgeted struct {
 	conn   net.Conn
 	source netip.Addr
 	elem   *list.Element // nil once ended or shed
@@ -46,8 +47,8 @@ func sourceOf(a net.Addr) netip.Addr {
 
 // begin counts conn's handshake, first closing the oldest pending ones
 // from its source, or from anywhere, that are over the bounds.
-func (h *handshakes) begin(conn net.Conn) *handshake {
-	hs := &handshake{conn: conn, source: sourceOf(conn.RemoteAddr())}
+func (h *connBudget) begin(conn net.Conn) *budgeted {
+	hs := &budgeted{conn: conn, source: sourceOf(conn.RemoteAddr())}
 	var shed []net.Conn
 	h.mu.Lock()
 	if h.bySource == nil {
@@ -55,14 +56,14 @@ func (h *handshakes) begin(conn net.Conn) *handshake {
 	}
 	if h.bySource[hs.source] >= h.perSource {
 		for el := h.order.Front(); el != nil; el = el.Next() {
-			if old := el.Value.(*handshake); old.source == hs.source {
+			if old := el.Value.(*budgeted); old.source == hs.source {
 				shed = append(shed, h.removeLocked(old))
 				break
 			}
 		}
 	}
 	for h.order.Len() >= h.max {
-		shed = append(shed, h.removeLocked(h.order.Front().Value.(*handshake)))
+		shed = append(shed, h.removeLocked(h.order.Front().Value.(*budgeted)))
 	}
 	hs.elem = h.order.PushBack(hs)
 	h.bySource[hs.source]++
@@ -75,7 +76,7 @@ func (h *handshakes) begin(conn net.Conn) *handshake {
 }
 
 // end stops counting hs: its handshake finished or failed.
-func (h *handshakes) end(hs *handshake) {
+func (h *connBudget) end(hs *budgeted) {
 	h.mu.Lock()
 	if hs.elem != nil {
 		h.removeLocked(hs)
@@ -83,7 +84,7 @@ func (h *handshakes) end(hs *handshake) {
 	h.mu.Unlock()
 }
 
-func (h *handshakes) removeLocked(hs *handshake) net.Conn {
+func (h *connBudget) removeLocked(hs *budgeted) net.Conn {
 	h.order.Remove(hs.elem)
 	hs.elem = nil
 	if h.bySource[hs.source]--; h.bySource[hs.source] <= 0 {
@@ -93,7 +94,7 @@ func (h *handshakes) removeLocked(hs *handshake) net.Conn {
 }
 
 // pending counts the handshakes in progress.
-func (h *handshakes) pending() int {
+func (h *connBudget) pending() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.order.Len()
@@ -103,7 +104,7 @@ func (h *handshakes) pending() int {
 // before handing it on, so that the count is taken in the accept loop.
 type pendingListener struct {
 	net.Listener
-	h *handshakes
+	h *connBudget
 }
 
 func (l *pendingListener) Accept() (net.Conn, error) {
@@ -117,5 +118,5 @@ func (l *pendingListener) Accept() (net.Conn, error) {
 // pendingConn is an accepted connection with its pending handshake.
 type pendingConn struct {
 	net.Conn
-	hs *handshake
+	hs *budgeted
 }

@@ -24,6 +24,9 @@ type Stats struct {
 	// RefusedHandshake).
 	HandshakesPending int
 	HandshakesShed    uint64
+	// VisitorsShed counts web-site visitors closed to make room under the
+	// visitors' own bound (at most 512 at once, 16 from one source).
+	VisitorsShed uint64
 	// Fallback counts connections served as a web site because they did
 	// not prove themselves admitted clients: browsers, probers, garbage,
 	// replayed proofs, and refused clients (also counted above).
@@ -76,6 +79,7 @@ func (e *Server) Stats() Stats {
 		RefusedHandshake:  c.refusedHandshake.Load(),
 		HandshakesPending: e.handshakes.pending(),
 		HandshakesShed:    e.handshakes.shed.Load(),
+		VisitorsShed:      e.visitors.shed.Load(),
 		Fallback:          c.fallback.Load(),
 		FlowsOpen:         c.flows.Open(),
 		Flows:             c.flows.Counts(),

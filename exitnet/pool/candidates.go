@@ -158,14 +158,52 @@ func (p *Pool) score(c *candidate) float64 {
 	return s
 }
 
-// learnLocked adds the exits a linked exit told of.
+// maxLearned bounds the exits the pool keeps from what other exits told
+// it: peer IDs cost nothing, and a hostile exit can tell of new ones at
+// every link.
+const maxLearned = discovery.MaxKnown
+
+// learnLocked adds the exits a linked exit told of. Past maxLearned, one
+// learned exit that is not linked makes room for each new one, the most
+// failed first.
 func (p *Pool) learnLocked(known []discovery.Known) {
+	learned := 0
+	for _, c := range p.cands {
+		if c.source == discovery.SourceExchange {
+			learned++
+		}
+	}
 	for _, k := range known {
 		if _, ok := p.cands[k.Desc.ID]; ok {
 			continue
+		}
+		if learned < maxLearned {
+			learned++
+		} else if !p.evictLearnedLocked() {
+			return
 		}
 		p.order++
 		p.cands[k.Desc.ID] = &candidate{exit: link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]},
 			source: discovery.SourceExchange, added: time.Now(), order: p.order, desc: &k.Desc}
 	}
+}
+
+// evictLearnedLocked forgets the learned exit that is not linked or being
+// dialed and has failed most (the oldest among equals), and reports
+// whether there was one.
+func (p *Pool) evictLearnedLocked() bool {
+	var worst *candidate
+	for _, c := range p.cands {
+		if c.source != discovery.SourceExchange || c.sess != nil || c.dialing {
+			continue
+		}
+		if worst == nil || c.failures > worst.failures || c.failures == worst.failures && c.order < worst.order {
+			worst = c
+		}
+	}
+	if worst == nil {
+		return false
+	}
+	delete(p.cands, worst.exit.ID)
+	return true
 }

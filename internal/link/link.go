@@ -2,9 +2,7 @@ package link
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -158,12 +156,6 @@ func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Sessi
 		return nil, err
 	}
 	return &Session{Session: mux, Peer: peer, Version: version, Conn: uconn}, nil
-}
-
-// tlsState is what the proofs need of either TLS implementation.
-type tlsState interface {
-	net.Conn
-	exporter
 }
 
 type utlsState struct{ *utls.UConn }
@@ -373,15 +365,4 @@ func (cfg *Config) serverTLS() (*tls.Config, error) {
 		return cfg.Identity.selfSigned(name, time.Now())
 	}
 	return tc, nil
-}
-
-func peerIDOf(certs []*x509.Certificate) (PeerID, error) {
-	if len(certs) != 1 {
-		return PeerID{}, fmt.Errorf("peer sent %d certificates, want 1", len(certs))
-	}
-	pub, ok := certs[0].PublicKey.(ed25519.PublicKey)
-	if !ok {
-		return PeerID{}, fmt.Errorf("peer certificate holds a %T key, want ed25519", certs[0].PublicKey)
-	}
-	return PeerID(pub), nil
 }
