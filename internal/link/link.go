@@ -108,7 +108,19 @@ type Session struct {
 // identity's certificate, accepting the server only if its key is want. On
 // success the caller owns the Session; on failure conn is closed.
 func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Session, error) {
-	tc, err := cfg.tlsConfig(&want)
+	return client(ctx, conn, cfg, &want)
+}
+
+// ClientUnpinned is Client for a server whose peer ID is not known yet (an
+// address learned from the DHT): it accepts any ed25519 key the server
+// proves it holds, and Session.Peer says which. Whatever the caller learns
+// over such a session about the exit must be checked against Session.Peer.
+func ClientUnpinned(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
+	return client(ctx, conn, cfg, nil)
+}
+
+func client(ctx context.Context, conn net.Conn, cfg Config, want *PeerID) (*Session, error) {
+	tc, err := cfg.tlsConfig(want)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -163,10 +175,29 @@ func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) b
 	return &Session{Session: mux, Peer: peer, Conn: tconn}, nil
 }
 
-// Dial connects to an exit and runs the client handshake.
+// Dial connects to an exit and runs the client handshake, pinning exit.ID.
 func Dial(ctx context.Context, cfg Config, exit ExitAddr) (*Session, error) {
+	conn, err := dialTCP(ctx, exit.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return Client(ctx, conn, cfg, exit.ID)
+}
+
+// DialUnpinned connects to addr (HOST:PORT) and runs the client handshake
+// without a pinned peer ID: see ClientUnpinned. Only discovery of exits by
+// address uses it; everything else pins.
+func DialUnpinned(ctx context.Context, cfg Config, addr string) (*Session, error) {
+	conn, err := dialTCP(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return ClientUnpinned(ctx, conn, cfg)
+}
+
+func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", exit.Addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +205,7 @@ func Dial(ctx context.Context, cfg Config, exit ExitAddr) (*Session, error) {
 		// yamux has its own keepalive; the kernel's would only add packets.
 		tcp.SetKeepAlive(false)
 	}
-	return Client(ctx, conn, cfg, exit.ID)
+	return conn, nil
 }
 
 func (cfg *Config) handshake(ctx context.Context, tconn *tls.Conn) (PeerID, error) {
@@ -198,7 +229,8 @@ func (cfg *Config) handshake(ctx context.Context, tconn *tls.Conn) (PeerID, erro
 }
 
 // tlsConfig returns the TLS configuration for one handshake. want is the
-// pinned server ID on the client side and nil on the server side.
+// pinned server ID on the client side (nil for an unpinned client) and nil
+// on the server side.
 func (cfg *Config) tlsConfig(want *PeerID) (*tls.Config, error) {
 	if cfg.Identity == nil {
 		return nil, errors.New("link: no identity configured")
