@@ -77,6 +77,9 @@ type Config struct {
 	// MDNS advertises the exit on the LAN while it serves. Without
 	// multicast (a container, a VPS) that fails with a warning only.
 	MDNS bool
+	// DHT, when set, announces and publishes the exit on the Mainline DHT
+	// while it serves (see dht.go).
+	DHT *DHTConfig
 	// KnownExits are other exits whose descriptors this exit fetches (at
 	// start, then every half hour) and passes on to its clients.
 	KnownExits []link.ExitAddr
@@ -98,6 +101,7 @@ type Server struct {
 
 	names nameCache
 	desc  descriptors
+	dht   *dhtState // nil when not on the DHT
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -175,6 +179,12 @@ func New(cfg Config) (*Server, error) {
 	if e.policy == nil {
 		e.policy = &policy.Policy{}
 	}
+	if cfg.DHT != nil {
+		var err error
+		if e.dht, err = newDHT(cfg); err != nil {
+			return nil, err
+		}
+	}
 	e.dialer = net.Dialer{
 		Timeout:  orDefault(cfg.DialTimeout, 10*time.Second),
 		Resolver: cfg.Resolver,
@@ -208,6 +218,9 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if len(e.cfg.KnownExits) > 0 {
 		wg.Go(func() { e.learnKnown(ctx) })
+	}
+	if e.dht != nil {
+		wg.Go(func() { e.runDHT(ctx, ln.Addr()) })
 	}
 	err := listener.Accept(ctx, ln, &wg, e.log, func(conn net.Conn) { e.serveConn(ctx, conn) })
 	cancel()

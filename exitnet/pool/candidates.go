@@ -41,11 +41,12 @@ type candidate struct {
 	nextTry  time.Time
 	lastErr  string
 
-	desc    *discovery.Descriptor // from the last link, verified
-	dialing bool
-	sess    *link.Session
-	role    Role // RoleActive, RoleStandby or "" (linked but spare, or not linked)
-	upAt    time.Time
+	desc     *discovery.Descriptor // from the last link, verified
+	verified time.Time             // when desc was last verified
+	dialing  bool
+	sess     *link.Session
+	role     Role // RoleActive, RoleStandby or "" (linked but spare, or not linked)
+	upAt     time.Time
 }
 
 // ExitInfo describes a known exit, for `swarmvpn peers`.
@@ -60,6 +61,9 @@ type ExitInfo struct {
 	// pool has linked to it.
 	Caps []string
 	Load float64
+	// Verified is when the exit's descriptor last verified on a link;
+	// zero before the pool has linked to it.
+	Verified time.Time
 }
 
 // AddExit tells the pool of an exit. An exit it already knows keeps its
@@ -89,7 +93,7 @@ func (p *Pool) Exits() []ExitInfo {
 		info := ExitInfo{Exit: c.exit, Source: c.source, Role: c.role, RTT: c.rtt,
 			Age: now.Sub(c.added).Round(time.Second), LastErr: c.lastErr}
 		if c.desc != nil {
-			info.Caps, info.Load = c.desc.Caps(), c.desc.Load
+			info.Caps, info.Load, info.Verified = c.desc.Caps(), c.desc.Load, c.verified
 		}
 		out = append(out, info)
 	}
