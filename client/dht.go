@@ -76,6 +76,12 @@ const (
 	maxFailures = 4096
 	// maxItemLookups bounds the exits looked up by peer ID in one round.
 	maxItemLookups = 16
+	// maxProbes bounds the candidates probed in one round. The node
+	// returns up to maxCandidates; those that failed before are passed
+	// over first, so a crowd of bogus announces is worked through, round
+	// after round, instead of hiding the real exits behind the same cap.
+	maxProbes     = 64
+	maxCandidates = 1024
 )
 
 // DHTPath is how the client's DHT node reaches the DHT.
@@ -146,7 +152,7 @@ func newFinder(cfg DHT, p *pool.Pool, c Config, wanted []link.PeerID, trusted fu
 
 func (f *finder) nodeConfig(conn net.PacketConn) mainline.Config {
 	return mainline.Config{Conn: conn, Listen: f.cfg.Listen, Bootstrap: f.cfg.Bootstrap, StateFile: f.stateFile,
-		FreshID: true, Log: f.log, AllowPrivate: f.cfg.AllowPrivate, SendLimiter: f.cfg.SendLimiter, OpTimeout: f.cfg.OpTimeout}
+		FreshID: true, Log: f.log, AllowPrivate: f.cfg.AllowPrivate, MaxCandidates: maxCandidates, SendLimiter: f.cfg.SendLimiter, OpTimeout: f.cfg.OpTimeout}
 }
 
 // Stats returns a snapshot of the finder.
@@ -200,7 +206,7 @@ func (f *finder) session(ctx context.Context, viaExit bool) {
 			return
 		}
 		ec := newExitConn(udp, &f.exitSent, &f.exitRecv)
-		conn, assocDone = ec, ec.closed
+		conn, assocDone = ec, ec.dead
 	} else {
 		pc, err := net.ListenPacket("udp", cmp.Or(f.cfg.Listen, mainline.DefaultListen))
 		if err != nil {
@@ -332,7 +338,7 @@ func (f *finder) round(ctx context.Context, node *mainline.Node) {
 	}
 	for _, ap := range cands {
 		a := ap.String()
-		if known[a] || now.Before(f.failed[a]) {
+		if known[a] || now.Before(f.failed[a]) || len(todo) >= maxProbes {
 			continue
 		}
 		todo = append(todo, a)

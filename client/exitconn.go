@@ -16,23 +16,30 @@ import (
 // the client's DHT node sends goes out from the exit's address, so DHT
 // nodes see the exit, never this machine. Deadlines are not supported (the
 // DHT node sets none); Close ends the association.
+//
+// When the association fails, ReadFrom does not return the error until
+// Close: the DHT library panics on a read error from a socket it has not
+// closed itself. The owner learns of the failure from dead, and closes.
 type exitConn struct {
 	udp        *pool.UDP
 	sent, recv *atomic.Uint64
-	closed     chan struct{} // closed when the association fails or Close is called
-	once       sync.Once
+	dead       chan struct{} // closed when the association fails, or on Close
+	closed     chan struct{} // closed by Close
+	deadOnce   sync.Once
+	closeOnce  sync.Once
 }
 
 var _ net.PacketConn = (*exitConn)(nil)
 
 func newExitConn(udp *pool.UDP, sent, recv *atomic.Uint64) *exitConn {
-	return &exitConn{udp: udp, sent: sent, recv: recv, closed: make(chan struct{})}
+	return &exitConn{udp: udp, sent: sent, recv: recv, dead: make(chan struct{}), closed: make(chan struct{})}
 }
 
 func (c *exitConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, src, err := c.udp.ReadFrom(b)
 	if err != nil {
-		c.Close()
+		c.markDead()
+		<-c.closed
 		return 0, nil, err
 	}
 	c.recv.Add(1)
@@ -46,15 +53,18 @@ func (c *exitConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	ap := ua.AddrPort()
 	if err := c.udp.WriteTo(b, wire.Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}); err != nil {
-		c.Close()
+		c.markDead()
 		return 0, err
 	}
 	c.sent.Add(1)
 	return len(b), nil
 }
 
+func (c *exitConn) markDead() { c.deadOnce.Do(func() { close(c.dead) }) }
+
 func (c *exitConn) Close() error {
-	c.once.Do(func() {
+	c.closeOnce.Do(func() {
+		c.markDead()
 		close(c.closed)
 		c.udp.Close()
 	})
