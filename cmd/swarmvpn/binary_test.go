@@ -48,8 +48,9 @@ func TestMain(m *testing.M) {
 
 // testEnv is the environment of every process the tests start: mDNS off,
 // since tests may send nothing beyond loopback and multicast would reach
-// the machine's real interfaces.
-func testEnv() []string { return append(os.Environ(), "SWARMVPN_MDNS=false") }
+// the machine's real interfaces, and the DHT off, whose default bootstrap
+// nodes are the public routers.
+func testEnv() []string { return append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_DHT=false") }
 
 // run runs the binary to completion and returns stdout, stderr and the exit
 // code.

@@ -20,7 +20,7 @@ func exitCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "exit",
 		Usage: "run an exit: carry other peers' flows to the internet, and print this exit's address",
-		Flags: append(commonFlags(),
+		Flags: append(append(commonFlags(),
 			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT`"),
 			stringFlag("public-addr", "", "print `HOST` in the exit address instead of this machine's interface addresses (for an exit behind NAT)"),
 			&cli.BoolFlag{Name: "allow-private", Sources: env("allow-private"),
@@ -55,7 +55,7 @@ func exitCommand() *cli.Command {
 				Usage: "the most forwarded ports one client may hold"},
 			&cli.DurationFlag{Name: "forward-reservation", Value: 24 * time.Hour, Sources: env("forward-reservation"),
 				Usage: "keep a client's port for it this long after it leaves, so it gets the same port back"},
-		),
+		), dhtFlags("exit")...),
 		Before: applyConfig,
 		Action: runExit,
 	}
@@ -106,6 +106,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	})
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
+		reg.MustRegister(dhtCollector(e.DHT, nil))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
 	}
 	err = g.Wait()

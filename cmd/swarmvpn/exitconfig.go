@@ -83,6 +83,9 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		MDNS:                cmd.Bool("mdns"),
 		Log:                 log,
 	}
+	if cfg.DHT, err = exitDHT(cmd, log); err != nil {
+		return exit.Config{}, nil, err
+	}
 	for _, s := range cmd.StringSlice("known-exit") {
 		k, err := link.ParseExitAddr(s)
 		if err != nil {
