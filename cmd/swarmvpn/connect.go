@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
@@ -36,6 +37,8 @@ func connectCommand() *cli.Command {
 				Usage: "with no link to an exit yet, query the DHT from this machine, which DHT nodes then see (--dht-direct=false: only through an exit)"},
 			&cli.BoolFlag{Name: "allow-private-exits", Sources: env("allow-private-exits"),
 				Usage: "accept exits and DHT nodes found on the DHT at loopback and private addresses (labs and tests)"},
+			&cli.DurationFlag{Name: "dht-lookup-every", Value: 30 * time.Second, Sources: env("dht-lookup-every"),
+				Usage: "look for exits on the DHT this often while fewer than three good ones are known"},
 			stringFlag("trust", "", "use only the exits whose peer IDs `FILE` lists, one per line (# comments)"),
 		), dhtFlags("client")...),
 		Before: applyConfig,

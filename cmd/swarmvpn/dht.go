@@ -92,8 +92,12 @@ func clientDHT(cmd *cli.Command) (*client.DHT, error) {
 	if err != nil {
 		return nil, err
 	}
+	every := cmd.Duration("dht-lookup-every")
+	if every < time.Second {
+		return nil, fmt.Errorf("--dht-lookup-every %v: want at least 1s", every)
+	}
 	return &client.DHT{Bootstrap: bs, Listen: cmd.String("dht-listen"), NoDirect: !cmd.Bool("dht-direct"),
-		AllowPrivate: cmd.Bool("allow-private-exits")}, nil
+		AllowPrivate: cmd.Bool("allow-private-exits"), Every: every}, nil
 }
 
 // parseExit reads --exit: PEERID@HOST:PORT, or PEERID alone (found on the
