@@ -10,6 +10,7 @@ E2E=$ROOT/e2e
 LTPEER=$ROOT/internal/testnet/testdata/ltpeer.py  # the libtorrent peer the Go tests use too
 PY=/usr/bin/python3 # python3-libtorrent imports only here
 export SWARMVPN_MDNS=false
+export SWARMVPN_NAT=off
 DEADLINE_DL=${E2E_DL_TIMEOUT:-120}
 LOGLEVEL=${E2E_LOG_LEVEL:-info}
 RESUME_TIMEOUT=${E2E_RESUME_TIMEOUT:-240}

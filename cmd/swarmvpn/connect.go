@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/client"
+	"github.com/swarmvpn/swarmvpn/ui"
 )
 
 func connectCommand() *cli.Command {
@@ -40,6 +41,8 @@ func connectCommand() *cli.Command {
 			&cli.DurationFlag{Name: "dht-lookup-every", Value: 30 * time.Second, Sources: env("dht-lookup-every"),
 				Usage: "look for exits on the DHT this often while fewer than three good ones are known"},
 			stringFlag("trust", "", "use only the exits whose peer IDs `FILE` lists, one per line (# comments)"),
+			uiFlags()[0],
+			uiFlags()[1],
 		), dhtFlags("client")...),
 		Before: applyConfig,
 		Action: runConnect,
@@ -76,6 +79,9 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if err := cfg.Check(); err != nil { // before a key is created
 		return err
 	}
+	if err := checkUI(cmd); err != nil {
+		return err
+	}
 	if cfg.Identity, err = identity(cmd, "client", log); err != nil {
 		return err
 	}
@@ -93,8 +99,24 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		c.Close()
 		return err
 	}
+	page, err := ui.New(ui.Config{Page: ui.ClientPage, Status: func() ui.Snapshot { return c.Report() },
+		Changed: c.Changed, Password: cmd.String("ui-pass"), Log: log})
+	if err != nil {
+		c.Close()
+		closeAll(metricsLn)
+		return err
+	}
+	uiLn, err := listenUI(cmd, log)
+	if err != nil {
+		c.Close()
+		closeAll(metricsLn)
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(ctx) })
+	if uiLn != nil {
+		g.Go(func() error { return page.Serve(ctx, uiLn) })
+	}
 	if metricsLn != nil {
 		reg := newRegistry(clientCollector(c))
 		reg.MustRegister(dhtCollector(nil, func() *client.DHTStats { return c.Stats().DHT }))

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/swarmvpn/swarmvpn/internal/meter"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 // Stats is a snapshot of what a pool has carried.
@@ -18,6 +19,7 @@ type Stats struct {
 	LinkDowns, DialFailures uint64
 
 	FlowsOpen int64            // flows open now through the pool, inbound ones included
+	UDPOpen   int64            // of those, UDP associations
 	Flows     meter.FlowCounts // flows since start, by kind (Connect, UDP, Inbound)
 	// InboundBytesIn and InboundBytesOut count what connections that
 	// arrived at the forwarded port carried from the internet to the local
@@ -55,6 +57,7 @@ func (p *Pool) Stats() Stats {
 		LinkDowns:       c.linkDowns.Load(),
 		DialFailures:    c.dialFailures.Load(),
 		FlowsOpen:       c.flows.Open(),
+		UDPOpen:         c.flows.OpenOf(wire.KindUDP),
 		Flows:           c.flows.Counts(),
 		InboundBytesIn:  in,
 		InboundBytesOut: out,

@@ -22,6 +22,8 @@ var allowed = map[string][]string{
 	"internal/nstest":   nil,
 	"internal/socks":    {"internal/wire"},
 	"internal/listener": nil,
+	"internal/control":  {"internal/listener"},
+	"internal/lockfile": nil,
 	"internal/meter":    {"internal/relay", "internal/wire"},
 	"internal/layers":   nil,
 	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",
@@ -31,13 +33,14 @@ var allowed = map[string][]string{
 	"exitnet/nat":                {"internal/..."},
 	"exitnet/discovery":          {"internal/link", "internal/wire"},
 	"exitnet/discovery/mainline": {"internal/link", "internal/wire"},
-	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "exitnet/discovery/mainline", "exitnet/nat", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
+	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "exitnet/discovery/mainline", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
 	"exitnet/pool":               {"exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
 	"proxy":                      {"internal/wire", "internal/relay", "internal/listener"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
 	"bench":                      {"internal/socks", "internal/wire", "internal/listener"},
-	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
-	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener"},
+	"ui":                         {"exitnet/exit", "internal/listener"},
+	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
+	"cmd/swarmvpn":               {"client", "bench", "ui", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
 }
 
 // testOnly are packages that exist for tests: no production package may
