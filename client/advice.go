@@ -85,6 +85,8 @@ func (c *Client) checkQBittorrent(ctx context.Context, every time.Duration) {
 // or "" when all is well; the most pressing first.
 func advice(r Report, forward bool, exits int) string {
 	switch {
+	case r.Link != "up" && exits == 0 && r.DHT != nil:
+		return "No exit known yet: looking for exits on the DHT (see 'dht' in this status); or start with --exit PEERID@HOST:PORT."
 	case r.Link != "up" && exits == 0:
 		return "No exit known: start with --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints), or run an exit on your LAN."
 	case r.Link == "connecting":

@@ -36,6 +36,7 @@ type Client struct {
 	announcer *portfwd.Announcer
 	ports     chan uint16 // the newest forwarded port, for the announcements
 	learned   int         // exits loaded from the cache
+	dht       *finder     // nil when the DHT is off
 	events    *events     // recent events, from the pool's status changes
 	doctor    doctor      // the newest check of qBittorrent's settings
 
@@ -70,7 +71,16 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
 		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log},
 		events:    newEvents(!cfg.forwardOff())}
-	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: cfg.Exits, Log: log,
+	var exits []link.ExitAddr
+	var wanted []link.PeerID // named by peer ID alone: found on the DHT
+	for _, e := range cfg.Exits {
+		if e.Addr == "" {
+			wanted = append(wanted, e.ID)
+		} else {
+			exits = append(exits, e)
+		}
+	}
+	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: exits, Log: log,
 		Require: requireP2P, DialWait: cfg.Tuning.DialWait,
 		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff, OnStatus: c.events.observe}
 	if cache != nil {
@@ -90,9 +100,16 @@ func New(cfg Config) (*Client, error) {
 		pc.Inbound = target
 		pc.OnPort = func(port uint16) { latest(c.ports, port) }
 	}
+	var trusted func(link.PeerID) bool
+	pc.Require, trusted = trustOnly(cfg.Trust, pc.Require)
 	var err error
 	if c.pool, err = pool.New(pc); err != nil {
 		return nil, err
+	}
+	if cfg.DHT != nil {
+		if c.dht, err = newFinder(*cfg.DHT, c.pool, cfg, wanted, trusted); err != nil {
+			return nil, err
+		}
 	}
 	for _, k := range cached {
 		c.pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, discovery.SourceCache)
@@ -196,11 +213,14 @@ func (c *Client) Run(ctx context.Context) error {
 		return errors.New("client: Run called after Run or Close")
 	}
 	c.log.Info("client ready", "peer", c.cfg.Identity.ID().String(), "exits", len(c.cfg.Exits), "learned", c.learned,
-		"mdns", c.cfg.MDNS, "socks", c.socksLn.Addr().String(), "http", addrOf(c.httpLn))
+		"mdns", c.cfg.MDNS, "dht", c.dht != nil, "socks", c.socksLn.Addr().String(), "http", addrOf(c.httpLn))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.pool.Run(ctx) })
 	if c.cfg.MDNS {
 		g.Go(func() error { c.browse(ctx); return nil })
+	}
+	if c.dht != nil {
+		g.Go(func() error { c.dht.run(ctx); return nil })
 	}
 	g.Go(func() error { c.announce(ctx); return nil })
 	g.Go(func() error { return c.socks.Serve(ctx, c.socksLn) })

@@ -26,10 +26,18 @@ type Config struct {
 	// Required.
 	Identity *link.Identity
 	// Exits are the exits the user named. More come from the cache in
-	// StateDir, from mDNS when MDNS is set, and from linked exits.
+	// StateDir, from mDNS when MDNS is set, from the DHT when DHT is set,
+	// and from linked exits. An exit with an empty Addr (named by peer ID
+	// alone) is looked up on the DHT.
 	Exits []link.ExitAddr
 	// MDNS looks for exits on the LAN. Default off.
 	MDNS bool
+	// DHT, when set, finds exits on the BitTorrent Mainline DHT (see
+	// dht.go). Nil: off.
+	DHT *DHT
+	// Trust, when not empty, restricts the client to the exits with these
+	// peer IDs, whatever told of them.
+	Trust []link.PeerID
 	// StateDir keeps the known-exits cache (exits.json) and the control
 	// socket (control.sock). Empty: no cache and no control socket.
 	StateDir string
@@ -94,8 +102,16 @@ func (c Config) forwardOff() bool { return c.Forward == "off" }
 // before it creates the identity key, so that bad settings leave nothing
 // behind. It does not check Identity, which New requires.
 func (c Config) Check() error {
-	if len(c.Exits) == 0 && !c.MDNS && !c.hasCached() {
-		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS on to find exits on the LAN")
+	if len(c.Exits) == 0 && !c.MDNS && c.DHT == nil && !c.hasCached() {
+		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS or the DHT on to find exits")
+	}
+	for _, e := range c.Exits {
+		if e.Addr == "" && c.DHT == nil {
+			return fmt.Errorf("--exit %s has no address, and finding it by peer ID needs the DHT: give PEERID@HOST:PORT, or leave --dht on", e.ID)
+		}
+	}
+	if c.DHT != nil && c.DHT.NoDirect && len(c.Exits) == 0 && !c.MDNS && !c.hasCached() {
+		return errors.New("--dht-direct=false with no exit to go through: give an --exit, leave mDNS on, or allow direct DHT queries for the first lookup")
 	}
 	if (c.SOCKSUser == "") != (c.SOCKSPass == "") {
 		return errors.New("--socks-user and --socks-pass go together: give both, or neither for no authentication")
@@ -169,6 +185,25 @@ func requireP2P(d discovery.Descriptor) error {
 		return fmt.Errorf("does not carry BitTorrent (tcp %v, udp %v, p2p %v; policy: %s)", d.TCP, d.UDP, d.P2P, d.Policy)
 	}
 	return nil
+}
+
+// trustOnly wraps require so that it also refuses exits trust does not
+// list (no list: any exit).
+func trustOnly(trust []link.PeerID, require func(discovery.Descriptor) error) (func(discovery.Descriptor) error, func(link.PeerID) bool) {
+	if len(trust) == 0 {
+		return require, func(link.PeerID) bool { return true }
+	}
+	set := make(map[link.PeerID]bool, len(trust))
+	for _, id := range trust {
+		set[id] = true
+	}
+	trusted := func(id link.PeerID) bool { return set[id] }
+	return func(d discovery.Descriptor) error {
+		if !set[d.ID] {
+			return errors.New("not in the trust file")
+		}
+		return require(d)
+	}, trusted
 }
 
 // requireForward is requireP2P for a client that asked for forwarding in so

@@ -98,6 +98,7 @@ func TestAdvice(t *testing.T) {
 	}{
 		{"all well", Report{Link: "up", ForwardedPort: 40001}, true, 1, ""},
 		{"no exit known", Report{Link: "down"}, true, 0, "No exit known"},
+		{"no exit known, dht on", Report{Link: "down", DHT: &DHTReport{Path: "direct"}}, true, 0, "looking for exits on the DHT"},
 		{"exit unreachable", Report{Link: "down", LastError: "connection refused"}, true, 1, "connection refused"},
 		{"not connectable", Report{Link: "up"}, true, 1, "Not connectable"},
 		{"no port wanted", Report{Link: "up"}, false, 1, ""},

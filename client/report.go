@@ -28,12 +28,31 @@ type Report struct {
 	Forward        string       `json:"forward,omitempty"`         // what --forward asks for: auto, off, HOST:PORT
 	Traffic        *Traffic     `json:"traffic,omitempty"`
 	Exits          []ExitReport `json:"exits,omitempty"` // every exit the client knows
+	DHT            *DHTReport   `json:"dht,omitempty"`   // nil when the DHT is off
 	// QBittorrent is the newest check of qBittorrent's settings, with
 	// --qbittorrent.
 	QBittorrent *QBittorrentReport `json:"qbittorrent,omitempty"`
 	// Advice says in one line what to do when something is wrong.
 	Advice string  `json:"advice,omitempty"`
 	Events []Event `json:"events,omitempty"` // recent events, oldest first
+}
+
+// DHTReport is the state of the client's DHT finder.
+type DHTReport struct {
+	Path        string    `json:"path"`  // off, direct, exit
+	Nodes       int       `json:"nodes"` // in the routing table
+	LastLookup  time.Time `json:"last_lookup,omitzero"`
+	LastGet     time.Time `json:"last_get,omitzero"`
+	Found       uint64    `json:"found"`          // exits found and verified
+	Probes      uint64    `json:"probes"`         // candidates probed
+	Failures    uint64    `json:"probe_failures"` // candidates dropped
+	DirectSent  uint64    `json:"direct_sent"`    // datagrams on this machine's own DHT socket
+	DirectRecv  uint64    `json:"direct_received"`
+	ExitSent    uint64    `json:"exit_sent"` // datagrams through the exit
+	ExitRecv    uint64    `json:"exit_received"`
+	ItemsFound  uint64    `json:"items_found"` // exits found by peer ID
+	Untrusted   uint64    `json:"untrusted"`
+	ItemsForged uint64    `json:"items_rejected"`
 }
 
 // Traffic is what the client has carried since it started, read at one
@@ -58,6 +77,8 @@ type ExitReport struct {
 	Load      float64  `json:"load"`
 	Age       string   `json:"age"`
 	LastError string   `json:"last_error,omitempty"`
+	// Verified is when the exit's descriptor last verified on a link.
+	Verified time.Time `json:"verified,omitzero"`
 }
 
 // Stats is a snapshot of the client's figures, for metrics.
@@ -68,11 +89,17 @@ type Stats struct {
 	// BytesIn and BytesOut count what TCP flows carried, through the
 	// proxies and from the forwarded port.
 	BytesIn, BytesOut uint64
+	// DHT is the DHT finder's; nil when the DHT is off.
+	DHT *DHTStats
 }
 
 // Stats returns a snapshot of the client's figures.
 func (c *Client) Stats() Stats {
 	s := Stats{Link: c.pool.Status(), Pool: c.pool.Stats(), UDP: c.socks.UDPStats()}
+	if c.dht != nil {
+		d := c.dht.Stats()
+		s.DHT = &d
+	}
 	f := c.socks.FlowStats()
 	s.BytesIn, s.BytesOut = s.Pool.InboundBytesIn+f.BytesIn, s.Pool.InboundBytesOut+f.BytesOut
 	if c.http != nil {
@@ -103,11 +130,18 @@ func (c *Client) Report() Report {
 	}
 	for _, e := range c.pool.Exits() {
 		er := ExitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: string(e.Role), Caps: e.Caps, Load: e.Load,
-			Age: e.Age.String(), LastError: e.LastErr}
+			Age: e.Age.String(), LastError: e.LastErr, Verified: e.Verified}
 		if e.RTT > 0 {
 			er.RTT = e.RTT.Round(time.Microsecond).String()
 		}
 		r.Exits = append(r.Exits, er)
+	}
+	if d := s.DHT; d != nil {
+		rj := d.Node.ItemsRejected
+		r.DHT = &DHTReport{Path: string(d.Path), Nodes: d.Node.Nodes, LastLookup: d.LastLookup, LastGet: d.Node.LastGet,
+			Found: d.Found, Probes: d.Probes, Failures: d.ProbeFailures, DirectSent: d.DirectSent, DirectRecv: d.DirectReceived,
+			ExitSent: d.ExitSent, ExitRecv: d.ExitReceived, ItemsFound: d.ItemsFound, Untrusted: d.Untrusted,
+			ItemsForged: rj.Malformed + rj.WrongKey + rj.Oversize + rj.Signature + rj.Encoding}
 	}
 	r.Forward = cmp.Or(c.cfg.Forward, "auto")
 	r.QBittorrent = c.doctor.report()

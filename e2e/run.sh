@@ -168,7 +168,7 @@ start_exit() {
 	shift
 	mkdir -p "$WORK/$name"
 	bg "$name" "$NX" "$WORK/swarmvpn" exit --state-dir "$WORK/$name" --listen 10.200.3.1:7843 \
-		--public-addr 10.200.3.1 --allow-private --mdns=false --log-level "$LOGLEVEL" "$@"
+		--public-addr 10.200.3.1 --allow-private --mdns=false --dht=false --log-level "$LOGLEVEL" "$@"
 	wait_for 15 "exit $name to print its address" grep -q '@' "$WORK/logs/$name.log"
 	EXIT_ADDR=$(grep -m1 -oE '[A-Za-z0-9]+@10\.200\.3\.1:7843' "$WORK/logs/$name.log")
 	[ -n "$EXIT_ADDR" ] || fail "no exit address in $WORK/logs/$name.log"
@@ -180,7 +180,7 @@ start_client() {
 	shift
 	mkdir -p "$WORK/$name"
 	bg "$name" "$NC" "$WORK/swarmvpn" connect --state-dir "$WORK/$name" --exit "$EXIT_ADDR" \
-		--socks 127.0.0.1:1080 --http 127.0.0.1:8118 --mdns=false --log-level "$LOGLEVEL" "$@"
+		--socks 127.0.0.1:1080 --http 127.0.0.1:8118 --mdns=false --dht=false --log-level "$LOGLEVEL" "$@"
 	wait_for 20 "client $name link up" ip netns exec "$NC" "$WORK/swarmvpn" status --json --state-dir "$WORK/$name"
 	wait_for 20 "client $name link up" client_up "$name"
 }

@@ -18,6 +18,8 @@ type ExitView struct {
 	Ports func() (inUse []uint16, free int)
 	// NAT, when set, lists the mappings the exit holds on its router.
 	NAT func() []NATMapping
+	// DHT, when set, says what the exit publishes on the DHT (nil: off).
+	DHT func() *exit.DHTReport
 }
 
 // NATMapping is a port the exit's router forwards to it (UPnP IGD or
@@ -58,6 +60,8 @@ type ExitStatus struct {
 	Ports     []uint16     `json:"ports,omitempty"`      // forwarded ports in use
 	FreePorts *int         `json:"free_ports,omitempty"` // with port forwarding
 	NAT       []NATMapping `json:"nat,omitempty"`
+	// DHT is the exit's presence on the Mainline DHT; absent when off.
+	DHT *exit.DHTReport `json:"dht,omitempty"`
 }
 
 type exitFlows struct {
@@ -92,6 +96,9 @@ func (v ExitView) Status() ExitStatus {
 	}
 	if v.NAT != nil {
 		s.NAT = v.NAT()
+	}
+	if v.DHT != nil {
+		s.DHT = v.DHT()
 	}
 	return s
 }

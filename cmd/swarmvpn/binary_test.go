@@ -46,9 +46,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testEnv is the environment of every process the tests start: mDNS and
-// router port mapping off, since tests may send nothing beyond loopback and
-// multicast or the machine's gateway would reach its real network; and a
+// testEnv is the environment of every process the tests start: mDNS, the
+// DHT and router port mapping off, since tests may send nothing beyond
+// loopback, and multicast, the DHT's default bootstrap nodes (the public
+// routers) or the machine's gateway would reach its real network; and a
 // state dir of the tests' own for processes given none.
 //
 // Each process gets a state dir of its own unless the test gives one (a
@@ -56,7 +57,7 @@ func TestMain(m *testing.M) {
 // with defaultStateDirEnv: processes that shared one would hold each other's
 // lock and control socket.
 func testEnv() []string {
-	env := append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off")
+	env := append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_DHT=false", "SWARMVPN_NAT=off")
 	if os.Getenv("SWARMVPN_STATE_DIR") == "" && os.Getenv(defaultStateDirEnv) == "" {
 		dir, err := os.MkdirTemp(filepath.Dir(binPath), "state")
 		if err != nil {

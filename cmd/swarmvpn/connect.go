@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/client"
-	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/ui"
 )
 
@@ -16,9 +16,9 @@ func connectCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "connect",
 		Usage: "serve a local SOCKS5 and HTTP proxy whose every flow leaves through an exit",
-		Flags: append(commonFlags(),
+		Flags: append(append(commonFlags(),
 			&cli.StringSliceFlag{Name: "exit", Sources: env("exit"),
-				Usage: "an exit to use, `PEERID@HOST:PORT` as printed by 'swarmvpn exit'; repeatable; without it exits are found on the LAN and from other exits"},
+				Usage: "an exit to use, `PEERID@HOST:PORT` as printed by 'swarmvpn exit', or PEERID alone to find it on the DHT; repeatable; without it exits are found on the DHT, on the LAN and from other exits"},
 			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
 				Usage: "look for exits on the LAN by mDNS (--mdns=false to use only --exit and exits learned before)"},
 			stringFlag("socks", "127.0.0.1:1080", "serve SOCKS5 on `HOST:PORT`"),
@@ -34,9 +34,16 @@ func connectCommand() *cli.Command {
 			stringFlag("qbittorrent", "", "keep qBittorrent's listen port equal to the forwarded port through its WebUI at `URL` (e.g. http://127.0.0.1:8080)"),
 			qbittorrentFlags()[1],
 			qbittorrentFlags()[2],
+			&cli.BoolFlag{Name: "dht-direct", Value: true, Sources: env("dht-direct"),
+				Usage: "with no link to an exit yet, query the DHT from this machine, which DHT nodes then see (--dht-direct=false: only through an exit)"},
+			&cli.BoolFlag{Name: "allow-private-exits", Sources: env("allow-private-exits"),
+				Usage: "accept exits and DHT nodes found on the DHT at loopback and private addresses (labs and tests)"},
+			&cli.DurationFlag{Name: "dht-lookup-every", Value: 30 * time.Second, Sources: env("dht-lookup-every"),
+				Usage: "look for exits on the DHT this often while fewer than three good ones are known"},
+			stringFlag("trust", "", "use only the exits whose peer IDs `FILE` lists, one per line (# comments)"),
 			uiFlags()[0],
 			uiFlags()[1],
-		),
+		), dhtFlags("client")...),
 		Before: applyConfig,
 		Action: runConnect,
 	}
@@ -52,11 +59,19 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		Forward: cmd.String("forward"), ForwardPort: cmd.Uint16("forward-port"),
 		PortFile: cmd.String("port-file"), OnPortHook: cmd.String("on-port"), Log: log}
 	for _, s := range cmd.StringSlice("exit") {
-		e, err := link.ParseExitAddr(s)
+		e, err := parseExit(s)
 		if err != nil {
 			return fmt.Errorf("--exit: %w", err)
 		}
 		cfg.Exits = append(cfg.Exits, e)
+	}
+	if cfg.DHT, err = clientDHT(cmd); err != nil {
+		return err
+	}
+	if f := cmd.String("trust"); f != "" {
+		if cfg.Trust, err = readTrust(f); err != nil {
+			return err
+		}
 	}
 	if cfg.StateDir, err = stateDir(cmd); err != nil {
 		return err
@@ -104,6 +119,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	}
 	if metricsLn != nil {
 		reg := newRegistry(clientCollector(c))
+		reg.MustRegister(dhtCollector(nil, func() *client.DHTStats { return c.Stats().DHT }))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
 	}
 	return g.Wait()

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery/mainline"
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/exitnet/nat"
 	"github.com/swarmvpn/swarmvpn/internal/control"
@@ -26,7 +27,7 @@ func exitCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "exit",
 		Usage: "run an exit: carry other peers' flows to the internet, and print this exit's address",
-		Flags: append(commonFlags(),
+		Flags: append(append(commonFlags(),
 			stringFlag("listen", "", "accept links on `HOST:PORT` (default: 0.0.0.0:443 when this process may bind it — root or "+
 				"CAP_NET_BIND_SERVICE —, else 0.0.0.0:7843)"),
 			stringFlag("fallback", "", "show visitors who are not clients (browsers, probers) the web site at `URL`, e.g. http://127.0.0.1:8080 "+
@@ -81,7 +82,7 @@ func exitCommand() *cli.Command {
 				Usage: "hold at most this many unfinished TLS handshakes from one address (IPv6: /64); past it its oldest is closed"},
 			uiFlags()[0],
 			uiFlags()[1],
-		),
+		), dhtFlags("exit")...),
 		Before: applyConfig,
 		Action: runExit,
 	}
@@ -175,6 +176,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
+		reg.MustRegister(dhtCollector(func() (mainline.Stats, bool) { s, ok := e.DHT(); return s.Stats, ok }, nil))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
 	}
 	if uiLn != nil {
@@ -234,6 +236,9 @@ func exitPage(cmd *cli.Command, e *exit.Server, cfg exit.Config, mapper *nat.Map
 	}
 	if mapper != nil {
 		view.NAT = func() []ui.NATMapping { return natMappings(mapper.Status()) }
+	}
+	if cfg.DHT != nil {
+		view.DHT = e.DHTReport
 	}
 	return ui.New(ui.Config{Page: ui.ExitPage, Status: func() ui.Snapshot { return view.Status() },
 		Password: cmd.String("ui-pass"), Log: log})

@@ -107,6 +107,9 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		KnownExits:             known,
 		Log:                    log,
 	}
+	if cfg.DHT, err = exitDHT(cmd, log); err != nil {
+		return exit.Config{}, nil, err
+	}
 	return cfg, allowed, nil
 }
 

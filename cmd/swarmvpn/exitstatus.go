@@ -159,10 +159,40 @@ func printExitStatus(w io.Writer, s exitStatus, now time.Time) {
 	} else {
 		line("publish", "no (not reachable from the internet)")
 	}
+	line("dht", exitDHTLine(s.DHT, now))
 	st := s.Stats
 	line("clients", fmt.Sprintf("%d (%d links); %d links accepted since start", st.Clients, st.Links, st.LinksAccepted))
 	line("flows", fmt.Sprintf("%d open, %d refused by policy", st.FlowsOpen, st.PolicyRefusals))
 	line("traffic", "in "+sizeOf(st.BytesIn)+", out "+sizeOf(st.BytesOut)+
 		fmt.Sprintf("; udp in %s, out %s", sizeOf(st.UDP.BytesIn), sizeOf(st.UDP.BytesOut)))
 	line("forward", fmt.Sprintf("%d open, %d inbound connections", st.Forward.Active, st.Forward.Inbound))
+}
+
+// exitDHTLine sums up the exit's presence on the DHT for 'status --exit'.
+func exitDHTLine(d *exit.DHTReport, now time.Time) string {
+	if d == nil {
+		return "off"
+	}
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	v := fmt.Sprintf("%d nodes; ", d.Nodes)
+	if d.Publishing {
+		v += fmt.Sprintf("announcing port %d, last announce %s, last publish %s", d.Port, ago(d.LastAnnounce), ago(d.LastPublish))
+		if d.Seq != 0 {
+			v += fmt.Sprintf(" (seq %d)", d.Seq)
+		}
+	} else {
+		v += "not publishing (not known to be reachable from the internet)"
+		if !d.LastPublish.IsZero() {
+			v += ", last publish " + ago(d.LastPublish)
+		}
+	}
+	if d.Failures > 0 {
+		v += fmt.Sprintf("; %d failed", d.Failures)
+	}
+	return v
 }

@@ -42,6 +42,7 @@ func newApp() *cli.Command {
 			statusCommand(),
 			doctorCommand(),
 			peersCommand(),
+			dhtCommand(),
 			benchCommand(),
 			versionCommand(),
 		},

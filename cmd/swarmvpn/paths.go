@@ -15,7 +15,7 @@ import (
 // file): a shell expands them on a command line, but not in a config file,
 // a systemd unit or a quoted argument, and a literal "~" directory in the
 // working directory is never what was meant.
-var pathFlags = []string{"config", "state-dir", "key", "port-file", "allow-clients-file", "cpuprofile"}
+var pathFlags = []string{"config", "state-dir", "key", "port-file", "allow-clients-file", "cpuprofile", "trust"}
 
 // expandHome turns a leading "~", "~/", "$HOME" or "${HOME}" of path into
 // the user's home directory. Any other path comes back as it is.

@@ -98,7 +98,7 @@ func printPeers(w io.Writer, exits []client.ExitReport) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXIT\tROLE\tRTT\tCAPS\tLOAD\tSOURCE\tAGE\tNOTE")
+	fmt.Fprintln(tw, "EXIT\tROLE\tRTT\tCAPS\tLOAD\tSOURCE\tAGE\tVERIFIED\tNOTE")
 	for _, e := range exits {
 		role := e.Role
 		if role == "" {
@@ -108,8 +108,12 @@ func printPeers(w io.Writer, exits []client.ExitReport) {
 		if rtt == "" {
 			rtt = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\t%s\n", e.Exit, role, rtt, strings.Join(e.Caps, ","),
-			e.Load*100, e.Source, e.Age, e.LastError)
+		verified := "-"
+		if !e.Verified.IsZero() {
+			verified = time.Since(e.Verified).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\t%s\t%s\t%s\t%s\n", e.Exit, role, rtt, strings.Join(e.Caps, ","),
+			e.Load*100, e.Source, e.Age, verified, e.LastError)
 	}
 	tw.Flush()
 }

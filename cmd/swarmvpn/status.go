@@ -190,6 +190,9 @@ func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Ti
 		}
 		line("traffic", "in "+in+", out "+out)
 	}
+	if d := r.DHT; d != nil {
+		line("dht", dhtLine(d, now))
+	}
 	if r.Advice != "" {
 		line("advice", r.Advice)
 	}
@@ -223,4 +226,22 @@ func sizeOf(n uint64) string {
 		i++
 	}
 	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}
+
+// dhtLine sums up the client's DHT finder for 'status'.
+func dhtLine(d *client.DHTReport, now time.Time) string {
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	s := fmt.Sprintf("%s, %d nodes, last lookup %s, %d exits found (%d candidates dropped)", d.Path, d.Nodes, ago(d.LastLookup), d.Found, d.Failures)
+	if d.DirectSent > 0 {
+		s += fmt.Sprintf("; %d datagrams sent from this machine", d.DirectSent)
+	}
+	if d.ExitSent > 0 {
+		s += fmt.Sprintf(", %d through the exit", d.ExitSent)
+	}
+	return s
 }

@@ -70,3 +70,24 @@ func FetchOwn(ctx context.Context, cfg link.Config, exit link.ExitAddr) (SignedD
 	}
 	return s, nil
 }
+
+// FetchProven reads, over a link whose exit was not pinned (dialed by
+// address only), the exit's own descriptor, verified against the peer ID
+// the exit proved in the handshake (sess.Peer): an exit found by address
+// becomes known only under the key it holds.
+func FetchProven(ctx context.Context, sess *link.Session) (Known, error) {
+	st, err := request(ctx, sess)
+	if err != nil {
+		return Known{}, err
+	}
+	defer st.Close()
+	s, err := ReadSignedDescriptor(st)
+	if err != nil {
+		return Known{}, err
+	}
+	d, err := s.Verify(sess.Peer, time.Now())
+	if err != nil {
+		return Known{}, err
+	}
+	return Known{Desc: d, Signed: s}, nil
+}

@@ -9,3 +9,7 @@ const (
 	SourceExchange Source = "exchange" // passed on by another exit
 	SourceCache    Source = "cache"    // kept from an earlier run
 )
+
+// SourceDHT: found on the BitTorrent Mainline DHT (an announce on the
+// rendezvous hash, or the exit's BEP 44 item).
+const SourceDHT Source = "dht"

@@ -7,9 +7,11 @@
 // Behind a home router it maps its link port and every lent port through a
 // PortMapper (not knowing which protocol the router speaks), publishes the
 // external ones, and asks known exits to dial it back (reach requests,
-// which it answers for them too).
+// which it answers for them too). It announces and publishes itself on the
+// Mainline DHT (dht.go), with the external link port when it has one, and
+// not at all while it knows it cannot be reached.
 //
-// exit imports exitnet/policy, exitnet/discovery and internal/*; it must
-// not import exitnet/pool, exitnet/nat (PortMapper is its own interface),
-// proxy, portfwd or client.
+// exit imports exitnet/policy, exitnet/discovery (and its mainline) and
+// internal/*; it must not import exitnet/pool, exitnet/nat (PortMapper is
+// its own interface), proxy, portfwd or client.
 package exit

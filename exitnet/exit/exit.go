@@ -103,6 +103,9 @@ type Config struct {
 	// MDNS advertises the exit on the LAN while it serves. Without
 	// multicast (a container, a VPS) that fails with a warning only.
 	MDNS bool
+	// DHT, when set, announces and publishes the exit on the Mainline DHT
+	// while it serves (see dht.go).
+	DHT *DHTConfig
 	// KnownExits are other exits whose descriptors this exit fetches (at
 	// start, then every half hour) and passes on to its clients.
 	KnownExits []link.ExitAddr
@@ -139,6 +142,7 @@ type Server struct {
 	own      *policy.OwnAddrs // the exit's own addresses, in e.policy.Own
 	ownAddrs ownAddrs         // keeps own up to date
 	site     *site            // what connections that are not clients see
+	dht      *dhtState        // nil when not on the DHT
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -256,6 +260,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	e.policy = &pol
 	e.ownAddrs.e = e
+	if cfg.DHT != nil {
+		var err error
+		if e.dht, err = newDHT(cfg); err != nil {
+			return nil, err
+		}
+	}
 	e.ownAddrs.refresh(context.Background())
 	e.dialer = net.Dialer{
 		Timeout:  orDefault(cfg.DialTimeout, 10*time.Second),
@@ -297,6 +307,9 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 			e.MapLink(ctx, uint16(tcp.Port))
 			e.watchNAT(ctx)
 		})
+	}
+	if e.dht != nil {
+		wg.Go(func() { e.runDHT(ctx, ln.Addr()) })
 	}
 	// Each connection is counted as a pending handshake as it is accepted,
 	// before its goroutine starts, so that a flood sheds its oldest

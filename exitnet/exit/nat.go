@@ -87,6 +87,7 @@ func (e *Server) MapLink(ctx context.Context, port uint16) {
 	default:
 		e.log.Info("link port mapped on the router", "port", port, "external", ext, "public", pub.String())
 	}
+	e.nudgeDHT()
 }
 
 // refreshPublic re-reads the link mapping's external port and the router's
@@ -181,12 +182,13 @@ func (e *Server) watchNAT(ctx context.Context) {
 }
 
 // republish makes the next descriptor request sign a fresh descriptor with
-// the current addresses. (When the exit publishes itself in the DHT, this
-// is where it re-announces.)
+// the current addresses, and the DHT publisher re-announce with the new
+// external port and publish the new descriptor at once.
 func (e *Server) republish() {
 	e.desc.mu.Lock()
 	e.desc.signed = time.Time{}
 	e.desc.mu.Unlock()
+	e.nudgeDHT()
 	pub := e.publicLink()
 	if pub.IsValid() {
 		e.log.Info("public address changed; descriptor re-signed", "public", pub.String())

@@ -48,9 +48,8 @@ type ReachReport struct {
 }
 
 // Publishable reports whether the exit should announce itself beyond its
-// LAN (in the DHT, once that lands): not when it knows it is not
-// reachable, nor when it has a PortMapper that found no public address.
-// Publishing in the DHT must check this first.
+// LAN (on the DHT, dht.go): not when it knows it is not reachable, nor
+// when it has a PortMapper that found no public address.
 func (e *Server) Publishable() bool {
 	e.pub.mu.Lock()
 	defer e.pub.mu.Unlock()
@@ -127,6 +126,9 @@ func (e *Server) checkReach(ctx context.Context) {
 	e.pub.mu.Unlock()
 	if prev.State == r.State && prev.Addr == r.Addr && prev.Observed == r.Observed {
 		return
+	}
+	if prev.State != r.State {
+		e.nudgeDHT() // Publishable may have changed
 	}
 	args := []any{"addr", r.Addr, "method", r.Method, "detail", r.Detail}
 	switch {

@@ -3,6 +3,7 @@ package exit
 import (
 	"maps"
 	"slices"
+	"time"
 )
 
 // Report is what the exit says of itself on its control socket.
@@ -14,7 +15,21 @@ type Report struct {
 	Public  *PublicReport `json:"public,omitempty"`
 	Reach   ReachReport   `json:"reach"`
 	Publish bool          `json:"publish"` // see Publishable
-	Stats   Stats         `json:"stats"`
+	// DHT is the exit's presence on the Mainline DHT; nil when it is off.
+	DHT   *DHTReport `json:"dht,omitempty"`
+	Stats Stats      `json:"stats"`
+}
+
+// DHTReport is what the exit's DHT node holds and last did.
+type DHTReport struct {
+	Publishing   bool      `json:"publishing"`     // announcing and publishing now (see Publishable)
+	Port         int       `json:"port,omitempty"` // the link port announced
+	Nodes        int       `json:"nodes"`          // in the routing table
+	Seq          int64     `json:"seq,omitempty"`  // of the item last published
+	LastAnnounce time.Time `json:"last_announce,omitzero"`
+	LastPublish  time.Time `json:"last_publish,omitzero"`
+	Publishes    uint64    `json:"publishes"`
+	Failures     uint64    `json:"publish_failures"` // announces and publishes no node accepted
 }
 
 // PublicReport is what the router maps for the exit.
@@ -45,6 +60,7 @@ func (e *Server) Report() Report {
 		Publish: e.Publishable(),
 		Stats:   e.Stats(),
 	}
+	r.DHT = e.DHTReport()
 	if e.cfg.NAT == nil {
 		return r
 	}
@@ -59,4 +75,16 @@ func (e *Server) Report() Report {
 	}
 	r.Public = p
 	return r
+}
+
+// DHTReport returns what the exit's DHT node holds and last did; nil when
+// the exit is not on the DHT.
+func (e *Server) DHTReport() *DHTReport {
+	d, ok := e.DHT()
+	if !ok {
+		return nil
+	}
+	return &DHTReport{Publishing: d.Publishing, Port: d.Port, Nodes: d.Nodes, Seq: d.Seq,
+		LastAnnounce: d.LastAnnounce, LastPublish: d.LastPublish, Publishes: d.Publishes,
+		Failures: d.AnnounceFailures + d.PublishFailures}
 }

@@ -42,11 +42,12 @@ type candidate struct {
 	lastErr  string
 	mismatch bool // the last dial found another peer ID than the pinned one
 
-	desc    *discovery.Descriptor // from the last link, verified
-	dialing bool
-	sess    *link.Session
-	role    Role // RoleActive, RoleStandby or "" (linked but spare, or not linked)
-	upAt    time.Time
+	desc     *discovery.Descriptor // from the last link, verified
+	verified time.Time             // when desc was last verified
+	dialing  bool
+	sess     *link.Session
+	role     Role // RoleActive, RoleStandby or "" (linked but spare, or not linked)
+	upAt     time.Time
 }
 
 // ExitInfo describes a known exit, for `swarmvpn peers`.
@@ -61,6 +62,9 @@ type ExitInfo struct {
 	// pool has linked to it.
 	Caps []string
 	Load float64
+	// Verified is when the exit's descriptor last verified on a link;
+	// zero before the pool has linked to it.
+	Verified time.Time
 }
 
 // AddExit tells the pool of an exit. An exit it already knows keeps its
@@ -90,7 +94,7 @@ func (p *Pool) Exits() []ExitInfo {
 		info := ExitInfo{Exit: c.exit, Source: c.source, Role: c.role, RTT: c.rtt,
 			Age: now.Sub(c.added).Round(time.Second), LastErr: c.lastErr}
 		if c.desc != nil {
-			info.Caps, info.Load = c.desc.Caps(), c.desc.Load
+			info.Caps, info.Load, info.Verified = c.desc.Caps(), c.desc.Load, c.verified
 		}
 		out = append(out, info)
 	}

@@ -68,7 +68,11 @@ func (p *Pool) dialChecked(ctx context.Context, c *candidate) event {
 	if err != nil {
 		return dialFailed{c: c, err: err}
 	}
-	own, others, dropped, err := discovery.Fetch(ctx, sess, c.exit.ID)
+	if sess.Peer != c.exit.ID { // link.Dial pins it; no flow may use a link whose peer was not proven
+		sess.Close()
+		return dialFailed{c: c, err: fmt.Errorf("%w: exit proved %s, want %s", ErrUnsuitable, sess.Peer.Short(), c.exit.ID.Short()), unfit: true}
+	}
+	own, others, dropped, err := discovery.Fetch(ctx, sess, sess.Peer)
 	if dropped > 0 {
 		p.log.Info("dropped descriptors that did not verify", "exit", c.exit.ID.Short(), "count", dropped)
 	}

@@ -205,7 +205,7 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 	c, sess, now := ev.c, ev.sess, time.Now()
 	c.dialing = false
 	c.failures, c.lastErr, c.mismatch = 0, "", false
-	c.sess, c.upAt, c.rtt, c.desc = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc
+	c.sess, c.upAt, c.rtt, c.desc, c.verified = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc, now
 	if len(ev.others) > 0 {
 		p.learnLocked(ev.others)
 		if p.cfg.OnLearn != nil {

@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"exitnet/nat":                {"internal/..."},
 	"exitnet/discovery":          {"internal/link", "internal/wire"},
 	"exitnet/discovery/mainline": {"internal/link", "internal/wire"},
-	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
+	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "exitnet/discovery/mainline", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
 	"exitnet/pool":               {"exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
 	"proxy":                      {"internal/wire", "internal/relay", "internal/listener"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},

@@ -3,7 +3,9 @@
 // 1.3 handshake that looks like a browser's visit to an HTTPS site (uTLS
 // writes Chrome's ClientHello, hello.go; the exit presents an ordinary
 // certificate, cert.go), proofs of both peer IDs inside the channel bound
-// to the TLS session, in which the dialer pins the exit's ID (auth.go),
+// to the TLS session, in which the dialer pins the exit's ID (auth.go; only
+// a probe of an exit found by address dials unpinned, DialUnpinned, and
+// learns the ID from the exit's proof),
 // the hand-over of every other connection to the exit's web site
 // (fallback.go), and a yamux session on top, tuned for torrent traffic.
 //

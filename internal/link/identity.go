@@ -91,6 +91,10 @@ func (i *Identity) ID() PeerID {
 	return PeerID(i.key.Public().(ed25519.PublicKey))
 }
 
+// PrivateKey returns the identity's private key, for signing what another
+// format defines (a BEP 44 item on the DHT). Never log or store it.
+func (i *Identity) PrivateKey() ed25519.PrivateKey { return i.key }
+
 // Sign signs msg with the identity key.
 func (i *Identity) Sign(msg []byte) []byte { return ed25519.Sign(i.key, msg) }
 

@@ -127,9 +127,26 @@ type Session struct {
 
 // Client runs the client side of the handshake on conn: TLS 1.3 with a
 // browser's ClientHello, then each side proves its peer ID inside the
-// channel; the exit must prove want. On success the caller owns the
-// Session; on failure conn is closed.
+// channel; the exit must prove want. A zero want is a pin like any other
+// and refuses every exit: ClientUnpinned is the one way to accept an exit
+// whose ID is not known yet. On success the caller owns the Session; on
+// failure conn is closed.
 func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Session, error) {
+	return client(ctx, conn, cfg, &want)
+}
+
+// ClientUnpinned is Client for an exit whose peer ID is not known yet (an
+// address learned from the DHT): it accepts any peer ID the exit proves
+// inside the channel, and Session.Peer says which. Whatever the caller
+// learns over such a session about the exit must be checked against
+// Session.Peer, and no flow may go over it.
+func ClientUnpinned(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
+	return client(ctx, conn, cfg, nil)
+}
+
+// client runs the client handshake; want is the pinned peer ID, nil for
+// an unpinned client.
+func client(ctx context.Context, conn net.Conn, cfg Config, want *PeerID) (*Session, error) {
 	if cfg.Identity == nil {
 		conn.Close()
 		return nil, errors.New("link: no identity configured")
@@ -138,7 +155,13 @@ func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Sessi
 	defer cancel()
 	name := cfg.ServerName
 	if name == "" {
-		name = HostName(want)
+		if want != nil {
+			name = HostName(*want)
+		} else if ra := conn.RemoteAddr(); ra != nil {
+			name = serverName(ExitAddr{Addr: ra.String()})
+		} else {
+			name = serverName(ExitAddr{})
+		}
 	}
 	bconn := newBatched(conn)
 	uconn, err := chromeClient(ctx, bconn, name)
@@ -165,8 +188,10 @@ func (u utlsState) ExportKeyingMaterial(label string, context []byte, length int
 	return cs.ExportKeyingMaterial(label, context, length)
 }
 
-// clientProofs sends the client's proof and reads and checks the exit's.
-func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want PeerID) (PeerID, int, error) {
+// clientProofs sends the client's proof and reads and checks the exit's:
+// the exit must prove *want, or, with want nil, any peer ID, which it
+// returns.
+func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want *PeerID) (PeerID, int, error) {
 	stop := deadlineFrom(ctx, uconn)
 	defer stop()
 	c := utlsState{uconn}
@@ -191,8 +216,8 @@ func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want Pee
 	if v := int(ver[0]); v < minVersion || v > Version {
 		return PeerID{}, 0, fmt.Errorf("exit chose link protocol version %d, this client speaks %d to %d", v, minVersion, Version)
 	}
-	if want != (PeerID{}) && peer != want {
-		return PeerID{}, 0, fmt.Errorf("%w: got %s, pinned %s", ErrPeerMismatch, peer, want)
+	if want != nil && peer != *want {
+		return PeerID{}, 0, fmt.Errorf("%w: got %s, pinned %s", ErrPeerMismatch, peer, *want)
 	}
 	return peer, int(ver[0]), nil
 }
@@ -317,11 +342,38 @@ func (r *recorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Dial connects to an exit and runs the client handshake. The SNI is the
-// exit address's host when it is a name (see hello.go).
+// Dial connects to an exit and runs the client handshake, pinning
+// exit.ID. The SNI is the exit address's host when it is a name (see
+// hello.go).
 func Dial(ctx context.Context, cfg Config, exit ExitAddr) (*Session, error) {
+	conn, err := dialTCP(ctx, exit.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName(exit)
+	}
+	return Client(ctx, conn, cfg, exit.ID)
+}
+
+// DialUnpinned connects to addr (HOST:PORT) and runs the client handshake
+// without a pinned peer ID: see ClientUnpinned. Only probing an exit found
+// by address uses it; everything else pins. The SNI follows the rule in
+// hello.go for an exit with no peer ID known.
+func DialUnpinned(ctx context.Context, cfg Config, addr string) (*Session, error) {
+	conn, err := dialTCP(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName(ExitAddr{Addr: addr})
+	}
+	return ClientUnpinned(ctx, conn, cfg)
+}
+
+func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", exit.Addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -329,10 +381,7 @@ func Dial(ctx context.Context, cfg Config, exit ExitAddr) (*Session, error) {
 		// yamux has its own keepalive; the kernel's would only add packets.
 		tcp.SetKeepAlive(false)
 	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = serverName(exit)
-	}
-	return Client(ctx, conn, cfg, exit.ID)
+	return conn, nil
 }
 
 // serverTLS returns the exit's TLS configuration: an ordinary HTTPS

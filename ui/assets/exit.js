@@ -19,6 +19,11 @@ function render(s) {
   $("addrs").replaceChildren(...(s.addrs || []).map(a => el("li", {}, a)));
   setText("started", s.started ? "running for " + ago(s.started) + ", since " +
     new Date(s.started).toLocaleString([], { dateStyle: "medium", timeStyle: "medium", hourCycle: "h23" }) : "");
+  const d = s.dht;
+  setText("dht", !d ? "not on the DHT (--dht=false)" : !d.publishing ?
+    "on the DHT (" + plural(d.nodes, "node", "nodes") + "), not publishing: not known to be reachable from the internet" :
+    "published on the DHT (" + plural(d.nodes, "node", "nodes") + ", port " + d.port + "), last publish " +
+    (d.last_publish ? ago(d.last_publish) + " ago" : "not yet"));
   setText("clients", s.clients);
   setText("links", plural(s.links, "link", "links") + " open");
   setText("flows-open", Math.max(0, s.flows_open - s.udp_open - s.forwards));

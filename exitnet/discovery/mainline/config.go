@@ -47,6 +47,10 @@ type Config struct {
 	// StateFile, if set, is where the routing table (and node ID) is saved and loaded from at
 	// start, so that a restart needs no bootstrap router.
 	StateFile string
+	// FreshID takes a new random node ID instead of the one in StateFile (the saved nodes are
+	// still loaded): a client whose node moves from its own address to an exit's must not be
+	// recognisable by its node ID on both.
+	FreshID bool
 
 	// Log receives the node's messages (nil: discard). DHT traffic details are logged at Debug.
 	Log *slog.Logger

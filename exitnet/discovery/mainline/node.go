@@ -131,7 +131,9 @@ func (n *Node) Run(ctx context.Context) error {
 
 	sc := dht.NewDefaultServerConfig()
 	sc.Conn = conn
-	sc.NodeId = st.ID
+	if !n.cfg.FreshID {
+		sc.NodeId = st.ID
+	}
 	sc.NoSecurity = true
 	sc.StartingNodes = n.startingNodes
 	sc.IPBlocklist = &blocklist{allowPrivate: n.cfg.AllowPrivate, allowed: *n.allowed.Load()}
