@@ -105,7 +105,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"malformed socks", []string{"--socks", "localhost"}, []string{"HOST:PORT"}},
 		{"rtt-socks without rtt", []string{"--socks", "a=127.0.0.1:1", "--rtt-socks", "a=127.0.0.1:2"}, []string{"--rtt"}},
 		{"rtt-socks unknown name", []string{"--socks", "a=127.0.0.1:1", "--rtt", "50ms", "--rtt-socks", "b=127.0.0.1:2"}, []string{"no --socks proxy is named \"b\""}},
-		{"remote exit without target host", []string{"--exit", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@192.0.2.1:7843"}, []string{"--target-host"}},
+		{"remote exit without target host", []string{"--exit", "baaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@192.0.2.1:7843"}, []string{"--target-host"}},
 		{"target host name", []string{"--target-host", "example.org"}, []string{"IP address"}},
 		{"unknown workload", []string{"--workloads", "bulk,speed"}, []string{"unknown workload \"speed\""}},
 	}

@@ -55,7 +55,7 @@ func TestUIStatusIsStatusJSON(t *testing.T) {
 // created.
 func TestUIRefusedBeyondLoopback(t *testing.T) {
 	for _, args := range [][]string{
-		{"connect", "--exit", strings.Repeat("a", 52) + "@127.0.0.1:1", "--socks", "127.0.0.1:0", "--http", "off", "--ui", "0.0.0.0:8119"},
+		{"connect", "--exit", "b" + strings.Repeat("a", 51) + "@127.0.0.1:1", "--socks", "127.0.0.1:0", "--http", "off", "--ui", "0.0.0.0:8119"},
 		{"exit", "--listen", "127.0.0.1:0", "--ui", ":8119"},
 	} {
 		t.Run(args[0], func(t *testing.T) {

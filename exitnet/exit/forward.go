@@ -74,13 +74,15 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	defer e.unmapForward(port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)
+	// Counted before the client hears of it, so that what the client sees
+	// is already in the exit's figures.
+	e.stats.fwd.active.Add(1)
+	defer e.stats.fwd.active.Add(-1)
 	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: told}}); err != nil {
 		ln.Close()
 		st.Reset()
 		return
 	}
-	e.stats.fwd.active.Add(1)
-	defer e.stats.fwd.active.Add(-1)
 	log.Info("forward open", "port", port, "external", told)
 
 	var wg sync.WaitGroup
