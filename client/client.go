@@ -71,7 +71,7 @@ func New(cfg Config) (*Client, error) {
 		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log},
 		events:    newEvents(!cfg.forwardOff())}
 	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: cfg.Exits, Log: log,
-		Require: requireP2P, DialWait: cfg.Tuning.DialWait,
+		Require: requireP2P, DialWait: cfg.Tuning.DialWait, Hops: cfg.Hops, Relays: cfg.Relays,
 		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff, OnStatus: c.events.observe}
 	if cache != nil {
 		pc.OnLearn = cache.Add

@@ -28,6 +28,13 @@ type Config struct {
 	// Exits are the exits the user named. More come from the cache in
 	// StateDir, from mDNS when MDNS is set, and from linked exits.
 	Exits []link.ExitAddr
+	// Hops is 1 (the default): flows go to an exit directly; or 2: each
+	// exit is reached through a relay, another exit, so that no peer sees
+	// both the client's address and its destinations.
+	Hops int
+	// Relays, with Hops 2, are the only relays used (--relay); empty: any
+	// known exit that relays.
+	Relays []link.ExitAddr
 	// MDNS looks for exits on the LAN. Default off.
 	MDNS bool
 	// StateDir keeps the known-exits cache (exits.json) and the control
@@ -96,6 +103,12 @@ func (c Config) forwardOff() bool { return c.Forward == "off" }
 func (c Config) Check() error {
 	if len(c.Exits) == 0 && !c.MDNS && !c.hasCached() {
 		return errors.New("no exit given: pass --exit PEERID@HOST:PORT (the line 'swarmvpn exit' prints on the exit's machine), or leave mDNS on to find exits on the LAN")
+	}
+	if c.Hops < 0 || c.Hops > 2 {
+		return fmt.Errorf("--hops %d: want 1 (straight to an exit) or 2 (through a relay)", c.Hops)
+	}
+	if len(c.Relays) > 0 && c.Hops != 2 {
+		return errors.New("--relay is for two-hop paths: add --hops 2")
 	}
 	if (c.SOCKSUser == "") != (c.SOCKSPass == "") {
 		return errors.New("--socks-user and --socks-pass go together: give both, or neither for no authentication")

@@ -43,6 +43,7 @@ type Stats struct {
 	UDP     UDPStats     // UDP associations
 	Forward ForwardStats // forwarded ports
 	Limits  LimitStats   // what the per-client limits held back
+	Relay   RelayStats   // streams relayed to other exits
 }
 
 // counters are every counter of an exit, grouped as Stats reports them.
@@ -55,6 +56,7 @@ type counters struct {
 	udp    udpCounters
 	fwd    forwardCounters
 	limits limitCounters
+	relay  relayCounters
 }
 
 // Stats returns a snapshot of the exit's counters.
@@ -86,6 +88,7 @@ func (e *Server) Stats() Stats {
 		UDP:               c.udp.snapshot(),
 		Forward:           c.fwd.snapshot(),
 		Limits:            c.limits.snapshot(),
+		Relay:             c.relay.snapshot(),
 	}
 }
 
