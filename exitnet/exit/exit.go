@@ -406,6 +406,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 	mem.client.Store(c.memory)
 	e.stats.linksAccepted.Add(1)
 	log.Info("link up")
+	log.Debug("link from", "addr", sess.Conn.RemoteAddr().String())
 	start := time.Now()
 
 	var wg sync.WaitGroup

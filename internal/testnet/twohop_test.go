@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -299,5 +302,49 @@ func TestTwoExitsSeeDifferentClients(t *testing.T) {
 	}
 	if seen[0] == seen[2] || seen[0] == id.ID() || seen[2] == id.ID() {
 		t.Fatalf("two exits saw %s and %s; the client's own ID is %s", seen[0].Short(), seen[2].Short(), id.ID().Short())
+	}
+}
+
+// TestLibtorrentTwoHops: a real libtorrent leecher downloads a torrent
+// from a libtorrent seeder through two hops, over TCP and over uTP.
+func TestLibtorrentTwoHops(t *testing.T) {
+	requireLibtorrent(t)
+	th := startTwoHop(t)
+	waitPort(t, th.Ports)
+	dir := t.TempDir()
+	seedDir := filepath.Join(dir, "seed")
+	os.MkdirAll(seedDir, 0o755)
+	payload := randBytes(4 << 20)
+	file := filepath.Join(seedDir, "payload.bin")
+	if err := os.WriteFile(file, payload, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	torrent := filepath.Join(dir, "t.torrent")
+	if out, err := exec.Command(python, "testdata/ltpeer.py", "make", file, torrent).CombinedOutput(); err != nil {
+		t.Fatalf("make torrent: %v\n%s", err, out)
+	}
+	for _, mode := range []string{"--tcp-only", "--utp-only"} {
+		t.Run(mode[2:], func(t *testing.T) {
+			before := th.Exit.Exit.Stats()
+			seedPort, leechPort := freePort(t), freePort(t)
+			seeder := startLT(t, "seed", torrent, seedDir, "--listen", "127.0.0.1:"+strconv.Itoa(seedPort), mode)
+			seeder.expect(t, "ready", 30*time.Second)
+			leechDir := filepath.Join(dir, "leech"+mode)
+			leecher := startLT(t, "leech", torrent, leechDir, "--listen", "127.0.0.1:"+strconv.Itoa(leechPort),
+				"--peer", "127.0.0.1:"+strconv.Itoa(seedPort), "--socks", th.SOCKS, mode, "--timeout", "90")
+			leecher.expect(t, "done", 120*time.Second)
+			got, err := os.ReadFile(filepath.Join(leechDir, "payload.bin"))
+			if err != nil || sha256.Sum256(got) != sha256.Sum256(payload) {
+				t.Fatalf("downloaded file differs from the seeded one (%v)", err)
+			}
+			after := th.Exit.Exit.Stats()
+			carried := after.BytesIn - before.BytesIn
+			if mode == "--utp-only" {
+				carried = after.UDP.BytesIn - before.UDP.BytesIn
+			}
+			if carried < uint64(len(payload)) {
+				t.Fatalf("the exit carried %d bytes toward the client, less than the %d-byte file", carried, len(payload))
+			}
+		})
 	}
 }
