@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 // with defaultStateDirEnv: processes that shared one would hold each other's
 // lock and control socket.
 func testEnv() []string {
-	env := append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off")
+	env := append(os.Environ(), "SWARMVPN_MDNS=false", "SWARMVPN_NAT=off", "SWARMVPN_DHT=false")
 	if os.Getenv("SWARMVPN_STATE_DIR") == "" && os.Getenv(defaultStateDirEnv) == "" {
 		dir, err := os.MkdirTemp(filepath.Dir(binPath), "state")
 		if err != nil {
