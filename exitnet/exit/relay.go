@@ -188,7 +188,7 @@ func (e *Server) relaySplice(st *yamux.Stream, conn net.Conn) relay.Result {
 		b.charged = &e.stats.limits.rateBytes
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
-	return relay.SpliceCounting(a, b, &e.stats.relay.bytes, &e.stats.relay.bytes)
+	return relay.SpliceLarge(a, b, &e.stats.relay.bytes, &e.stats.relay.bytes)
 }
 
 // acquire takes a relay slot for peer, or reports that the relay or the

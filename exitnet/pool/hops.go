@@ -74,10 +74,10 @@ func (h *hop) alive() bool {
 func (p *Pool) relayBackoff() time.Duration { return max(p.cfg.MaxBackoff, 5*time.Second) }
 
 // pickRelayLocked chooses the relay for a path to c's exit: a known exit
-// that relays (or whose descriptor the pool has not seen), or one the user
-// pinned, never c's exit itself nor one in the same /16 (IPv4) or /32
-// (IPv6), never an exit of the pool's other paths, and not one that failed
-// lately; the nearest first. ok is false when there is none.
+// that relays (or whose descriptor the pool has not seen) in another /16
+// (IPv4) or /32 (IPv6) than c's exit, or one the user pinned; never c's
+// exit itself, never an exit of the pool's other paths, and not one that
+// failed lately; the nearest first. ok is false when there is none.
 func (p *Pool) pickRelayLocked(c *candidate) (link.ExitAddr, bool) {
 	now := time.Now()
 	var busy []link.PeerID // exits of the pool's paths
@@ -92,8 +92,11 @@ func (p *Pool) pickRelayLocked(c *candidate) (link.ExitAddr, bool) {
 		order int
 	}
 	var best *option
+	pinned := len(p.cfg.Relays) > 0
 	consider := func(a link.ExitAddr, rtt time.Duration, order int) {
-		if a.ID == c.exit.ID || sameNetwork(a.Addr, c.exit.Addr) || now.Before(p.relayBad[a.ID]) {
+		// A relay the user pinned is the user's choice, in whatever
+		// network.
+		if a.ID == c.exit.ID || !pinned && sameNetwork(a.Addr, c.exit.Addr) || now.Before(p.relayBad[a.ID]) {
 			return
 		}
 		for _, b := range busy {
@@ -106,7 +109,7 @@ func (p *Pool) pickRelayLocked(c *candidate) (link.ExitAddr, bool) {
 			best = &o
 		}
 	}
-	if len(p.cfg.Relays) > 0 {
+	if pinned {
 		for i, r := range p.cfg.Relays {
 			consider(r, p.relayRTT[r.ID], i)
 		}
@@ -214,6 +217,7 @@ func DialVia(ctx context.Context, cfg link.Config, relay, exit link.ExitAddr) (*
 	}
 	ecfg := cfg
 	ecfg.ServerName = "" // the exit's derived name: the relay knows the exit's ID anyway
+	ecfg.Nested = true
 	inner, err := link.Client(ctx, st, ecfg, exit.ID)
 	if err != nil {
 		outer.Close()
