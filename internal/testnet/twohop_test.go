@@ -348,3 +348,32 @@ func TestLibtorrentTwoHops(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoHopExitDies: when the exit of a two-hop path dies (its relay
+// alive), the pool moves to another exit, through a relay, and flows work
+// again; nothing goes anywhere but through a relay meanwhile.
+func TestTwoHopExitDies(t *testing.T) {
+	exits := []*ExitNode{StartExitNode(t, exit.Config{}, "127.1.0.1:0"), StartExitNode(t, exit.Config{}, "127.4.0.1:0")}
+	relays := []*ExitNode{StartExitNode(t, exit.Config{}, "127.2.0.1:0"), StartExitNode(t, exit.Config{}, "127.3.0.1:0")}
+	p := runPool(t, pool.Config{Hops: 2, Exits: []link.ExitAddr{exits[0].Addr, exits[1].Addr},
+		Relays: []link.ExitAddr{relays[0].Addr, relays[1].Addr}})
+	tg := StartTarget(t, "127.0.0.1:0", Echo)
+	WaitFor(t, "a two-hop path", func() bool { return p.Status().State == pool.StateUp })
+	echoVia(t, p, tg.Addr)
+	first := p.Status().Exit.ID
+	for _, n := range exits {
+		if n.Addr.ID == first {
+			n.Stop()
+		}
+	}
+	WaitFor(t, "the path to move to the other exit", func() bool {
+		st := p.Status()
+		return st.State == pool.StateUp && st.Exit.ID != first && st.Relay.ID != (link.PeerID{})
+	})
+	echoVia(t, p, tg.Addr)
+	for _, n := range relays {
+		if s := n.Exit.Stats(); s.Flows.Connect != 0 {
+			t.Fatalf("relay %s connected to a destination", n.Addr.ID.Short())
+		}
+	}
+}
