@@ -215,24 +215,40 @@ func (s *setup) path(spec Path) (*path, error) {
 			}
 			p.slow = func(ctx context.Context, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", relay) }
 		}
-	case Local, RemoteExit:
+	case Local, RemoteExit, TwoHop:
 		exit := spec.Exit
-		if spec.Kind == Local {
-			proc, addr, err := startExit(ctx, cfg.Exe, filepath.Join(s.dir, "exit"), s.wrap)
+		dir := func(role string) string { return filepath.Join(s.dir, role+suffix(spec.Kind)) }
+		if spec.Kind == Local || spec.Kind == TwoHop {
+			proc, addr, err := startExit(ctx, "exit"+suffix(spec.Kind), cfg.Exe, dir("exit"), s.wrap)
 			if err != nil {
 				return nil, err
 			}
 			*s.procs = append(*s.procs, proc)
 			p.exit, exit = proc, addr
 		}
-		client, socks, err := startClient(ctx, "client", cfg.Exe, filepath.Join(s.dir, "client"), exit, s.wrap)
+		var extra []string
+		via := "SOCKS5 %s → exit " + exitHost(exit)
+		if spec.Kind == TwoHop {
+			// The relay is pinned: the pool pairs pinned relays with exits
+			// in the same network, as both are on loopback here.
+			proc, addr, err := startExit(ctx, "relay", cfg.Exe, dir("relay"), s.wrap)
+			if err != nil {
+				return nil, err
+			}
+			*s.procs = append(*s.procs, proc)
+			extra = []string{"--hops", "2", "--relay", addr}
+			via = "SOCKS5 %s → relay " + exitHost(addr) + " → exit " + exitHost(exit)
+		}
+		client, socks, err := startClient(ctx, "client"+suffix(spec.Kind), cfg.Exe, dir("client"), exit, s.wrap, extra...)
 		if err != nil {
 			return nil, err
 		}
 		*s.procs = append(*s.procs, client)
-		p.client, p.via = client, "SOCKS5 "+socks+" → exit "+exitHost(exit)
+		p.client, p.via = client, fmt.Sprintf(via, socks)
 		p.useSOCKS(SOCKS5{Addr: socks}, tgt)
-		if cfg.RTT > 0 {
+		if cfg.RTT > 0 && spec.Kind == TwoHop {
+			p.slowWhy = "not measured on two hops"
+		} else if cfg.RTT > 0 {
 			// A second client whose link to the same exit goes through the
 			// delay line.
 			relay, err := s.relay(exitHost(exit))
@@ -271,6 +287,15 @@ func (s *setup) path(spec Path) (*path, error) {
 func (p *path) useSOCKS(s SOCKS5, target string) {
 	p.dial = s.Dial
 	p.udp = func(ctx context.Context) (packetPath, error) { return associate(ctx, s, target) }
+}
+
+// suffix keeps the state dirs and roles of a two-hop path apart from
+// those of the one-hop path.
+func suffix(k PathKind) string {
+	if k == TwoHop {
+		return "-2hop"
+	}
+	return ""
 }
 
 // exitHost returns the HOST:PORT of an exit address PEERID@HOST:PORT.

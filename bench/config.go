@@ -22,6 +22,9 @@ const (
 	// RemoteExit is a swarmvpn client started here, linked to an exit
 	// elsewhere, which must reach the targets at Config.TargetHost.
 	RemoteExit PathKind = "exit"
+	// TwoHop is a swarmvpn exit, a relay and a client started here, on
+	// loopback, the client reaching the exit through the relay (--hops 2).
+	TwoHop PathKind = "swarmvpn-2hop"
 	// Proxy is any SOCKS5 proxy: another swarmvpn client, ssh -D, a
 	// provider's endpoint.
 	Proxy PathKind = "socks5"
@@ -189,7 +192,7 @@ func (c Config) validatePaths() error {
 		return errors.New("nothing to measure: give at least one path")
 	}
 	names := map[string]bool{}
-	locals := 0
+	locals, twoHops := 0, 0
 	for _, p := range c.Paths {
 		if p.Name == "" || len(p.Name) > maxNameLength {
 			return fmt.Errorf("path name %q: want 1 to %d characters", p.Name, maxNameLength)
@@ -202,6 +205,8 @@ func (c Config) validatePaths() error {
 		case Direct:
 		case Local:
 			locals++
+		case TwoHop:
+			twoHops++
 		case RemoteExit:
 			if p.Exit == "" {
 				return fmt.Errorf("path %s: no exit address", p.Name)
@@ -213,12 +218,12 @@ func (c Config) validatePaths() error {
 		default:
 			return fmt.Errorf("path %s: unknown kind %q", p.Name, p.Kind)
 		}
-		if (p.Kind == Local || p.Kind == RemoteExit) && c.Exe == "" {
+		if (p.Kind == Local || p.Kind == RemoteExit || p.Kind == TwoHop) && c.Exe == "" {
 			return fmt.Errorf("path %s: no swarmvpn binary to start", p.Name)
 		}
 	}
-	if locals > 1 {
-		return errors.New("at most one local swarmvpn path")
+	if locals > 1 || twoHops > 1 {
+		return errors.New("at most one local swarmvpn path of each length")
 	}
 	return nil
 }

@@ -181,11 +181,11 @@ func childEnv() []string {
 // startExit starts an exit on loopback that may reach loopback targets,
 // with its own state dir, and returns it with its address
 // (PEERID@127.0.0.1:PORT, the first line it prints).
-func startExit(ctx context.Context, exe, stateDir string, wrap func(string, []string) []string) (*Proc, string, error) {
+func startExit(ctx context.Context, role, exe, stateDir string, wrap func(string, []string) []string) (*Proc, string, error) {
 	args := []string{"exit", "--state-dir", stateDir, "--listen", "127.0.0.1:0", "--allow-private", "--mdns=false", "--dht=false",
 		"--max-flows-per-client", "100000", // the idle workload holds 10,000 and more
 		"--log-format", "json", "--log-level", "warn"}
-	return startProc(ctx, "exit", exe, wrap("exit", args), func(line string) string {
+	return startProc(ctx, role, exe, wrap(role, args), func(line string) string {
 		if strings.Contains(line, "@") && !strings.HasPrefix(line, "{") {
 			return strings.TrimSpace(line)
 		}
@@ -195,10 +195,11 @@ func startExit(ctx context.Context, exe, stateDir string, wrap func(string, []st
 
 // startClient starts a client of exit (PEERID@HOST:PORT) with its own state
 // dir, SOCKS5 on a free loopback port and no HTTP proxy, and returns it with
-// its SOCKS5 address.
-func startClient(ctx context.Context, role, exe, stateDir, exit string, wrap func(string, []string) []string) (*Proc, string, error) {
+// its SOCKS5 address. extra are more flags (--hops 2 --relay ...).
+func startClient(ctx context.Context, role, exe, stateDir, exit string, wrap func(string, []string) []string, extra ...string) (*Proc, string, error) {
 	args := []string{"connect", "--state-dir", stateDir, "--exit", exit, "--socks", "127.0.0.1:0", "--mdns=false", "--dht=false",
 		"--http", "off", "--log-format", "json", "--log-level", "info"}
+	args = append(args, extra...)
 	return startProc(ctx, role, exe, wrap(role, args), func(line string) string {
 		var rec struct {
 			Msg   string `json:"msg"`

@@ -81,7 +81,7 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: exits, Log: log,
-		Require: requireP2P, DialWait: cfg.Tuning.DialWait,
+		Require: requireP2P, DialWait: cfg.Tuning.DialWait, Hops: cfg.Hops, Relays: cfg.Relays,
 		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff, OnStatus: c.events.observe}
 	if cache != nil {
 		pc.OnLearn = cache.Add

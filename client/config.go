@@ -30,6 +30,13 @@ type Config struct {
 	// and from linked exits. An exit with an empty Addr (named by peer ID
 	// alone) is looked up on the DHT.
 	Exits []link.ExitAddr
+	// Hops is 1 (the default): flows go to an exit directly; or 2: each
+	// exit is reached through a relay, another exit, so that no peer sees
+	// both the client's address and its destinations.
+	Hops int
+	// Relays, with Hops 2, are the only relays used (--relay); empty: any
+	// known exit that relays.
+	Relays []link.ExitAddr
 	// MDNS looks for exits on the LAN. Default off.
 	MDNS bool
 	// DHT, when set, finds exits on the BitTorrent Mainline DHT (see
@@ -112,6 +119,12 @@ func (c Config) Check() error {
 	}
 	if c.DHT != nil && c.DHT.NoDirect && len(c.Exits) == 0 && !c.MDNS && !c.hasCached() {
 		return errors.New("--dht-direct=false with no exit to go through: give an --exit, leave mDNS on, or allow direct DHT queries for the first lookup")
+	}
+	if c.Hops < 0 || c.Hops > 2 {
+		return fmt.Errorf("--hops %d: want 1 (straight to an exit) or 2 (through a relay)", c.Hops)
+	}
+	if len(c.Relays) > 0 && c.Hops != 2 {
+		return errors.New("--relay is for two-hop paths: add --hops 2")
 	}
 	if (c.SOCKSUser == "") != (c.SOCKSPass == "") {
 		return errors.New("--socks-user and --socks-pass go together: give both, or neither for no authentication")

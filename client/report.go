@@ -14,11 +14,16 @@ import (
 // control socket. The field names are a file format: 'status --json'
 // prints them as they come.
 type Report struct {
-	Peer           string       `json:"peer"`
-	Exit           string       `json:"exit"` // PEERID@HOST:PORT
-	Link           string       `json:"link"` // connecting, up, down
-	Since          time.Time    `json:"since"`
-	RTT            string       `json:"rtt,omitempty"`
+	Peer  string    `json:"peer"`
+	Exit  string    `json:"exit"` // PEERID@HOST:PORT
+	Link  string    `json:"link"` // connecting, up, down
+	Since time.Time `json:"since"`
+	RTT   string    `json:"rtt,omitempty"` // through both hops on two
+	// Relay is the relay of a two-hop path (PEERID@HOST:PORT), and
+	// RelayRTT the round trip to it.
+	Relay          string       `json:"relay,omitempty"`
+	RelayRTT       string       `json:"relay_rtt,omitempty"`
+	Hops           int          `json:"hops,omitempty"`
 	LastError      string       `json:"last_error,omitempty"`
 	SOCKS          string       `json:"socks"`
 	HTTP           string       `json:"http,omitempty"`
@@ -71,7 +76,7 @@ type Traffic struct {
 type ExitReport struct {
 	Exit      string   `json:"exit"` // PEERID@HOST:PORT
 	Source    string   `json:"source"`
-	Role      string   `json:"role,omitempty"` // active, standby
+	Role      string   `json:"role,omitempty"` // active, standby, relay (of the active path)
 	RTT       string   `json:"rtt,omitempty"`
 	Caps      []string `json:"caps,omitempty"`
 	Load      float64  `json:"load"`
@@ -124,6 +129,13 @@ func (c *Client) Report() Report {
 	if st.RTT > 0 {
 		r.RTT = st.RTT.Round(time.Microsecond).String()
 	}
+	r.Hops = max(c.cfg.Hops, 1)
+	if st.Relay.Addr != "" {
+		r.Relay = st.Relay.String()
+	}
+	if st.RelayRTT > 0 {
+		r.RelayRTT = st.RelayRTT.Round(time.Microsecond).String()
+	}
 	if st.ForwardedPort != 0 {
 		host, _, _ := net.SplitHostPort(st.Exit.Addr)
 		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
@@ -131,6 +143,9 @@ func (c *Client) Report() Report {
 	for _, e := range c.pool.Exits() {
 		er := ExitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: string(e.Role), Caps: e.Caps, Load: e.Load,
 			Age: e.Age.String(), LastError: e.LastErr, Verified: e.Verified}
+		if e.Relaying && er.Role == "" {
+			er.Role = "relay"
+		}
 		if e.RTT > 0 {
 			er.RTT = e.RTT.Round(time.Microsecond).String()
 		}

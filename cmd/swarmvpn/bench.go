@@ -35,6 +35,7 @@ with it ("2.00× worse": half the throughput, or twice the time).
 
 Examples:
   swarmvpn bench --direct
+  swarmvpn bench --hops 2 --workloads bulk,latency,udp --bulk-flows 1
   swarmvpn bench --local --socks ssh=127.0.0.1:1081 --direct
   swarmvpn bench --exit PEERID@203.0.113.7:7843 --target-host 198.51.100.4 --target-port 9000
   swarmvpn bench --rtt 50ms --workloads rtt --direct`,
@@ -44,6 +45,8 @@ Examples:
 			&cli.BoolFlag{Name: "quick", Usage: "short rounds and small counts: seconds instead of a minute, rougher figures"},
 			&cli.BoolFlag{Name: "direct", Usage: "also measure the direct path, no proxy: the baseline"},
 			&cli.BoolFlag{Name: "local", Usage: "also measure swarmvpn on loopback (the default unless --socks or --exit is given)"},
+			&cli.IntFlag{Name: "hops", Value: 1,
+				Usage: "`N` = 2 also measures swarmvpn on loopback through a relay (an exit, a relay and a client of their own), beside the one-hop path"},
 			&cli.StringSliceFlag{Name: "socks",
 				Usage: "measure the SOCKS5 proxy at `[NAME=][USER:PASS@]HOST:PORT` (another swarmvpn client, ssh -D, a provider's endpoint); repeatable"},
 			&cli.StringFlag{Name: "exit",

@@ -82,8 +82,15 @@ func benchPaths(cmd *cli.Command, cfg bench.Config) ([]bench.Path, error) {
 	var paths []bench.Path
 	exit := cmd.String("exit")
 	socks := cmd.StringSlice("socks")
-	if cmd.Bool("local") || (len(socks) == 0 && exit == "") {
+	hops := cmd.Int("hops")
+	if hops < 1 || hops > 2 {
+		return nil, fmt.Errorf("--hops %d: want 1, or 2 to add the path through a relay", hops)
+	}
+	if cmd.Bool("local") || (len(socks) == 0 && exit == "") || hops == 2 {
 		paths = append(paths, bench.Path{Name: "swarmvpn", Kind: bench.Local})
+	}
+	if hops == 2 {
+		paths = append(paths, bench.Path{Name: "2-hop", Kind: bench.TwoHop})
 	}
 	if exit != "" {
 		addr, err := link.ParseExitAddr(exit)
@@ -102,7 +109,7 @@ func benchPaths(cmd *cli.Command, cfg bench.Config) ([]bench.Path, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--socks %w", err)
 		}
-		if _, dup := byName[name]; dup || name == "swarmvpn" || name == "exit" || name == "direct" {
+		if _, dup := byName[name]; dup || name == "swarmvpn" || name == "exit" || name == "direct" || name == "2-hop" {
 			return nil, fmt.Errorf("--socks %s: the name %q is taken: give each proxy its own, NAME=HOST:PORT", s, name)
 		}
 		byName[name] = len(paths)

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/client"
+	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/ui"
 )
 
@@ -19,6 +20,10 @@ func connectCommand() *cli.Command {
 		Flags: append(append(commonFlags(),
 			&cli.StringSliceFlag{Name: "exit", Sources: env("exit"),
 				Usage: "an exit to use, `PEERID@HOST:PORT` as printed by 'swarmvpn exit', or PEERID alone to find it on the DHT; repeatable; without it exits are found on the DHT, on the LAN and from other exits"},
+			&cli.IntFlag{Name: "hops", Value: 1, Sources: env("hops"),
+				Usage: "`N` peers each flow crosses: 1, straight to an exit; 2, through a relay (another exit) first, so that no single peer sees both your address and your destinations"},
+			&cli.StringSliceFlag{Name: "relay", Sources: env("relay"),
+				Usage: "with --hops 2, reach exits only through this relay, `PEERID@HOST:PORT`; repeatable (default: any known exit that relays, in another network than the exit)"},
 			&cli.BoolFlag{Name: "mdns", Value: true, Sources: env("mdns"),
 				Usage: "look for exits on the LAN by mDNS (--mdns=false to use only --exit and exits learned before)"},
 			stringFlag("socks", "127.0.0.1:1080", "serve SOCKS5 on `HOST:PORT`"),
@@ -57,7 +62,7 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	cfg := client.Config{MDNS: cmd.Bool("mdns"), SOCKS: cmd.String("socks"), HTTP: cmd.String("http"),
 		SOCKSUser: cmd.String("socks-user"), SOCKSPass: cmd.String("socks-pass"),
 		Forward: cmd.String("forward"), ForwardPort: cmd.Uint16("forward-port"),
-		PortFile: cmd.String("port-file"), OnPortHook: cmd.String("on-port"), Log: log}
+		PortFile: cmd.String("port-file"), OnPortHook: cmd.String("on-port"), Hops: int(cmd.Int("hops")), Log: log}
 	for _, s := range cmd.StringSlice("exit") {
 		e, err := parseExit(s)
 		if err != nil {
@@ -72,6 +77,13 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		if cfg.Trust, err = readTrust(f); err != nil {
 			return err
 		}
+	}
+	for _, s := range cmd.StringSlice("relay") {
+		r, err := link.ParseExitAddr(s)
+		if err != nil {
+			return fmt.Errorf("--relay: %w", err)
+		}
+		cfg.Relays = append(cfg.Relays, r)
 	}
 	if cfg.StateDir, err = stateDir(cmd); err != nil {
 		return err

@@ -43,7 +43,14 @@ func exitCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "rule", Sources: env("rule"),
 				Usage: "policy `RULE` checked before the built-in refusals, e.g. \"allow 10.200.0.0/16\" or \"deny 0.0.0.0/0 6000-7000\"; repeatable"},
 			&cli.StringSliceFlag{Name: "allow-client", Sources: env("allow-client"),
-				Usage: "accept only clients with this peer `ID`; repeatable (default: any client)"},
+				Usage: "accept only clients with this peer `ID`, as 'swarmvpn id --for-exit THIS-EXIT-ID' prints it on the client's machine; repeatable (default: any client)"},
+			&cli.BoolFlag{Name: "relay", Value: true, Sources: env("relay"),
+				Usage: "relay clients' encrypted links to other verified exits, for two-hop paths (--relay=false to refuse)"},
+			stringFlag("relay-rate", "0", "relay at most `BYTES` per second for all clients together, both directions (e.g. 10M; 0: unlimited)"),
+			&cli.IntFlag{Name: "relay-max-flows", Value: 256, Sources: env("relay-max-flows"),
+				Usage: "relay at most `N` links at once, for all clients"},
+			&cli.IntFlag{Name: "relay-max-flows-per-client", Value: 8, Sources: env("relay-max-flows-per-client"),
+				Usage: "relay at most `N` links at once for one client"},
 			stringFlag("allow-clients-file", "", "accept only clients whose peer IDs are listed in `FILE`, one per line (# comments), "+
 				"besides any --allow-client; re-read on SIGHUP, and clients no longer listed are disconnected"),
 			stringFlag("rate-per-client", "0", "relay at most `BYTES` per second for one client, both directions and all its flows together "+

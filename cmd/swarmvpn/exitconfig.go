@@ -18,7 +18,8 @@ import (
 // forwarded port leases.
 func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, error) {
 	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client",
-		"forward-new-per-hour", "max-inbound-per-client", "inbound-rate-per-addr", "max-handshakes", "max-handshakes-per-source"} {
+		"forward-new-per-hour", "max-inbound-per-client", "inbound-rate-per-addr", "max-handshakes", "max-handshakes-per-source",
+		"relay-max-flows", "relay-max-flows-per-client"} {
 		if n := cmd.Int(name); n < 1 {
 			return exit.Config{}, nil, fmt.Errorf("--%s %d: want at least 1", name, n)
 		}
@@ -43,7 +44,7 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	for _, s := range cmd.StringSlice("allow-client") {
 		id, err := link.ParsePeerID(s)
 		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (a client's owner prints its ID with 'swarmvpn id')", err)
+			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (a client's owner prints the ID this exit sees with 'swarmvpn id --for-exit THIS-EXIT-ID')", err)
 		}
 		allowed.static[id] = true
 	}
@@ -57,6 +58,10 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	rateLimit, err := parseRate(cmd.String("rate-per-client"))
 	if err != nil {
 		return exit.Config{}, nil, fmt.Errorf("--rate-per-client: %w: want bytes per second such as 500k, 10M or 2MiB, or 0 for no limit", err)
+	}
+	relayRate, err := parseRate(cmd.String("relay-rate"))
+	if err != nil {
+		return exit.Config{}, nil, fmt.Errorf("--relay-rate: %w: want bytes per second such as 10M or 2MiB, or 0 for no limit", err)
 	}
 	maxBuffer, err := parseBytes(cmd.String("max-buffer-per-client"))
 	if err != nil || maxBuffer < 1<<20 {
@@ -105,7 +110,9 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		MaxHandshakesPerSource: int(cmd.Int("max-handshakes-per-source")),
 		MDNS:                   cmd.Bool("mdns"),
 		KnownExits:             known,
-		Log:                    log,
+		Relay: exit.RelayConfig{Off: !cmd.Bool("relay"), Rate: relayRate,
+			MaxFlows: int(cmd.Int("relay-max-flows")), MaxFlowsPerClient: int(cmd.Int("relay-max-flows-per-client"))},
+		Log: log,
 	}
 	if cfg.DHT, err = exitDHT(cmd, log); err != nil {
 		return exit.Config{}, nil, err

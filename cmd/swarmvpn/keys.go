@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v3"
 
@@ -48,6 +49,8 @@ func idCommand() *cli.Command {
 			stringFlag("key", "", "read the key from `FILE` (default: the role's key in the state dir)"),
 			stringFlag("state-dir", "", "the state `DIR` whose key to read (default: swarmvpn under the user's config directory)"),
 			&cli.StringFlag{Name: "role", Value: "client", Usage: "whose key in the state dir: client or exit"},
+			stringFlag("for-exit", "", "print the peer ID this client presents to the exit `PEERID` (or PEERID@HOST:PORT): "+
+				"each exit sees its own, which its operator puts on --allow-client"),
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			path := cmd.String("key")
@@ -69,6 +72,14 @@ func idCommand() *cli.Command {
 			id, err := readKey(path)
 			if err != nil {
 				return err
+			}
+			if s := cmd.String("for-exit"); s != "" {
+				exitID, _, _ := strings.Cut(s, "@")
+				e, err := link.ParsePeerID(exitID)
+				if err != nil {
+					return fmt.Errorf("--for-exit: %w (the exit's ID as 'swarmvpn exit' prints it)", err)
+				}
+				id = id.ForExit(e)
 			}
 			fmt.Fprintln(cmd.Root().Writer, id.ID())
 			return nil

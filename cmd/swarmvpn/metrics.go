@@ -183,10 +183,15 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			"Forward requests refused, by reason: policy, client_limit (the client holds its share), exhausted (no port free), rate (the client's network created too many leases this hour).", "reason")
 		hsPending = gauge("swarmvpn_exit_handshakes_pending", "Connections whose TLS handshake is in progress now.")
 		hsShed    = counter("swarmvpn_exit_handshakes_shed_total", "Unfinished handshakes closed to make room under the handshake caps.")
+		relayed   = counter("swarmvpn_exit_relayed_total", "Clients' links relayed to other exits (two-hop paths).")
+		relayOpen = gauge("swarmvpn_exit_relayed_open", "Relayed links open now.")
+		relayB    = counter("swarmvpn_exit_relayed_bytes_total", "Bytes relayed between clients and other exits, both directions.")
+		relayRef  = counter("swarmvpn_exit_relay_refused_total",
+			"Relay requests refused, by reason: off (relaying is off), policy (an address the policy refuses), unverified (no verified exit there), full (at the relay caps), malformed, dial (a verified exit could not be reached).", "reason")
 	)
 	return &snapshotCollector{
 		families: []family{links, clients, accepted, refused, dropped, fallback, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
-			fwdRefused, hsPending, hsShed,
+			fwdRefused, hsPending, hsShed, relayed, relayOpen, relayB, relayRef,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
@@ -229,6 +234,16 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(fwdRefused, float64(f.RefusedRate), "rate")
 			emit(hsPending, float64(s.HandshakesPending))
 			emit(hsShed, float64(s.HandshakesShed))
+			r := s.Relay
+			emit(relayed, float64(r.Flows))
+			emit(relayOpen, float64(r.Open))
+			emit(relayB, float64(r.Bytes))
+			emit(relayRef, float64(r.RefusedOff), "off")
+			emit(relayRef, float64(r.RefusedPolicy), "policy")
+			emit(relayRef, float64(r.RefusedUnverified), "unverified")
+			emit(relayRef, float64(r.RefusedFull), "full")
+			emit(relayRef, float64(r.RefusedMalformed), "malformed")
+			emit(relayRef, float64(r.Failed), "dial")
 		},
 	}
 }

@@ -159,13 +159,19 @@ func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Ti
 		}
 		return s
 	}
+	if r.Relay != "" {
+		line("relay", r.Relay)
+	}
 	line("exit", or(r.Exit, "none"))
 	link := or(r.Link, "unknown")
 	if !r.Since.IsZero() {
 		link += fmt.Sprintf(" since %s (%s)", r.Since.Local().Format(time.DateTime), now.Sub(r.Since).Round(time.Second))
 	}
 	line("link", link)
-	if r.RTT != "" {
+	switch {
+	case r.Relay != "" && r.RTT != "":
+		line("rtt", fmt.Sprintf("%s to the relay, %s through both hops", or(r.RelayRTT, "?"), r.RTT))
+	case r.RTT != "":
 		line("rtt", r.RTT)
 	}
 	if r.LastError != "" {

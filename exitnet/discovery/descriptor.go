@@ -81,6 +81,9 @@ type Descriptor struct {
 	// MaxUDPPerClient is how many UDP associations one client may hold; 0
 	// means not said.
 	MaxUDPPerClient int `json:"max_udp_per_client,omitempty"`
+	// Relay says the exit relays clients' links to other exits
+	// (wire.KindRelay), for two-hop paths.
+	Relay bool `json:"relay,omitempty"`
 	// Bandwidth is the advertised capacity in bytes/s; 0 means unknown.
 	Bandwidth int64 `json:"bandwidth,omitempty"`
 	// Load is the exit's own estimate of how busy it is, from 0 to 1 (for
@@ -103,11 +106,13 @@ const (
 	CapUDP     = "udp"
 	CapP2P     = "p2p"
 	CapForward = "fwd"
+	CapRelay   = "relay"
 )
 
-// Caps lists the capabilities d claims, in the order tcp, udp, p2p, fwd.
+// Caps lists the capabilities d claims, in the order tcp, udp, p2p, fwd,
+// relay.
 func (d *Descriptor) Caps() []string {
-	caps := make([]string, 0, 4)
+	caps := make([]string, 0, 5)
 	if d.TCP {
 		caps = append(caps, CapTCP)
 	}
@@ -119,6 +124,9 @@ func (d *Descriptor) Caps() []string {
 	}
 	if d.Forward {
 		caps = append(caps, CapForward)
+	}
+	if d.Relay {
+		caps = append(caps, CapRelay)
 	}
 	return caps
 }

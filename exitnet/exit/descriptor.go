@@ -74,6 +74,7 @@ func (e *Server) describe(now time.Time) discovery.Descriptor {
 	if e.cfg.Ports != nil {
 		d.Forward, d.FreePorts = true, e.cfg.Ports.Free()
 	}
+	d.Relay = e.relayOn()
 	return d
 }
 

@@ -114,6 +114,8 @@ type Config struct {
 	// a real site to reverse-proxy to, e.g. http://127.0.0.1:8080. Empty
 	// means a small built-in page.
 	Fallback string
+	// Relay shapes the relay role (relay.go): on by default.
+	Relay RelayConfig
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -143,6 +145,7 @@ type Server struct {
 	ownAddrs ownAddrs         // keeps own up to date
 	site     *site            // what connections that are not clients see
 	dht      *dhtState        // nil when not on the DHT
+	relay    relayState
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -236,6 +239,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
+	}
+	if cfg.Relay.MaxFlows < 0 || cfg.Relay.MaxFlowsPerClient < 0 || cfg.Relay.Rate < 0 || cfg.Relay.VerifiedFor < 0 {
+		return nil, errors.New("exit: negative relay cap")
+	}
+	e.relay.verifying = make(chan struct{}, maxRelayVerifying)
+	if cfg.Relay.Rate > 0 {
+		e.relay.limiter = newLimiter(cfg.Relay.Rate)
 	}
 	e.inboundRate = newAddrRate(cmp.Or(cfg.InboundRatePerAddr, 8))
 	e.handshakes.max = cmp.Or(cfg.MaxHandshakes, 256)
@@ -424,6 +434,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 	mem.client.Store(c.memory)
 	e.stats.linksAccepted.Add(1)
 	log.Info("link up")
+	log.Debug("link from", "addr", sess.Conn.RemoteAddr().String())
 	start := time.Now()
 
 	var wg sync.WaitGroup
@@ -480,6 +491,8 @@ func (e *Server) serveStream(ctx context.Context, log *slog.Logger, sess *link.S
 		e.serveDescriptors(st)
 	case wire.KindReach:
 		e.answerReach(ctx, log, sess, st, c, req.Dst)
+	case wire.KindRelay:
+		e.serveRelay(ctx, log, st, sess.Peer, req.Dst)
 	default:
 		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()

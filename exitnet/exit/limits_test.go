@@ -41,9 +41,11 @@ func (e *Server) linkCount() int {
 // links of the clients taken off it, refuses them from then on, and leaves
 // the others' flows working.
 func TestSetAllowDropsRefusedClients(t *testing.T) {
-	a, b := newIdentity(t), newIdentity(t)
-	both := func(id link.PeerID) bool { return id == a.ID() || id == b.ID() }
-	exit := startExitWith(t, Config{Allow: both})
+	a, b, key := newIdentity(t), newIdentity(t), newIdentity(t)
+	// Clients present the keys derived for this exit.
+	aID, bID := a.ForExit(key.ID()).ID(), b.ForExit(key.ID()).ID()
+	both := func(id link.PeerID) bool { return id == aID || id == bID }
+	exit := startExitWith(t, Config{Link: link.Config{Identity: key}, Allow: both})
 	reply := []byte("pong")
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", reply)
 	dst := "127.0.0.1:" + tg.port()
@@ -54,7 +56,7 @@ func TestSetAllowDropsRefusedClients(t *testing.T) {
 		t.Fatalf("%d links, want 2", n)
 	}
 
-	if n := exit.exit.SetAllow(func(id link.PeerID) bool { return id == a.ID() }); n != 1 {
+	if n := exit.exit.SetAllow(func(id link.PeerID) bool { return id == aID }); n != 1 {
 		t.Fatalf("SetAllow closed %d links, want 1", n)
 	}
 	waitFor(t, "b's link to go", func() bool { return pb.Status().State != pool.StateUp && exit.exit.linkCount() == 1 })
@@ -65,7 +67,7 @@ func TestSetAllowDropsRefusedClients(t *testing.T) {
 		c.Close()
 		t.Fatal("a client taken off the allow-list still opens flows")
 	}
-	if _, _, err := pool.Dial(t.Context(), link.Config{Identity: b}, exit.addr); err == nil {
+	if _, _, err := pool.Dial(t.Context(), link.Config{Identity: b.ForExit(key.ID())}, exit.addr); err == nil {
 		t.Fatal("a client taken off the allow-list got a new link")
 	}
 	if st := exit.exit.Stats().Limits; st.ClientsDropped != 1 {

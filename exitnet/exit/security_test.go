@@ -335,9 +335,10 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 // target; the exit holds nothing for it.
 func TestSecurityAllowList(t *testing.T) {
 	tg := startTarget(t, "tcp4", "127.0.0.1:0", nil)
-	allowed := newIdentity(t)
-	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true},
-		Allow: func(id link.PeerID) bool { return id == allowed.ID() }})
+	allowed, key := newIdentity(t), newIdentity(t)
+	allowedID := allowed.ForExit(key.ID()).ID() // what a client presents to this exit
+	exit := serveExit(t, Config{Link: link.Config{Identity: key}, Policy: &policy.Policy{AllowPrivate: true},
+		Allow: func(id link.PeerID) bool { return id == allowedID }})
 	p := runPool(t, pool.Config{Link: link.Config{Identity: newIdentity(t)}, Exits: []link.ExitAddr{exit.addr},
 		DialWait: 300 * time.Millisecond})
 

@@ -46,6 +46,7 @@ type Stats struct {
 	UDP     UDPStats     // UDP associations
 	Forward ForwardStats // forwarded ports
 	Limits  LimitStats   // what the per-client limits held back
+	Relay   RelayStats   // streams relayed to other exits
 }
 
 // counters are every counter of an exit, grouped as Stats reports them.
@@ -58,6 +59,7 @@ type counters struct {
 	udp    udpCounters
 	fwd    forwardCounters
 	limits limitCounters
+	relay  relayCounters
 }
 
 // Stats returns a snapshot of the exit's counters.
@@ -90,6 +92,7 @@ func (e *Server) Stats() Stats {
 		UDP:               c.udp.snapshot(),
 		Forward:           c.fwd.snapshot(),
 		Limits:            c.limits.snapshot(),
+		Relay:             c.relay.snapshot(),
 	}
 }
 

@@ -48,6 +48,11 @@ type candidate struct {
 	sess     *link.Session
 	role     Role // RoleActive, RoleStandby or "" (linked but spare, or not linked)
 	upAt     time.Time
+
+	hop    *hop           // the relay under sess, on a two-hop path
+	via    *link.ExitAddr // the relay being dialled through
+	resume int            // dials left to reach this exit again through another relay, its old one lost
+	port   uint16         // the port it last lent, asked for again
 }
 
 // ExitInfo describes a known exit, for `swarmvpn peers`.
@@ -65,6 +70,9 @@ type ExitInfo struct {
 	// Verified is when the exit's descriptor last verified on a link;
 	// zero before the pool has linked to it.
 	Verified time.Time
+	// Relaying says the pool's active path goes through this exit as
+	// its relay.
+	Relaying bool
 }
 
 // AddExit tells the pool of an exit. An exit it already knows keeps its
@@ -96,6 +104,7 @@ func (p *Pool) Exits() []ExitInfo {
 		if c.desc != nil {
 			info.Caps, info.Load, info.Verified = c.desc.Caps(), c.desc.Load, c.verified
 		}
+		info.Relaying = p.hop != nil && p.hop.relay.ID == c.exit.ID
 		out = append(out, info)
 	}
 	slices.SortStableFunc(out, func(a, b ExitInfo) int { return roleRank(a.Role) - roleRank(b.Role) })
@@ -130,6 +139,12 @@ func (p *Pool) ranked() []*candidate {
 	slices.SortFunc(cs, func(a, b *candidate) int {
 		if d := roleRank(a.role) - roleRank(b.role); d != 0 {
 			return d
+		}
+		if (a.resume > 0) != (b.resume > 0) { // an exit to reach again through another relay
+			if a.resume > 0 {
+				return -1
+			}
+			return 1
 		}
 		if (a.rtt == 0) != (b.rtt == 0) {
 			if a.rtt == 0 {

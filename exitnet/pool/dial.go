@@ -31,12 +31,12 @@ func Dial(ctx context.Context, cfg link.Config, exit link.ExitAddr) (*link.Sessi
 
 // requestForward asks the exit for a port and holds the forward open for
 // the link's life. It returns 0 and why when the exit lends none.
-func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr) (uint16, string) {
+func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr, want uint16) (uint16, string) {
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
 		return 0, "no stream for the forward request: " + err.Error()
 	}
-	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
+	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: want}}
 	resp, err := wire.Call(ctx, st, req, 10*time.Second)
 	switch {
 	case err != nil:
@@ -57,16 +57,41 @@ func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link
 	// The stream stays open, held by the session, as long as the link:
 	// closing it would end the forward.
 	host, _, _ := net.SplitHostPort(exit.Addr)
-	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(host, strconv.Itoa(int(resp.Bound.Port))))
+	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(host, strconv.Itoa(int(resp.Bound.Port))),
+		"exit", exit.ID.Short())
 	return resp.Bound.Port, ""
 }
 
-// dialChecked links to c's exit and reads its descriptor: an exit that
-// sends none that verifies, or that Require refuses, is not used.
-func (p *Pool) dialChecked(ctx context.Context, c *candidate) event {
-	sess, rtt, err := Dial(ctx, p.cfg.Link, c.exit)
+// dialChecked links to c's exit, through relay when it is not nil, and
+// reads its descriptor: an exit that sends none that verifies, or that
+// Require refuses, is not used. The exit sees the key derived for it from
+// the client's (link.Identity.ForExit).
+func (p *Pool) dialChecked(ctx context.Context, c *candidate, relay *link.ExitAddr) event {
+	cfg := p.cfg.Link
+	cfg.Identity = cfg.Identity.ForExit(c.exit.ID)
+	var (
+		sess *link.Session
+		h    *hop
+		rtt  time.Duration
+		err  error
+	)
+	if relay != nil {
+		sess, h, rtt, err = DialVia(ctx, cfg, *relay, c.exit)
+	} else {
+		sess, rtt, err = Dial(ctx, cfg, c.exit)
+	}
 	if err != nil {
-		return dialFailed{c: c, err: err}
+		ev := dialFailed{c: c, err: err}
+		if relay != nil && errors.Is(err, errRelay) {
+			ev.relay = relay.ID
+		}
+		return ev
+	}
+	closeAll := func() {
+		sess.Close()
+		if h != nil {
+			h.sess.Close()
+		}
 	}
 	if sess.Peer != c.exit.ID { // link.Dial pins it; no flow may use a link whose peer was not proven
 		sess.Close()
@@ -77,14 +102,14 @@ func (p *Pool) dialChecked(ctx context.Context, c *candidate) event {
 		p.log.Info("dropped descriptors that did not verify", "exit", c.exit.ID.Short(), "count", dropped)
 	}
 	if err != nil {
-		sess.Close()
+		closeAll()
 		return dialFailed{c: c, err: fmt.Errorf("%w: no valid descriptor: %v", ErrUnsuitable, err), unfit: true}
 	}
 	if p.cfg.Require != nil {
 		if err := p.cfg.Require(own); err != nil {
-			sess.Close()
+			closeAll()
 			return dialFailed{c: c, desc: own, err: fmt.Errorf("%w: %v", ErrUnsuitable, err), unfit: true}
 		}
 	}
-	return dialed{c: c, sess: sess, rtt: rtt, desc: own, others: others}
+	return dialed{c: c, sess: sess, rtt: rtt, desc: own, others: others, hop: h}
 }

@@ -31,6 +31,15 @@ type dialed struct {
 	rtt    time.Duration        // the new link's first ping
 	desc   discovery.Descriptor // the exit's own, verified
 	others []discovery.Known    // exits it told of
+	hop    *hop                 // the relay under sess, on two hops
+}
+
+// close closes the new link, and its relay's.
+func (d dialed) close() {
+	d.sess.Close()
+	if d.hop != nil {
+		d.hop.sess.Close()
+	}
 }
 
 // dialFailed: a dial failed, or found the exit unsuitable.
@@ -38,12 +47,16 @@ type dialFailed struct {
 	c     *candidate
 	desc  discovery.Descriptor // the exit's own when it sent one
 	unfit bool                 // err says the exit is unsuitable
+	relay link.PeerID          // the relay, when it (not the exit) failed
 	err   error
 }
 
 // linkDown: a link closed, or a flow found it dead.
 type linkDown struct {
 	sess *link.Session
+	// On a two-hop path: watched says the event comes from the path's
+	// watch, which found out whether the relay was lost.
+	watched, relayLost bool
 }
 
 // forwarded: the exit answered the forward request made when c's link
@@ -89,7 +102,7 @@ func (lp *loop) spawn(f func() event) {
 		case lp.events <- ev:
 		case <-lp.ctx.Done():
 			if d, ok := ev.(dialed); ok {
-				d.sess.Close()
+				d.close()
 			}
 		}
 	})
@@ -163,7 +176,7 @@ func (p *Pool) maintainLocked(lp *loop) {
 			dialing++
 		}
 	}
-	if active == nil && standby != nil {
+	if active == nil && standby != nil && !p.resumingLocked() {
 		p.activateLocked(lp, standby)
 		return
 	}
@@ -188,12 +201,27 @@ func (p *Pool) maintainLocked(lp *loop) {
 		if c.dialing || c.sess != nil || now.Before(c.nextTry) {
 			continue
 		}
+		var relay *link.ExitAddr
+		if p.cfg.Hops == 2 {
+			if p.relayingLocked(c.exit.ID) {
+				continue // a relay of the pool's paths is no exit for them
+			}
+			r, ok := p.pickRelayLocked(c)
+			if !ok {
+				c.lastErr = "no relay to reach it through: two hops need another exit that relays, in another network"
+				if active == nil {
+					p.setStatusLocked(StateDown, errors.New(c.lastErr))
+				}
+				continue
+			}
+			relay = &r
+		}
 		want--
-		c.dialing = true
+		c.dialing, c.via = true, relay
 		if active == nil && p.status.State != StateUp {
 			p.status.Exit = c.exit
 		}
-		lp.spawn(func() event { return p.dialChecked(lp.ctx, c) })
+		lp.spawn(func() event { return p.dialChecked(lp.ctx, c, relay) })
 	}
 }
 
@@ -203,23 +231,31 @@ func (p *Pool) maintainLocked(lp *loop) {
 // the race and is closed.
 func (p *Pool) onDialed(lp *loop, ev dialed) {
 	c, sess, now := ev.c, ev.sess, time.Now()
-	c.dialing = false
+	c.dialing, c.via, c.resume = false, nil, 0
 	c.failures, c.lastErr, c.mismatch = 0, "", false
-	c.sess, c.upAt, c.rtt, c.desc, c.verified = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc, now
+	c.sess, c.upAt, c.rtt, c.desc, c.verified, c.hop = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc, now, ev.hop
 	if len(ev.others) > 0 {
 		p.learnLocked(ev.others)
 		if p.cfg.OnLearn != nil {
 			lp.after = append(lp.after, func() { p.cfg.OnLearn(ev.others) })
 		}
 	}
-	lp.spawn(func() event {
-		select {
-		case <-sess.CloseChan():
-			return linkDown{sess: sess}
-		case <-lp.ctx.Done():
-			return nil
-		}
-	})
+	if h := ev.hop; h != nil {
+		p.relayRTT[h.relay.ID] = max(h.rtt, time.Nanosecond)
+		lp.spawn(func() event {
+			lost := h.watch(lp.ctx, sess)
+			return linkDown{sess: sess, watched: true, relayLost: lost}
+		})
+	} else {
+		lp.spawn(func() event {
+			select {
+			case <-sess.CloseChan():
+				return linkDown{sess: sess}
+			case <-lp.ctx.Done():
+				return nil
+			}
+		})
+	}
 	lp.wg.Go(func() { p.acceptInbound(lp.ctx, sess) })
 	active, standby := p.rolesLocked()
 	switch {
@@ -230,9 +266,12 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 		// machine, a slow handshake): a clearly nearer one that comes up
 		// soon after takes over, and the first waits as standby.
 		if standby != nil { // one standby is enough
-			old := standby.sess
-			standby.role, standby.sess = "", nil
+			old, oldHop := standby.sess, standby.hop
+			standby.role, standby.sess, standby.hop = "", nil, nil
 			lp.close(old)
+			if oldHop != nil {
+				lp.close(oldHop.sess)
+			}
 		}
 		p.log.Info("switching to a nearer exit", "from", active.exit.ID.Short(), "to", c.exit.ID.Short(),
 			"rtt", c.rtt.Round(time.Microsecond))
@@ -243,8 +282,8 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 		c.role = RoleStandby
 		p.log.Info("standby link up", "exit", c.exit.ID.Short(), "rtt", c.rtt.Round(time.Microsecond))
 	default:
-		c.sess = nil // a probe that lost the race
-		lp.close(sess)
+		c.sess, c.hop = nil, nil // a probe that lost the race
+		lp.wg.Go(ev.close)
 	}
 }
 
@@ -257,9 +296,21 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 func (p *Pool) onDialFailed(ev dialFailed) {
 	c := ev.c
 	p.stats.dialFailures.Add(1)
-	c.dialing = false
-	c.failures++
+	c.dialing, c.via = false, nil
+	c.resume = max(c.resume-1, 0)
 	err := ev.err
+	if ev.relay != (link.PeerID{}) {
+		// The relay failed, not the exit: another relay is tried soon.
+		p.relayBad[ev.relay] = time.Now().Add(p.relayBackoff())
+		c.lastErr = err.Error()
+		c.nextTry = time.Now().Add(p.cfg.MinBackoff)
+		p.log.Warn("relay unreachable", "relay", ev.relay.Short(), "exit", c.exit.ID.Short(), "err", err)
+		if p.sess == nil {
+			p.setStatusLocked(StateDown, err)
+		}
+		return
+	}
+	c.failures++
 	wait := p.backoff(c.failures)
 	level, msg := slog.LevelWarn, "exit unreachable"
 	wasMismatch := c.mismatch
@@ -303,12 +354,18 @@ func (p *Pool) onLinkDown(lp *loop, ev linkDown) {
 	if c == nil {
 		return // an old link of an exit, already replaced
 	}
+	if c.hop != nil && !ev.watched {
+		return // the path's watch says which hop failed, at once
+	}
 	now := time.Now()
 	wasActive := c.role == RoleActive
-	if now.Sub(c.upAt) < 10*time.Second {
+	if ev.relayLost {
+		p.relayBad[c.hop.relay.ID] = now.Add(p.relayBackoff())
+	} else if now.Sub(c.upAt) < 10*time.Second {
 		c.failures++ // a link that dies at once counts as a failed attempt
 	}
-	c.sess, c.role = nil, ""
+	lostRelay := c.hop
+	c.sess, c.role, c.hop = nil, "", nil
 	c.nextTry = now.Add(p.backoff(c.failures))
 	lp.close(ev.sess)
 	if !wasActive {
@@ -316,6 +373,15 @@ func (p *Pool) onLinkDown(lp *loop, ev linkDown) {
 	}
 	p.stats.linkDowns.Add(1)
 	p.deactivateLocked(ev.sess)
+	if ev.relayLost {
+		// The exit is fine: reach it again through another relay, which
+		// keeps the forwarded port, before moving to the standby exit.
+		p.log.Warn("relay lost: reaching the same exit through another relay", "relay", lostRelay.relay.ID.Short(),
+			"exit", c.exit.ID.Short())
+		c.resume, c.nextTry = 2, now
+		p.setStatusLocked(StateConnecting, errors.New("relay "+lostRelay.relay.ID.Short()+" lost"))
+		return
+	}
 	p.log.Warn("link down", "exit", c.exit.ID.Short())
 	if _, standby := p.rolesLocked(); standby != nil {
 		p.activateLocked(lp, standby)
@@ -335,8 +401,12 @@ func (p *Pool) activateLocked(lp *loop, c *candidate) {
 		p.goLiveLocked(lp, c, 0)
 		return
 	}
+	want := p.cfg.ForwardPort
+	if want == 0 {
+		want = c.port // the exit keeps it for this client: ask for it by number
+	}
 	lp.spawn(func() event {
-		port, reason := p.requestForward(lp.ctx, sess, c.exit)
+		port, reason := p.requestForward(lp.ctx, sess, c.exit, want)
 		return forwarded{c: c, sess: sess, port: port, reason: reason}
 	})
 }
@@ -346,6 +416,9 @@ func (p *Pool) activateLocked(lp *loop, c *candidate) {
 func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 	if ev.c.sess != ev.sess || ev.c.role != RoleActive {
 		return // it died, or a nearer exit took its place, meanwhile
+	}
+	if ev.port != 0 {
+		ev.c.port = ev.port
 	}
 	p.goLiveLocked(lp, ev.c, ev.port)
 	if p.sess == ev.sess {
@@ -358,11 +431,17 @@ func (p *Pool) goLiveLocked(lp *loop, c *candidate, port uint16) {
 	if c.sess.IsClosed() {
 		return // it died meanwhile; its linkDown event follows
 	}
-	p.sess = c.sess
+	p.sess, p.hop = c.sess, c.hop
 	close(p.ready)
 	p.stats.activations.Add(1)
 	p.status = Status{Exit: c.exit, State: StateUp, Since: time.Now(), ForwardedPort: port}
-	p.log.Info("link up", "exit", c.exit.ID.Short(), "addr", c.exit.Addr, "rtt", c.rtt.Round(time.Microsecond), "source", c.source)
+	if c.hop != nil {
+		p.status.Relay = c.hop.relay
+		p.log.Info("link up", "exit", c.exit.ID.Short(), "relay", c.hop.relay.ID.Short(), "addr", c.exit.Addr,
+			"rtt", c.rtt.Round(time.Microsecond), "relay_rtt", c.hop.rtt.Round(time.Microsecond), "source", c.source)
+	} else {
+		p.log.Info("link up", "exit", c.exit.ID.Short(), "addr", c.exit.Addr, "rtt", c.rtt.Round(time.Microsecond), "source", c.source)
+	}
 	if port != 0 && p.cfg.OnPort != nil {
 		lp.after = append(lp.after, func() { p.cfg.OnPort(port) })
 	}
@@ -371,7 +450,7 @@ func (p *Pool) goLiveLocked(lp *loop, c *candidate, port uint16) {
 // deactivateLocked stops new flows from using sess.
 func (p *Pool) deactivateLocked(sess *link.Session) {
 	if p.sess == sess {
-		p.sess = nil
+		p.sess, p.hop = nil, nil
 		p.ready = make(chan struct{})
 	}
 	p.status.ForwardedPort, p.status.ForwardError = 0, ""
@@ -408,16 +487,19 @@ func (p *Pool) shutdown(lp *loop) {
 	p.stopped = true
 	for _, c := range p.cands {
 		if c.sess != nil {
-			sess := c.sess
+			sess, hop := c.sess, c.hop
 			lp.wg.Go(func() {
 				sess.GoAway()
 				sess.Close()
+				if hop != nil {
+					hop.sess.Close()
+				}
 			})
-			c.sess, c.role = nil, ""
+			c.sess, c.role, c.hop = nil, "", nil
 		}
 	}
 	if p.sess != nil {
-		p.sess = nil
+		p.sess, p.hop = nil, nil
 		p.ready = make(chan struct{})
 	}
 	p.status.State, p.status.Since = StateDown, time.Now()
@@ -428,10 +510,32 @@ func (p *Pool) shutdown(lp *loop) {
 		select {
 		case ev := <-lp.events: // a dial that finished as we stopped
 			if d, ok := ev.(dialed); ok {
-				d.sess.Close()
+				d.close()
 			}
 		case <-done:
 			return
 		}
 	}
+}
+
+// resumingLocked reports whether the pool is reaching its last exit again
+// through another relay: the standby (another exit) waits meanwhile.
+func (p *Pool) resumingLocked() bool {
+	for _, c := range p.cands {
+		if c.resume > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// relayingLocked reports whether id is, or is being dialled as, the relay
+// of one of the pool's paths.
+func (p *Pool) relayingLocked(id link.PeerID) bool {
+	for _, c := range p.cands {
+		if c.hop != nil && c.hop.relay.ID == id || c.via != nil && c.via.ID == id {
+			return true
+		}
+	}
+	return false
 }

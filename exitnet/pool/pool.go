@@ -65,6 +65,13 @@ type Config struct {
 	// OnLearn is called from Run with the exits that linked exits told the
 	// pool of (verified), e.g. to keep them for the next start.
 	OnLearn func([]discovery.Known)
+	// Hops is the number of peers a flow crosses: 1 (the default) links
+	// to exits directly; 2 reaches each exit through a relay (hops.go),
+	// another exit that relays.
+	Hops int
+	// Relays, with Hops 2, are the only relays used; empty: any known
+	// exit that relays.
+	Relays []link.ExitAddr
 	// OnStatus is called from Run with the pool's Status each time it
 	// changes (its state, exit, forwarded port or last error; not its
 	// round trip), in order. It must not block for long.
@@ -84,11 +91,15 @@ const (
 
 // Status is a snapshot of the pool.
 type Status struct {
-	Exit      link.ExitAddr // the active exit, or the last one tried
-	State     LinkState
-	Since     time.Time     // when State began
-	RTT       time.Duration // last measured link round trip, 0 if unknown
-	LastError string        // why the last attempt or link failed
+	Exit  link.ExitAddr // the active exit, or the last one tried
+	State LinkState
+	Since time.Time     // when State began
+	RTT   time.Duration // last measured link round trip, 0 if unknown
+	// Relay is the relay of a two-hop path, and RelayRTT the round trip
+	// to it; RTT is then the round trip through both hops.
+	Relay     link.ExitAddr
+	RelayRTT  time.Duration
+	LastError string // why the last attempt or link failed
 	// ForwardedPort is the port the exit lends this client, 0 if none.
 	ForwardedPort uint16
 	// ForwardError says why the active exit lent no port, when the pool
@@ -115,6 +126,12 @@ type Pool struct {
 	stopped bool
 	cands   map[link.PeerID]*candidate
 	order   int // insertion counter, to keep the user's order among equals
+
+	// For two-hop paths: relays that failed lately (until when), and the
+	// round trips to relays measured when linking to them.
+	relayBad map[link.PeerID]time.Time
+	relayRTT map[link.PeerID]time.Duration
+	hop      *hop // the active path's relay hop; nil on one hop
 }
 
 // New validates cfg and returns a Pool. Nothing is dialed until Run.
@@ -130,6 +147,12 @@ func New(cfg Config) (*Pool, error) {
 	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, 250*time.Millisecond)
 	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 30*time.Second)
 	cfg.UnsuitableRetry = cmp.Or(cfg.UnsuitableRetry, 10*time.Minute)
+	switch {
+	case cfg.Hops < 0 || cfg.Hops > 2:
+		return nil, fmt.Errorf("pool: %d hops: want 1 or 2", cfg.Hops)
+	case len(cfg.Relays) > 0 && cfg.Hops != 2:
+		return nil, errors.New("pool: relays are for two hops")
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -144,6 +167,9 @@ func New(cfg Config) (*Pool, error) {
 		ready:   make(chan struct{}),
 		status:  Status{State: StateConnecting, Since: time.Now()},
 		cands:   make(map[link.PeerID]*candidate),
+
+		relayBad: make(map[link.PeerID]time.Time),
+		relayRTT: make(map[link.PeerID]time.Duration),
 	}
 	for _, e := range cfg.Exits {
 		p.AddExit(e, discovery.SourceStatic)
@@ -158,6 +184,9 @@ func (p *Pool) Status() Status {
 	st := p.status
 	if p.sess != nil {
 		st.RTT = p.sess.RTT()
+	}
+	if p.hop != nil {
+		st.RelayRTT = p.hop.sess.RTT()
 	}
 	return st
 }

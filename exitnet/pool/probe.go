@@ -26,7 +26,16 @@ type Probed struct {
 // the proven ID, and the pool links to it pinned like any other: no flow
 // ever goes over an unpinned link.
 func (p *Pool) Probe(ctx context.Context, addr string) (Probed, error) {
-	sess, err := link.DialUnpinned(ctx, p.cfg.Link, addr)
+	// A candidate is a stranger until it proves otherwise: it sees a key
+	// made for this probe alone, never the client's own or one derived for
+	// an exit, so probing cannot link the client to anything.
+	cfg := p.cfg.Link
+	throwaway, err := link.NewIdentity()
+	if err != nil {
+		return Probed{}, err
+	}
+	cfg.Identity = throwaway
+	sess, err := link.DialUnpinned(ctx, cfg, addr)
 	if err != nil {
 		return Probed{}, err
 	}

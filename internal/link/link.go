@@ -39,6 +39,11 @@ type Config struct {
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 
+	// Nested, on the client side, says the link runs inside a stream of
+	// another link (two hops): its frames are cut so that each one, with
+	// its TLS records, fits one frame of the outer link, rather than
+	// spilling a few bytes into a second, tiny one.
+	Nested bool
 	// ServerName is, on the client side, the host name sent in the
 	// ClientHello (SNI); empty follows the rule in hello.go. On the exit
 	// side it is the host name of the self-signed certificate; empty is
@@ -107,9 +112,19 @@ func (c *Config) yamuxConfig() *yamux.Config {
 		// buffer in yamux would only copy it again.
 		ReadBufSize: 0,
 		// One yamux frame becomes at most four full TLS records.
-		MaxMessageSize: 64 * 1024,
+		MaxMessageSize: maxFrame(c.Nested),
 		LogOutput:      io.Discard,
 	}
+}
+
+// maxFrame is the largest yamux frame payload: 64 KiB, or for a nested
+// link 64 KiB less room for its frame header and the overhead of its five
+// TLS records, so that one frame of it is one frame of the outer link.
+func maxFrame(nested bool) uint32 {
+	if nested {
+		return 64*1024 - 256
+	}
+	return 64 * 1024
 }
 
 // Session is an established link: a yamux session over TLS, and the

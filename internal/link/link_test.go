@@ -3,6 +3,7 @@ package link
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -293,4 +294,27 @@ func FuzzParseExitAddr(f *testing.F) {
 			t.Fatalf("%q parsed to %v, which parses back to %v, %v", s, a, b, err)
 		}
 	})
+}
+
+// TestForExit: the key presented to an exit depends on the exit and is the
+// same each time; it is not the identity's own key.
+func TestForExit(t *testing.T) {
+	id, _ := NewIdentity()
+	a, _ := NewIdentity()
+	b, _ := NewIdentity()
+	ida, idb := id.ForExit(a.ID()).ID(), id.ForExit(b.ID()).ID()
+	if ida == idb || ida == id.ID() || idb == id.ID() {
+		t.Fatalf("derived IDs not distinct: own %s, for a %s, for b %s", id.ID().Short(), ida.Short(), idb.Short())
+	}
+	if again := id.ForExit(a.ID()).ID(); again != ida {
+		t.Fatalf("derived ID for the same exit changed: %s then %s", ida.Short(), again.Short())
+	}
+	other, _ := NewIdentity()
+	if other.ForExit(a.ID()).ID() == ida {
+		t.Fatal("two identities derive the same ID for one exit")
+	}
+	msg := []byte("m")
+	if !ed25519.Verify(ida.PublicKey(), msg, id.ForExit(a.ID()).Sign(msg)) {
+		t.Fatal("derived key does not sign for its ID")
+	}
 }

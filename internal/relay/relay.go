@@ -31,6 +31,11 @@ const (
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
+// largeSize is the moving buffer of SpliceLarge.
+const largeSize = 256 << 10
+
+var largePool = sync.Pool{New: func() any { b := make([]byte, largeSize); return &b }}
+
 // largeHeld counts the large buffers directions hold now.
 var largeHeld atomic.Int64
 
@@ -53,6 +58,18 @@ func Splice(a, b net.Conn) Result { return SpliceCounting(a, b, nil, nil) }
 // and bToA (either may be nil) as they are written, so that totals kept
 // across flows move while a long flow is still open.
 func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
+	return splice(a, b, aToB, bToA, &bufPool)
+}
+
+// SpliceLarge is SpliceCounting that moves up to 256 KiB per system call
+// while bytes flow, for the few long bulk flows that carry whole links (a
+// relay's): one such flow carries every flow of a client, and its system
+// calls, not its bytes, are what cost.
+func SpliceLarge(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
+	return splice(a, b, aToB, bToA, &largePool)
+}
+
+func splice(a, b net.Conn, aToB, bToA *atomic.Uint64, pool *sync.Pool) Result {
 	var r Result
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -70,9 +87,9 @@ func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.BtoA = copyHalf(a, b, bToA, abort)
+		r.BtoA = copyHalf(a, b, bToA, abort, pool)
 	}()
-	r.AtoB = copyHalf(b, a, aToB, abort)
+	r.AtoB = copyHalf(b, a, aToB, abort, pool)
 	wg.Wait()
 	a.Close()
 	b.Close()
@@ -81,7 +98,7 @@ func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
 
 // copyHalf copies src to dst, then closes dst's write half (or all of dst
 // when it cannot half-close).
-func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error)) int64 {
+func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *sync.Pool) int64 {
 	quiet := make([]byte, quietSize)
 	buf := quiet
 	var big *[]byte
@@ -117,17 +134,17 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error)) int64 
 		}
 		switch {
 		case big == nil && n == len(quiet):
-			big = bufPool.Get().(*[]byte)
+			big = pool.Get().(*[]byte)
 			buf = *big
 			largeHeld.Add(1)
 		case big != nil && n < releaseBelow:
-			bufPool.Put(big)
+			pool.Put(big)
 			big, buf = nil, quiet
 			largeHeld.Add(-1)
 		}
 	}
 	if big != nil {
-		bufPool.Put(big)
+		pool.Put(big)
 		largeHeld.Add(-1)
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {

@@ -183,7 +183,7 @@ func TestVanishedClientReclaimed(t *testing.T) {
 	if u, f, free := e.Stats().UDP.Active, e.Stats().Forward.Active, leases.Free(); u != 1 || f != 1 || free != span-1 {
 		t.Fatalf("exit holds %d associations, %d forwards, %d of %d ports free; want 1, 1, %d", u, f, free, span, span-1)
 	}
-	if holder, ok := leases.Holder(port); !ok || holder != id.ID() {
+	if holder, ok := leases.Holder(port); !ok || holder != id.ForExit(exit.Addr.ID).ID() {
 		t.Fatalf("port %d held by %v (%v), want the client", port, holder.Short(), ok)
 	}
 

@@ -31,7 +31,16 @@ const (
 	// reaches it at Dst, and (in the answer's bound address) the address the
 	// answering exit sees it come from.
 	KindReach Kind = 6
+	// KindRelay asks a relay to connect to the exit at Dst whose peer ID
+	// follows the header (RelayIDLen bytes), and to splice the stream to
+	// it: the client then runs a link end to end with that exit inside
+	// the stream.
+	KindRelay Kind = 7
 )
+
+// RelayIDLen is the length of the peer ID that follows a relay request's
+// header.
+const RelayIDLen = 32
 
 func (k Kind) String() string {
 	switch k {
@@ -47,6 +56,8 @@ func (k Kind) String() string {
 		return "descriptor"
 	case KindReach:
 		return "reach"
+	case KindRelay:
+		return "relay"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }

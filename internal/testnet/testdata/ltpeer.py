@@ -4,7 +4,7 @@
 
   ltpeer.py make FILE TORRENT            create a torrent for FILE
   ltpeer.py seed TORRENT DIR --listen IP:PORT
-  ltpeer.py leech TORRENT DIR --listen IP:PORT --peer IP:PORT [--socks IP:PORT] [--utp-only]
+  ltpeer.py leech TORRENT DIR --listen IP:PORT --peer IP:PORT [--socks IP:PORT] [--utp-only|--tcp-only]
 
 seed prints "ready PORT", then "peer IP:PORT" for every peer it sees.
 leech prints "progress N" now and then and "done" when the download is
@@ -39,6 +39,9 @@ def session(args):
     if getattr(args, "utp_only", False):
         s.update({"enable_outgoing_tcp": False, "enable_incoming_tcp": False,
                   "enable_outgoing_utp": True, "enable_incoming_utp": True})
+    if getattr(args, "tcp_only", False):
+        s.update({"enable_outgoing_tcp": True, "enable_incoming_tcp": True,
+                  "enable_outgoing_utp": False, "enable_incoming_utp": False})
     if getattr(args, "socks", None):
         ph, pp = args.socks.rsplit(":", 1)
         s.update({"proxy_type": lt.proxy_type_t.socks5, "proxy_hostname": ph,
@@ -139,6 +142,7 @@ def main():
         c.add_argument("--listen", required=True)
         c.add_argument("--socks")
         c.add_argument("--utp-only", action="store_true")
+        c.add_argument("--tcp-only", action="store_true")
         c.add_argument("--rate", type=int, default=0, help="upload rate limit, bytes/s")
         if name == "leech":
             c.add_argument("--peer", required=True)
