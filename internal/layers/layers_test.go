@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"internal/listener": nil,
 	"internal/meter":    {"internal/relay", "internal/wire"},
 	"internal/layers":   nil,
-	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",
+	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd/...", "internal/link", "internal/wire",
 		"internal/relay", "internal/meter", "internal/socks"},
 	"exitnet":                    nil,
 	"exitnet/policy":             {"internal/wire"},
@@ -35,8 +35,9 @@ var allowed = map[string][]string{
 	"exitnet/pool":               {"exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
 	"proxy":                      {"internal/wire", "internal/relay"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
+	"portfwd/announce":           nil,
 	"bench":                      {"internal/socks", "internal/wire"},
-	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
+	"client":                     {"exitnet/...", "proxy", "portfwd/...", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener"},
 	"cmd/swarmvpn":               {"client", "bench", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener"},
 }
 
