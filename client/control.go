@@ -1,15 +1,18 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -90,11 +93,28 @@ func removeStaleSocket(path string) error {
 	return nil
 }
 
+// Control socket requests. A connection may start with one line naming its
+// request; one that sends nothing within requestWait gets the status, as
+// the first versions of 'swarmvpn status' expect.
+const (
+	RequestStatus = "status" // the Report
+	RequestCheck  = "check"  // probe the forwarded port first, then the Report
+	requestWait   = 200 * time.Millisecond
+	checkWait     = 20 * time.Second
+)
+
 // ServeControl answers status requests on ln, a listener ListenControl
 // opened, until ctx ends: each connection gets one JSON document, report(),
 // and is closed. It closes ln, and returns after all its goroutines have
 // ended.
 func ServeControl(ctx context.Context, ln net.Listener, report func() Report) error {
+	return ServeControlWith(ctx, ln, report, nil)
+}
+
+// ServeControlWith is ServeControl that also runs check(ctx) before the
+// report when a connection asks for RequestCheck; check nil ignores such
+// requests.
+func ServeControlWith(ctx context.Context, ln net.Listener, report func() Report, check func(context.Context)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -108,14 +128,21 @@ func ServeControl(ctx context.Context, ln net.Listener, report func() Report) er
 			}
 			return fmt.Errorf("control socket: %w", err)
 		}
-		wg.Go(func() { answerStatus(ctx, c, report) })
+		wg.Go(func() { answerStatus(ctx, c, report, check) })
 	}
 }
 
-func answerStatus(ctx context.Context, c net.Conn, report func() Report) {
+func answerStatus(ctx context.Context, c net.Conn, report func() Report, check func(context.Context)) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	c.SetReadDeadline(time.Now().Add(requestWait))
+	line, _ := bufio.NewReaderSize(io.LimitReader(c, 64), 64).ReadString('\n')
+	if strings.TrimSpace(line) == RequestCheck && check != nil {
+		cctx, cancel := context.WithTimeout(ctx, checkWait)
+		check(cctx)
+		cancel()
+	}
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	json.NewEncoder(c).Encode(report()) // a reader that went away needs no answer
 }

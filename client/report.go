@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/portfwd/announce"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -13,18 +14,26 @@ import (
 // control socket. The field names are a file format: 'status --json'
 // prints them as they come.
 type Report struct {
-	Peer           string       `json:"peer"`
-	Exit           string       `json:"exit"` // PEERID@HOST:PORT
-	Link           string       `json:"link"` // connecting, up, down
-	Since          time.Time    `json:"since"`
-	RTT            string       `json:"rtt,omitempty"`
-	LastError      string       `json:"last_error,omitempty"`
-	SOCKS          string       `json:"socks"`
-	HTTP           string       `json:"http,omitempty"`
-	ForwardedPort  uint16       `json:"forwarded_port,omitempty"`
-	PublicEndpoint string       `json:"public_endpoint,omitempty"` // exit host:forwarded port
-	Traffic        *Traffic     `json:"traffic,omitempty"`
-	Exits          []ExitReport `json:"exits,omitempty"` // every exit the client knows
+	Peer           string    `json:"peer"`
+	Exit           string    `json:"exit"` // PEERID@HOST:PORT
+	Link           string    `json:"link"` // connecting, up, down
+	Since          time.Time `json:"since"`
+	RTT            string    `json:"rtt,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	SOCKS          string    `json:"socks"`
+	HTTP           string    `json:"http,omitempty"`
+	ForwardedPort  uint16    `json:"forwarded_port,omitempty"`
+	PublicEndpoint string    `json:"public_endpoint,omitempty"` // exit host:forwarded port
+	// Reachability is the last end-to-end check of the forwarded port.
+	Reachability *Reachability `json:"reachability,omitempty"`
+	// InboundTCP says whether the exit accepts TCP on the forwarded port:
+	// "accepting", or "refusing" while the local target takes none.
+	InboundTCP string `json:"inbound_tcp,omitempty"`
+	// Announces counts the tracker announces rewritten; nil when the
+	// rewriting is off.
+	Announces *AnnounceReport `json:"announces,omitempty"`
+	Traffic   *Traffic        `json:"traffic,omitempty"`
+	Exits     []ExitReport    `json:"exits,omitempty"` // every exit the client knows
 }
 
 // Traffic is what the client has carried since it started, read at one
@@ -36,6 +45,15 @@ type Traffic struct {
 	Flows     uint64    `json:"flows"`     // opened since start: TCP, UDP associations, inbound
 	BytesIn   uint64    `json:"bytes_in"`  // from the internet
 	BytesOut  uint64    `json:"bytes_out"` // to the internet
+}
+
+// AnnounceReport counts what the rewriting of tracker announces did.
+type AnnounceReport struct {
+	HTTP         uint64 `json:"http"`          // HTTP announces seen while a port was forwarded
+	UDP          uint64 `json:"udp"`           // UDP (BEP 15) announces seen while a port was forwarded
+	PortRewrites uint64 `json:"port_rewrites"` // of those, ones whose port was changed
+	AddrStrips   uint64 `json:"addr_strips"`   // ip=/ipv4=/ipv6= naming the user's addresses, removed
+	Malformed    uint64 `json:"malformed"`     // announce-like requests passed unchanged
 }
 
 // ExitReport is one known exit, for 'swarmvpn peers'.
@@ -58,11 +76,23 @@ type Stats struct {
 	// BytesIn and BytesOut count what TCP flows carried, through the
 	// proxies and from the forwarded port.
 	BytesIn, BytesOut uint64
+	// Announces counts the rewriting of tracker announces; AnnounceFix
+	// says whether it is on.
+	Announces   announce.Stats
+	AnnounceFix bool
+	// Reach is the last check of the forwarded port, nil before one.
+	Reach *Reachability
+	// TCPRefusing: the exit was told to refuse TCP on the forwarded port,
+	// as the local target takes none; TCPClosings counts the times.
+	TCPRefusing bool
+	TCPClosings uint64
 }
 
 // Stats returns a snapshot of the client's figures.
 func (c *Client) Stats() Stats {
-	s := Stats{Link: c.pool.Status(), Pool: c.pool.Stats(), UDP: c.socks.UDPStats()}
+	s := Stats{Link: c.pool.Status(), Pool: c.pool.Stats(), UDP: c.socks.UDPStats(),
+		Announces: c.announces.Stats(), AnnounceFix: c.announceOpt != nil, Reach: c.Reachability(),
+		TCPRefusing: c.reach.tcpOff.Load(), TCPClosings: c.reach.tcpClosings.Load()}
 	f := c.socks.FlowStats()
 	s.BytesIn, s.BytesOut = s.Pool.InboundBytesIn+f.BytesIn, s.Pool.InboundBytesOut+f.BytesOut
 	if c.http != nil {
@@ -90,6 +120,15 @@ func (c *Client) Report() Report {
 	if st.ForwardedPort != 0 {
 		host, _, _ := net.SplitHostPort(st.Exit.Addr)
 		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
+		r.InboundTCP = "accepting"
+		if s.TCPRefusing {
+			r.InboundTCP = "refusing"
+		}
+	}
+	r.Reachability = s.Reach
+	if s.AnnounceFix {
+		a := s.Announces
+		r.Announces = &AnnounceReport{HTTP: a.HTTP, UDP: a.UDP, PortRewrites: a.PortRewrites, AddrStrips: a.AddrStrips, Malformed: a.Malformed}
 	}
 	for _, e := range c.pool.Exits() {
 		er := ExitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: string(e.Role), Caps: e.Caps, Load: e.Load,

@@ -177,9 +177,13 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		udpExpired = counter("swarmvpn_exit_udp_expired_total", "UDP associations closed for idleness.")
 		forwards   = gauge("swarmvpn_exit_forwards_open", "Forwarded ports lent to clients now.")
 		inboundRef = counter("swarmvpn_exit_inbound_refused_total", "Connections to forwarded ports that the client did not take.")
+		tcpOff     = gauge("swarmvpn_exit_forwards_tcp_refusing", "Forwarded ports whose TCP listener is closed now because the client's target accepts no TCP.")
+		tcpClose   = counter("swarmvpn_exit_forward_tcp_closings_total", "Times a forwarded port's TCP listener was closed at the client's request.")
+		probes     = counter("swarmvpn_exit_forward_probes_total", "Reachability probes of forwarded ports run for clients.")
 	)
 	return &snapshotCollector{
 		families: []family{links, clients, accepted, refused, dropped, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+			tcpOff, tcpClose, probes,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
@@ -213,6 +217,9 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(udpExpired, float64(u.ExpiredIdle))
 			emit(forwards, float64(f.Active))
 			emit(inboundRef, float64(f.Refused))
+			emit(tcpOff, float64(f.TCPOff))
+			emit(tcpClose, float64(f.TCPClosings))
+			emit(probes, float64(f.Probes))
 		},
 	}
 }

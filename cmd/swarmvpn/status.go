@@ -27,8 +27,14 @@ var errNoClient = errors.New("no client")
 // fetchStatus asks the client on the control socket at path for its status,
 // returning the document as sent and as read.
 func fetchStatus(ctx context.Context, path string) ([]byte, client.Report, error) {
+	return fetchRequest(ctx, path, client.RequestStatus, 5*time.Second)
+}
+
+// fetchRequest sends request on the control socket at path and reads the
+// status that answers it, waiting at most wait.
+func fetchRequest(ctx context.Context, path, request string, wait time.Duration) ([]byte, client.Report, error) {
 	var r client.Report
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
@@ -43,6 +49,7 @@ func fetchStatus(ctx context.Context, path string) ([]byte, client.Report, error
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	io.WriteString(c, request+"\n") // a client too old to read it answers all the same
 	raw, err := io.ReadAll(io.LimitReader(c, maxStatusSize))
 	if err == nil {
 		err = json.Unmarshal(raw, &r)
@@ -62,6 +69,7 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the status as one JSON document (counters only: no rates)"},
 			&cli.DurationFlag{Name: "interval", Value: time.Second,
 				Usage: "ask twice this far apart to show transfer rates (0: totals only)"},
+			&cli.BoolFlag{Name: "check", Usage: "have the exit probe the forwarded port now (TCP and UDP, as a peer would), and show the result"},
 		},
 		Action: runStatus,
 	}
@@ -76,7 +84,13 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 	if err := client.CheckControlPath(path); err != nil {
 		return err
 	}
-	raw, r, err := fetchStatus(ctx, path)
+	var raw []byte
+	var r client.Report
+	if cmd.Bool("check") {
+		raw, r, err = fetchRequest(ctx, path, client.RequestCheck, 30*time.Second)
+	} else {
+		raw, r, err = fetchStatus(ctx, path)
+	}
 	if errors.Is(err, errNoClient) {
 		return fmt.Errorf("no swarmvpn client is running with state dir %s: start one with 'swarmvpn connect'", dir)
 	}
@@ -138,6 +152,16 @@ func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Ti
 	default:
 		line("port", fmt.Sprint(r.ForwardedPort))
 	}
+	if r.InboundTCP == "refusing" {
+		line("tcp", "refused at the exit: the local target accepts no TCP (peers connect by uTP)")
+	}
+	if rc := r.Reachability; rc != nil {
+		line("reach", reachLine(rc, now))
+	}
+	if a := r.Announces; a != nil {
+		line("announce", fmt.Sprintf("%d HTTP, %d UDP seen; %d ports rewritten, %d addresses removed, %d malformed",
+			a.HTTP, a.UDP, a.PortRewrites, a.AddrStrips, a.Malformed))
+	}
 	if t := r.Traffic; t != nil {
 		line("flows", fmt.Sprintf("%d open, %d since start", t.FlowsOpen, t.Flows))
 		in, out := sizeOf(t.BytesIn), sizeOf(t.BytesOut)
@@ -177,4 +201,16 @@ func sizeOf(n uint64) string {
 		i++
 	}
 	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}
+
+// reachLine says what the last check of the forwarded port found.
+func reachLine(rc *client.Reachability, now time.Time) string {
+	when := fmt.Sprintf("checked %s ago", now.Sub(rc.Checked).Round(time.Second))
+	switch {
+	case rc.Error != "":
+		return fmt.Sprintf("unknown: %s (%s)", rc.Error, when)
+	case rc.Reachable:
+		return fmt.Sprintf("port %d reachable (tcp %s, udp %s; %s)", rc.Port, rc.TCP, rc.UDP, when)
+	}
+	return fmt.Sprintf("port %d NOT reachable (tcp %s, udp %s; %s)", rc.Port, rc.TCP, rc.UDP, when)
 }

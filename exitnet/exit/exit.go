@@ -118,6 +118,7 @@ type client struct {
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
+	udpProbe     atomic.Uint32 // the port of a probe's socket on 127.0.0.1, 0 if none
 }
 
 func (c *client) acquireUDP(limit int) bool {

@@ -115,15 +115,23 @@ type ForwardStats struct {
 	Active  int64  // forwards open now
 	Inbound uint64 // connections that arrived on forwarded ports
 	Refused uint64 // of those, ones the client did not take
+	// TCPOff is the number of forwarded ports whose TCP listener is closed
+	// now because the client's target accepts no TCP; TCPClosings counts
+	// the times one was closed.
+	TCPOff      int64
+	TCPClosings uint64
+	Probes      uint64 // reachability probes run for clients
 }
 
 type forwardCounters struct {
-	active           atomic.Int64
-	inbound, refused atomic.Uint64
+	active, tcpOff                atomic.Int64
+	inbound, refused, tcpClosings atomic.Uint64
+	probes                        atomic.Uint64
 }
 
 func (c *forwardCounters) snapshot() ForwardStats {
-	return ForwardStats{Active: c.active.Load(), Inbound: c.inbound.Load(), Refused: c.refused.Load()}
+	return ForwardStats{Active: c.active.Load(), Inbound: c.inbound.Load(), Refused: c.refused.Load(),
+		TCPOff: c.tcpOff.Load(), TCPClosings: c.tcpClosings.Load(), Probes: c.probes.Load()}
 }
 
 // LimitStats counts what the exit's per-client limits held back.

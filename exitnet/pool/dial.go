@@ -30,11 +30,11 @@ func Dial(ctx context.Context, cfg link.Config, exit link.ExitAddr) (*link.Sessi
 }
 
 // requestForward asks the exit for a port and holds the forward open for
-// the link's life. It returns 0 when the exit lends none.
-func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr) uint16 {
+// the link's life. It returns nil when the exit lends none.
+func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr) *lease {
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
-		return 0
+		return nil
 	}
 	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
 	resp, err := wire.Call(ctx, st, req, 10*time.Second)
@@ -42,21 +42,21 @@ func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link
 	case err != nil:
 		st.Reset()
 		p.log.Warn("forward request failed", "exit", exit.ID.Short(), "err", err)
-		return 0
+		return nil
 	case resp.Status == wire.StatusKindNotSupported:
 		st.Close()
 		p.log.Warn("this exit offers no port forwarding: the torrent client will not be connectable; choose an exit that forwards ports", "exit", exit.ID.Short())
-		return 0
+		return nil
 	case resp.Status != wire.StatusOK || resp.Bound.Port == 0:
 		st.Close()
 		p.log.Warn("exit refused to forward a port", "exit", exit.ID.Short(), "status", resp.Status)
-		return 0
+		return nil
 	}
 	// The stream stays open, held by the session, as long as the link:
-	// closing it would end the forward.
+	// closing it would end the forward. It carries lease messages.
 	host, _, _ := net.SplitHostPort(exit.Addr)
 	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(host, strconv.Itoa(int(resp.Bound.Port))))
-	return resp.Bound.Port
+	return newLease(st, resp.Bound.Port, p.log)
 }
 
 // dialChecked links to c's exit and reads its descriptor: an exit that

@@ -47,9 +47,9 @@ type linkDown struct {
 // forwarded: the exit answered the forward request made when c's link
 // became active; port is 0 when it lends none.
 type forwarded struct {
-	c    *candidate
-	sess *link.Session
-	port uint16
+	c     *candidate
+	sess  *link.Session
+	lease *lease // nil without a port
 }
 
 func (ev dialed) applyLocked(p *Pool, lp *loop)     { p.onDialed(lp, ev) }
@@ -301,7 +301,7 @@ func (p *Pool) activateLocked(lp *loop, c *candidate) {
 		return
 	}
 	lp.spawn(func() event {
-		return forwarded{c: c, sess: sess, port: p.requestForward(lp.ctx, sess, c.exit)}
+		return forwarded{c: c, sess: sess, lease: p.requestForward(lp.ctx, sess, c.exit)}
 	})
 }
 
@@ -311,7 +311,16 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 	if ev.c.sess != ev.sess || ev.c.role != RoleActive {
 		return // it died, or a nearer exit took its place, meanwhile
 	}
-	p.goLiveLocked(lp, ev.c, ev.port)
+	var port uint16
+	if l := ev.lease; l != nil && !ev.sess.IsClosed() {
+		port = l.port
+		p.lease = l
+		lp.wg.Go(l.read)
+		if p.tcpOff {
+			lp.after = append(lp.after, func() { l.setTCP(false) })
+		}
+	}
+	p.goLiveLocked(lp, ev.c, port)
 }
 
 // goLiveLocked hands c's link to new flows.
@@ -336,6 +345,7 @@ func (p *Pool) deactivateLocked(sess *link.Session) {
 		p.ready = make(chan struct{})
 	}
 	p.status.ForwardedPort = 0
+	p.lease = nil
 }
 
 func (p *Pool) setStatusLocked(s LinkState, err error) {
