@@ -62,6 +62,9 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	defer e.stats.fwd.active.Add(-1)
 	log.Info("forward open", "port", port)
 
+	// Probes and inbound connections end with the forward.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	l := &leased{e: e, ctx: ctx, log: log, sess: sess, c: c, port: port, st: st,
 		tcpProbes: make(map[netip.AddrPort]chan wire.Status)}
 	l.mu.Lock()
@@ -72,6 +75,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	stop := context.AfterFunc(ctx, func() { st.Close() })
 	l.serve()
 	stop()
+	cancel()
 	l.mu.Lock()
 	l.closed = true
 	l.unlisten()

@@ -10,7 +10,7 @@ import (
 // announce, whose only changes are its port and removed parameters; the
 // result is stable (rewriting it again changes nothing).
 func FuzzRewriteRequestLine(f *testing.F) {
-	f.Add([]byte("GET /announce?" + ih + "&peer_id=x&port=1&ipv4=10.1.1.1 HTTP/1.1\r\n"), uint16(40001))
+	f.Add([]byte("GET /announce?"+ih+"&peer_id=x&port=1&ipv4=10.1.1.1 HTTP/1.1\r\n"), uint16(40001))
 	f.Add([]byte("GET /a?info_hash=&peer_id=&port=&ip=%zz HTTP/1.1\n"), uint16(7))
 	f.Add([]byte("GET /a?info_hash=a&peer_id=b&port=1#x HTTP/1.1"), uint16(0))
 	f.Add([]byte("GET ? HTTP/"), uint16(1))
