@@ -78,6 +78,9 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	cancel()
 	l.mu.Lock()
 	l.closed = true
+	if l.ln == nil { // refusing TCP: no longer, the port is gone
+		e.stats.fwd.tcpOff.Add(-1)
+	}
 	l.unlisten()
 	l.mu.Unlock()
 	st.Close()
