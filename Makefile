@@ -5,20 +5,32 @@ BIN      ?= bin/swarmvpn
 FUZZTIME ?= 20s
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test fuzz bench bench-cmd clean e2e
+.PHONY: build test cross fuzz bench bench-cmd clean e2e
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/swarmvpn
 
-# The project's whole check: formatting, vet, every test with the race
-# detector, then the soak, which the race detector cannot run (too many
-# goroutines); SWARMVPN_SOAK_DURATION shortens its 60s hold.
+# The project's whole check: formatting, vet, builds and vets for Windows
+# and macOS, every test with the race detector, then the soak, which the
+# race detector cannot run (too many goroutines); SWARMVPN_SOAK_DURATION
+# shortens its 60s hold.
 test:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(MAKE) --no-print-directory cross
 	$(GO) test -race -timeout 20m ./...
 	$(GO) test -count=1 -timeout 5m -run '^TestSoak' ./internal/testnet/
+
+# The code and its tests must keep building on the other systems users run
+# it on: build and vet (tests included) for Windows and macOS.
+CROSS_OS ?= windows darwin
+cross:
+	@set -e; for os in $(CROSS_OS); do \
+	  echo "GOOS=$$os go build ./... && go vet ./..."; \
+	  GOOS=$$os $(GO) build ./...; \
+	  GOOS=$$os $(GO) vet ./...; \
+	done
 
 # Runs every fuzz target for FUZZTIME each. New crashers land in the
 # package's testdata/fuzz and become regression tests.

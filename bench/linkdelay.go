@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 )
 
 // LinkDelay is a TCP relay that makes a loopback link behave like a long
@@ -49,23 +51,10 @@ func (l *LinkDelay) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if isTemporary(err) {
-				select {
-				case <-time.After(5 * time.Millisecond):
-				case <-ctx.Done():
-				}
-				continue
-			}
-			return fmt.Errorf("link delay: accept: %w", err)
-		}
-		wg.Go(func() { l.relay(ctx, c) })
+	if err := listener.Accept(ctx, ln, &wg, nil, func(c net.Conn) { l.relay(ctx, c) }); err != nil {
+		return fmt.Errorf("link delay: %w", err)
 	}
+	return nil
 }
 
 func (l *LinkDelay) relay(ctx context.Context, down net.Conn) {

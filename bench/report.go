@@ -134,7 +134,8 @@ func (r *Report) Figure(id string) *Figure {
 }
 
 // WriteTable writes the report as a table: a row per figure, a column per
-// path, each value followed by its ratio to the first path; then the
+// path, each value after the first path's followed by how the first path
+// compares with it ("2.00× worse"); then the
 // reasons for missing values and the notes.
 func (r *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
@@ -169,7 +170,8 @@ func (r *Report) writeHeading(bw *bufio.Writer) {
 	fmt.Fprintf(bw, "each figure: the median of %s %s (idle flows: no warm-up); paths take turns round by round\n",
 		plural(r.Settings.Rounds, "round"), warm)
 	if len(r.Paths) > 1 {
-		fmt.Fprintf(bw, "×: that path's figure ÷ %s's\n", r.Paths[0].Name)
+		fmt.Fprintf(bw, "beside each other path's figure: how %s compares with it (\"2.00× worse\": half the throughput, or twice the time)\n",
+			r.Paths[0].Name)
 	}
 	for _, p := range r.Paths {
 		fmt.Fprintf(bw, "  %-12s %s\n", p.Name, p.Via)
@@ -203,16 +205,32 @@ func (r *Report) writeFigures(bw *bufio.Writer, notes *footnotes) {
 				fmt.Fprintf(tw, "\t%s", number(res.Value))
 			}
 			if i > 0 {
-				if res.Ratio != 0 {
-					fmt.Fprintf(tw, "\t%.2f×", res.Ratio)
-				} else {
-					fmt.Fprint(tw, "\t")
-				}
+				fmt.Fprintf(tw, "\t%s", compared(f, res))
 			}
 		}
 		fmt.Fprintln(tw, "\t")
 	}
 	tw.Flush()
+}
+
+// compared says how the first path's figure compares with res, that of
+// another path: "1.52× better" or "2.00× worse", whichever way the figure
+// is better; "" without a ratio.
+func compared(f Figure, res Result) string {
+	if res.Ratio == 0 {
+		return ""
+	}
+	k := res.Ratio // that path ÷ the first: the first's advantage when lower is better
+	if f.Better != "lower" {
+		k = 1 / k
+	}
+	switch s := fmt.Sprintf("%.2f", k); {
+	case s == "1.00":
+		return "1.00× (same)"
+	case k > 1:
+		return s + "× better"
+	}
+	return fmt.Sprintf("%.2f× worse", 1/k)
 }
 
 // footnote is one reason for missing values in the table, and the paths

@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 )
 
 // What a flow asks of the TCP target, in its first byte.
@@ -104,46 +105,33 @@ func (t *Targets) Serve(ctx context.Context) error {
 	})
 	defer stop()
 	wg.Go(t.serveUDP)
-	for {
-		c, err := t.tcp.Accept()
-		if err != nil {
-			if ctx.Err() == nil && isTemporary(err) {
-				// Out of descriptors, say: the flows that need them fail
-				// and say so; accept again shortly.
-				select {
-				case <-time.After(5 * time.Millisecond):
-				case <-ctx.Done():
-				}
-				continue
-			}
-			t.tcp.Close()
-			t.udp.Close()
-			wg.Wait()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("targets: accept: %w", err)
-		}
+	// Out of descriptors, say: the flows that need them fail and say so,
+	// and Accept retries shortly.
+	err := listener.Accept(ctx, t.tcp, &wg, nil, func(c net.Conn) {
 		t.mu.Lock()
 		if ctx.Err() != nil {
 			t.mu.Unlock()
 			c.Close()
-			continue
+			return
 		}
 		t.conns[c] = struct{}{}
 		t.mu.Unlock()
-		wg.Go(func() {
-			t.serveConn(c)
-			c.Close()
-			t.mu.Lock()
-			delete(t.conns, c)
-			t.mu.Unlock()
-			select {
-			case t.live <- struct{}{}:
-			default:
-			}
-		})
+		t.serveConn(c)
+		c.Close()
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+		select {
+		case t.live <- struct{}{}:
+		default:
+		}
+	})
+	t.udp.Close()
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("targets: %w", err)
 	}
+	return nil
 }
 
 // Open returns how many TCP connections the targets hold.
@@ -222,16 +210,6 @@ func (t *Targets) serveUDP() {
 		}
 		t.udp.WriteToUDPAddrPort(buf[:n], from)
 	}
-}
-
-// isTemporary reports whether an Accept error is worth retrying (out of
-// file descriptors, say), as net/http decides it.
-func isTemporary(err error) bool {
-	te, ok := errors.AsType[interface {
-		error
-		Temporary() bool
-	}](err)
-	return ok && te.Temporary()
 }
 
 // readerOnly and writerOnly hide ReadFrom and WriteTo, so io.CopyBuffer

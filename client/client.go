@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/listener"
+	"github.com/swarmvpn/swarmvpn/internal/lockfile"
 	"github.com/swarmvpn/swarmvpn/portfwd"
 	"github.com/swarmvpn/swarmvpn/portfwd/announce"
 	"github.com/swarmvpn/swarmvpn/proxy"
@@ -37,6 +39,8 @@ type Client struct {
 	announcer *portfwd.Announcer
 	ports     chan uint16 // the newest forwarded port, for the announcements
 	learned   int         // exits loaded from the cache
+	events    *events     // recent events, from the pool's status changes
+	doctor    doctor      // the newest check of qBittorrent's settings
 
 	// announceOpt rewrites tracker announces; nil when off.
 	announceOpt *announce.Options
@@ -50,6 +54,7 @@ type Client struct {
 	socksLn net.Listener
 	httpLn  net.Listener      // nil when off
 	ctl     *net.UnixListener // nil without a control socket
+	lock    *lockfile.Lock    // the state dir's; nil without one
 
 	claimed atomic.Bool // by Run or Close: whichever comes first owns the listeners
 }
@@ -76,10 +81,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
 		probePorts: make(chan uint16, 1), tcpPorts: make(chan uint16, 1),
-		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log}}
+		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log},
+		events:    newEvents(!cfg.forwardOff())}
 	pc := pool.Config{Link: link.Config{Identity: cfg.Identity, Log: log}, Exits: cfg.Exits, Log: log,
 		Require: requireP2P, DialWait: cfg.Tuning.DialWait,
-		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff}
+		MinBackoff: cfg.Tuning.MinBackoff, MaxBackoff: cfg.Tuning.MaxBackoff, OnStatus: c.events.observe}
 	if cache != nil {
 		pc.OnLearn = cache.Add
 	}
@@ -124,20 +130,70 @@ func New(cfg Config) (*Client, error) {
 	if c.announceOpt != nil {
 		dialer = announceDialer{pl: c.pool, opt: c.announceOpt}
 	}
-	c.socks, err = proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: dialer, Associator: associator{c},
-		Username: cfg.SOCKSUser, Password: cfg.SOCKSPass, Log: log})
-	if err != nil {
-		return nil, err
-	}
 	if !cfg.httpOff() {
 		if c.http, err = proxy.NewHTTP(proxy.HTTPConfig{Dialer: dialer, Log: log}); err != nil {
 			return nil, err
 		}
 	}
+	if c.lock, err = lockStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	if err := c.listen(); err != nil {
+		c.unlock()
+		return nil, err
+	}
+	// The SOCKS5 server names the HTTP proxy's address (known once it
+	// listens) to an HTTP client that knocks on the wrong port.
+	c.socks, err = proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: dialer, Associator: associator{c},
+		Username: cfg.SOCKSUser, Password: cfg.SOCKSPass, HTTPAddr: c.httpAddrForHint(), Log: log})
+	if err != nil {
+		c.closeListeners()
+		c.unlock()
 		return nil, err
 	}
 	return c, nil
+}
+
+// httpAddrForHint is the HTTP proxy's address, "" when it is off.
+func (c *Client) httpAddrForHint() string {
+	if c.httpLn == nil {
+		return ""
+	}
+	return c.httpLn.Addr().String()
+}
+
+// lockStateDir holds the state dir's client lock, so that a second client
+// on the same state dir (the same identity, control socket and cache)
+// stops at once instead of running beside the first.
+func lockStateDir(dir string) (*lockfile.Lock, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	l, err := lockfile.Acquire(filepath.Join(dir, LockName))
+	if held, ok := errors.AsType[*lockfile.HeldError](err); ok {
+		who := "another 'swarmvpn connect'"
+		if held.PID != 0 {
+			who += fmt.Sprintf(" (pid %d)", held.PID)
+		}
+		return nil, fmt.Errorf("the state dir %s is in use by %s: stop that client, or give this one its own --state-dir", dir, who)
+	}
+	return l, err
+}
+
+// LockName is the client's lock file in the state dir, held while it runs.
+const LockName = "client.lock"
+
+func (c *Client) unlock() {
+	if c.lock != nil {
+		c.lock.Release()
+	}
+}
+
+func (c *Client) closeListeners() {
+	listener.CloseAll(c.socksLn, c.httpLn)
+	if c.ctl != nil {
+		c.ctl.Close()
+	}
 }
 
 // listen opens every listener, or none: a port in use stops the whole
@@ -196,8 +252,11 @@ func (c *Client) Run(ctx context.Context) error {
 	if qb := c.cfg.QBittorrent; qb != nil {
 		// Puts the port back after qBittorrent restarts or someone changes it.
 		g.Go(func() error { qb.Keep(ctx, c.announcer.Port, keepEvery); return nil })
+		// Finds the settings 'swarmvpn doctor' would, for the status page.
+		g.Go(func() error { c.checkQBittorrent(ctx, keepEvery); return nil })
 	}
 	err := g.Wait()
+	c.unlock()
 	c.log.Info("client stopped")
 	return err
 }
@@ -207,10 +266,8 @@ func (c *Client) Run(ctx context.Context) error {
 // Run by ending its context).
 func (c *Client) Close() error {
 	if c.claimed.CompareAndSwap(false, true) {
-		listener.CloseAll(c.socksLn, c.httpLn)
-		if c.ctl != nil {
-			c.ctl.Close()
-		}
+		c.closeListeners()
+		c.unlock()
 	}
 	return nil
 }
@@ -278,6 +335,11 @@ func addrOf(ln net.Listener) string {
 
 // Pool returns the client's pool of links, for tests that watch or steer it.
 func (c *Client) Pool() *pool.Pool { return c.pool }
+
+// Changed returns a channel closed at the client's next event (a link up
+// or down, a failover, a new forwarded port, a refusal), for pages that
+// show the report live.
+func (c *Client) Changed() <-chan struct{} { return c.events.changed() }
 
 // SOCKSAddr and HTTPAddr are the addresses the proxies listen on; HTTPAddr
 // is "off" without an HTTP proxy.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -86,8 +87,10 @@ func (c *Client) CheckPort(ctx context.Context) Reachability {
 	case !r.Reachable && (prev == nil || prev.Reachable || prev.Port != port):
 		c.log.Warn("the forwarded port is not reachable: peers cannot connect to the torrent client; is it running, and listening on the forwarded port?",
 			"port", port, "tcp", r.TCP, "udp", r.UDP)
+		c.events.add(EventReach, fmt.Sprintf("port %d not reachable (tcp %s, udp %s)", port, r.TCP, r.UDP))
 	case r.Reachable && (prev == nil || !prev.Reachable || prev.Port != port):
 		c.log.Info("the forwarded port is reachable", "port", port, "tcp", r.TCP, "udp", r.UDP)
+		c.events.add(EventReach, fmt.Sprintf("port %d reachable (tcp %s, udp %s)", port, r.TCP, r.UDP))
 	}
 	return r
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"net"
 	"strconv"
 	"time"
@@ -24,6 +25,8 @@ type Report struct {
 	HTTP           string    `json:"http,omitempty"`
 	ForwardedPort  uint16    `json:"forwarded_port,omitempty"`
 	PublicEndpoint string    `json:"public_endpoint,omitempty"` // exit host:forwarded port
+	ForwardError   string    `json:"forward_error,omitempty"`   // why the exit lent no port
+	Forward        string    `json:"forward,omitempty"`         // what --forward asks for: auto, off, HOST:PORT
 	// Reachability is the last end-to-end check of the forwarded port.
 	Reachability *Reachability `json:"reachability,omitempty"`
 	// InboundTCP says whether the exit accepts TCP on the forwarded port:
@@ -34,6 +37,12 @@ type Report struct {
 	Announces *AnnounceReport `json:"announces,omitempty"`
 	Traffic   *Traffic        `json:"traffic,omitempty"`
 	Exits     []ExitReport    `json:"exits,omitempty"` // every exit the client knows
+	// QBittorrent is the newest check of qBittorrent's settings, with
+	// --qbittorrent.
+	QBittorrent *QBittorrentReport `json:"qbittorrent,omitempty"`
+	// Advice says in one line what to do when something is wrong.
+	Advice string  `json:"advice,omitempty"`
+	Events []Event `json:"events,omitempty"` // recent events, oldest first
 }
 
 // Traffic is what the client has carried since it started, read at one
@@ -41,10 +50,11 @@ type Report struct {
 // counted as they pass.
 type Traffic struct {
 	At        time.Time `json:"at"`
-	FlowsOpen int64     `json:"flows_open"`
-	Flows     uint64    `json:"flows"`     // opened since start: TCP, UDP associations, inbound
-	BytesIn   uint64    `json:"bytes_in"`  // from the internet
-	BytesOut  uint64    `json:"bytes_out"` // to the internet
+	FlowsOpen int64     `json:"flows_open"` // UDP associations included
+	UDPOpen   int64     `json:"udp_open"`   // UDP associations open
+	Flows     uint64    `json:"flows"`      // opened since start: TCP, UDP associations, inbound
+	BytesIn   uint64    `json:"bytes_in"`   // from the internet
+	BytesOut  uint64    `json:"bytes_out"`  // to the internet
 }
 
 // AnnounceReport counts what the rewriting of tracker announces did.
@@ -107,9 +117,9 @@ func (c *Client) Report() Report {
 	s := c.Stats()
 	st := s.Link
 	r := Report{Peer: c.cfg.Identity.ID().String(), Link: string(st.State), Since: st.Since, LastError: st.LastError,
-		SOCKS: c.SOCKSAddr(), HTTP: c.HTTPAddr(), ForwardedPort: st.ForwardedPort}
+		SOCKS: c.SOCKSAddr(), HTTP: c.HTTPAddr(), ForwardedPort: st.ForwardedPort, ForwardError: st.ForwardError}
 	p := s.Pool
-	r.Traffic = &Traffic{At: time.Now(), FlowsOpen: p.FlowsOpen, Flows: p.Flows.Connect + p.Flows.UDP + p.Flows.Inbound,
+	r.Traffic = &Traffic{At: time.Now(), FlowsOpen: p.FlowsOpen, UDPOpen: p.UDPOpen, Flows: p.Flows.Connect + p.Flows.UDP + p.Flows.Inbound,
 		BytesIn: s.BytesIn + s.UDP.BytesIn, BytesOut: s.BytesOut + s.UDP.BytesOut}
 	if st.Exit.Addr != "" {
 		r.Exit = st.Exit.String()
@@ -138,5 +148,18 @@ func (c *Client) Report() Report {
 		}
 		r.Exits = append(r.Exits, er)
 	}
+	r.Forward = cmp.Or(c.cfg.Forward, "auto")
+	r.QBittorrent = c.doctor.report()
+	r.Advice = advice(r, !c.cfg.forwardOff(), len(r.Exits))
+	r.Events = c.events.list()
 	return r
+}
+
+// Bytes returns what the client carried, from the internet (in) and to it
+// (out), for a status page's rate chart; 0 without Traffic.
+func (r Report) Bytes() (in, out uint64) {
+	if r.Traffic == nil {
+		return 0, 0
+	}
+	return r.Traffic.BytesIn, r.Traffic.BytesOut
 }

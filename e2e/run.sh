@@ -10,6 +10,7 @@ E2E=$ROOT/e2e
 LTPEER=$ROOT/internal/testnet/testdata/ltpeer.py  # the libtorrent peer the Go tests use too
 PY=/usr/bin/python3 # python3-libtorrent imports only here
 export SWARMVPN_MDNS=false
+export SWARMVPN_NAT=off
 DEADLINE_DL=${E2E_DL_TIMEOUT:-120}
 LOGLEVEL=${E2E_LOG_LEVEL:-info}
 RESUME_TIMEOUT=${E2E_RESUME_TIMEOUT:-240}
@@ -53,6 +54,10 @@ exec 9<>"$WORK/hold"
 bg() {
 	local name=$1 ns=$2
 	shift 2
+	# Empty the log here, not only in the background job's redirection: a
+	# process started again under the same name must not be judged by its
+	# predecessor's lines before the job has truncated them.
+	: >"$WORK/logs/$name.log"
 	ip netns exec "$ns" "$@" <"$WORK/hold" >"$WORK/logs/$name.log" 2>&1 9>&- &
 	local pid=$!
 	echo "$pid" >>"$PIDS"

@@ -1,19 +1,27 @@
 package portfwd
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 // ErrPortUnavailable means no port of the range could be lent to a client.
+// Every refusal from Acquire wraps it and carries, as a *wire.Error, the
+// status that says why: wire.StatusForwardCap, wire.StatusPortsExhausted or
+// wire.StatusForwardRateLimit.
 var ErrPortUnavailable = errors.New("no forwarded port available")
 
 // LeasesConfig configures Leases. The zero value of a field means its
@@ -25,27 +33,46 @@ type LeasesConfig struct {
 	PerClient int
 	// Reservation is how long a port stays reserved for a client after its
 	// forward ends, so that it gets the same port back when it reconnects.
+	// A reservation is a courtesy: when no port is free, the idle
+	// reservation that matters least is lent to the new client instead.
 	// Default 24h.
 	Reservation time.Duration
+	// NewPerSourceHour caps the leases that clients from one source
+	// network (an IPv4 /24, an IPv6 /56) may create in any hour: a
+	// client taking back its own reservation creates none. Peer IDs cost
+	// nothing; addresses do. Default 16.
+	NewPerSourceHour int
 	// File, when set, keeps the leases across restarts of the exit.
 	File string
 }
 
 // Leases lends ports of a range to clients: each client keeps its port
-// for the reservation window after it goes away, two clients never share
-// one, and each holds at most PerClient.
+// for the reservation window after it goes away unless a new client needs
+// it, two clients never share one, each holds at most PerClient, and one
+// source network creates at most NewPerSourceHour leases an hour.
 type Leases struct {
-	cfg LeasesConfig
-	mu  sync.Mutex
-	by  map[uint16]*lease
+	cfg     LeasesConfig
+	mu      sync.Mutex
+	by      map[uint16]*lease
+	created map[netip.Prefix][]time.Time // creations in the last hour, oldest first
+	yielded uint64
 }
 
 type lease struct {
 	Peer    link.PeerID `json:"peer"`
 	Port    uint16      `json:"port"`
 	Expires time.Time   `json:"expires"` // for a lease not in use
+	// Idle is when the lease last stopped being used.
+	Idle time.Time `json:"idle_since,omitzero"`
+	// Carried counts the bytes the client relayed through the exit while
+	// it held the port, over all its uses.
+	Carried uint64 `json:"carried,omitempty"`
 	active  bool
 }
+
+// maxSources bounds the source networks whose creations are remembered;
+// past it, the ones with no creation in the last hour are forgotten.
+const maxSources = 4096
 
 // NewLeases validates cfg and loads the leases File holds, dropping expired
 // ones.
@@ -59,7 +86,10 @@ func NewLeases(cfg LeasesConfig) (*Leases, error) {
 	if cfg.Reservation <= 0 {
 		cfg.Reservation = 24 * time.Hour
 	}
-	l := &Leases{cfg: cfg, by: make(map[uint16]*lease)}
+	if cfg.NewPerSourceHour <= 0 {
+		cfg.NewPerSourceHour = 16
+	}
+	l := &Leases{cfg: cfg, by: make(map[uint16]*lease), created: make(map[netip.Prefix][]time.Time)}
 	if cfg.File != "" {
 		if err := l.load(); err != nil {
 			return nil, err
@@ -68,11 +98,32 @@ func NewLeases(cfg LeasesConfig) (*Leases, error) {
 	return l, nil
 }
 
-// Acquire lends peer a port and calls try with it; try binds the port and
-// returns an error when it cannot (another program holds it), and Acquire
-// then tries another. A port the peer still has reserved comes first, then
-// want, then random free ports of the range.
-func (l *Leases) Acquire(peer link.PeerID, want uint16, try func(port uint16) error) (uint16, error) {
+// Range returns the ports Leases lends, inclusive.
+func (l *Leases) Range() (lo, hi uint16) { return l.cfg.Lo, l.cfg.Hi }
+
+// SourceNetwork is the network a source address's creations are counted
+// under: its /24 for IPv4, its /56 for IPv6. The zero Addr gives the zero
+// Prefix.
+func SourceNetwork(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	switch {
+	case a.Is4():
+		return netip.PrefixFrom(a, 24).Masked()
+	case a.Is6():
+		return netip.PrefixFrom(a, 56).Masked()
+	}
+	return netip.Prefix{}
+}
+
+// Acquire lends peer, whose link comes from the address from, a port and
+// calls try with it; try binds the port and returns an error when it cannot
+// (another program holds it), and Acquire then tries another. A port the
+// peer still has reserved comes first, then want, then random free ports of
+// the range, then, when none is free, ports reserved for other clients that
+// are not using them: first those of clients that carried the least
+// traffic, and among equals the longest idle. A zero from is not bounded by
+// NewPerSourceHour.
+func (l *Leases) Acquire(peer link.PeerID, from netip.Addr, want uint16, try func(port uint16) error) (uint16, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
@@ -90,29 +141,45 @@ func (l *Leases) Acquire(peer link.PeerID, want uint16, try func(port uint16) er
 		}
 	}
 	if active >= l.cfg.PerClient {
-		return 0, fmt.Errorf("%w: client already holds %d forwarded port(s), the most this exit allows", ErrPortUnavailable, active)
-	}
-	candidates := mine
-	if want != 0 && want >= l.cfg.Lo && want <= l.cfg.Hi {
-		candidates = append(candidates, want)
+		return 0, refuse(wire.StatusForwardCap,
+			fmt.Errorf("%w: client already holds %d forwarded port(s), the most this exit allows", ErrPortUnavailable, active))
 	}
 	var lastErr error
-	attempt := func(port uint16) bool {
-		if ls := l.by[port]; ls != nil && (ls.Peer != peer || ls.active) {
-			return false // someone else's, or already in use
-		}
+	take := func(port uint16, ls *lease) bool {
 		if err := try(port); err != nil {
 			lastErr = err
 			return false
 		}
-		l.by[port] = &lease{Peer: peer, Port: port, active: true}
+		ls.active = true
+		l.by[port] = ls
 		l.save(now)
 		return true
 	}
-	for _, port := range candidates {
-		if attempt(port) {
+	// The client's own reservations: no new lease is created.
+	slices.Sort(mine)
+	for _, port := range mine {
+		if take(port, l.by[port]) {
 			return port, nil
 		}
+	}
+
+	src := SourceNetwork(from)
+	if src.IsValid() && l.recent(src, now) >= l.cfg.NewPerSourceHour {
+		return 0, refuse(wire.StatusForwardRateLimit,
+			fmt.Errorf("%w: clients from %s created %d forwarded ports in the last hour, the most this exit allows",
+				ErrPortUnavailable, src, l.cfg.NewPerSourceHour))
+	}
+	created := func(port uint16) uint16 {
+		if src.IsValid() {
+			l.created[src] = append(l.created[src], now)
+		}
+		return port
+	}
+	fresh := func(port uint16) bool {
+		return l.by[port] == nil && take(port, &lease{Peer: peer, Port: port})
+	}
+	if want != 0 && want >= l.cfg.Lo && want <= l.cfg.Hi && fresh(want) {
+		return created(want), nil
 	}
 	// Random probing finds a free port quickly in a sparse range and does
 	// not hand out ports in an order an observer could predict; a full scan
@@ -120,26 +187,80 @@ func (l *Leases) Acquire(peer link.PeerID, want uint16, try func(port uint16) er
 	span := int(l.cfg.Hi) - int(l.cfg.Lo) + 1
 	start := rand.N(span)
 	for i := range span {
-		port := l.cfg.Lo + uint16((start+i)%span)
-		if attempt(port) {
-			return port, nil
+		if port := l.cfg.Lo + uint16((start+i)%span); fresh(port) {
+			return created(port), nil
+		}
+	}
+	// No port is free: an idle reservation yields.
+	for _, ls := range l.idleByWorth() {
+		if take(ls.Port, &lease{Peer: peer, Port: ls.Port}) {
+			l.yielded++
+			return created(ls.Port), nil
 		}
 	}
 	if lastErr != nil {
-		return 0, fmt.Errorf("%w: %v", ErrPortUnavailable, lastErr)
+		return 0, refuse(wire.StatusPortsExhausted, fmt.Errorf("%w: %v", ErrPortUnavailable, lastErr))
 	}
-	return 0, ErrPortUnavailable
+	return 0, refuse(wire.StatusPortsExhausted,
+		fmt.Errorf("%w: every port of %d-%d is in use", ErrPortUnavailable, l.cfg.Lo, l.cfg.Hi))
+}
+
+func refuse(s wire.Status, err error) error { return &wire.Error{Status: s, Err: err} }
+
+// idleByWorth returns the leases not in use, those that matter least
+// first: by the order of magnitude of the traffic their client carried
+// (under 1 MiB, under 2, under 4 ...), then the longest idle.
+func (l *Leases) idleByWorth() []*lease {
+	var idle []*lease
+	for _, ls := range l.by {
+		if !ls.active {
+			idle = append(idle, ls)
+		}
+	}
+	slices.SortFunc(idle, func(a, b *lease) int {
+		return cmp.Or(cmp.Compare(bits.Len64(a.Carried>>20), bits.Len64(b.Carried>>20)),
+			a.Idle.Compare(b.Idle), cmp.Compare(a.Port, b.Port))
+	})
+	return idle
+}
+
+// recent counts src's creations in the hour before now, forgetting older
+// ones.
+func (l *Leases) recent(src netip.Prefix, now time.Time) int {
+	if len(l.created) > maxSources {
+		for p, ts := range l.created {
+			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= time.Hour {
+				delete(l.created, p)
+			}
+		}
+	}
+	ts := l.created[src]
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) >= time.Hour {
+		i++
+	}
+	if i == len(ts) {
+		delete(l.created, src)
+		return 0
+	}
+	l.created[src] = ts[i:]
+	return len(ts) - i
 }
 
 // Release ends peer's use of port; the port stays reserved for peer for the
-// reservation window.
-func (l *Leases) Release(peer link.PeerID, port uint16) {
+// reservation window, or until a new client needs it. carried is what the
+// client relayed through the exit (bytes, both directions) while it held
+// the port: the reservations of clients that carried little yield first.
+func (l *Leases) Release(peer link.PeerID, port uint16, carried uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ls := l.by[port]; ls != nil && ls.Peer == peer {
+		now := time.Now()
 		ls.active = false
-		ls.Expires = time.Now().Add(l.cfg.Reservation)
-		l.save(time.Now())
+		ls.Idle = now
+		ls.Expires = now.Add(l.cfg.Reservation)
+		ls.Carried += carried
+		l.save(now)
 	}
 }
 
@@ -155,12 +276,41 @@ func (l *Leases) Holder(port uint16) (link.PeerID, bool) {
 	return ls.Peer, true
 }
 
-// Free counts the ports that could be lent now.
+// Free counts the ports that could be lent to a new client now: those not
+// in use, since a reservation yields to a new client.
 func (l *Leases) Free() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.expire(time.Now())
-	return int(l.cfg.Hi) - int(l.cfg.Lo) + 1 - len(l.by)
+	n := int(l.cfg.Hi) - int(l.cfg.Lo) + 1
+	for _, ls := range l.by {
+		if ls.active {
+			n--
+		}
+	}
+	return n
+}
+
+// Yielded counts the reservations lent to another client because no port
+// was free.
+func (l *Leases) Yielded() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.yielded
+}
+
+// InUse lists the ports lent and in use now, in order.
+func (l *Leases) InUse() []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []uint16
+	for port, ls := range l.by {
+		if ls.active {
+			out = append(out, port)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (l *Leases) expire(now time.Time) {
@@ -176,8 +326,8 @@ type leaseFile struct {
 }
 
 // save writes the leases to File, if set. An active lease is written with
-// a full reservation from now, so that a crash of the exit keeps it
-// reserved. Errors are not fatal: the leases still work in memory.
+// a full reservation from now, idle since now, so that a crash of the exit
+// keeps it reserved. Errors are not fatal: the leases still work in memory.
 func (l *Leases) save(now time.Time) {
 	if l.cfg.File == "" {
 		return
@@ -186,7 +336,7 @@ func (l *Leases) save(now time.Time) {
 	for _, ls := range l.by {
 		e := *ls
 		if ls.active {
-			e.Expires = now.Add(l.cfg.Reservation)
+			e.Expires, e.Idle = now.Add(l.cfg.Reservation), now
 		}
 		f.Leases = append(f.Leases, e)
 	}
@@ -223,6 +373,12 @@ func (l *Leases) load() error {
 		}
 		e := ls
 		e.active = false
+		if e.Idle.IsZero() { // written by an older version
+			e.Idle = e.Expires.Add(-l.cfg.Reservation)
+		}
+		if e.Idle.After(now) { // the clock went back
+			e.Idle = now
+		}
 		l.by[ls.Port] = &e
 	}
 	return nil

@@ -3,6 +3,7 @@ package portfwd
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"testing/synctest"
@@ -15,37 +16,39 @@ func peer(b byte) link.PeerID { return link.PeerID{b} }
 
 func bindAny(uint16) error { return nil }
 
+var noAddr netip.Addr // no source network: not rate bounded
+
 func TestLeasesSticky(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, err := NewLeases(LeasesConfig{Lo: 40000, Hi: 40009, Reservation: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := l.Acquire(peer(1), 0, bindAny)
+		a, err := l.Acquire(peer(1), noAddr, 0, bindAny)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := l.Acquire(peer(2), a, bindAny) // asks for a's port
+		b, err := l.Acquire(peer(2), noAddr, a, bindAny) // asks for a's port
 		if err != nil || b == a {
 			t.Fatalf("second client got %d (%v); must not share %d", b, err, a)
 		}
-		l.Release(peer(1), a)
+		l.Release(peer(1), a, 0)
 		// Within the reservation window nobody else gets a's port, even
 		// when asking for it, and peer 1 gets it back.
 		time.Sleep(59 * time.Minute)
-		if c, _ := l.Acquire(peer(3), a, bindAny); c == a {
+		if c, _ := l.Acquire(peer(3), noAddr, a, bindAny); c == a {
 			t.Fatalf("a reserved port went to another client")
 		}
-		if got, err := l.Acquire(peer(1), 0, bindAny); err != nil || got != a {
+		if got, err := l.Acquire(peer(1), noAddr, 0, bindAny); err != nil || got != a {
 			t.Fatalf("reconnecting client got %d (%v), want its port %d", got, err, a)
 		}
 		// After the window a released port is free for anyone.
-		l.Release(peer(1), a)
+		l.Release(peer(1), a, 0)
 		time.Sleep(61 * time.Minute)
 		if h, ok := l.Holder(a); ok {
 			t.Fatalf("port %d still held by %v after its reservation", a, h)
 		}
-		if got, err := l.Acquire(peer(4), a, bindAny); err != nil || got != a {
+		if got, err := l.Acquire(peer(4), noAddr, a, bindAny); err != nil || got != a {
 			t.Fatalf("after expiry: got %d (%v), want %d", got, err, a)
 		}
 	})
@@ -53,22 +56,22 @@ func TestLeasesSticky(t *testing.T) {
 
 func TestLeasesCapsAndRange(t *testing.T) {
 	l, _ := NewLeases(LeasesConfig{Lo: 40000, Hi: 40002, PerClient: 1})
-	p, err := l.Acquire(peer(1), 40001, bindAny)
+	p, err := l.Acquire(peer(1), noAddr, 40001, bindAny)
 	if err != nil || p != 40001 {
 		t.Fatalf("wanted port: got %d (%v)", p, err)
 	}
-	if _, err := l.Acquire(peer(1), 0, bindAny); !errors.Is(err, ErrPortUnavailable) {
+	if _, err := l.Acquire(peer(1), noAddr, 0, bindAny); !errors.Is(err, ErrPortUnavailable) {
 		t.Fatalf("second port for one client: %v, want ErrPortUnavailable", err)
 	}
 	seen := map[uint16]bool{p: true}
 	for i := byte(2); i <= 3; i++ {
-		q, err := l.Acquire(peer(i), 50000, bindAny) // outside the range: ignored
+		q, err := l.Acquire(peer(i), noAddr, 50000, bindAny) // outside the range: ignored
 		if err != nil || q < 40000 || q > 40002 || seen[q] {
 			t.Fatalf("client %d got %d (%v)", i, q, err)
 		}
 		seen[q] = true
 	}
-	if _, err := l.Acquire(peer(4), 0, bindAny); !errors.Is(err, ErrPortUnavailable) {
+	if _, err := l.Acquire(peer(4), noAddr, 0, bindAny); !errors.Is(err, ErrPortUnavailable) {
 		t.Fatalf("full range: %v, want ErrPortUnavailable", err)
 	}
 	if l.Free() != 0 {
@@ -85,10 +88,10 @@ func TestLeasesSkipUnbindablePorts(t *testing.T) {
 		}
 		return nil
 	}
-	if p, err := l.Acquire(peer(1), 40000, try); err != nil || p != 40002 {
+	if p, err := l.Acquire(peer(1), noAddr, 40000, try); err != nil || p != 40002 {
 		t.Fatalf("got %d (%v), want the one bindable port 40002", p, err)
 	}
-	if _, err := l.Acquire(peer(2), 0, try); !errors.Is(err, ErrPortUnavailable) {
+	if _, err := l.Acquire(peer(2), noAddr, 0, try); !errors.Is(err, ErrPortUnavailable) {
 		t.Fatalf("nothing bindable: %v", err)
 	}
 }
@@ -96,7 +99,7 @@ func TestLeasesSkipUnbindablePorts(t *testing.T) {
 func TestLeasesSurviveRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "leases.json")
 	l, _ := NewLeases(LeasesConfig{Lo: 40000, Hi: 40099, File: file})
-	p, _ := l.Acquire(peer(1), 0, bindAny)
+	p, _ := l.Acquire(peer(1), noAddr, 0, bindAny)
 	// The exit dies without releasing: the port must stay reserved.
 	l2, err := NewLeases(LeasesConfig{Lo: 40000, Hi: 40099, File: file})
 	if err != nil {
@@ -105,10 +108,10 @@ func TestLeasesSurviveRestart(t *testing.T) {
 	if h, ok := l2.Holder(p); !ok || h != peer(1) {
 		t.Fatalf("after restart port %d is held by %v (%v), want peer 1", p, h, ok)
 	}
-	if q, _ := l2.Acquire(peer(2), p, bindAny); q == p {
+	if q, _ := l2.Acquire(peer(2), noAddr, p, bindAny); q == p {
 		t.Fatal("after restart a remembered port went to another client")
 	}
-	if q, err := l2.Acquire(peer(1), 0, bindAny); err != nil || q != p {
+	if q, err := l2.Acquire(peer(1), noAddr, 0, bindAny); err != nil || q != p {
 		t.Fatalf("after restart the client got %d (%v), want %d", q, err, p)
 	}
 }

@@ -107,7 +107,8 @@ var fuzzDialer = dialFunc(func(_ context.Context, _, addr string) (net.Conn, err
 })
 
 // FuzzSOCKSHandshake feeds arbitrary bytes as a client's whole input to one
-// SOCKS5 connection, to a server without and one with authentication.
+// SOCKS5 connection, to a server without and one with authentication (and
+// an HTTP proxy beside it).
 func FuzzSOCKSHandshake(f *testing.F) {
 	req := func(dst string) []byte { return connectReq(f, dst) }
 	auth := []byte{5, 1, 2, 1, 5, 'a', 'l', 'i', 'c', 'e', 6, 's', '3', 'c', 'r', 'e', 't'}
@@ -125,13 +126,15 @@ func FuzzSOCKSHandshake(f *testing.F) {
 		{5, 1},
 		{4, 1, 0, 80, 192, 0, 2, 1, 0},
 		{},
+		[]byte("GET http://example.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n"),
+		[]byte("CONNECT example.org:443 HTTP/1.1\r\n"),
 	} {
 		f.Add(seed)
 	}
 	var servers []*SOCKS
 	for _, cfg := range []SOCKSConfig{
 		{Dialer: fuzzDialer},
-		{Dialer: fuzzDialer, Username: "alice", Password: "s3cret"},
+		{Dialer: fuzzDialer, Username: "alice", Password: "s3cret", HTTPAddr: "127.0.0.1:8118"},
 	} {
 		s, err := NewSOCKS(cfg)
 		if err != nil {
@@ -143,8 +146,13 @@ func FuzzSOCKSHandshake(f *testing.F) {
 		for _, s := range servers {
 			c := newMemConn(in)
 			s.serveConn(t.Context(), c)
-			if out := c.output(); len(out) > 0 && out[0] != 5 {
-				t.Fatalf("first byte sent %d, want the version 5", out[0])
+			out := c.output()
+			switch {
+			case len(out) == 0 || out[0] == 5:
+			case in[0] >= 'A' && in[0] <= 'Z' && bytes.HasPrefix(out, []byte("HTTP/1.1 400 ")):
+				// an HTTP request to the SOCKS5 port, told where it is
+			default:
+				t.Fatalf("sent %.20q, want the version 5 first (or a 400 to what looks like HTTP)", out)
 			}
 		}
 	})

@@ -266,11 +266,23 @@ func (h *HTTP) forwardFailed(w http.ResponseWriter, r *http.Request, err error) 
 
 // fail answers with the status for a dial error: 503 when there is no link
 // to an exit, 403 when the exit's policy refuses, 502 otherwise. The body is
-// the error on one line.
+// the error on one line, for a 403 followed by the exit's settings that
+// would allow it.
 func (h *HTTP) fail(w http.ResponseWriter, dst string, err error) {
 	h.log.Debug("http proxy: request failed", "dst", dst, "err", err)
-	http.Error(w, oneLine(err.Error()), httpStatus(err))
+	msg := err.Error()
+	if wire.StatusOf(err) == wire.StatusNotAllowed {
+		msg += notAllowedHint
+	}
+	http.Error(w, oneLine(msg), httpStatus(err))
 }
+
+// notAllowedHint follows a policy refusal in a 403's body: who can change
+// the policy, and how. Trying swarmvpn against a server on one's own
+// machine or LAN meets this first.
+const notAllowedHint = " (the exit refuses loopback and private destinations, and any its --rule denies; " +
+	"whoever runs the exit can carry them with --allow-private, for loopback and private networks, " +
+	`or --rule "allow PREFIX [PORTS]")`
 
 // httpStatus maps a dial error to the proxy's HTTP status.
 func httpStatus(err error) int {

@@ -333,6 +333,8 @@ func TestHTTPErrors(t *testing.T) {
 		{"get no link", "GET http://unreachable.test/ HTTP/1.1\r\nHost: unreachable.test\r\n\r\n", 503, unreachable.Error()},
 		{"connect not allowed", "CONNECT denied.test:25 HTTP/1.1\r\nHost: denied.test:25\r\n\r\n", 403, denied.Error()},
 		{"get not allowed", "GET http://denied.test/x HTTP/1.1\r\nHost: denied.test\r\n\r\n", 403, denied.Error()},
+		{"not allowed names --allow-private", "GET http://denied.test/x HTTP/1.1\r\nHost: denied.test\r\n\r\n", 403, "--allow-private"},
+		{"not allowed names --rule", "CONNECT denied.test:25 HTTP/1.1\r\nHost: denied.test:25\r\n\r\n", 403, `--rule "allow PREFIX [PORTS]"`},
 		{"connect refused", "CONNECT " + closed + " HTTP/1.1\r\nHost: " + closed + "\r\n\r\n", 502, "refused"},
 		{"get refused", "GET http://" + closed + "/ HTTP/1.1\r\nHost: " + closed + "\r\n\r\n", 502, "refused"},
 		{"not a proxy request", "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "this is a proxy"},

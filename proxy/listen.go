@@ -2,21 +2,12 @@ package proxy
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
-	"time"
-)
 
-// Accept back-off after a temporary error (too many open files, for one):
-// it starts short, doubles, and is capped so that the listener recovers
-// within a second of the cause going away.
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 )
 
 // serveConns accepts connections on ln and runs handle for each in its own
@@ -36,46 +27,11 @@ func serveConns(ctx context.Context, ln net.Listener, log *slog.Logger,
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait: it closes live connections
 
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !isTemporary(err) {
-				ln.Close()
-				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-			}
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			log.Warn("accept failed; retrying", "err", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			continue
-		}
-		backoff = 0
-		wg.Go(func() {
-			defer closeOnDone(ctx, c)()
-			defer c.Close()
-			handle(ctx, c)
-		})
-	}
-}
-
-// isTemporary reports whether an Accept error is worth retrying, as
-// net/http's Server decides it: running out of file descriptors or buffers,
-// or a connection aborted before it was accepted.
-func isTemporary(err error) bool {
-	te, ok := errors.AsType[interface {
-		error
-		Temporary() bool
-	}](err)
-	return ok && te.Temporary()
+	return listener.Accept(ctx, ln, &wg, log, func(c net.Conn) {
+		defer closeOnDone(ctx, c)()
+		defer c.Close()
+		handle(ctx, c)
+	})
 }
 
 // closeOnDone closes c when ctx ends. The release function it returns undoes

@@ -45,6 +45,11 @@ type SOCKSConfig struct {
 	// answered "command not supported".
 	Associator Associator
 
+	// HTTPAddr is where the HTTP proxy beside this server listens, if any:
+	// an HTTP request sent to the SOCKS5 port by mistake is answered 400
+	// with a line that names it. Empty: no HTTP proxy.
+	HTTPAddr string
+
 	// Log receives one Debug record per connection or flow, and an Info
 	// record when a UDP association to the far side is re-established. nil
 	// discards.
@@ -58,6 +63,7 @@ type SOCKS struct {
 	dialer           Dialer
 	associator       Associator
 	handshakeTimeout time.Duration
+	httpAddr         string
 	log              *slog.Logger
 	srv              *socks5.Server
 	udp              udpCounters
@@ -82,6 +88,7 @@ func NewSOCKS(cfg SOCKSConfig) (*SOCKS, error) {
 		dialer:           cfg.Dialer,
 		associator:       cfg.Associator,
 		handshakeTimeout: cfg.HandshakeTimeout,
+		httpAddr:         cfg.HTTPAddr,
 		log:              cfg.Log,
 	}
 	if s.handshakeTimeout == 0 {
@@ -117,17 +124,40 @@ func (s *SOCKS) Serve(ctx context.Context, ln net.Listener) error {
 // aborts a dial in progress and closes the flow's target; the caller closes c.
 func (s *SOCKS) serveConn(ctx context.Context, c net.Conn) {
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout))
-	if err := s.srv.ServeConn(&socksConn{Conn: c, ctx: ctx}); err != nil {
+	// The version byte is read here: go-socks5 reads a whole greeting
+	// before it looks at it, and would wait out the handshake timeout on
+	// bytes that are not SOCKS5 at all.
+	var version [1]byte
+	if _, err := io.ReadFull(c, version[:]); err != nil {
+		s.log.Debug("socks5 connection ended", "err", err)
+		return
+	}
+	if version[0] != statute.VersionSocks5 {
+		s.notSOCKS5(c, version[0])
+		return
+	}
+	if err := s.srv.ServeConn(&socksConn{Conn: c, ctx: ctx, pending: version[:]}); err != nil {
 		s.log.Debug("socks5 connection ended", "err", err)
 	}
 }
 
 // socksConn is what serveConn hands to go-socks5, which passes it back to the
 // handlers as their writer: it carries the connection's context, since
-// go-socks5 gives its handlers context.Background.
+// go-socks5 gives its handlers context.Background, and gives back first the
+// version byte serveConn read.
 type socksConn struct {
 	net.Conn
-	ctx context.Context
+	ctx     context.Context
+	pending []byte
+}
+
+func (c *socksConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // requestRead is called by every handler: the request has arrived, so the

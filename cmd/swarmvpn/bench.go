@@ -8,16 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v3"
 
 	"github.com/swarmvpn/swarmvpn/bench"
-	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
 // The bench flags have no SWARMVPN_* variables: SWARMVPN_SOCKS and
@@ -33,7 +30,8 @@ sink, echo and UDP echo targets, runs every workload in about a minute, and prin
 (--json: one JSON document). --socks measures other SOCKS5 proxies instead (add --local to
 keep swarmvpn in the run), --direct adds the direct baseline, --exit measures a remote exit
 through a local client. Paths take turns round by round; each figure is the median of the
-rounds, and the table shows each path's ratio to the first path.
+rounds, and beside each other path's figure the table says how the first path compares
+with it ("2.00× worse": half the throughput, or twice the time).
 
 Examples:
   swarmvpn bench --direct
@@ -42,6 +40,7 @@ Examples:
   swarmvpn bench --rtt 50ms --workloads rtt --direct`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON document instead of the table"},
+			&cli.StringFlag{Name: "html", Usage: "also write the report as one self-contained HTML page with charts to `FILE`"},
 			&cli.BoolFlag{Name: "quick", Usage: "short rounds and small counts: seconds instead of a minute, rougher figures"},
 			&cli.BoolFlag{Name: "direct", Usage: "also measure the direct path, no proxy: the baseline"},
 			&cli.BoolFlag{Name: "local", Usage: "also measure swarmvpn on loopback (the default unless --socks or --exit is given)"},
@@ -82,6 +81,12 @@ func runBench(ctx context.Context, cmd *cli.Command) error {
 	cfg, err := benchConfig(cmd)
 	if err != nil {
 		return err
+	}
+	htmlFile := cmd.String("html")
+	if htmlFile != "" {
+		if fi, err := os.Stat(filepath.Dir(htmlFile)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--html %s: no directory %s to write it in", htmlFile, filepath.Dir(htmlFile))
+		}
 	}
 	// Check every proxy answers before anything starts.
 	for _, p := range cfg.Paths {
@@ -133,6 +138,11 @@ func runBench(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	rep.Command = "swarmvpn " + strings.Join(os.Args[1:], " ")
+	if htmlFile != "" {
+		if err := writeHTMLReport(htmlFile, rep); err != nil {
+			return err
+		}
+	}
 	out := cmd.Root().Writer
 	if cmd.Bool("json") {
 		enc := json.NewEncoder(out)
@@ -140,129 +150,6 @@ func runBench(ctx context.Context, cmd *cli.Command) error {
 		return enc.Encode(rep)
 	}
 	return rep.WriteTable(out)
-}
-
-// benchConfig turns the flags into a bench.Config, checking each.
-func benchConfig(cmd *cli.Command) (bench.Config, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return bench.Config{}, fmt.Errorf("cannot find this binary to start the exit and client: %w", err)
-	}
-	cfg := bench.Config{
-		Exe:          exe,
-		Quick:        cmd.Bool("quick"),
-		TargetHost:   cmd.String("target-host"),
-		TargetPort:   int(cmd.Int("target-port")),
-		RTT:          cmd.Duration("rtt"),
-		Rounds:       int(cmd.Int("rounds")),
-		BulkDuration: cmd.Duration("duration"),
-		UDPDuration:  cmd.Duration("duration"),
-		RTTDuration:  cmd.Duration("duration"),
-		IdleFlows:    int(cmd.Int("idle-flows")),
-		BurstCount:   int(cmd.Int("burst")),
-	}
-	switch w := cmd.Int("warmup"); {
-	case w < 0:
-		return cfg, errors.New("--warmup: want 0 or more rounds")
-	case w == 0:
-		cfg.Warmup = -1 // none: 0 would mean the default
-	default:
-		cfg.Warmup = int(w)
-	}
-	if cfg.TargetHost != "" {
-		if net.ParseIP(cfg.TargetHost) == nil {
-			return cfg, fmt.Errorf("--target-host %q: want an IP address of this machine that the exit can reach", cfg.TargetHost)
-		}
-	}
-	if list := cmd.String("bulk-flows"); list != "" {
-		for _, f := range strings.Split(list, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 || n > 1024 {
-				return cfg, fmt.Errorf("--bulk-flows %q: want numbers of flows from 1 to 1024, comma-separated, e.g. 1,8,64", list)
-			}
-			cfg.BulkFlows = append(cfg.BulkFlows, n)
-		}
-	}
-	if w := cmd.String("workloads"); w != "" {
-		for _, name := range strings.Split(w, ",") {
-			cfg.Workloads = append(cfg.Workloads, strings.TrimSpace(name))
-		}
-	}
-
-	exit := cmd.String("exit")
-	socks := cmd.StringSlice("socks")
-	if cmd.Bool("local") || (len(socks) == 0 && exit == "") {
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: "swarmvpn", Kind: bench.Local})
-	}
-	if exit != "" {
-		addr, err := link.ParseExitAddr(exit)
-		if err != nil {
-			return cfg, fmt.Errorf("--exit: %w", err)
-		}
-		host, _, _ := net.SplitHostPort(addr.Addr)
-		if ip := net.ParseIP(host); cfg.TargetHost == "" && (ip == nil || !ip.IsLoopback()) {
-			return cfg, errors.New("--exit: give --target-host too: the IP of this machine that the exit reaches the targets at (and open --target-port in the firewall)")
-		}
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: "exit", Kind: bench.RemoteExit, Exit: addr.String()})
-	}
-	byName := map[string]int{}
-	for _, s := range socks {
-		name, proxy, err := parseSOCKSFlag(s)
-		if err != nil {
-			return cfg, fmt.Errorf("--socks %w", err)
-		}
-		if _, dup := byName[name]; dup || name == "swarmvpn" || name == "exit" || name == "direct" {
-			return cfg, fmt.Errorf("--socks %s: the name %q is taken: give each proxy its own, NAME=HOST:PORT", s, name)
-		}
-		byName[name] = len(cfg.Paths)
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: name, Kind: bench.Proxy, SOCKS: proxy})
-	}
-	for _, s := range cmd.StringSlice("rtt-socks") {
-		if cfg.RTT <= 0 {
-			return cfg, errors.New("--rtt-socks goes with --rtt: give the delay its link has, e.g. --rtt 50ms")
-		}
-		name, proxy, err := parseSOCKSFlag(s)
-		if err != nil || !strings.Contains(s, "=") {
-			return cfg, fmt.Errorf("--rtt-socks %q: want NAME=HOST:PORT, NAME being a --socks proxy's name", s)
-		}
-		i, ok := byName[name]
-		if !ok {
-			return cfg, fmt.Errorf("--rtt-socks %s: no --socks proxy is named %q (name it: --socks %s=HOST:PORT)", s, name, name)
-		}
-		cfg.Paths[i].DelayedSOCKS = &proxy
-	}
-	if cmd.Bool("direct") {
-		cfg.Paths = append(cfg.Paths, bench.Path{Name: "direct", Kind: bench.Direct})
-	}
-	return cfg, nil
-}
-
-var proxyName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9._-]*$`)
-
-// parseSOCKSFlag parses [NAME=][USER:PASS@]HOST:PORT. Without a name, the
-// proxy is named by its HOST:PORT.
-func parseSOCKSFlag(s string) (string, bench.SOCKS5, error) {
-	name, rest := "", s
-	if n, r, ok := strings.Cut(s, "="); ok && proxyName.MatchString(n) {
-		name, rest = n, r
-	}
-	var p bench.SOCKS5
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		user, pass, ok := strings.Cut(rest[:at], ":")
-		if !ok || user == "" || len(user) > 255 || len(pass) > 255 {
-			return "", p, fmt.Errorf("%q: want USER:PASS@HOST:PORT for a proxy with a password", s)
-		}
-		p.User, p.Pass, rest = user, pass, rest[at+1:]
-	}
-	host, port, err := net.SplitHostPort(rest)
-	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-		return "", p, fmt.Errorf("%q: want [NAME=][USER:PASS@]HOST:PORT, e.g. ssh=127.0.0.1:1081", s)
-	}
-	p.Addr = rest
-	if name == "" {
-		name = rest
-	}
-	return name, p, nil
 }
 
 // isTerminal reports whether f is a terminal (a character device), where a
@@ -331,4 +218,26 @@ func benchProfiledCommand() *cli.Command {
 			return newApp().Run(ctx, append([]string{"swarmvpn"}, args[1:]...))
 		},
 	}
+}
+
+// writeHTMLReport writes the report's HTML page to path, whole or not at
+// all.
+func writeHTMLReport(path string, rep *bench.Report) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.html")
+	if err != nil {
+		return fmt.Errorf("--html: %w", err)
+	}
+	defer os.Remove(f.Name())
+	err = rep.WriteHTML(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		os.Chmod(f.Name(), 0o644)
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("--html %s: %w", path, err)
+	}
+	return nil
 }

@@ -2,16 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/swarmvpn/swarmvpn/bench"
-	"github.com/swarmvpn/swarmvpn/internal/testnet"
 )
 
 // TestBenchQuick runs 'swarmvpn bench --quick' end to end: an exit and a
@@ -132,49 +126,4 @@ func TestBenchBadInput(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestBenchInterrupt stops a running bench with SIGINT, as Ctrl-C does,
-// and checks that the exit and client it started are gone.
-func TestBenchInterrupt(t *testing.T) {
-	p := start(t, "bench", "--quick")
-	testnet.WaitFor(t, "bench to start measuring", func() bool { return strings.Contains(p.output(), "idle flows") })
-	children := childrenOf(p.cmd.Process.Pid)
-	if len(children) < 2 {
-		t.Fatalf("bench runs %d child processes, want an exit and a client", len(children))
-	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("bench did not stop within 30s of SIGINT")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.output(), "interrupted") {
-		t.Errorf("exit status %d, output:\n%s", code, p.output())
-	}
-	for _, pid := range children {
-		if err := syscall.Kill(pid, 0); err == nil {
-			t.Errorf("child %d still runs after bench ended", pid)
-		}
-	}
-}
-
-// childrenOf lists the processes whose parent is pid, from /proc.
-func childrenOf(pid int) []int {
-	var out []int
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range stats {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so start after ')'.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			child, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-			out = append(out, child)
-		}
-	}
-	return out
 }

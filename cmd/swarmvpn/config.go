@@ -68,6 +68,10 @@ func applyConfig(ctx context.Context, cmd *cli.Command) (context.Context, error)
 	if path == "" {
 		return ctx, nil
 	}
+	path, err := expandHome(path)
+	if err != nil {
+		return ctx, fmt.Errorf("--config %w", err)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return ctx, fmt.Errorf("cannot read config file: %w", err)
@@ -91,10 +95,34 @@ func applyConfig(ctx context.Context, cmd *cli.Command) (context.Context, error)
 			continue
 		}
 		if err := cmd.Set(s.name, s.val); err != nil {
+			if want := wantValue(cmd, s.name); want != "" {
+				return ctx, fmt.Errorf("config file %s line %d: %s = %q: want %s", path, s.line, s.name, s.val, want)
+			}
 			return ctx, fmt.Errorf("config file %s line %d: %s = %q: %w", path, s.line, s.name, s.val, err)
 		}
 	}
 	return ctx, nil
+}
+
+// wantValue says what kind of value the flag name takes, for an error
+// about one that does not parse; "" when the flag's own error says it.
+func wantValue(cmd *cli.Command, name string) string {
+	for _, f := range cmd.Flags {
+		if f.Names()[0] != name {
+			continue
+		}
+		switch f.(type) {
+		case *cli.BoolFlag:
+			return "true or false"
+		case *cli.IntFlag:
+			return "a whole number"
+		case *cli.Uint16Flag:
+			return "a number from 0 to 65535"
+		case *cli.DurationFlag:
+			return "a duration such as 30s, 5m or 1h"
+		}
+	}
+	return ""
 }
 
 func flagNames(cmd *cli.Command) []string {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/client"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/ui"
 )
 
 func connectCommand() *cli.Command {
@@ -35,6 +36,8 @@ func connectCommand() *cli.Command {
 			stringFlag("qbittorrent", "", "keep qBittorrent's listen port equal to the forwarded port through its WebUI at `URL` (e.g. http://127.0.0.1:8080)"),
 			qbittorrentFlags()[1],
 			qbittorrentFlags()[2],
+			uiFlags()[0],
+			uiFlags()[1],
 		),
 		Before: applyConfig,
 		Action: runConnect,
@@ -64,6 +67,9 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	if err := cfg.Check(); err != nil { // before a key is created
 		return err
 	}
+	if err := checkUI(cmd); err != nil {
+		return err
+	}
 	if cfg.Identity, err = identity(cmd, "client", log); err != nil {
 		return err
 	}
@@ -81,8 +87,24 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 		c.Close()
 		return err
 	}
+	page, err := ui.New(ui.Config{Page: ui.ClientPage, Status: func() ui.Snapshot { return c.Report() },
+		Changed: c.Changed, Password: cmd.String("ui-pass"), Log: log})
+	if err != nil {
+		c.Close()
+		closeAll(metricsLn)
+		return err
+	}
+	uiLn, err := listenUI(cmd, log)
+	if err != nil {
+		c.Close()
+		closeAll(metricsLn)
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(ctx) })
+	if uiLn != nil {
+		g.Go(func() error { return page.Serve(ctx, uiLn) })
+	}
 	if metricsLn != nil {
 		reg := newRegistry(clientCollector(c))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })

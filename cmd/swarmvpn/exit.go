@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,6 +15,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
+	"github.com/swarmvpn/swarmvpn/exitnet/nat"
+	"github.com/swarmvpn/swarmvpn/internal/control"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
+	"github.com/swarmvpn/swarmvpn/ui"
 )
 
 func exitCommand() *cli.Command {
@@ -21,8 +27,16 @@ func exitCommand() *cli.Command {
 		Name:  "exit",
 		Usage: "run an exit: carry other peers' flows to the internet, and print this exit's address",
 		Flags: append(commonFlags(),
-			stringFlag("listen", "0.0.0.0:7843", "accept links on `HOST:PORT`"),
+			stringFlag("listen", "", "accept links on `HOST:PORT` (default: 0.0.0.0:443 when this process may bind it — root or "+
+				"CAP_NET_BIND_SERVICE —, else 0.0.0.0:7843)"),
+			stringFlag("fallback", "", "show visitors who are not clients (browsers, probers) the web site at `URL`, e.g. http://127.0.0.1:8080 "+
+				"(default: a small built-in page)"),
+			stringFlag("tls-cert", "", "present the certificate chain in `FILE` (PEM), for an exit with its own domain; needs --tls-key "+
+				"(default: a self-signed certificate)"),
+			stringFlag("tls-key", "", "the private key of --tls-cert, in `FILE` (PEM)"),
 			stringFlag("public-addr", "", "print `HOST` in the exit address instead of this machine's interface addresses (for an exit behind NAT)"),
+			stringFlag("nat", "auto", "open the link port and every lent port on the home router: `MODE` auto (NAT-PMP or UPnP-IGD, "+
+				"whichever the router speaks), upnp, natpmp or off; the exit then publishes the router's public address and ports"),
 			&cli.BoolFlag{Name: "allow-private", Sources: env("allow-private"),
 				Usage: "also carry flows to loopback and private networks (for labs and tests; never on a shared exit)"},
 			&cli.StringSliceFlag{Name: "rule", Sources: env("rule"),
@@ -54,7 +68,19 @@ func exitCommand() *cli.Command {
 			&cli.IntFlag{Name: "forward-per-client", Value: 1, Sources: env("forward-per-client"),
 				Usage: "the most forwarded ports one client may hold"},
 			&cli.DurationFlag{Name: "forward-reservation", Value: 24 * time.Hour, Sources: env("forward-reservation"),
-				Usage: "keep a client's port for it this long after it leaves, so it gets the same port back"},
+				Usage: "keep a client's port for it this long after it leaves, so it gets the same port back (unless a new client needs it when no port is free)"},
+			&cli.IntFlag{Name: "forward-new-per-hour", Value: 16, Sources: env("forward-new-per-hour"),
+				Usage: "let clients from one network (IPv4 /24, IPv6 /56) create at most this many port leases an hour"},
+			&cli.IntFlag{Name: "max-inbound-per-client", Value: 512, Sources: env("max-inbound-per-client"),
+				Usage: "carry at most this many connections from a client's forwarded port to it at once; more are reset"},
+			&cli.IntFlag{Name: "inbound-rate-per-addr", Value: 8, Sources: env("inbound-rate-per-addr"),
+				Usage: "let one remote address (IPv6: /64) open at most this many connections a second to forwarded ports (bursts of four seconds' worth); more are reset"},
+			&cli.IntFlag{Name: "max-handshakes", Value: 256, Sources: env("max-handshakes"),
+				Usage: "hold at most this many unfinished TLS handshakes; past it the oldest is closed"},
+			&cli.IntFlag{Name: "max-handshakes-per-source", Value: 16, Sources: env("max-handshakes-per-source"),
+				Usage: "hold at most this many unfinished TLS handshakes from one address (IPv6: /64); past it its oldest is closed"},
+			uiFlags()[0],
+			uiFlags()[1],
 		),
 		Before: applyConfig,
 		Action: runExit,
@@ -66,11 +92,19 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if err := checkUI(cmd); err != nil {
+		return err
+	}
+	lock, err := lockExitState(cmd)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	cfg, allowed, err := exitConfig(cmd, log)
 	if err != nil {
 		return err
 	}
-	ln, err := listen(cmd.String("listen"), "--listen")
+	ln, err := listen(listenAddr(cmd.String("listen")), "--listen")
 	if err != nil {
 		return err
 	}
@@ -79,38 +113,90 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		ln.Close()
 		return err
 	}
+	uiLn, err := listenUI(cmd, log)
+	if err != nil {
+		closeAll(ln, metricsLn)
+		return err
+	}
+	ctlLn, err := listenExitControl(cmd)
+	if err != nil {
+		// The exit's work is carrying links; 'swarmvpn status' is a help.
+		log.Warn("no control socket: 'swarmvpn status --exit' cannot ask this exit", "err", err)
+	}
+	lnAddr := ln.Addr().(*net.TCPAddr)
+	mapper, err := portMapper(cmd, lnAddr, log)
+	if err != nil {
+		closeAll(ln, metricsLn, uiLn, ctlLn)
+		return err
+	}
+	if mapper != nil {
+		cfg.NAT = mapper
+	}
 	// From here on SIGHUP re-reads the allow-list instead of ending the
 	// process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	id := cfg.Link.Identity
-	addrs := exit.Addrs(id.ID(), ln.Addr().(*net.TCPAddr), cmd.String("public-addr"))
-	for _, a := range addrs {
-		fmt.Fprintln(cmd.Root().Writer, a)
+	for _, a := range exit.Addrs(id.ID(), lnAddr, cmd.String("public-addr")) {
 		cfg.Addrs = append(cfg.Addrs, a.Addr)
 	}
 	e, err := exit.New(cfg)
 	if err != nil {
-		closeAll(ln, metricsLn)
+		closeAll(ln, metricsLn, uiLn, ctlLn)
 		return err
+	}
+	page, err := exitPage(cmd, e, cfg, mapper, log)
+	if err != nil {
+		closeAll(ln, metricsLn, uiLn, ctlLn)
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	if mapper != nil {
+		g.Go(func() error { return mapper.Run(ctx) })
+		e.MapLink(ctx, uint16(lnAddr.Port)) // so that the address printed is the one the internet reaches
+	}
+	for _, a := range e.Addrs() {
+		fmt.Fprintln(cmd.Root().Writer, link.ExitAddr{ID: id.ID(), Addr: a})
 	}
 	log.Info("exit ready", "peer", id.ID().String(), "listen", ln.Addr().String(),
 		"allow_private", cfg.Policy.AllowPrivate, "rules", len(cfg.Policy.Rules), "allow_list", cfg.Allow != nil,
-		"allowed_clients", allowed.count, "rate_per_client", cfg.RatePerClient, "forward_ports", orNone(cmd.String("forward-ports")))
-	g, ctx := errgroup.WithContext(ctx)
+		"allowed_clients", allowed.count, "rate_per_client", cfg.RatePerClient, "forward_ports", orNone(cmd.String("forward-ports")),
+		"nat", natMode(mapper))
 	g.Go(func() error { return e.Serve(ctx, ln) })
 	g.Go(func() error {
 		reloadOnHangup(ctx, hup, e, allowed, log)
 		return nil
 	})
+	if ctlLn != nil {
+		g.Go(func() error {
+			return control.Serve(ctx, ctlLn, func() exitStatus { return newExitStatus(e, mapper) })
+		})
+	}
 	if metricsLn != nil {
 		reg := newRegistry(exitCollector(e))
 		g.Go(func() error { return serveMetrics(ctx, metricsLn, reg, log) })
 	}
+	if uiLn != nil {
+		g.Go(func() error { return page.Serve(ctx, uiLn) })
+	}
 	err = g.Wait()
 	log.Info("exit stopped")
 	return err
+}
+
+// listenAddr is --listen, or its default: the HTTPS port when this process
+// may bind it, since a link on 443 looks like any HTTPS site's traffic and
+// passes firewalls that allow only web ports; else 7843.
+func listenAddr(flag string) string {
+	switch {
+	case flag != "":
+		return flag
+	case mayBindHTTPS():
+		return "0.0.0.0:443"
+	default:
+		return "0.0.0.0:7843"
+	}
 }
 
 // reloadOnHangup re-reads the allow-list each time the process gets
@@ -134,4 +220,34 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, a
 		dropped := e.SetAllow(allow)
 		log.Info("allow-list reloaded", "allowed_clients", n, "disconnected", dropped)
 	}
+}
+
+// exitPage builds the exit's status page.
+func exitPage(cmd *cli.Command, e *exit.Server, cfg exit.Config, mapper *nat.Mapper, log *slog.Logger) (*ui.Server, error) {
+	id := cfg.Link.Identity.ID()
+	view := ui.ExitView{Peer: id.String(), Started: time.Now(), Stats: e.Stats}
+	for _, a := range e.Addrs() {
+		view.Addrs = append(view.Addrs, link.ExitAddr{ID: id, Addr: a}.String())
+	}
+	if leases, ok := cfg.Ports.(*portfwd.Leases); ok {
+		view.Ports = func() ([]uint16, int) { return leases.InUse(), leases.Free() }
+	}
+	if mapper != nil {
+		view.NAT = func() []ui.NATMapping { return natMappings(mapper.Status()) }
+	}
+	return ui.New(ui.Config{Page: ui.ExitPage, Status: func() ui.Snapshot { return view.Status() },
+		Password: cmd.String("ui-pass"), Log: log})
+}
+
+// natMappings turns the mapper's status into what the status page shows.
+func natMappings(st nat.Status) []ui.NATMapping {
+	out := make([]ui.NATMapping, 0, len(st.Mappings))
+	for _, m := range st.Mappings {
+		nm := ui.NATMapping{Protocol: m.Proto, Internal: int(m.Internal), Method: st.Method, Expires: m.Expires, Error: m.Err}
+		if m.Active && st.External.IsValid() {
+			nm.External = netip.AddrPortFrom(st.External, m.External).String()
+		}
+		out = append(out, nm)
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -16,7 +17,8 @@ import (
 // allow-list, the limits, the identity (created on first run) and the
 // forwarded port leases.
 func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, error) {
-	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client"} {
+	for _, name := range []string{"max-clients", "max-flows-per-client", "max-udp-per-client", "forward-per-client",
+		"forward-new-per-hour", "max-inbound-per-client", "inbound-rate-per-addr", "max-handshakes", "max-handshakes-per-source"} {
 		if n := cmd.Int(name); n < 1 {
 			return exit.Config{}, nil, fmt.Errorf("--%s %d: want at least 1", name, n)
 		}
@@ -25,6 +27,9 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		if d := cmd.Duration(name); d <= 0 {
 			return exit.Config{}, nil, fmt.Errorf("--%s %v: want a duration above zero, such as 30s or 5m", name, d)
 		}
+	}
+	if err := checkNATMode(cmd); err != nil {
+		return exit.Config{}, nil, err
 	}
 	pol := &policy.Policy{AllowPrivate: cmd.Bool("allow-private")}
 	for _, s := range cmd.StringSlice("rule") {
@@ -38,7 +43,7 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	for _, s := range cmd.StringSlice("allow-client") {
 		id, err := link.ParsePeerID(s)
 		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (print a client's ID with 'swarmvpn id --key FILE')", err)
+			return exit.Config{}, nil, fmt.Errorf("--allow-client: %w (a client's owner prints its ID with 'swarmvpn id')", err)
 		}
 		allowed.static[id] = true
 	}
@@ -57,6 +62,14 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	if err != nil || maxBuffer < 1<<20 {
 		return exit.Config{}, nil, fmt.Errorf("--max-buffer-per-client %q: want an amount of at least 1MiB, such as 64MiB", cmd.String("max-buffer-per-client"))
 	}
+	var known []link.ExitAddr
+	for _, s := range cmd.StringSlice("known-exit") {
+		k, err := link.ParseExitAddr(s)
+		if err != nil {
+			return exit.Config{}, nil, fmt.Errorf("--known-exit: %w", err)
+		}
+		known = append(known, k)
+	}
 	id, err := identity(cmd, "exit", log)
 	if err != nil {
 		return exit.Config{}, nil, err
@@ -65,8 +78,13 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 	if err != nil {
 		return exit.Config{}, nil, err
 	}
+	cert, err := tlsCertificate(cmd.String("tls-cert"), cmd.String("tls-key"))
+	if err != nil {
+		return exit.Config{}, nil, err
+	}
 	cfg := exit.Config{
-		Link:        link.Config{Identity: id, Log: log},
+		Link:        link.Config{Identity: id, Log: log, Certificate: cert},
+		Fallback:    cmd.String("fallback"),
 		Policy:      pol,
 		Allow:       allow,
 		DialTimeout: cmd.Duration("dial-timeout"),
@@ -80,15 +98,14 @@ func exitConfig(cmd *cli.Command, log *slog.Logger) (exit.Config, *allowList, er
 		RatePerClient:       rateLimit,
 		MaxBufferPerClient:  maxBuffer,
 		HalfOpenTimeout:     cmd.Duration("half-open-timeout"),
-		MDNS:                cmd.Bool("mdns"),
-		Log:                 log,
-	}
-	for _, s := range cmd.StringSlice("known-exit") {
-		k, err := link.ParseExitAddr(s)
-		if err != nil {
-			return exit.Config{}, nil, fmt.Errorf("--known-exit: %w", err)
-		}
-		cfg.KnownExits = append(cfg.KnownExits, k)
+
+		MaxInboundPerClient:    int(cmd.Int("max-inbound-per-client")),
+		InboundRatePerAddr:     int(cmd.Int("inbound-rate-per-addr")),
+		MaxHandshakes:          int(cmd.Int("max-handshakes")),
+		MaxHandshakesPerSource: int(cmd.Int("max-handshakes-per-source")),
+		MDNS:                   cmd.Bool("mdns"),
+		KnownExits:             known,
+		Log:                    log,
 	}
 	return cfg, allowed, nil
 }
@@ -112,7 +129,8 @@ func forwardLeases(cmd *cli.Command) (exit.PortLender, error) {
 		return nil, err
 	}
 	leases, err := portfwd.NewLeases(portfwd.LeasesConfig{Lo: r.Lo, Hi: r.Hi, PerClient: int(cmd.Int("forward-per-client")),
-		Reservation: cmd.Duration("forward-reservation"), File: filepath.Join(dir, "forward-leases.json")})
+		Reservation: cmd.Duration("forward-reservation"), NewPerSourceHour: int(cmd.Int("forward-new-per-hour")),
+		File: filepath.Join(dir, "forward-leases.json")})
 	if err != nil {
 		return nil, err
 	}
@@ -124,4 +142,20 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// tlsCertificate loads --tls-cert and --tls-key, which go together; none
+// means the exit's self-signed certificate.
+func tlsCertificate(certFile, keyFile string) (*tls.Certificate, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("--tls-cert and --tls-key go together: give both (PEM files, e.g. from Let's Encrypt) or neither")
+	}
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", certFile, keyFile, err)
+	}
+	return &c, nil
 }

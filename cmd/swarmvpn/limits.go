@@ -116,7 +116,7 @@ func readAllowFile(path string) ([]link.PeerID, error) {
 		}
 		id, err := link.ParsePeerID(s)
 		if err != nil {
-			return nil, fmt.Errorf("allow-clients-file %s line %d: %w (one peer ID per line, as 'swarmvpn id --key FILE' prints it)", path, line, err)
+			return nil, fmt.Errorf("allow-clients-file %s line %d: %w (one peer ID per line, as 'swarmvpn id' prints it on the client's machine)", path, line, err)
 		}
 		ids = append(ids, id)
 	}

@@ -30,7 +30,7 @@ func main() {
 }
 
 func newApp() *cli.Command {
-	return &cli.Command{
+	app := &cli.Command{
 		Name:    "swarmvpn",
 		Usage:   "a decentralized VPN for BitTorrent: local SOCKS5/HTTP proxy, flows leave through an exit peer",
 		Version: version,
@@ -43,10 +43,44 @@ func newApp() *cli.Command {
 			doctorCommand(),
 			peersCommand(),
 			benchCommand(),
+			versionCommand(),
 		},
 		HideHelpCommand: true,
-		OnUsageError: func(_ context.Context, cmd *cli.Command, err error, _ bool) error {
-			return fmt.Errorf("%w (see 'swarmvpn %s --help')", err, cmd.Name)
+		OnUsageError:    usageError,
+		Action: func(_ context.Context, cmd *cli.Command) error {
+			if cmd.Args().Present() {
+				return fmt.Errorf("no command %q (see 'swarmvpn --help')", cmd.Args().First())
+			}
+			return cli.ShowRootCommandHelp(cmd)
 		},
+	}
+	for _, c := range app.Commands {
+		prepare(c)
+	}
+	return app
+}
+
+// usageError turns a usage error into one line that says where help is,
+// instead of the whole help followed by the error.
+func usageError(_ context.Context, cmd *cli.Command, err error, _ bool) error {
+	return fmt.Errorf("%w (see '%s --help')", err, cmd.FullName())
+}
+
+// prepare gives c and its subcommands the root's usage errors, and has
+// their path settings expanded (~, $HOME) once every source has been read.
+func prepare(c *cli.Command) {
+	c.OnUsageError = usageError
+	before := c.Before
+	c.Before = func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
+		if before != nil {
+			var err error
+			if ctx, err = before(ctx, cmd); err != nil {
+				return ctx, err
+			}
+		}
+		return ctx, expandPaths(ctx, cmd)
+	}
+	for _, sub := range c.Commands {
+		prepare(sub)
 	}
 }

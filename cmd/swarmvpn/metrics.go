@@ -166,6 +166,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		refused  = counter("swarmvpn_exit_links_refused_total",
 			"Links refused, by reason: allow_list (the client is not on it), full (the exit serves as many clients as it allows), client_links (the client holds as many links as it may), handshake (it failed).", "reason")
 		dropped      = counter("swarmvpn_exit_links_dropped_total", "Links closed because their client was taken off the allow-list.")
+		fallback     = counter("swarmvpn_exit_fallback_total", "Connections served as a web site because they did not prove themselves admitted clients: browsers, probers, garbage, replayed proofs, refused clients.")
 		rateBytes    = counter("swarmvpn_exit_rate_limited_bytes_total", "Bytes charged to per-client rate limits, TCP and UDP, both directions.")
 		windows      = counter("swarmvpn_exit_window_growth_refused_total", "Stream receive-window growths refused at the per-client buffer cap.")
 		bufPeak      = gauge("swarmvpn_exit_buffer_peak_bytes", "The most receive-window memory one client has reserved at once beyond its streams' initial windows.")
@@ -176,14 +177,19 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		udpOpen    = gauge("swarmvpn_udp_associations_open", "UDP associations open now.")
 		udpExpired = counter("swarmvpn_exit_udp_expired_total", "UDP associations closed for idleness.")
 		forwards   = gauge("swarmvpn_exit_forwards_open", "Forwarded ports lent to clients now.")
-		inboundRef = counter("swarmvpn_exit_inbound_refused_total", "Connections to forwarded ports that the client did not take.")
-		tcpOff     = gauge("swarmvpn_exit_forwards_tcp_refusing", "Forwarded ports whose TCP listener is closed now because the client's target accepts no TCP.")
-		tcpClose   = counter("swarmvpn_exit_forward_tcp_closings_total", "Times a forwarded port's TCP listener was closed at the client's request.")
-		probes     = counter("swarmvpn_exit_forward_probes_total", "Reachability probes of forwarded ports run for clients.")
+		inboundRef = counter("swarmvpn_exit_inbound_refused_total",
+			"Connections to forwarded ports refused, by reason: client (the client did not take it), limit (the client was carrying as many as it may), rate (the remote address opened too many too fast).", "reason")
+		fwdRefused = counter("swarmvpn_exit_forwards_refused_total",
+			"Forward requests refused, by reason: policy, client_limit (the client holds its share), exhausted (no port free), rate (the client's network created too many leases this hour).", "reason")
+		hsPending = gauge("swarmvpn_exit_handshakes_pending", "Connections whose TLS handshake is in progress now.")
+		hsShed    = counter("swarmvpn_exit_handshakes_shed_total", "Unfinished handshakes closed to make room under the handshake caps.")
+		tcpOff    = gauge("swarmvpn_exit_forwards_tcp_refusing", "Forwarded ports whose TCP listener is closed now because the client's target accepts no TCP.")
+		tcpClose  = counter("swarmvpn_exit_forward_tcp_closings_total", "Times a forwarded port's TCP listener was closed at the client's request.")
+		probes    = counter("swarmvpn_exit_forward_probes_total", "Reachability probes of forwarded ports run for clients.")
 	)
 	return &snapshotCollector{
-		families: []family{links, clients, accepted, refused, dropped, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
-			tcpOff, tcpClose, probes,
+		families: []family{links, clients, accepted, refused, dropped, fallback, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
+			fwdRefused, hsPending, hsShed, tcpOff, tcpClose, probes,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
@@ -197,6 +203,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(refused, float64(l.LinksRefused), "client_links")
 			emit(refused, float64(s.RefusedHandshake), "handshake")
 			emit(dropped, float64(l.ClientsDropped))
+			emit(fallback, float64(s.Fallback))
 			emit(rateBytes, float64(l.RateLimitedBytes))
 			emit(windows, float64(l.WindowGrowthRefused))
 			emit(bufPeak, float64(l.BufferPeak))
@@ -216,7 +223,15 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(udpDrops, float64(u.DropRate), "rate")
 			emit(udpExpired, float64(u.ExpiredIdle))
 			emit(forwards, float64(f.Active))
-			emit(inboundRef, float64(f.Refused))
+			emit(inboundRef, float64(f.Refused), "client")
+			emit(inboundRef, float64(f.InboundRefusedCap), "limit")
+			emit(inboundRef, float64(f.InboundRefusedRate), "rate")
+			emit(fwdRefused, float64(f.RefusedPolicy), "policy")
+			emit(fwdRefused, float64(f.RefusedCap), "client_limit")
+			emit(fwdRefused, float64(f.RefusedExhausted), "exhausted")
+			emit(fwdRefused, float64(f.RefusedRate), "rate")
+			emit(hsPending, float64(s.HandshakesPending))
+			emit(hsShed, float64(s.HandshakesShed))
 			emit(tcpOff, float64(f.TCPOff))
 			emit(tcpClose, float64(f.TCPClosings))
 			emit(probes, float64(f.Probes))

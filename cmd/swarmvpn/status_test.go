@@ -135,6 +135,16 @@ func TestPrintStatus(t *testing.T) {
 	}
 }
 
+// TestPrintStatusForwardRefused: the reason the exit lent no port is shown.
+func TestPrintStatusForwardRefused(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, client.Report{Exit: "e@h:1", Link: "up", SOCKS: "127.0.0.1:1080",
+		ForwardError: "the exit lent no port: no forwarded port free at the exit"}, nil, time.Now())
+	if want := "port     none forwarded: the exit lent no port: no forwarded port free at the exit\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("got\n%s\nwant a line %q", b.String(), want)
+	}
+}
+
 func TestStatusNoClient(t *testing.T) {
 	dir := t.TempDir()
 	want := "no swarmvpn client is running with state dir " + dir + ": start one with 'swarmvpn connect'"

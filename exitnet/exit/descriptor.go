@@ -59,7 +59,7 @@ func (e *Server) describe(now time.Time) discovery.Descriptor {
 	e.mu.Unlock()
 	d := discovery.Descriptor{
 		ID:              e.cfg.Link.Identity.ID(),
-		Addrs:           e.cfg.Addrs,
+		Addrs:           e.Addrs(),
 		TCP:             true,
 		UDP:             true,
 		P2P:             e.policy.CarriesP2P(),

@@ -1,12 +1,14 @@
 package exit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/listener"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -25,8 +28,13 @@ type Config struct {
 	// Link holds the exit's identity and link settings. Identity is required.
 	Link link.Config
 	// Policy decides which destinations the exit dials. Nil means the
-	// default policy.
+	// default policy. The exit adds to it its own addresses (Policy.Own),
+	// which it keeps up to date, and its forwarded port range
+	// (Policy.OwnPorts).
 	Policy *policy.Policy
+	// OwnAddrs are addresses of the exit beyond those of its interfaces
+	// and the hosts in Addrs, refused as destinations like them.
+	OwnAddrs []netip.Addr
 	// Allow, when set, admits only the client peer IDs it returns true for.
 	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool
@@ -60,12 +68,31 @@ type Config struct {
 	// links together may reserve at the exit beyond each stream's first
 	// 256 KiB: stream windows stop growing there. Default 64 MiB.
 	MaxBufferPerClient int64
+	// MaxHandshakes caps the connections whose TLS handshake is not
+	// finished, in all; MaxHandshakesPerSource, from one source address
+	// (an IPv6 one by its /64). Past either, the oldest unfinished one is
+	// closed to make room. Defaults 256 and 16.
+	MaxHandshakes, MaxHandshakesPerSource int
 	// HalfOpenTimeout closes a TCP flow when, after one direction has
 	// ended, the other has carried nothing for this long. Default 2m.
 	HalfOpenTimeout time.Duration
 	// Ports lends forwarded ports to clients. Nil means this exit offers
 	// no port forwarding.
 	Ports PortLender
+	// NAT, when set, maps the link port and every lent port on the router
+	// in front of the exit; the exit then publishes (and tells clients) the
+	// external ports, and checks with KnownExits that the internet reaches
+	// it. Nil maps nothing.
+	NAT PortMapper
+	// MaxInboundPerClient caps the connections arriving on a client's
+	// forwarded port that the exit carries to it at once; more are reset.
+	// Default 512, well below the flow cap: strangers open them.
+	MaxInboundPerClient int
+	// InboundRatePerAddr caps the new connections per second one remote
+	// address (an IPv6 one by its /64) may open to the exit's forwarded
+	// ports, all together, with a burst of four seconds' worth; more are
+	// reset. Default 8.
+	InboundRatePerAddr int
 	// Addrs, Version, Bandwidth (bytes/s, 0 unknown) and Capacity (the
 	// client count called full load; default 256) go into the exit's
 	// signed descriptor.
@@ -79,6 +106,11 @@ type Config struct {
 	// KnownExits are other exits whose descriptors this exit fetches (at
 	// start, then every half hour) and passes on to its clients.
 	KnownExits []link.ExitAddr
+	// Fallback is the web site shown to every connection that is not an
+	// admitted client (a browser, a prober, a refused client): the URL of
+	// a real site to reverse-proxy to, e.g. http://127.0.0.1:8080. Empty
+	// means a small built-in page.
+	Fallback string
 	// Resolver resolves destination names. Nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Log receives the exit's events. Nil discards them.
@@ -92,11 +124,20 @@ type Server struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	stats counters
-	allow atomic.Pointer[func(link.PeerID) bool] // nil: any client
+	stats       counters
+	refusals    refusalLog
+	allow       atomic.Pointer[func(link.PeerID) bool] // nil: any client
+	inboundRate *addrRate
+	handshakes  handshakes
 
-	names nameCache
-	desc  descriptors
+	names    nameCache
+	desc     descriptors
+	pub      public
+	reaching chan struct{} // reach requests being answered
+	isPublic func(netip.Addr) bool
+	own      *policy.OwnAddrs // the exit's own addresses, in e.policy.Own
+	ownAddrs ownAddrs         // keeps own up to date
+	site     *site            // what connections that are not clients see
 
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
@@ -115,10 +156,13 @@ type client struct {
 	limiter      *rate.Limiter // nil: no rate limit
 	memory       *clientMemory // receive windows on all its links
 	streams      atomic.Int32
+	inbound      atomic.Int32  // connections from its forwarded port being carried
+	carried      atomic.Uint64 // bytes relayed for it, both ways, TCP and UDP
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
 	udpProbe     atomic.Uint32 // the port of a probe's socket on 127.0.0.1, 0 if none
+	reaching     atomic.Bool   // a reach request of this client is being answered
 }
 
 func (c *client) acquireUDP(limit int) bool {
@@ -153,28 +197,55 @@ func New(cfg Config) (*Server, error) {
 		n    int64
 	}{{"rate per client", cfg.RatePerClient}, {"buffer per client", cfg.MaxBufferPerClient},
 		{"client cap", int64(cfg.MaxClients)}, {"flow cap", int64(cfg.MaxStreamsPerClient)},
-		{"UDP association cap", int64(cfg.MaxUDPPerClient)}} {
+		{"UDP association cap", int64(cfg.MaxUDPPerClient)}, {"inbound cap", int64(cfg.MaxInboundPerClient)},
+		{"inbound rate", int64(cfg.InboundRatePerAddr)}, {"handshake cap", int64(cfg.MaxHandshakes)},
+		{"handshake cap per source", int64(cfg.MaxHandshakesPerSource)}} {
 		if l.n < 0 {
 			return nil, fmt.Errorf("exit: negative %s %d", l.name, l.n)
 		}
 	}
+	name := cfg.Link.ServerName
+	if name == "" {
+		name = link.HostName(cfg.Link.Identity.ID())
+	}
+	site, err := newSite(cfg.Fallback, name, orDiscard(cfg.Log))
+	if err != nil {
+		return nil, err
+	}
 	e := &Server{
+		site:     site,
 		cfg:      cfg,
 		policy:   cfg.Policy,
 		log:      orDiscard(cfg.Log),
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
+		reaching: make(chan struct{}, maxReachAnswering),
+		isPublic: publicIP,
 	}
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
 	}
+	e.inboundRate = newAddrRate(cmp.Or(cfg.InboundRatePerAddr, 8))
+	e.handshakes.max = cmp.Or(cfg.MaxHandshakes, 256)
+	e.handshakes.perSource = cmp.Or(cfg.MaxHandshakesPerSource, 16)
 	e.names.resolver = cfg.Resolver
 	if e.names.resolver == nil {
 		e.names.resolver = net.DefaultResolver
 	}
-	if e.policy == nil {
-		e.policy = &policy.Policy{}
+	// A copy: the exit adds its own addresses and forwarded ports.
+	pol := policy.Policy{}
+	if cfg.Policy != nil {
+		pol = *cfg.Policy
 	}
+	e.own = new(policy.OwnAddrs)
+	pol.Own = e.own
+	if cfg.Ports != nil {
+		lo, hi := cfg.Ports.Range()
+		pol.OwnPorts = append(slices.Clip(pol.OwnPorts), policy.PortRange{Lo: lo, Hi: hi})
+	}
+	e.policy = &pol
+	e.ownAddrs.e = e
+	e.ownAddrs.refresh(context.Background())
 	e.dialer = net.Dialer{
 		Timeout:  orDefault(cfg.DialTimeout, 10*time.Second),
 		Resolver: cfg.Resolver,
@@ -203,34 +274,30 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	wg.Go(func() { e.ownAddrs.watch(ctx) })
 	if e.cfg.MDNS {
 		wg.Go(func() { e.advertise(ctx, ln.Addr()) })
 	}
 	if len(e.cfg.KnownExits) > 0 {
 		wg.Go(func() { e.learnKnown(ctx) })
 	}
-	var err error
-	for {
-		var conn net.Conn
-		conn, err = ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = nil
-				break
-			}
-			if ne, ok := errors.AsType[net.Error](err); ok && ne.Temporary() { //nolint:staticcheck // EMFILE and friends
-				e.log.Warn("accept", "err", err)
-				if waitOrDone(ctx, 100*time.Millisecond) {
-					continue
-				}
-				err = nil
-			}
-			break
-		}
-		wg.Go(func() { e.serveConn(ctx, conn) })
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+		wg.Go(func() {
+			e.MapLink(ctx, uint16(tcp.Port))
+			e.watchNAT(ctx)
+		})
 	}
+	// Each connection is counted as a pending handshake as it is accepted,
+	// before its goroutine starts, so that a flood sheds its oldest
+	// handshakes rather than piling up goroutines.
+	e.site.start(&wg, e.log)
+	pending := &pendingListener{Listener: ln, h: &e.handshakes}
+	err := listener.Accept(ctx, pending, &wg, e.log, func(conn net.Conn) {
+		pc := conn.(*pendingConn)
+		e.serveConn(ctx, pc.Conn, pc.hs)
+	})
 	cancel()
-	ln.Close()
+	e.site.close()
 	e.drain()
 	wg.Wait()
 	return err
@@ -267,20 +334,35 @@ func (e *Server) drain() {
 	}
 }
 
-func (e *Server) serveConn(ctx context.Context, conn net.Conn) {
+func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *handshake) {
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link pings on its own
 	}
 	lcfg := e.cfg.Link
 	mem := new(linkMemory)
 	lcfg.MemoryManager = mem.span
+	lcfg.Fallback = func(c net.Conn, proto string) {
+		// A visitor is no longer a handshake in progress: it must not
+		// hold one of the slots that clients' handshakes need.
+		e.handshakes.end(hs)
+		e.site.serve(c, proto)
+	}
+	lcfg.H2Preface = e.site.preface
 	admitted := true // admit runs in this goroutine, inside the handshake
 	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
 		admitted = e.admit(id)
 		return admitted
 	})
+	e.handshakes.end(hs)
 	if err != nil {
-		if admitted { // refusals by admit are counted by their reason
+		switch {
+		case errors.Is(err, link.ErrFallback):
+			// Probes, browsers, replays and refused clients alike; a
+			// refusal by admit is also counted by its reason.
+			e.stats.fallback.Add(1)
+			e.log.Debug("served as a web site", "err", err)
+			return
+		case admitted:
 			e.stats.refusedHandshake.Add(1)
 		}
 		e.log.Info("link refused", "err", err)
@@ -369,6 +451,8 @@ func (e *Server) serveStream(ctx context.Context, log *slog.Logger, sess *link.S
 		e.forward(ctx, log, sess, st, c, req.Dst.Port)
 	case wire.KindDescriptor:
 		e.serveDescriptors(st)
+	case wire.KindReach:
+		e.answerReach(ctx, log, sess, st, c, req.Dst)
 	default:
 		wire.Respond(st, wire.Response{Status: wire.StatusKindNotSupported})
 		st.Close()
@@ -383,6 +467,7 @@ func (e *Server) connect(ctx context.Context, log *slog.Logger, st *yamux.Stream
 		status := wire.StatusOf(err)
 		if status == wire.StatusNotAllowed {
 			e.stats.policyRefusals.Add(1)
+			e.refusals.refused(e.log)
 		}
 		log.Debug("connect failed", "stream", st.StreamID(), "dst", dst, "err", err)
 		wire.Respond(st, wire.Response{Status: status})
@@ -505,16 +590,4 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 		return l
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-// waitOrDone waits d and reports true, or reports false as soon as ctx ends.
-func waitOrDone(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -40,6 +40,9 @@ func (e *Server) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result
 	a := &flowConn{Conn: st, half: h}
 	b := &flowConn{Conn: conn, half: h}
 	h.a, h.b = a, b
+	if c != nil {
+		b.carried = &c.carried
+	}
 	if c != nil && c.limiter != nil {
 		b.lim = c.limiter
 		b.charged = &e.stats.limits.rateBytes
@@ -111,6 +114,7 @@ type flowConn struct {
 	half    *halfOpen
 	lim     *rate.Limiter // nil: unlimited
 	charged *atomic.Uint64
+	carried *atomic.Uint64  // the client's bytes relayed; nil: not counted
 	ctx     context.Context // ends waits for tokens when the conn closes
 	cancel  context.CancelFunc
 }
@@ -121,6 +125,9 @@ func (f *flowConn) Read(p []byte) (int, error) {
 	}
 	n, err := f.Conn.Read(p)
 	if n > 0 {
+		if f.carried != nil {
+			f.carried.Add(uint64(n))
+		}
 		if f.lim != nil {
 			if werr := f.take(n); werr != nil && err == nil {
 				err = werr
@@ -161,6 +168,9 @@ func (f *flowConn) Write(p []byte) (int, error) {
 
 func (f *flowConn) wrote(n int, err error) {
 	if n > 0 {
+		if f.carried != nil {
+			f.carried.Add(uint64(n))
+		}
 		f.half.progress()
 	}
 	if err != nil {

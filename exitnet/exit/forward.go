@@ -20,12 +20,30 @@ import (
 // PortLender lends clients ports for inbound forwarding. portfwd.Leases is
 // one.
 type PortLender interface {
-	// Acquire lends peer a port, preferring want, and binds it with try.
-	Acquire(peer link.PeerID, want uint16, try func(port uint16) error) (uint16, error)
+	// Acquire lends peer, whose link comes from the address from, a port,
+	// preferring want, and binds it with try. A refusal says why by the
+	// status it carries (wire.StatusOf): wire.StatusForwardCap,
+	// wire.StatusPortsExhausted, wire.StatusForwardRateLimit or
+	// wire.StatusNotAllowed.
+	Acquire(peer link.PeerID, from netip.Addr, want uint16, try func(port uint16) error) (uint16, error)
 	// Release ends peer's use of port; it may stay reserved for peer.
-	Release(peer link.PeerID, port uint16)
-	// Free counts the ports that could be lent now.
+	// carried is what the client relayed through the exit, in bytes both
+	// ways, while it held the port.
+	Release(peer link.PeerID, port uint16, carried uint64)
+	// Free counts the ports that could be lent to a new client now.
 	Free() int
+	// Range returns the ports it lends, inclusive.
+	Range() (lo, hi uint16)
+}
+
+// forwardStatus is the status a forward refusal is answered with: the
+// lender's reason, or "exhausted" when it gives none the wire knows.
+func forwardStatus(err error) wire.Status {
+	switch s := wire.StatusOf(err); s {
+	case wire.StatusNotAllowed, wire.StatusForwardCap, wire.StatusPortsExhausted, wire.StatusForwardRateLimit:
+		return s
+	}
+	return wire.StatusPortsExhausted
 }
 
 // forward lends the client a port for as long as it keeps st open: TCP
@@ -39,28 +57,34 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 		return
 	}
 	var ln *net.TCPListener
-	port, err := e.cfg.Ports.Acquire(sess.Peer, want, func(p uint16) error {
+	from := wire.AddrFromNet(sess.Conn.RemoteAddr()).IP
+	port, err := e.cfg.Ports.Acquire(sess.Peer, from, want, func(p uint16) error {
 		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: int(p)})
 		ln = l
 		return err
 	})
 	if err != nil {
+		status := forwardStatus(err)
+		e.stats.fwd.countRefusal(status)
 		log.Info("forward refused", "err", err)
-		wire.Respond(st, wire.Response{Status: wire.StatusNotAllowed})
+		wire.Respond(st, wire.Response{Status: status})
 		st.Close()
 		return
 	}
-	defer e.cfg.Ports.Release(sess.Peer, port)
+	carried := c.carried.Load()
+	defer func() { e.cfg.Ports.Release(sess.Peer, port, c.carried.Load()-carried) }()
+	told := e.mapForward(ctx, port) // the port the internet reaches it at
+	defer e.unmapForward(port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)
-	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
+	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: told}}); err != nil {
 		ln.Close()
 		st.Reset()
 		return
 	}
 	e.stats.fwd.active.Add(1)
 	defer e.stats.fwd.active.Add(-1)
-	log.Info("forward open", "port", port)
+	log.Info("forward open", "port", port, "external", told)
 
 	// Probes and inbound connections end with the forward.
 	ctx, cancel := context.WithCancel(ctx)
@@ -125,8 +149,14 @@ func (l *leased) listen(ln *net.TCPListener) {
 			if err != nil {
 				return
 			}
+			if !l.e.admitInbound(conn, l.c) {
+				continue
+			}
 			l.e.stats.fwd.inbound.Add(1)
-			l.wg.Go(func() { l.carryInbound(conn) })
+			l.wg.Go(func() {
+				defer l.c.inbound.Add(-1)
+				l.carryInbound(conn)
+			})
 		}
 	})
 }

@@ -102,6 +102,13 @@ func refusedDsts() []refusedDst {
 		"10.1.2.3", "172.16.0.1", "172.31.255.254", "192.168.1.1",
 		"100.64.0.1", "169.254.169.254", "fe80::1", "fc00::1", "fd00::1",
 		"::ffff:127.0.0.1", "0.0.0.0", "::",
+		// IPv6 forms that carry a loopback IPv4 address; the namespace
+		// routes them to itself, as a host with such routes would.
+		"2002:7f00:1::1",               // 6to4
+		"2001:0:7f00:1::1",             // Teredo, server 127.0.0.1
+		"2001:0:101:101:0:0:80ff:fffe", // Teredo, client 127.0.0.1 (inverted)
+		"::ffff:0:7f00:1",              // IPv4-translated
+		"64:ff9b::7f00:1",              // NAT64
 	} {
 		out = append(out, refusedDst{netip.MustParseAddr(s), "refused" + strconv.Itoa(i) + ".test"})
 	}
@@ -121,7 +128,7 @@ func startLoopback(t *testing.T) *loopback {
 	t.Helper()
 	lb := &loopback{ports: make(map[netip.Addr]uint16), traps: make(map[netip.Addr]*net.UDPConn),
 		accepted: make(map[netip.Addr]*atomic.Int64)}
-	for _, s := range []string{"127.0.0.1", "127.0.0.2", "127.255.255.254", "::1"} {
+	for _, s := range []string{"127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "::"} {
 		ip := netip.MustParseAddr(s)
 		ln, err := net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
 		if err != nil {
@@ -163,17 +170,41 @@ func (lb *loopback) total() int64 {
 	return n
 }
 
-// portFor is the port a flow to ip uses: the loopback listener's where one
-// exists (unmapped and unspecified addresses reach it too), else 80.
-func portFor(ports map[netip.Addr]uint16, ip netip.Addr) uint16 {
+// embeddedRoutes makes a namespace deliver the IPv6 forms that embed IPv4
+// to itself, where the listener on [::] receives them.
+var embeddedRoutes = []string{"-6 route add local 2002::/16 dev lo", "-6 route add local 2001::/32 dev lo",
+	"-6 route add local ::ffff:0:0:0/96 dev lo", "-6 route add local 64:ff9b::/96 dev lo"}
+
+// listenerFor is the address of the listener a flow to ip reaches:
+// unmapped and unspecified addresses reach loopback ones, the embedding
+// forms the one on [::].
+func listenerFor(ip netip.Addr) netip.Addr {
 	u := ip.Unmap()
 	switch {
 	case u == netip.IPv4Unspecified():
-		u = netip.MustParseAddr("127.0.0.1")
+		return netip.MustParseAddr("127.0.0.1")
 	case u == netip.IPv6Unspecified():
-		u = netip.IPv6Loopback()
+		return netip.IPv6Loopback()
+	case embedded(u):
+		return netip.IPv6Unspecified()
 	}
-	if p, ok := ports[u]; ok {
+	return u
+}
+
+// embedded reports whether ip is in a range embeddedRoutes routes.
+func embedded(ip netip.Addr) bool {
+	for _, p := range []string{"2002::/16", "2001::/32", "::ffff:0:0:0/96", "64:ff9b::/96"} {
+		if netip.MustParsePrefix(p).Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// portFor is the port a flow to ip uses: its listener's where one exists,
+// else 80.
+func portFor(ports map[netip.Addr]uint16, ip netip.Addr) uint16 {
+	if p, ok := ports[listenerFor(ip)]; ok {
 		return p
 	}
 	return 80
@@ -189,7 +220,7 @@ func portFor(ports map[netip.Addr]uint16, ip netip.Addr) uint16 {
 // It runs in a network namespace of its own with nothing but loopback, so
 // that a policy that failed would reach no private network either.
 func TestSecurityDefaultPolicyRefuses(t *testing.T) {
-	if !nstest.Isolated(t, "link set lo up") {
+	if !nstest.Isolated(t, append([]string{"link set lo up"}, embeddedRoutes...)...) {
 		return
 	}
 	dsts := refusedDsts()
@@ -207,7 +238,7 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 	labPool := startPool(t, lab.addr)
 	reached := 0
 	for _, d := range dsts {
-		if _, ok := ports[d.ip.Unmap()]; !ok {
+		if _, ok := ports[d.ip.Unmap()]; !ok || d.ip.IsUnspecified() {
 			continue
 		}
 		for _, host := range []string{d.ip.String(), d.name} {
@@ -222,6 +253,19 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 	}
 	if reached == 0 {
 		t.Fatal("control: no loopback listener")
+	}
+	// The embedding forms reach the listener on [::] from here: a refusal
+	// below is the policy's, not a missing route's.
+	for _, d := range dsts {
+		if !embedded(d.ip) {
+			continue
+		}
+		c, err := net.Dial("tcp", netip.AddrPortFrom(d.ip, portFor(ports, d.ip)).String())
+		if err != nil {
+			t.Fatalf("control: %s does not reach the listener on [::]: %v", d.ip, err)
+		}
+		c.Close()
+		reached++
 	}
 	waitFor(t, "the control connections accepted", func() bool { return lb.total() == int64(reached) })
 
@@ -256,7 +300,7 @@ func TestSecurityDefaultPolicyRefuses(t *testing.T) {
 		sent := 0
 		for _, d := range dsts {
 			port := portFor(ports, d.ip)
-			if tr, ok := traps[d.ip.Unmap()]; ok {
+			if tr, ok := traps[listenerFor(d.ip)]; ok {
 				port = uint16(tr.LocalAddr().(*net.UDPAddr).Port)
 			}
 			for _, dst := range []wire.Addr{{IP: d.ip, Port: port}, {Name: d.name, Port: port}} {

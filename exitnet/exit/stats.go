@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/swarmvpn/swarmvpn/internal/meter"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 // Stats is a snapshot of what an exit carries and refuses.
@@ -17,6 +18,16 @@ type Stats struct {
 	// Links refused, by reason: the client is not on the allow-list, the
 	// exit serves as many clients as it allows, the handshake failed.
 	RefusedAllowList, RefusedFull, RefusedHandshake uint64
+	// HandshakesPending counts connections whose TLS handshake is in
+	// progress now; HandshakesShed, those closed unfinished to make room
+	// under MaxHandshakes or MaxHandshakesPerSource (also counted in
+	// RefusedHandshake).
+	HandshakesPending int
+	HandshakesShed    uint64
+	// Fallback counts connections served as a web site because they did
+	// not prove themselves admitted clients: browsers, probers, garbage,
+	// replayed proofs, and refused clients (also counted above).
+	Fallback uint64
 
 	FlowsOpen int64            // flows open now, inbound ones included
 	Flows     meter.FlowCounts // flows since start, by kind
@@ -38,6 +49,7 @@ type Stats struct {
 type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
+	fallback                                          atomic.Uint64
 	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
 
 	udp    udpCounters
@@ -58,19 +70,22 @@ func (e *Server) Stats() Stats {
 	in, out := c.flows.Bytes()
 	return Stats{
 		Links: links, Clients: clients, Streams: streams,
-		LinksAccepted:    c.linksAccepted.Load(),
-		RefusedAllowList: c.refusedAllowList.Load(),
-		RefusedFull:      c.refusedClients.Load(),
-		RefusedHandshake: c.refusedHandshake.Load(),
-		FlowsOpen:        c.flows.Open(),
-		Flows:            c.flows.Counts(),
-		RefusedFlows:     c.refusedFlows.Load(),
-		PolicyRefusals:   c.policyRefusals.Load(),
-		BytesIn:          in,
-		BytesOut:         out,
-		UDP:              c.udp.snapshot(),
-		Forward:          c.fwd.snapshot(),
-		Limits:           c.limits.snapshot(),
+		LinksAccepted:     c.linksAccepted.Load(),
+		RefusedAllowList:  c.refusedAllowList.Load(),
+		RefusedFull:       c.refusedClients.Load(),
+		RefusedHandshake:  c.refusedHandshake.Load(),
+		HandshakesPending: e.handshakes.pending(),
+		HandshakesShed:    e.handshakes.shed.Load(),
+		Fallback:          c.fallback.Load(),
+		FlowsOpen:         c.flows.Open(),
+		Flows:             c.flows.Counts(),
+		RefusedFlows:      c.refusedFlows.Load(),
+		PolicyRefusals:    c.policyRefusals.Load(),
+		BytesIn:           in,
+		BytesOut:          out,
+		UDP:               c.udp.snapshot(),
+		Forward:           c.fwd.snapshot(),
+		Limits:            c.limits.snapshot(),
 	}
 }
 
@@ -113,8 +128,15 @@ func (c *udpCounters) snapshot() UDPStats {
 // ForwardStats counts inbound forwarding at the exit.
 type ForwardStats struct {
 	Active  int64  // forwards open now
-	Inbound uint64 // connections that arrived on forwarded ports
+	Inbound uint64 // connections that arrived on forwarded ports and were carried to the client
 	Refused uint64 // of those, ones the client did not take
+	// InboundRefusedCap and InboundRefusedRate count the connections reset
+	// on arrival: their client was carrying MaxInboundPerClient, or their
+	// remote address was over InboundRatePerAddr.
+	InboundRefusedCap, InboundRefusedRate uint64
+	// Forward requests refused, by reason: the exit's policy, the client
+	// holds its share, no port free, its network's rate of new leases.
+	RefusedPolicy, RefusedCap, RefusedExhausted, RefusedRate uint64
 	// TCPOff is the number of forwarded ports whose TCP listener is closed
 	// now because the client's target accepts no TCP; TCPClosings counts
 	// the times one was closed.
@@ -124,13 +146,31 @@ type ForwardStats struct {
 }
 
 type forwardCounters struct {
-	active, tcpOff                atomic.Int64
-	inbound, refused, tcpClosings atomic.Uint64
-	probes                        atomic.Uint64
+	active, tcpOff                                          atomic.Int64
+	inbound, refused, refusedCap, refusedRate               atomic.Uint64
+	leasePolicy, leaseCap, leaseExhausted, leaseRateLimited atomic.Uint64
+	tcpClosings, probes                                     atomic.Uint64
+}
+
+// countRefusal counts a forward request refused with status s.
+func (c *forwardCounters) countRefusal(s wire.Status) {
+	switch s {
+	case wire.StatusNotAllowed:
+		c.leasePolicy.Add(1)
+	case wire.StatusForwardCap:
+		c.leaseCap.Add(1)
+	case wire.StatusForwardRateLimit:
+		c.leaseRateLimited.Add(1)
+	default:
+		c.leaseExhausted.Add(1)
+	}
 }
 
 func (c *forwardCounters) snapshot() ForwardStats {
 	return ForwardStats{Active: c.active.Load(), Inbound: c.inbound.Load(), Refused: c.refused.Load(),
+		InboundRefusedCap: c.refusedCap.Load(), InboundRefusedRate: c.refusedRate.Load(),
+		RefusedPolicy: c.leasePolicy.Load(), RefusedCap: c.leaseCap.Load(),
+		RefusedExhausted: c.leaseExhausted.Load(), RefusedRate: c.leaseRateLimited.Load(),
 		TCPOff: c.tcpOff.Load(), TCPClosings: c.tcpClosings.Load(), Probes: c.probes.Load()}
 }
 

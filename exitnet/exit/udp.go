@@ -105,6 +105,7 @@ func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.
 		last.Store(time.Now().UnixNano())
 		e.stats.udp.datagramsOut.Add(1)
 		e.stats.udp.bytesOut.Add(uint64(len(payload)))
+		c.carried.Add(uint64(len(payload)))
 	}
 }
 
@@ -155,6 +156,7 @@ func (e *Server) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, las
 		last.Store(time.Now().UnixNano())
 		e.stats.udp.datagramsIn.Add(1)
 		e.stats.udp.bytesIn.Add(uint64(n))
+		c.carried.Add(uint64(n))
 	}
 }
 

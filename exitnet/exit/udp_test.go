@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -143,19 +144,42 @@ func TestUDPFullCone(t *testing.T) {
 	}
 }
 
-// openFDs counts this process's open sockets.
+// openFDs counts this process's open sockets, leaving out netlink ones:
+// the exit reads its interfaces' addresses every few seconds through a
+// short-lived netlink socket.
 func openFDs(t *testing.T) int {
+	netlink := netlinkInodes()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip("no /proc/self/fd")
 	}
-	n := 0
+	var socks []string
 	for _, e := range ents {
 		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			socks = append(socks, strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]"))
+		}
+	}
+	maps.Copy(netlink, netlinkInodes())
+	n := 0
+	for _, ino := range socks {
+		if !netlink[ino] {
 			n++
 		}
 	}
 	return n
+}
+
+// netlinkInodes returns the inodes of the netlink sockets open in this
+// network namespace.
+func netlinkInodes() map[string]bool {
+	m := make(map[string]bool)
+	b, _ := os.ReadFile("/proc/self/net/netlink")
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 0 {
+			m[f[len(f)-1]] = true
+		}
+	}
+	return m
 }
 
 // TestUDPOneSocketManyDestinations: a thousand destinations cost the exit

@@ -176,9 +176,13 @@ func (r Rule) String() string {
 //     local-use NAT64 (64:ff9b:1::/48);
 //   - reserved ranges, not lifted by AllowPrivate: 240.0.0.0/4 and the
 //     deprecated IPv4-compatible ::/96;
-//   - well-known NAT64 (64:ff9b::/96) addresses whose embedded IPv4 address
-//     is refused by any of the above, since a NAT64 gateway would carry them
-//     to that IPv4 address; only a rule inside 64:ff9b::/96 lifts this;
+//   - IPv6 forms that embed IPv4 addresses, judged by those: well-known
+//     NAT64 (64:ff9b::/96), IPv4-translated (::ffff:0:0:0/96), 6to4
+//     (2002::/16) and Teredo (2001::/32, its server and its client address),
+//     whose embedded address is refused by any of the above, since a
+//     gateway, relay or local route would carry them to that IPv4 address;
+//     AllowPrivate does not lift this, only a rule inside the form's range;
+//   - the exit's own addresses, when Own is set (see Own);
 //   - the ports in DenyPorts, on every address.
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are unmapped before any check,
@@ -196,6 +200,19 @@ type Policy struct {
 	// Nil means the default, port 25 (SMTP); a non-nil empty slice refuses
 	// no port. A zero PortRange in it refuses every port.
 	DenyPorts []PortRange
+	// Own, when set, holds the exit's own addresses, which the exit keeps
+	// up to date while it runs. They are refused, with AllowPrivate too
+	// (a flow to one would reach the exit host's own services, from the
+	// host itself, past any firewall in front of it), as are IPv6 forms
+	// that embed one. Loopback addresses are left to the private ranges:
+	// AllowPrivate opens them. Only an allow rule that names the address
+	// itself (a /32 or /128) lifts this refusal.
+	Own *OwnAddrs
+	// OwnPorts are ports allowed on the exit's own addresses all the same:
+	// the exit's forwarded port range, so that two clients of one exit
+	// can reach each other's forwarded ports. A zero PortRange in it
+	// covers every port.
+	OwnPorts []PortRange
 }
 
 var (
@@ -252,7 +269,6 @@ var (
 		mustPolicyRanges(classPrivate, "local-use NAT64", "64:ff9b:1::/48"),
 		mustPolicyRanges(classReserved, "IPv4-compatible", "::/96"),
 	)
-	policyNAT64 = netip.MustParsePrefix("64:ff9b::/96")
 )
 
 func concatPolicyRanges(lists ...[]policyRange) []policyRange {
@@ -268,27 +284,78 @@ type policyVerdict struct {
 	class  policyClass
 	prefix netip.Prefix // the refused range; a rule inside it lifts a refusal
 	reason string
-	nat64  bool // reason is about the IPv4 address embedded in NAT64 form
+	form   string        // the IPv6 form reason is about the embedded IPv4 address of, if any
+	inner  [2]netip.Addr // the IPv4 addresses such a form embeds (the zero Addr when unused)
+}
+
+// embedding is an IPv6 range whose addresses carry an IPv4 address that a
+// gateway, a relay or the kernel may deliver them to.
+type embedding struct {
+	prefix netip.Prefix
+	form   string
+	inner  func(b [16]byte) [2]netip.Addr
+}
+
+func v4At(b [16]byte, i int) netip.Addr { return netip.AddrFrom4([4]byte(b[i : i+4])) }
+
+// policyEmbeddings are judged by the IPv4 addresses they embed.
+var policyEmbeddings = []embedding{
+	// NAT64 (RFC 6052): the IPv4 address in the last 32 bits.
+	{netip.MustParsePrefix("64:ff9b::/96"), "NAT64", func(b [16]byte) [2]netip.Addr { return [2]netip.Addr{v4At(b, 12)} }},
+	// IPv4-translated (RFC 2765, SIIT): ::ffff:0:a.b.c.d.
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), "IPv4-translated", func(b [16]byte) [2]netip.Addr { return [2]netip.Addr{v4At(b, 12)} }},
+	// 6to4 (RFC 3056): 2002:AABB:CCDD::/48 is the site at a.b.c.d.
+	{netip.MustParsePrefix("2002::/16"), "6to4", func(b [16]byte) [2]netip.Addr { return [2]netip.Addr{v4At(b, 2)} }},
+	// Teredo (RFC 4380): the server's IPv4 address in bits 32-63, the
+	// client's (its NAT's public address) in the last 32 bits, inverted.
+	{netip.MustParsePrefix("2001::/32"), "Teredo", func(b [16]byte) [2]netip.Addr {
+		client := v4At(b, 12).As4()
+		for i := range client {
+			client[i] ^= 0xff
+		}
+		return [2]netip.Addr{v4At(b, 4), netip.AddrFrom4(client)}
+	}},
 }
 
 // classifyPolicyAddr classifies an unmapped, zoneless address without
-// allocating.
+// allocating. An IPv6 form that embeds IPv4 addresses is classified by the
+// worst of them: public only if each is, never lifted if one never is,
+// and otherwise refused unless a rule inside the form's range allows it
+// (AllowPrivate does not: a lab opens its LAN, not tunnels to it).
 func classifyPolicyAddr(ip netip.Addr) policyVerdict {
-	ranges := policyV6
 	if ip.Is4() {
-		ranges = policyV4
-	} else if policyNAT64.Contains(ip) {
-		b := ip.As16()
-		v := classifyPolicyAddr(netip.AddrFrom4([4]byte(b[12:])))
+		return classifyRanges(ip, policyV4)
+	}
+	for i := range policyEmbeddings {
+		em := &policyEmbeddings[i]
+		if !em.prefix.Contains(ip) {
+			continue
+		}
+		v := policyVerdict{form: em.form, inner: em.inner(ip.As16())}
+		for _, in := range v.inner {
+			if !in.IsValid() {
+				continue
+			}
+			iv := classifyRanges(in, policyV4)
+			if iv.class <= v.class { // public, or no worse than one already seen
+				continue
+			}
+			v.class, v.reason = iv.class, iv.reason
+		}
 		if v.class == classPublic {
+			v.reason = ""
 			return v
 		}
 		if v.class != classNever {
 			v.class = classReserved
 		}
-		v.prefix, v.nat64 = policyNAT64, true
+		v.prefix = em.prefix
 		return v
 	}
+	return classifyRanges(ip, policyV6)
+}
+
+func classifyRanges(ip netip.Addr, ranges []policyRange) policyVerdict {
 	for i := range ranges {
 		if ranges[i].prefix.Contains(ip) {
 			return policyVerdict{class: ranges[i].class, prefix: ranges[i].prefix, reason: ranges[i].reason}
@@ -323,6 +390,9 @@ func (p *Policy) Check(ip netip.Addr, port uint16) error {
 	if p == nil {
 		p = &defaultPolicy
 	}
+	if p.Own != nil && p.isOwn(ip, v) && !p.ownLifted(ip, port) {
+		return refusePolicy(ip, port, "the exit's own address")
+	}
 	addrOK := v.class == classPublic || v.class == classPrivate && p.AllowPrivate
 	for i := range p.Rules {
 		r := &p.Rules[i]
@@ -352,10 +422,41 @@ func (p *Policy) Check(ip netip.Addr, port uint16) error {
 	return nil
 }
 
+// isOwn reports whether ip, or an IPv4 address its IPv6 form v embeds, is
+// one of the exit's own, loopback aside.
+func (p *Policy) isOwn(ip netip.Addr, v policyVerdict) bool {
+	if !ip.IsLoopback() && p.Own.Contains(ip) {
+		return true
+	}
+	for _, in := range v.inner {
+		if in.IsValid() && !in.IsLoopback() && p.Own.Contains(in) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownLifted reports whether port is one of OwnPorts, or the first rule
+// that matches ip:port allows exactly that address.
+func (p *Policy) ownLifted(ip netip.Addr, port uint16) bool {
+	for _, r := range p.OwnPorts {
+		if r.Contains(port) {
+			return true
+		}
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if r.Prefix.Contains(ip) && r.Ports.Contains(port) {
+			return r.Allow && r.Prefix.IsSingleIP()
+		}
+	}
+	return false
+}
+
 func refuseVerdict(ip netip.Addr, port uint16, v policyVerdict) error {
 	reason := v.reason + " address"
-	if v.nat64 {
-		reason = "NAT64 form of " + v.reason + " IPv4 address"
+	if v.form != "" {
+		reason = v.form + " form of " + v.reason + " IPv4 address"
 	}
 	return refusePolicy(ip, port, reason)
 }

@@ -40,6 +40,7 @@ type candidate struct {
 	failures int
 	nextTry  time.Time
 	lastErr  string
+	mismatch bool // the last dial found another peer ID than the pinned one
 
 	desc    *discovery.Descriptor // from the last link, verified
 	dialing bool

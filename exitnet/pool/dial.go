@@ -30,11 +30,11 @@ func Dial(ctx context.Context, cfg link.Config, exit link.ExitAddr) (*link.Sessi
 }
 
 // requestForward asks the exit for a port and holds the forward open for
-// the link's life. It returns nil when the exit lends none.
-func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr) *lease {
+// the link's life. It returns nil and why when the exit lends none.
+func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr) (*lease, string) {
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
-		return nil
+		return nil, "no stream for the forward request: " + err.Error()
 	}
 	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: p.cfg.ForwardPort}}
 	resp, err := wire.Call(ctx, st, req, 10*time.Second)
@@ -42,21 +42,23 @@ func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link
 	case err != nil:
 		st.Reset()
 		p.log.Warn("forward request failed", "exit", exit.ID.Short(), "err", err)
-		return nil
+		return nil, "forward request failed: " + err.Error()
 	case resp.Status == wire.StatusKindNotSupported:
 		st.Close()
 		p.log.Warn("this exit offers no port forwarding: the torrent client will not be connectable; choose an exit that forwards ports", "exit", exit.ID.Short())
-		return nil
+		return nil, "the exit offers no port forwarding"
 	case resp.Status != wire.StatusOK || resp.Bound.Port == 0:
 		st.Close()
-		p.log.Warn("exit refused to forward a port", "exit", exit.ID.Short(), "status", resp.Status)
-		return nil
+		reason := "the exit lent no port: " + resp.Status.String()
+		p.log.Warn("exit refused to forward a port: the torrent client will not be connectable through it",
+			"exit", exit.ID.Short(), "status", int(resp.Status), "reason", resp.Status.String())
+		return nil, reason
 	}
 	// The stream stays open, held by the session, as long as the link:
 	// closing it would end the forward. It carries lease messages.
 	host, _, _ := net.SplitHostPort(exit.Addr)
 	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(host, strconv.Itoa(int(resp.Bound.Port))))
-	return newLease(st, resp.Bound.Port, p.log)
+	return newLease(st, resp.Bound.Port, p.log), ""
 }
 
 // dialChecked links to c's exit and reads its descriptor: an exit that

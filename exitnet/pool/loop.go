@@ -3,6 +3,8 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -45,11 +47,12 @@ type linkDown struct {
 }
 
 // forwarded: the exit answered the forward request made when c's link
-// became active; port is 0 when it lends none.
+// became active; lease is nil when it lends none.
 type forwarded struct {
-	c     *candidate
-	sess  *link.Session
-	lease *lease // nil without a port
+	c      *candidate
+	sess   *link.Session
+	lease  *lease // nil without a port
+	reason string // why the exit lent no port, when it lent none
 }
 
 func (ev dialed) applyLocked(p *Pool, lp *loop)     { p.onDialed(lp, ev) }
@@ -114,10 +117,14 @@ func (p *Pool) Run(ctx context.Context) error {
 // p.mu; the callbacks that arose run after it is released.
 func (p *Pool) step(lp *loop, ev event) {
 	p.mu.Lock()
+	before := p.status
 	if ev != nil {
 		ev.applyLocked(p, lp)
 	}
 	p.maintainLocked(lp)
+	if st := p.status; st != before && p.cfg.OnStatus != nil {
+		lp.after = append(lp.after, func() { p.cfg.OnStatus(st) })
+	}
 	after := lp.after
 	lp.after = nil
 	p.mu.Unlock()
@@ -190,7 +197,7 @@ func (p *Pool) maintainLocked(lp *loop) {
 func (p *Pool) onDialed(lp *loop, ev dialed) {
 	c, sess, now := ev.c, ev.sess, time.Now()
 	c.dialing = false
-	c.failures, c.lastErr = 0, ""
+	c.failures, c.lastErr, c.mismatch = 0, "", false
 	c.sess, c.upAt, c.rtt, c.desc = sess, now, max(ev.rtt, time.Nanosecond), &ev.desc
 	if len(ev.others) > 0 {
 		p.learnLocked(ev.others)
@@ -236,23 +243,44 @@ func (p *Pool) onDialed(lp *loop, ev dialed) {
 
 // onDialFailed backs the exit off: exponentially for a failure, for
 // UnsuitableRetry for an exit that is not fit for use.
+//
+// An exit that presents another peer ID than the one pinned will go on
+// doing so until someone acts: that is said once, as an error with what to
+// do, and the exit is retried only at the longest back-off.
 func (p *Pool) onDialFailed(ev dialFailed) {
 	c := ev.c
 	p.stats.dialFailures.Add(1)
 	c.dialing = false
 	c.failures++
-	c.lastErr = ev.err.Error()
+	err := ev.err
 	wait := p.backoff(c.failures)
-	if ev.unfit {
+	level, msg := slog.LevelWarn, "exit unreachable"
+	wasMismatch := c.mismatch
+	c.mismatch = errors.Is(err, link.ErrPeerMismatch)
+	switch {
+	case ev.unfit:
 		wait = p.cfg.UnsuitableRetry
 		if ev.desc.ID == c.exit.ID {
 			c.desc = &ev.desc
 		}
+	case c.mismatch:
+		fix := ""
+		if c.source == discovery.SourceStatic {
+			fix = " and correct --exit"
+		}
+		err = fmt.Errorf("%w: this address answers with another key; check the peer ID that 'swarmvpn exit' prints on that machine "+
+			"(its key may have changed, or another exit took the address)%s", err, fix)
+		wait = p.cfg.MaxBackoff
+		level, msg = slog.LevelError, "exit is not the one pinned"
+		if wasMismatch {
+			level = slog.LevelDebug // said once already
+		}
 	}
+	c.lastErr = err.Error()
 	c.nextTry = time.Now().Add(wait)
-	p.log.Warn("exit unreachable", "exit", c.exit.ID.Short(), "err", ev.err, "retry_in", wait.Round(time.Millisecond))
+	p.log.Log(context.Background(), level, msg, "exit", c.exit.ID.Short(), "err", err, "retry_in", wait.Round(time.Millisecond))
 	if p.sess == nil {
-		p.setStatusLocked(StateDown, ev.err)
+		p.setStatusLocked(StateDown, err)
 	}
 }
 
@@ -301,7 +329,8 @@ func (p *Pool) activateLocked(lp *loop, c *candidate) {
 		return
 	}
 	lp.spawn(func() event {
-		return forwarded{c: c, sess: sess, lease: p.requestForward(lp.ctx, sess, c.exit)}
+		l, reason := p.requestForward(lp.ctx, sess, c.exit)
+		return forwarded{c: c, sess: sess, lease: l, reason: reason}
 	})
 }
 
@@ -321,6 +350,9 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 		}
 	}
 	p.goLiveLocked(lp, ev.c, port)
+	if p.sess == ev.sess {
+		p.status.ForwardError = ev.reason
+	}
 }
 
 // goLiveLocked hands c's link to new flows.
@@ -344,7 +376,7 @@ func (p *Pool) deactivateLocked(sess *link.Session) {
 		p.sess = nil
 		p.ready = make(chan struct{})
 	}
-	p.status.ForwardedPort = 0
+	p.status.ForwardedPort, p.status.ForwardError = 0, ""
 	p.lease = nil
 }
 

@@ -65,6 +65,10 @@ type Config struct {
 	// OnLearn is called from Run with the exits that linked exits told the
 	// pool of (verified), e.g. to keep them for the next start.
 	OnLearn func([]discovery.Known)
+	// OnStatus is called from Run with the pool's Status each time it
+	// changes (its state, exit, forwarded port or last error; not its
+	// round trip), in order. It must not block for long.
+	OnStatus func(Status)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 }
@@ -87,6 +91,10 @@ type Status struct {
 	LastError string        // why the last attempt or link failed
 	// ForwardedPort is the port the exit lends this client, 0 if none.
 	ForwardedPort uint16
+	// ForwardError says why the active exit lent no port, when the pool
+	// asked for one and got none: the exit's refusal as its status says
+	// it, e.g. "no forwarded port free at the exit".
+	ForwardError string
 }
 
 // Pool keeps a link to the best exit it knows, and a warm standby link to

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/swarmvpn/swarmvpn/internal/meter"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
 // Stats is a snapshot of what a pool has carried.
@@ -18,18 +19,24 @@ type Stats struct {
 	LinkDowns, DialFailures uint64
 
 	FlowsOpen int64            // flows open now through the pool, inbound ones included
+	UDPOpen   int64            // of those, UDP associations
 	Flows     meter.FlowCounts // flows since start, by kind (Connect, UDP, Inbound)
 	// InboundBytesIn and InboundBytesOut count what connections that
 	// arrived at the forwarded port carried from the internet to the local
 	// target and back, as they pass. Outbound bytes are counted by
 	// the proxies that splice them.
 	InboundBytesIn, InboundBytesOut uint64
+	// UDPMalformed counts frames from exits that were not datagrams, and
+	// skipped; UDPUnsendable, datagrams that could not be framed (too long
+	// for their address), and dropped.
+	UDPMalformed, UDPUnsendable uint64
 }
 
 // counters are the counters behind Stats.
 type counters struct {
 	flows                                meter.Flows
 	activations, linkDowns, dialFailures atomic.Uint64
+	udpMalformed, udpUnsendable          atomic.Uint64
 }
 
 // Stats returns a snapshot of the pool's counters.
@@ -50,8 +57,11 @@ func (p *Pool) Stats() Stats {
 		LinkDowns:       c.linkDowns.Load(),
 		DialFailures:    c.dialFailures.Load(),
 		FlowsOpen:       c.flows.Open(),
+		UDPOpen:         c.flows.OpenOf(wire.KindUDP),
 		Flows:           c.flows.Counts(),
 		InboundBytesIn:  in,
 		InboundBytesOut: out,
+		UDPMalformed:    c.udpMalformed.Load(),
+		UDPUnsendable:   c.udpUnsendable.Load(),
 	}
 }

@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 
 	"github.com/libp2p/go-yamux/v5"
 
@@ -21,9 +20,8 @@ type UDP struct {
 	wmu  sync.Mutex
 	wbuf []byte
 
-	rbuf       []byte // used by ReadFrom only, which is not concurrent
-	malformed  atomic.Uint64
-	unsendable atomic.Uint64
+	rbuf  []byte // used by ReadFrom only, which is not concurrent
+	stats *counters
 
 	end    func() // counts the association closed
 	closed sync.Once
@@ -35,7 +33,7 @@ func (p *Pool) Associate(ctx context.Context) (*UDP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &UDP{st: st, Port: resp.Bound.Port, end: p.stats.flows.Begin(wire.KindUDP),
+	return &UDP{st: st, Port: resp.Bound.Port, end: p.stats.flows.Begin(wire.KindUDP), stats: &p.stats,
 		wbuf: make([]byte, 0, wire.MaxFrameLen), rbuf: make([]byte, wire.MaxFrameLen)}, nil
 }
 
@@ -48,7 +46,7 @@ func (a *UDP) WriteTo(payload []byte, dst wire.Addr) error {
 	defer a.wmu.Unlock()
 	frame, err := wire.AppendDatagram(a.wbuf[:0], dst, payload)
 	if err != nil {
-		a.unsendable.Add(1)
+		a.stats.udpUnsendable.Add(1)
 		return nil
 	}
 	_, err = a.st.Write(frame)
@@ -66,19 +64,12 @@ func (a *UDP) ReadFrom(p []byte) (int, wire.Addr, error) {
 		}
 		src, payload, err := wire.ParseDatagram(body)
 		if err != nil || !src.IP.IsValid() {
-			a.malformed.Add(1)
+			a.stats.udpMalformed.Add(1)
 			continue
 		}
 		return copy(p, payload), src, nil
 	}
 }
-
-// Malformed counts frames from the exit that were skipped.
-func (a *UDP) Malformed() uint64 { return a.malformed.Load() }
-
-// Unsendable counts datagrams WriteTo dropped because they could not be
-// framed.
-func (a *UDP) Unsendable() uint64 { return a.unsendable.Load() }
 
 // Close ends the association at both ends.
 func (a *UDP) Close() error {

@@ -1,7 +1,6 @@
 package link
 
 import (
-	"crypto/tls"
 	"net"
 	"sync"
 )
@@ -71,7 +70,7 @@ func (c *batchConn) flushLocked() error {
 // frameConn is the TLS connection as yamux sees it: each Write, which
 // yamux makes once per frame, goes to the kernel as one batch of records.
 type frameConn struct {
-	*tls.Conn
+	net.Conn
 	batch *batchConn
 }
 
@@ -90,4 +89,4 @@ func newBatched(conn net.Conn) *batchConn {
 	return &batchConn{Conn: conn}
 }
 
-func framed(tc *tls.Conn, b *batchConn) *frameConn { return &frameConn{Conn: tc, batch: b} }
+func framed(tc net.Conn, b *batchConn) *frameConn { return &frameConn{Conn: tc, batch: b} }

@@ -67,9 +67,9 @@ func ParsePeerID(s string) (PeerID, error) {
 type Identity struct {
 	key ed25519.PrivateKey
 
-	certOnce sync.Once
-	cert     tls.Certificate
-	certErr  error
+	certMu   sync.Mutex       // guards the self-signed certificate below
+	cert     *tls.Certificate // made by selfSigned
+	certName string
 }
 
 // NewIdentity generates a fresh identity.

@@ -3,23 +3,18 @@ package link
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
+	utls "github.com/refraction-networking/utls"
 )
-
-// ALPN names the link protocol and its version in the TLS handshake. A peer
-// that does not offer it is refused.
-const ALPN = "swarmvpn/1"
 
 // ErrPeerMismatch is returned by Client when the exit presents a peer ID
 // other than the pinned one.
@@ -30,7 +25,8 @@ var ErrPeerMismatch = errors.New("exit presented a different peer ID")
 type Config struct {
 	// Identity is this peer's key. Required.
 	Identity *Identity
-	// HandshakeTimeout bounds the TLS handshake. Default 10s.
+	// HandshakeTimeout bounds the TLS handshake and the proofs of identity
+	// that follow it. Default 10s.
 	HandshakeTimeout time.Duration
 	// KeepAlive is how often an idle link is pinged. A ping that is not
 	// answered within KeepAlive closes the link, so a dead link is noticed
@@ -44,6 +40,30 @@ type Config struct {
 	MemoryManager func() (yamux.MemoryManager, error)
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
+
+	// ServerName is, on the client side, the host name sent in the
+	// ClientHello (SNI); empty follows the rule in hello.go. On the exit
+	// side it is the host name of the self-signed certificate; empty is
+	// HostName of the exit's peer ID.
+	ServerName string
+	// Certificate is the exit's own TLS certificate and chain, for an exit
+	// with a domain: browsers and probers then see a valid chain. Nil
+	// means a self-signed certificate (cert.go). Either way the exit's
+	// peer ID is proven inside the channel.
+	Certificate *tls.Certificate
+	// Fallback, on the exit side, receives every connection that does not
+	// prove itself an admitted client within HandshakeTimeout, to serve it
+	// as a web site: conn is the TLS connection with the bytes already
+	// read put back in front, proto the ALPN protocol negotiated ("h2",
+	// "http/1.1" or ""). Fallback owns conn and returns when it is done
+	// with it. Nil closes such connections.
+	Fallback func(conn net.Conn, proto string)
+	// H2Preface, on the exit side, is what the exit sends at once on a
+	// connection that negotiated h2, before it knows whether a client or
+	// a browser is there: the SETTINGS (and WINDOW_UPDATE) frames its
+	// fallback's HTTP/2 server sends first, so that a prober sees them
+	// as early as from any HTTP/2 server. Nil sends nothing.
+	H2Preface []byte
 }
 
 func (c *Config) handshakeTimeout() time.Duration {
@@ -98,72 +118,215 @@ func (c *Config) yamuxConfig() *yamux.Config {
 // authenticated peer at the other end.
 type Session struct {
 	*yamux.Session
-	// Peer is the other end's peer ID, proven by the TLS handshake.
+	// Peer is the other end's peer ID, proven inside the TLS channel.
 	Peer PeerID
-	// Conn is the TLS connection under the session.
-	Conn *tls.Conn
+	// Version is the link protocol version the two ends agreed on.
+	Version int
+	// Conn is the TLS connection under the session: a *tls.Conn at the
+	// exit, a uTLS connection at the client.
+	Conn net.Conn
 }
 
-// Client runs the client side of the handshake on conn: TLS 1.3 with the
-// identity's certificate, accepting the server only if its key is want. On
-// success the caller owns the Session; on failure conn is closed.
+// Client runs the client side of the handshake on conn: TLS 1.3 with a
+// browser's ClientHello, then each side proves its peer ID inside the
+// channel; the exit must prove want. On success the caller owns the
+// Session; on failure conn is closed.
 func Client(ctx context.Context, conn net.Conn, cfg Config, want PeerID) (*Session, error) {
-	tc, err := cfg.tlsConfig(&want)
-	if err != nil {
+	if cfg.Identity == nil {
 		conn.Close()
-		return nil, err
+		return nil, errors.New("link: no identity configured")
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.handshakeTimeout())
+	defer cancel()
+	name := cfg.ServerName
+	if name == "" {
+		name = HostName(want)
 	}
 	bconn := newBatched(conn)
-	tconn := tls.Client(bconn, tc)
-	peer, err := cfg.handshake(ctx, tconn)
+	uconn, err := chromeClient(ctx, bconn, name)
 	if err != nil {
 		return nil, err
 	}
-	mux, err := yamux.Client(framed(tconn, bconn), cfg.yamuxConfig(), cfg.MemoryManager)
+	peer, version, err := clientProofs(ctx, uconn, cfg.Identity, want)
 	if err != nil {
-		tconn.Close()
+		uconn.Close()
 		return nil, err
 	}
-	return &Session{Session: mux, Peer: peer, Conn: tconn}, nil
+	mux, err := yamux.Client(framed(uconn, bconn), cfg.yamuxConfig(), cfg.MemoryManager)
+	if err != nil {
+		uconn.Close()
+		return nil, err
+	}
+	return &Session{Session: mux, Peer: peer, Version: version, Conn: uconn}, nil
 }
 
-// Server runs the server side of the handshake on conn. It accepts any
-// client whose certificate carries an ed25519 key; allow, when not nil, can
-// refuse a peer ID, and the refused client learns only that the handshake
-// failed. On failure conn is closed.
+// tlsState is what the proofs need of either TLS implementation.
+type tlsState interface {
+	net.Conn
+	exporter
+}
+
+type utlsState struct{ *utls.UConn }
+
+func (u utlsState) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	cs := u.ConnectionState()
+	return cs.ExportKeyingMaterial(label, context, length)
+}
+
+// clientProofs sends the client's proof and reads and checks the exit's.
+func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want PeerID) (PeerID, int, error) {
+	stop := deadlineFrom(ctx, uconn)
+	defer stop()
+	c := utlsState{uconn}
+	ek, err := exportKey(c)
+	if err != nil {
+		return PeerID{}, 0, err
+	}
+	if _, err := c.Write(proof(id, ek, clientTag(ek), []byte{minVersion, Version}, clientContext)); err != nil {
+		return PeerID{}, 0, fmt.Errorf("send proof: %w", err)
+	}
+	tag, err := readExitTag(c, ek)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = ErrRefused
+		}
+		return PeerID{}, 0, ctxErr(ctx, err)
+	}
+	ver, peer, err := readProof(c, ek, tag, 1, exitContext)
+	if err != nil {
+		return PeerID{}, 0, ctxErr(ctx, fmt.Errorf("exit's proof: %w", err))
+	}
+	if v := int(ver[0]); v < minVersion || v > Version {
+		return PeerID{}, 0, fmt.Errorf("exit chose link protocol version %d, this client speaks %d to %d", v, minVersion, Version)
+	}
+	if want != (PeerID{}) && peer != want {
+		return PeerID{}, 0, fmt.Errorf("%w: got %s, pinned %s", ErrPeerMismatch, peer, want)
+	}
+	return peer, int(ver[0]), nil
+}
+
+// deadlineFrom makes conn's reads and writes end with ctx: at its
+// deadline, or at once when it is cancelled. stop clears the deadline.
+func deadlineFrom(ctx context.Context, conn net.Conn) (stop func()) {
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	after := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	return func() {
+		after()
+		conn.SetDeadline(time.Time{})
+	}
+}
+
+// ctxErr prefers the context's error to the I/O error its deadline caused.
+func ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w (%v)", cerr, err)
+	}
+	return err
+}
+
+// Server runs the exit side of the handshake on conn: TLS with the exit's
+// certificate, then the client's proof, then the exit's. allow, when not
+// nil, is asked about the client's peer ID before the exit proves itself.
+// A connection that does not prove itself a client in time, or that allow
+// refuses, goes to Config.Fallback (the refused client learns only that it
+// was not accepted) and Server returns an error wrapping ErrFallback. On
+// failure conn is closed or owned by the fallback.
 func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) bool) (*Session, error) {
-	tc, err := cfg.tlsConfig(nil)
+	tc, err := cfg.serverTLS()
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	if allow != nil {
-		tc.VerifyConnection = func(cs tls.ConnectionState) error {
-			id, err := peerIDOf(cs.PeerCertificates)
-			if err != nil {
-				return err
-			}
-			if !allow(id) {
-				return fmt.Errorf("client %s is not on the allow-list", id.Short())
-			}
-			return nil
-		}
-	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.handshakeTimeout())
+	defer cancel()
 	bconn := newBatched(conn)
 	tconn := tls.Server(bconn, tc)
-	peer, err := cfg.handshake(ctx, tconn)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		tconn.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	cs := tconn.ConnectionState()
+	var sent []byte
+	if cs.NegotiatedProtocol == "h2" && len(cfg.H2Preface) > 0 {
+		if _, err := tconn.Write(cfg.H2Preface); err != nil {
+			tconn.Close()
+			return nil, fmt.Errorf("send h2 settings: %w", err)
+		}
+		sent = cfg.H2Preface
+	}
+	rec := &recorder{r: tconn}
+	peer, version, err := cfg.serverProofs(ctx, tconn, cs, rec, allow)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil && ctx.Err() != context.DeadlineExceeded {
+			tconn.Close() // the exit is shutting down
+			return nil, ctxErr(ctx, err)
+		}
+		tconn.SetDeadline(time.Time{})
+		fc := &replayConn{Conn: tconn, state: cs, pending: rec.read, skip: sent}
+		if cfg.Fallback != nil {
+			cfg.Fallback(fc, cs.NegotiatedProtocol)
+		} else {
+			fc.Close()
+		}
+		return nil, fmt.Errorf("%w: %w", ErrFallback, err)
 	}
 	mux, err := yamux.Server(framed(tconn, bconn), cfg.yamuxConfig(), cfg.MemoryManager)
 	if err != nil {
 		tconn.Close()
 		return nil, err
 	}
-	return &Session{Session: mux, Peer: peer, Conn: tconn}, nil
+	return &Session{Session: mux, Peer: peer, Version: version, Conn: tconn}, nil
 }
 
-// Dial connects to an exit and runs the client handshake.
+// serverProofs reads and checks the client's proof, asks allow, and sends
+// the exit's proof.
+func (cfg *Config) serverProofs(ctx context.Context, tconn *tls.Conn, cs tls.ConnectionState, r io.Reader, allow func(PeerID) bool) (PeerID, int, error) {
+	if cs.Version != tls.VersionTLS13 {
+		return PeerID{}, 0, fmt.Errorf("TLS %#x: %w", cs.Version, errNotClient)
+	}
+	stop := deadlineFrom(ctx, tconn)
+	defer stop()
+	ek, err := exportKey(&cs)
+	if err != nil {
+		return PeerID{}, 0, err
+	}
+	tag, err := readClientTag(r, ek)
+	if err != nil {
+		return PeerID{}, 0, err
+	}
+	vers, peer, err := readProof(r, ek, tag, 2, clientContext)
+	if err != nil {
+		return PeerID{}, 0, fmt.Errorf("client's proof: %w", err)
+	}
+	version := min(int(vers[1]), Version)
+	if version < max(int(vers[0]), minVersion) {
+		return PeerID{}, 0, fmt.Errorf("client speaks link protocol versions %d to %d, this exit %d to %d", vers[0], vers[1], minVersion, Version)
+	}
+	if allow != nil && !allow(peer) {
+		return PeerID{}, 0, fmt.Errorf("client %s is not admitted (allow-list or capacity)", peer.Short())
+	}
+	if _, err := tconn.Write(proof(cfg.Identity, ek, exitTag(ek), []byte{byte(version)}, exitContext)); err != nil {
+		return PeerID{}, 0, fmt.Errorf("send proof: %w", err)
+	}
+	return peer, version, nil
+}
+
+// recorder keeps what is read through it, for the fallback.
+type recorder struct {
+	r    io.Reader
+	read []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.read = append(r.read, p[:n]...)
+	return n, err
+}
+
+// Dial connects to an exit and runs the client handshake. The SNI is the
+// exit address's host when it is a name (see hello.go).
 func Dial(ctx context.Context, cfg Config, exit ExitAddr) (*Session, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", exit.Addr)
@@ -174,71 +337,40 @@ func Dial(ctx context.Context, cfg Config, exit ExitAddr) (*Session, error) {
 		// yamux has its own keepalive; the kernel's would only add packets.
 		tcp.SetKeepAlive(false)
 	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName(exit)
+	}
 	return Client(ctx, conn, cfg, exit.ID)
 }
 
-func (cfg *Config) handshake(ctx context.Context, tconn *tls.Conn) (PeerID, error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.handshakeTimeout())
-	defer cancel()
-	if err := tconn.HandshakeContext(ctx); err != nil {
-		tconn.Close()
-		return PeerID{}, fmt.Errorf("tls handshake: %w", err)
-	}
-	cs := tconn.ConnectionState()
-	if cs.NegotiatedProtocol != ALPN {
-		tconn.Close()
-		return PeerID{}, fmt.Errorf("peer does not speak %s (offered %q)", ALPN, cs.NegotiatedProtocol)
-	}
-	id, err := peerIDOf(cs.PeerCertificates)
-	if err != nil {
-		tconn.Close()
-		return PeerID{}, err
-	}
-	return id, nil
-}
-
-// tlsConfig returns the TLS configuration for one handshake. want is the
-// pinned server ID on the client side and nil on the server side.
-func (cfg *Config) tlsConfig(want *PeerID) (*tls.Config, error) {
+// serverTLS returns the exit's TLS configuration: an ordinary HTTPS
+// server's, with h2 and http/1.1, no client certificate requested.
+func (cfg *Config) serverTLS() (*tls.Config, error) {
 	if cfg.Identity == nil {
 		return nil, errors.New("link: no identity configured")
 	}
-	cert, err := cfg.Identity.certificate()
-	if err != nil {
-		return nil, err
-	}
 	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		MaxVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{ALPN},
-		// There is no CA: a peer is its key. Chain verification is replaced
-		// by checking the key itself (VerifyPeerCertificate below); TLS 1.3
-		// has the peer prove it holds that key in CertificateVerify.
-		InsecureSkipVerify:     true,
-		ClientAuth:             tls.RequireAnyClientCert,
-		SessionTicketsDisabled: true,
+		// TLS 1.2 too, as any web server: a link needs 1.3 and the exit
+		// sends anything older to the fallback.
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
 		// Full-size records from the first byte: a link carries bulk data,
 		// and small writes stay small records anyway.
 		DynamicRecordSizingDisabled: true,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			certs := make([]*x509.Certificate, 0, len(raw))
-			for _, r := range raw {
-				c, err := x509.ParseCertificate(r)
-				if err != nil {
-					return err
-				}
-				certs = append(certs, c)
-			}
-			id, err := peerIDOf(certs)
-			if err != nil {
-				return err
-			}
-			if want != nil && id != *want {
-				return fmt.Errorf("%w: got %s, pinned %s", ErrPeerMismatch, id, *want)
-			}
-			return nil
-		},
+	}
+	if cfg.Certificate != nil {
+		tc.Certificates = []tls.Certificate{*cfg.Certificate}
+		return tc, nil
+	}
+	name := cfg.ServerName
+	if name == "" {
+		name = HostName(cfg.Identity.ID())
+	}
+	if _, err := cfg.Identity.selfSigned(name, time.Now()); err != nil {
+		return nil, err
+	}
+	tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return cfg.Identity.selfSigned(name, time.Now())
 	}
 	return tc, nil
 }
@@ -252,26 +384,4 @@ func peerIDOf(certs []*x509.Certificate) (PeerID, error) {
 		return PeerID{}, fmt.Errorf("peer certificate holds a %T key, want ed25519", certs[0].PublicKey)
 	}
 	return PeerID(pub), nil
-}
-
-// certificate returns the identity's self-signed certificate, made once.
-func (i *Identity) certificate() (tls.Certificate, error) {
-	i.certOnce.Do(func() {
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			NotBefore:    time.Unix(0, 0),
-			NotAfter:     time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
-		}
-		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-		if err == nil {
-			tmpl.SerialNumber = serial
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, i.key.Public(), i.key)
-		if err != nil {
-			i.certErr = err
-			return
-		}
-		i.cert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: i.key}
-	})
-	return i.cert, i.certErr
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"syscall"
 )
 
@@ -12,7 +13,7 @@ import (
 // from ("--socks"), so that an error can say what to change.
 func Open(addr, setting string) (net.Listener, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("%s %q: want HOST:PORT, e.g. 127.0.0.1:1080", setting, addr)
+		return nil, fmt.Errorf("%s %q: want HOST:PORT, e.g. %s %s", setting, addr, setting, example(addr))
 	}
 	ln, err := net.Listen("tcp", addr)
 	switch {
@@ -26,6 +27,15 @@ func Open(addr, setting string) (net.Listener, error) {
 		return nil, fmt.Errorf("cannot listen on %s: no interface has that address; fix %s", addr, setting)
 	}
 	return nil, fmt.Errorf("cannot listen on %s (%s): %v", addr, setting, err)
+}
+
+// example is a listen address like the malformed addr: on loopback, with
+// addr's port when addr is a bare port number.
+func example(addr string) string {
+	if n, err := strconv.ParseUint(addr, 10, 16); err == nil && n > 0 {
+		return "127.0.0.1:" + addr
+	}
+	return "127.0.0.1:PORT"
 }
 
 // Loopback reports whether a listen address is on loopback only: a

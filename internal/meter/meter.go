@@ -25,6 +25,7 @@ type FlowCounts struct {
 // writes them. The zero value is ready.
 type Flows struct {
 	open              atomic.Int64
+	openByKind        [wire.KindDescriptor + 1]atomic.Int64
 	byKind            [wire.KindDescriptor + 1]atomic.Uint64
 	bytesIn, bytesOut atomic.Uint64 // from the internet toward the client, and back
 }
@@ -32,11 +33,14 @@ type Flows struct {
 // Begin counts a flow of kind k as open and returns the function that ends
 // it.
 func (f *Flows) Begin(k wire.Kind) (end func()) {
-	if int(k) < len(f.byKind) {
-		f.byKind[k].Add(1)
+	if int(k) >= len(f.byKind) {
+		f.open.Add(1)
+		return func() { f.open.Add(-1) }
 	}
+	f.byKind[k].Add(1)
+	f.openByKind[k].Add(1)
 	f.open.Add(1)
-	return func() { f.open.Add(-1) }
+	return func() { f.open.Add(-1); f.openByKind[k].Add(-1) }
 }
 
 // Splice relays a flow between the client's side and the internet's side,
@@ -47,6 +51,14 @@ func (f *Flows) Splice(client, internet net.Conn) relay.Result {
 
 // Open counts the flows open now.
 func (f *Flows) Open() int64 { return f.open.Load() }
+
+// OpenOf counts the flows of kind k open now.
+func (f *Flows) OpenOf(k wire.Kind) int64 {
+	if int(k) >= len(f.openByKind) {
+		return 0
+	}
+	return f.openByKind[k].Load()
+}
 
 // Bytes returns the bytes carried from the internet toward the client (in)
 // and back (out).

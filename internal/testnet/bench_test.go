@@ -4,19 +4,8 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"syscall"
 	"testing"
-	"time"
 )
-
-// cpuTime is the CPU time, user and system, the process has used so far.
-// On a shared machine it is a steadier measure of a path's cost than
-// throughput.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // Each benchmark runs over the whole in-process path (SOCKS5 → pool → TLS
 // 1.3 + yamux link → exit → target) and, as a /direct sub-benchmark, over

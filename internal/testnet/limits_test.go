@@ -117,8 +117,8 @@ func TestForwardCapPerClient(t *testing.T) {
 		t.Fatalf("first two forwards: %v port %d, %v port %d; want two distinct ports", r1.Status, r1.Bound.Port, r2.Status, r2.Bound.Port)
 	}
 	for i := range 3 {
-		if _, r := askForward(t, greedy); r.Status != wire.StatusNotAllowed {
-			t.Fatalf("forward %d beyond the cap: %v, want not allowed", i+3, r.Status)
+		if _, r := askForward(t, greedy); r.Status != wire.StatusForwardCap {
+			t.Fatalf("forward %d beyond the cap: %v, want %v", i+3, r.Status, wire.StatusForwardCap)
 		}
 	}
 	if _, r := askForward(t, dial()); r.Status != wire.StatusOK {

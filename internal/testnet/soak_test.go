@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -199,21 +198,7 @@ func TestSoakTenThousandFlows(t *testing.T) {
 	// connection to the target); the application's ends are in memory and
 	// the target's in another process.
 	need := uint64(soakFlows + 2000)
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Skipf("soak: getrlimit: %v", err)
-	}
-	if rl.Cur < need {
-		want := rl
-		want.Cur = min(max(need, rl.Cur), rl.Max)
-		if want.Cur < need {
-			want.Cur, want.Max = need, need
-		}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-			t.Skipf("soak: needs %d open files, the limit is %d (hard %d) and cannot be raised: %v; raise it with ulimit -n", need, rl.Cur, rl.Max, err)
-		}
-		t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl) })
-	}
+	raiseFileLimit(t, need)
 	hold := soakHold(t)
 	period := min(max(hold/8, 100*time.Millisecond), 5*time.Second)
 

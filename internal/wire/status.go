@@ -24,6 +24,13 @@ const (
 	StatusTimeout             Status = 6 // SOCKS5 "TTL expired"
 	StatusKindNotSupported    Status = 7 // SOCKS5 "command not supported"
 	StatusAddrTypeUnsupported Status = 8
+
+	// Refusals of a forward request (kind 4) by their reason. SOCKS5
+	// leaves reply values from 9 unassigned; these never answer a connect
+	// or udp request, so no SOCKS5 client sees them.
+	StatusForwardCap       Status = 9  // the client holds as many forwarded ports as the exit allows
+	StatusPortsExhausted   Status = 10 // no port of the exit's range can be lent now
+	StatusForwardRateLimit Status = 11 // the client's network created its share of leases this hour
 )
 
 var statusText = [...]string{
@@ -36,6 +43,9 @@ var statusText = [...]string{
 	StatusTimeout:             "timed out",
 	StatusKindNotSupported:    "request kind not supported",
 	StatusAddrTypeUnsupported: "address type not supported",
+	StatusForwardCap:          "the client holds as many forwarded ports as the exit allows",
+	StatusPortsExhausted:      "no forwarded port free at the exit",
+	StatusForwardRateLimit:    "too many new forwarded ports for the client's network this hour",
 }
 
 func (s Status) String() string {

@@ -1,12 +1,9 @@
 package wire
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"strconv"
 )
 
@@ -29,6 +26,11 @@ const (
 	KindForward Kind = 4
 	// KindDescriptor asks the exit for signed exit descriptors.
 	KindDescriptor Kind = 5
+	// KindReach asks an exit to dial Dst and complete a link handshake with
+	// the asker's own peer ID there: the asker learns whether the internet
+	// reaches it at Dst, and (in the answer's bound address) the address the
+	// answering exit sees it come from.
+	KindReach Kind = 6
 )
 
 func (k Kind) String() string {
@@ -43,16 +45,11 @@ func (k Kind) String() string {
 		return "forward"
 	case KindDescriptor:
 		return "descriptor"
+	case KindReach:
+		return "reach"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
-
-// Address types, numbered as in SOCKS5 (RFC 1928).
-const (
-	atypIPv4   = 1
-	atypDomain = 3
-	atypIPv6   = 4
-)
 
 // MaxHeaderLen is the longest encoded request or response: version, kind or
 // status, address type, a 255-byte name with its length, and a port.
@@ -65,117 +62,6 @@ var (
 	ErrAddrType = errors.New("unsupported address type")
 	ErrName     = errors.New("invalid domain name")
 )
-
-// Addr is a destination: an IP address or an unresolved domain name, and a
-// port. Exactly one of IP and Name is set.
-type Addr struct {
-	IP   netip.Addr
-	Name string
-	Port uint16
-}
-
-// ParseAddr parses "host:port". A host that is not an IP literal is kept as a
-// name and never resolved here.
-func ParseAddr(hostport string) (Addr, error) {
-	host, portStr, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return Addr{}, err
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return Addr{}, fmt.Errorf("invalid port %q", portStr)
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Zone() != "" {
-			return Addr{}, fmt.Errorf("address %q has a zone", host)
-		}
-		return Addr{IP: ip, Port: uint16(port)}, nil
-	}
-	if !ValidName(host) {
-		return Addr{}, fmt.Errorf("%w: %q", ErrName, host)
-	}
-	return Addr{Name: host, Port: uint16(port)}, nil
-}
-
-// AddrFromNet converts a *net.TCPAddr or *net.UDPAddr; anything else gives
-// the zero Addr.
-func AddrFromNet(a net.Addr) Addr {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	default:
-		return Addr{}
-	}
-	return Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
-}
-
-// String returns "host:port", suitable for net.Dial.
-func (a Addr) String() string {
-	host := a.Name
-	if a.IP.IsValid() {
-		host = a.IP.String()
-	}
-	return net.JoinHostPort(host, strconv.Itoa(int(a.Port)))
-}
-
-// readAddr reads ATYP, address and port from r, using buf (at least
-// MaxHeaderLen bytes) as scratch space.
-func readAddr(r io.Reader, buf []byte) (Addr, error) {
-	if _, err := io.ReadFull(r, buf[:1]); err != nil {
-		return Addr{}, err
-	}
-	var a Addr
-	switch buf[0] {
-	case atypIPv4:
-		if _, err := io.ReadFull(r, buf[:4+2]); err != nil {
-			return Addr{}, err
-		}
-		a.IP = netip.AddrFrom4([4]byte(buf[:4]))
-		a.Port = binary.BigEndian.Uint16(buf[4:])
-	case atypIPv6:
-		if _, err := io.ReadFull(r, buf[:16+2]); err != nil {
-			return Addr{}, err
-		}
-		a.IP = netip.AddrFrom16([16]byte(buf[:16]))
-		a.Port = binary.BigEndian.Uint16(buf[16:])
-	case atypDomain:
-		if _, err := io.ReadFull(r, buf[:1]); err != nil {
-			return Addr{}, err
-		}
-		n := int(buf[0])
-		if _, err := io.ReadFull(r, buf[:n+2]); err != nil {
-			return Addr{}, err
-		}
-		name := buf[:n]
-		if !ValidName(name) {
-			return Addr{}, ErrName
-		}
-		a.Name = string(name)
-		a.Port = binary.BigEndian.Uint16(buf[n:])
-	default:
-		return Addr{}, ErrAddrType
-	}
-	return a, nil
-}
-
-// ValidName reports whether s can be sent as a domain name: 1 to 255 bytes
-// of printable ASCII other than space, '/', '\' and ':' (which would make
-// the "host:port" form ambiguous).
-func ValidName[T string | []byte](s T) bool {
-	if len(s) == 0 || len(s) > 255 {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == '/' || c == ':' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
 
 // Request opens a stream.
 type Request struct {

@@ -1,0 +1,302 @@
+package exit
+
+import (
+	"context"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// PortMapper opens ports on the router in front of the exit, whichever way
+// the router speaks (exitnet/nat's Mapper is one). The exit maps its link
+// port and every port it lends, and publishes the external ones.
+type PortMapper interface {
+	// Add maps proto ("tcp" or "udp") port internal of this host and
+	// returns the external port the router gave; asked again, it returns
+	// the current one. A port that could not be mapped now stays wanted
+	// until Remove, and Changes signals once it is.
+	Add(ctx context.Context, proto string, internal uint16) (uint16, error)
+	// Remove stops mapping the port and deletes the mapping.
+	Remove(ctx context.Context, proto string, internal uint16) error
+	// ExternalAddr returns the router's public address, or why there is
+	// none (in words a user can act on).
+	ExternalAddr() (netip.Addr, error)
+	// Changes signals that the external address or a mapping changed.
+	Changes() <-chan struct{}
+}
+
+// mapTimeout bounds one exchange with the PortMapper on behalf of a client
+// or at start.
+const mapTimeout = 10 * time.Second
+
+// public is what the exit knows of how the internet reaches it.
+type public struct {
+	mu       sync.Mutex
+	linkPort uint16            // the link listener's port; 0 before MapLink
+	linkExt  uint16            // its external port; 0 while not mapped
+	linkErr  string            // why it is not mapped
+	addr     netip.Addr        // the router's public address; invalid while unknown
+	addrErr  string            // why it is unknown
+	forwards map[uint16]uint16 // lent port -> external TCP port told to the client (0: not mapped)
+	reach    ReachReport
+}
+
+// MapLink maps the link listener's TCP port on the router, when the exit
+// has a PortMapper, waiting at most ctx and mapTimeout for it, and says
+// plainly in the log what the internet can reach. Serve calls it if the
+// caller has not; a caller calls it first to print the external address
+// (Addrs) before serving. A mapping that fails is not fatal: the
+// PortMapper keeps trying, and the exit publishes the new address once it
+// succeeds.
+func (e *Server) MapLink(ctx context.Context, port uint16) {
+	e.pub.mu.Lock()
+	if e.pub.linkPort != 0 {
+		e.pub.mu.Unlock()
+		return
+	}
+	e.pub.linkPort = port
+	e.pub.mu.Unlock()
+	if e.cfg.NAT == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, mapTimeout)
+	defer cancel()
+	ext, err := e.cfg.NAT.Add(ctx, "tcp", port)
+	e.pub.mu.Lock()
+	e.pub.linkExt, e.pub.linkErr = ext, errText(err)
+	e.pub.mu.Unlock()
+	e.refreshPublic()
+	pub := e.publicLink()
+	e.pub.mu.Lock()
+	noPublic := e.pub.addrErr
+	e.pub.mu.Unlock()
+	if noPublic != "" {
+		e.log.Warn("the router has no public address, so the internet cannot reach this exit through it: "+noPublic, "port", port)
+	}
+	switch {
+	case err != nil:
+		e.log.Warn("cannot map the link port on the router: the exit is reachable only from this network "+
+			"until it can (it keeps trying); or forward TCP port "+strconv.Itoa(int(port))+" to this machine by hand "+
+			"and give --public-addr", "port", port, "err", err)
+	case !pub.IsValid():
+		e.log.Warn("link port mapped, but the router has no public address", "port", port, "external", ext)
+	default:
+		e.log.Info("link port mapped on the router", "port", port, "external", ext, "public", pub.String())
+	}
+}
+
+// refreshPublic re-reads the link mapping's external port and the router's
+// public address, and reports whether what the exit publishes changed.
+func (e *Server) refreshPublic() bool {
+	if e.cfg.NAT == nil {
+		return false
+	}
+	addr, aerr := e.cfg.NAT.ExternalAddr()
+	e.pub.mu.Lock()
+	port := e.pub.linkPort
+	e.pub.mu.Unlock()
+	var ext uint16
+	var lerr error
+	if port != 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
+		ext, lerr = e.cfg.NAT.Add(ctx, "tcp", port) // the current mapping, once made
+		cancel()
+	}
+	if aerr != nil || !e.isPublic(addr) {
+		addr = netip.Addr{}
+	}
+	e.pub.mu.Lock()
+	changed := addr != e.pub.addr || ext != e.pub.linkExt
+	e.pub.addr, e.pub.addrErr = addr, errText(aerr)
+	if port != 0 {
+		e.pub.linkExt, e.pub.linkErr = ext, errText(lerr)
+	}
+	e.pub.mu.Unlock()
+	if changed {
+		// The router's public address is the exit's own too: flows to it
+		// would reach the exit's host through the router.
+		var own []netip.Addr
+		if addr.IsValid() {
+			own = []netip.Addr{addr}
+		}
+		e.SetExternalAddrs(own)
+	}
+	return changed
+}
+
+// publicLink is the public address and port of the link listener, when the
+// router maps it and has a public address.
+func (e *Server) publicLink() netip.AddrPort {
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	if !e.pub.addr.IsValid() || e.pub.linkExt == 0 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(e.pub.addr, e.pub.linkExt)
+}
+
+// Addrs returns the addresses the exit publishes (in its descriptor):
+// its public address and mapped link port first when the router maps it,
+// then Config.Addrs.
+func (e *Server) Addrs() []string {
+	addrs := slices.Clone(e.cfg.Addrs)
+	if pub := e.publicLink(); pub.IsValid() {
+		s := pub.String()
+		addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == s })
+		addrs = append([]string{s}, addrs...)
+	}
+	return addrs
+}
+
+// watchNAT follows the PortMapper until ctx ends: when the public address
+// or the link's external port changes, the exit signs a new descriptor and
+// checks its reachability again; it checks it every reachEvery as well.
+func (e *Server) watchNAT(ctx context.Context) {
+	var changes <-chan struct{}
+	if e.cfg.NAT != nil {
+		changes = e.cfg.NAT.Changes()
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+			if !e.refreshPublic() {
+				e.checkForwards()
+				continue
+			}
+			e.republish()
+			e.checkForwards()
+		case <-t.C:
+		}
+		e.checkReach(ctx)
+		t.Reset(reachEvery)
+	}
+}
+
+// republish makes the next descriptor request sign a fresh descriptor with
+// the current addresses. (When the exit publishes itself in the DHT, this
+// is where it re-announces.)
+func (e *Server) republish() {
+	e.desc.mu.Lock()
+	e.desc.signed = time.Time{}
+	e.desc.mu.Unlock()
+	pub := e.publicLink()
+	if pub.IsValid() {
+		e.log.Info("public address changed; descriptor re-signed", "public", pub.String())
+	} else {
+		e.log.Warn("the router no longer maps the link port or has no public address; descriptor re-signed without it")
+	}
+}
+
+// mapForward maps a port lent to a client on the router, TCP and UDP, and
+// returns the port to tell the client: the external TCP port when the
+// router mapped it, port itself otherwise (no mapper, or the router
+// refused: the port is then reachable only where the exit's own address
+// is).
+func (e *Server) mapForward(ctx context.Context, port uint16) uint16 {
+	if e.cfg.NAT == nil {
+		return port
+	}
+	ctx, cancel := context.WithTimeout(ctx, mapTimeout)
+	defer cancel()
+	ext, err := e.cfg.NAT.Add(ctx, "tcp", port)
+	if err != nil {
+		e.log.Warn("cannot map a forwarded port on the router; peers outside this network cannot reach it until it can",
+			"port", port, "proto", "tcp", "err", err)
+		ext = 0
+	}
+	uext, uerr := e.cfg.NAT.Add(ctx, "udp", port)
+	switch {
+	case uerr != nil:
+		e.log.Warn("cannot map a forwarded port on the router", "port", port, "proto", "udp", "err", uerr)
+	case ext != 0 && uext != ext:
+		e.log.Warn("the router mapped a forwarded port's UDP side to another external port than its TCP side; "+
+			"peers reach UDP only at the UDP one", "port", port, "tcp", ext, "udp", uext)
+	case ext == 0:
+		ext = uext
+	}
+	e.pub.mu.Lock()
+	if e.pub.forwards == nil {
+		e.pub.forwards = make(map[uint16]uint16)
+	}
+	e.pub.forwards[port] = ext
+	e.pub.mu.Unlock()
+	if ext == 0 {
+		return port
+	}
+	return ext
+}
+
+// unmapForward deletes the router's mappings of a port whose lease ended.
+func (e *Server) unmapForward(port uint16) {
+	if e.cfg.NAT == nil {
+		return
+	}
+	e.pub.mu.Lock()
+	delete(e.pub.forwards, port)
+	e.pub.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
+	defer cancel()
+	for _, proto := range []string{"tcp", "udp"} {
+		if err := e.cfg.NAT.Remove(ctx, proto, port); err != nil {
+			e.log.Debug("forwarded port left mapped until the router drops it", "port", port, "proto", proto, "err", err)
+		}
+	}
+}
+
+// checkForwards warns when the router moved a lent port to another
+// external port than the one its client was told (after a router restart,
+// say): peers reach the client only at the new one.
+func (e *Server) checkForwards() {
+	e.pub.mu.Lock()
+	told := maps.Clone(e.pub.forwards)
+	e.pub.mu.Unlock()
+	for p, x := range told {
+		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
+		now, err := e.cfg.NAT.Add(ctx, "tcp", p)
+		cancel()
+		e.pub.mu.Lock()
+		_, lent := e.pub.forwards[p]
+		e.pub.mu.Unlock()
+		if !lent { // its lease ended meanwhile: Add must not outlive it
+			e.unmapForward(p)
+			continue
+		}
+		if err == nil && x != 0 && now != x {
+			e.log.Warn("the router moved a forwarded port; its client keeps the old one until it asks again",
+				"port", p, "was", x, "now", now)
+		}
+	}
+}
+
+// publicIP reports whether a is an address the internet can route to.
+func publicIP(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() &&
+		!netip.MustParsePrefix("100.64.0.0/10").Contains(a)
+}
+
+// hostIP is the IP of a "host:port" address, if it is one.
+func hostIP(hostport string) (netip.Addr, uint16, bool) {
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.Addr{}, 0, false
+	}
+	ip, err := netip.ParseAddr(host)
+	port, perr := strconv.ParseUint(p, 10, 16)
+	return ip.Unmap(), uint16(port), err == nil && perr == nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,319 @@
+package exit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// fakeMapper is a router that maps port p to p+offset, or fails as told.
+type fakeMapper struct {
+	mu      sync.Mutex
+	addr    netip.Addr
+	addrErr error
+	offset  uint16
+	fail    error             // every Add fails with it when set
+	mapped  map[string]uint16 // "tcp/40000" -> external port
+	removed []string
+	changes chan struct{}
+}
+
+var _ PortMapper = (*fakeMapper)(nil)
+
+func newFakeMapper(addr string, offset uint16) *fakeMapper {
+	return &fakeMapper{addr: netip.MustParseAddr(addr), offset: offset, mapped: map[string]uint16{}, changes: make(chan struct{}, 1)}
+}
+
+func (f *fakeMapper) Add(_ context.Context, proto string, internal uint16) (uint16, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return 0, f.fail
+	}
+	k := fmt.Sprintf("%s/%d", proto, internal)
+	if _, ok := f.mapped[k]; !ok {
+		f.mapped[k] = internal + f.offset
+	}
+	return f.mapped[k], nil
+}
+
+func (f *fakeMapper) Remove(_ context.Context, proto string, internal uint16) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := fmt.Sprintf("%s/%d", proto, internal)
+	delete(f.mapped, k)
+	f.removed = append(f.removed, k)
+	return nil
+}
+
+func (f *fakeMapper) ExternalAddr() (netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addr, f.addrErr
+}
+
+func (f *fakeMapper) Changes() <-chan struct{} { return f.changes }
+
+// change alters the router under the exit, and signals it.
+func (f *fakeMapper) change(do func(f *fakeMapper)) {
+	f.mu.Lock()
+	do(f)
+	f.mu.Unlock()
+	select {
+	case f.changes <- struct{}{}:
+	default:
+	}
+}
+
+func (f *fakeMapper) has(k string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.mapped[k]
+	return ok
+}
+
+// oneLender lends one fixed port.
+type oneLender struct{ port uint16 }
+
+func (l oneLender) Acquire(_ link.PeerID, _ netip.Addr, _ uint16, try func(uint16) error) (uint16, error) {
+	return l.port, try(l.port)
+}
+func (oneLender) Release(link.PeerID, uint16, uint64) {}
+func (oneLender) Free() int                           { return 1 }
+func (l oneLender) Range() (lo, hi uint16)            { return l.port, l.port }
+
+// serveNAT runs an exit whose idea of a public address includes loopback,
+// so that tests can check reachability on 127.0.0.1.
+func serveNAT(t *testing.T, cfg Config) (*Server, link.ExitAddr, uint16) {
+	t.Helper()
+	if cfg.Link.Identity == nil {
+		cfg.Link.Identity = newIdentity(t)
+	}
+	cfg.Resolver, cfg.DrainTimeout = loopbackResolver(), 100*time.Millisecond
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.isPublic = func(a netip.Addr) bool { return a.IsValid() && (a.IsLoopback() || publicIP(a)) }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	e.MapLink(t.Context(), port) // as cmd does, before serving
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return e, link.ExitAddr{ID: cfg.Link.Identity.ID(), Addr: ln.Addr().String()}, port
+}
+
+// eventually waits up to 10 s for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("after 10s: %s", what)
+		}
+	}
+}
+
+func descriptorAddrs(t *testing.T, e *Server) []string {
+	t.Helper()
+	s, err := e.Descriptor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Verify(e.cfg.Link.Identity.ID(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Addrs
+}
+
+// TestNATPublishesExternal: the descriptor leads with the router's public
+// address and the link's external port, and follows the router when it
+// changes.
+func TestNATPublishesExternal(t *testing.T) {
+	m := newFakeMapper("11.7.0.1", 1000)
+	e, _, port := serveNAT(t, Config{NAT: m, Addrs: []string{"192.168.77.2:7843"}})
+	want := fmt.Sprintf("11.7.0.1:%d", port+1000)
+	if got := descriptorAddrs(t, e); !slices.Equal(got, []string{want, "192.168.77.2:7843"}) {
+		t.Fatalf("descriptor addrs %v, want %s first", got, want)
+	}
+	if r := e.Report(); r.Public == nil || r.Public.LinkExternal != port+1000 || r.Public.Addr != "11.7.0.1" {
+		t.Fatalf("report %+v", r.Public)
+	}
+	// The router restarts with another address and gives another port.
+	m.change(func(f *fakeMapper) { f.addr = netip.MustParseAddr("11.7.0.9"); clear(f.mapped); f.offset = 2000 })
+	want = fmt.Sprintf("11.7.0.9:%d", port+2000)
+	eventually(t, "descriptor not re-signed with "+want, func() bool { return descriptorAddrs(t, e)[0] == want })
+
+	// A double NAT: no public address, nothing public published, and the
+	// exit knows it is not reachable.
+	m.change(func(f *fakeMapper) { f.addr, f.addrErr = netip.Addr{}, errors.New("double NAT: ask the ISP") })
+	eventually(t, "public address still published", func() bool { return descriptorAddrs(t, e)[0] == "192.168.77.2:7843" })
+	eventually(t, "a double NAT not reported", func() bool {
+		r := e.Report()
+		return r.Reach.State == ReachUnreachable && !r.Publish && strings.Contains(r.Public.AddrError, "ask the ISP")
+	})
+}
+
+// TestNATForward: a lent port is mapped TCP and UDP, the client is told the
+// external port, and both mappings go when the lease ends. A router that
+// refuses leaves the client with the exit's own port, and no crash.
+func TestNATForward(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprint("refuse=", refuse), func(t *testing.T) {
+			// A port below the ephemeral range, so that no connection
+			// made meanwhile takes it before the exit binds it.
+			_, portText, _ := net.SplitHostPort(restartableAddr(t))
+			p, _ := strconv.Atoi(portText)
+			lent := uint16(p)
+			m := newFakeMapper("11.7.0.1", 7)
+			if refuse {
+				m.fail = errors.New("ConflictInMappingEntry")
+			}
+			e, addr, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
+			sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			st, err := sess.OpenStream(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward}, 10*time.Second)
+			if err != nil || resp.Status != wire.StatusOK {
+				t.Fatalf("forward: %v %v", resp.Status, err)
+			}
+			want := lent + 7
+			if refuse {
+				want = lent
+			}
+			if resp.Bound.Port != want {
+				t.Fatalf("told port %d, want %d", resp.Bound.Port, want)
+			}
+			tcpKey, udpKey := fmt.Sprintf("tcp/%d", lent), fmt.Sprintf("udp/%d", lent)
+			if !refuse {
+				if !m.has(tcpKey) || !m.has(udpKey) {
+					t.Fatalf("mapped %v", m.mapped)
+				}
+				if f := e.Report().Public.Forwards; len(f) != 1 || f[0].External != want {
+					t.Fatalf("report forwards %+v", f)
+				}
+			}
+			st.Close() // the lease ends
+			eventually(t, "mappings left after the lease ended", func() bool {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				return slices.Contains(m.removed, tcpKey) && slices.Contains(m.removed, udpKey) && len(m.mapped) <= 1 // the link's own
+			})
+			if f := e.Report().Public.Forwards; len(f) != 0 {
+				t.Fatalf("report forwards after the lease %+v", f)
+			}
+		})
+	}
+}
+
+// TestReach: an exit asks a known exit to dial it back; reachable when the
+// router maps the link port to where it listens, not reachable when it
+// maps it elsewhere, unknown when the known exit may not dial there.
+func TestReach(t *testing.T) {
+	helper := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}})
+	strict := serveExit(t, Config{})
+
+	// offset 0: the "router" maps the link port to itself on 127.0.0.1.
+	e, _, port := serveNAT(t, Config{NAT: newFakeMapper("127.0.0.1", 0), KnownExits: []link.ExitAddr{helper.addr}})
+	eventually(t, "not found reachable", func() bool { return e.Reach().State == ReachReachable })
+	r := e.Reach()
+	if r.Addr != fmt.Sprintf("127.0.0.1:%d", port) || !strings.Contains(r.Method, helper.addr.ID.Short()) ||
+		!strings.HasPrefix(r.Observed, "127.0.0.1:") || !e.Publishable() {
+		t.Fatalf("reach %+v", r)
+	}
+
+	// A port nothing listens on: the dial is refused.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := uint16(closed.Addr().(*net.TCPAddr).Port)
+	closed.Close()
+	m2 := newFakeMapper("127.0.0.1", 0)
+	e2, _, port2 := serveNAT(t, Config{NAT: m2, KnownExits: []link.ExitAddr{helper.addr}})
+	m2.change(func(f *fakeMapper) { clear(f.mapped); f.offset = closedPort - port2 })
+	eventually(t, "not found unreachable", func() bool { return e2.Reach().State == ReachUnreachable })
+	if r := e2.Reach(); !strings.Contains(r.Detail, "connection refused") || e2.Publishable() {
+		t.Fatalf("reach %+v, publishable %v", r, e2.Publishable())
+	}
+
+	// A known exit whose policy refuses the address, and none else: unknown.
+	e3, _, _ := serveNAT(t, Config{NAT: newFakeMapper("127.0.0.1", 0), KnownExits: []link.ExitAddr{strict.addr}})
+	eventually(t, "no answer recorded", func() bool { return !e3.Reach().At.IsZero() })
+	if r := e3.Reach(); r.State != ReachUnknown || !strings.Contains(r.Detail, "not allowed") {
+		t.Fatalf("reach %+v", r)
+	}
+}
+
+// TestReachRequest: the answering side of a reach request, raw: a name is
+// refused, and the observed address comes back whatever the status.
+func TestReachRequest(t *testing.T) {
+	helper := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}})
+	sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, helper.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	for _, tt := range []struct {
+		dst  wire.Addr
+		want wire.Status
+	}{
+		{wire.Addr{Name: "example.com", Port: 80}, wire.StatusAddrTypeUnsupported},
+		// The helper itself answers there, but with its own key, not ours.
+		{mustWireAddr(t, helper.addr.Addr), wire.StatusGeneralFailure},
+	} {
+		st, err := sess.OpenStream(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindReach, Dst: tt.dst}, 20*time.Second)
+		if err != nil || resp.Status != tt.want || !resp.Bound.IP.IsLoopback() {
+			t.Fatalf("reach %v: %v %v bound %v; want %v", tt.dst, resp.Status, err, resp.Bound, tt.want)
+		}
+		io.Copy(io.Discard, st)
+		st.Close()
+	}
+}
+
+func mustWireAddr(t *testing.T, s string) wire.Addr {
+	t.Helper()
+	a, err := wire.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

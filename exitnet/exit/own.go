@@ -1,0 +1,115 @@
+package exit
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ownRefresh is how often the exit re-reads its interfaces' addresses, so
+// that an address added while it runs is refused within this long; one
+// read is one netlink dump. Names among Config.Addrs are resolved again
+// every ownResolve.
+const (
+	ownRefresh = 3 * time.Second
+	ownResolve = time.Minute
+)
+
+// ownAddrs keeps the policy's set of the exit's own addresses: those of
+// its interfaces, the hosts of Config.Addrs (its public address), the
+// addresses Config.OwnAddrs gives and those SetExternalAddrs adds.
+type ownAddrs struct {
+	e *Server
+
+	mu       sync.Mutex
+	external []netip.Addr // from SetExternalAddrs
+	named    []netip.Addr // the names in Config.Addrs, resolved
+	resolved time.Time    // when named was last resolved
+}
+
+// refresh reads the interfaces and stores the whole set in the policy.
+func (o *ownAddrs) refresh(ctx context.Context) {
+	e := o.e
+	var addrs []netip.Addr
+	ifs, err := net.InterfaceAddrs()
+	if err != nil {
+		e.log.Warn("cannot read the interfaces' addresses to refuse them as destinations", "err", err)
+	}
+	for _, a := range ifs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	addrs = append(addrs, e.cfg.OwnAddrs...)
+	var names []string
+	for _, hp := range e.cfg.Addrs {
+		host, _, err := net.SplitHostPort(hp)
+		if err != nil {
+			host = hp
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			addrs = append(addrs, ip)
+		} else if host != "" {
+			names = append(names, host)
+		}
+	}
+	o.mu.Lock()
+	stale := len(names) > 0 && time.Since(o.resolved) >= ownResolve
+	addrs = append(append(addrs, o.external...), o.named...)
+	o.mu.Unlock()
+	if stale {
+		named := o.resolve(ctx, names)
+		o.mu.Lock()
+		o.named, o.resolved = named, time.Now()
+		o.mu.Unlock()
+		addrs = append(addrs, named...)
+	}
+	if e.own.Store(addrs) {
+		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
+	}
+}
+
+// resolve looks up the names of the exit's public address, briefly: an
+// address that does not resolve now is tried again later.
+func (o *ownAddrs) resolve(ctx context.Context, names []string) []netip.Addr {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var out []netip.Addr
+	for _, n := range names {
+		ips, err := o.e.names.resolver.LookupNetIP(ctx, "ip", n)
+		if err != nil {
+			o.e.log.Debug("public address does not resolve", "host", n, "err", err)
+			continue
+		}
+		out = append(out, ips...)
+	}
+	return out
+}
+
+// watch refreshes the set every ownRefresh until ctx ends.
+func (o *ownAddrs) watch(ctx context.Context) {
+	t := time.NewTicker(ownRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			o.refresh(ctx)
+		}
+	}
+}
+
+// SetExternalAddrs tells the exit addresses that are its own without being
+// on its interfaces, such as the external address a NAT gateway maps for
+// it: it refuses them as destinations, as it does its interfaces'
+// addresses. Each call replaces the addresses of the one before.
+func (e *Server) SetExternalAddrs(addrs []netip.Addr) {
+	e.ownAddrs.mu.Lock()
+	e.ownAddrs.external = slices.Clone(addrs)
+	e.ownAddrs.mu.Unlock()
+	e.ownAddrs.refresh(context.Background())
+}

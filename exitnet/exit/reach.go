@@ -1,0 +1,245 @@
+package exit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/libp2p/go-yamux/v5"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+const (
+	// reachEvery is how often an exit checks again that the internet
+	// reaches it, besides each time its public address changes.
+	reachEvery = 30 * time.Minute
+	// reachTimeout bounds the answering exit's dial and handshake.
+	reachTimeout = 10 * time.Second
+	// maxReachAsked is how many known exits one check asks at most.
+	maxReachAsked = 3
+	// maxReachAnswering is how many reach requests an exit answers at once.
+	maxReachAnswering = 4
+)
+
+// Reachability states.
+const (
+	ReachUnknown     = "unknown"
+	ReachReachable   = "reachable"
+	ReachUnreachable = "not reachable"
+)
+
+// ReachReport is what the exit knows of its reachability from the
+// internet.
+type ReachReport struct {
+	State  string    `json:"state"`            // ReachUnknown, ReachReachable or ReachUnreachable
+	Addr   string    `json:"addr,omitempty"`   // the address checked
+	Method string    `json:"method,omitempty"` // how it was checked
+	Detail string    `json:"detail,omitempty"` // why, in words a user can act on
+	At     time.Time `json:"at,omitzero"`      // when it was last checked
+	// Observed is the address another exit saw this exit's link come
+	// from; when it differs from the router's public address, there is
+	// another NAT, or another route out.
+	Observed string `json:"observed,omitempty"`
+}
+
+// Publishable reports whether the exit should announce itself beyond its
+// LAN (in the DHT, once that lands): not when it knows it is not
+// reachable, nor when it has a PortMapper that found no public address.
+// Publishing in the DHT must check this first.
+func (e *Server) Publishable() bool {
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	switch {
+	case e.pub.reach.State == ReachUnreachable:
+		return false
+	case e.pub.reach.State == ReachReachable:
+		return true
+	}
+	return e.cfg.NAT == nil || (e.pub.addr.IsValid() && e.pub.linkExt != 0)
+}
+
+// Reach returns what the exit knows of its reachability.
+func (e *Server) Reach() ReachReport {
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	r := e.pub.reach
+	if r.State == "" {
+		r.State = ReachUnknown
+	}
+	return r
+}
+
+// reachTarget is the address to check: the public link address the router
+// maps, else the first published address whose host is a public IP.
+func (e *Server) reachTarget() (netip.AddrPort, string) {
+	if pub := e.publicLink(); pub.IsValid() {
+		return pub, ""
+	}
+	if e.cfg.NAT != nil {
+		e.pub.mu.Lock()
+		why := e.pub.addrErr // a router without a public address is the root cause
+		if why == "" {
+			why = e.pub.linkErr
+		}
+		e.pub.mu.Unlock()
+		if why != "" {
+			return netip.AddrPort{}, "the router does not map the link port to a public address: " + why
+		}
+	}
+	for _, a := range e.cfg.Addrs {
+		if ip, port, ok := hostIP(a); ok && e.isPublic(ip) {
+			return netip.AddrPortFrom(ip, port), ""
+		}
+	}
+	return netip.AddrPort{}, "no public address to check"
+}
+
+// checkReach asks known exits to dial the exit's public address, and
+// records and logs the answer.
+func (e *Server) checkReach(ctx context.Context) {
+	target, why := e.reachTarget()
+	r := ReachReport{State: ReachUnknown, At: time.Now()}
+	switch {
+	case !target.IsValid() && e.cfg.NAT != nil && why != "no public address to check":
+		// The router maps nothing public: the exit knows the internet
+		// cannot reach it.
+		r.State, r.Detail, r.Method = ReachUnreachable, why, "router"
+	case !target.IsValid():
+		r.Detail = why
+	case len(e.cfg.KnownExits) == 0:
+		r.Addr = target.String()
+		r.Detail = "no other exit to ask: name one with --known-exit to check that the internet reaches this exit"
+	default:
+		r = e.askReach(ctx, target)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	e.pub.mu.Lock()
+	prev := e.pub.reach
+	e.pub.reach = r
+	addr := e.pub.addr
+	e.pub.mu.Unlock()
+	if prev.State == r.State && prev.Addr == r.Addr && prev.Observed == r.Observed {
+		return
+	}
+	args := []any{"addr", r.Addr, "method", r.Method, "detail", r.Detail}
+	switch {
+	case r.State == ReachReachable:
+		e.log.Info("reachable from the internet", args...)
+	case r.State == ReachUnreachable:
+		e.log.Warn("NOT reachable from the internet: clients outside this network cannot link to this exit, "+
+			"and it will not publish itself", args...)
+	case e.cfg.NAT != nil:
+		e.log.Info("reachability unknown", args...)
+	default:
+		e.log.Debug("reachability unknown", args...)
+	}
+	if obs, err := netip.ParseAddrPort(r.Observed); err == nil && addr.IsValid() && obs.Addr().Unmap() != addr {
+		e.log.Warn("another exit sees this exit's traffic come from another address than the router's public one: "+
+			"another NAT is in front of the router, or traffic leaves by another route", "observed", r.Observed, "router", addr)
+	}
+}
+
+// askReach asks the known exits, in order, until one gives a definite
+// answer.
+func (e *Server) askReach(ctx context.Context, target netip.AddrPort) ReachReport {
+	r := ReachReport{State: ReachUnknown, Addr: target.String(), At: time.Now()}
+	var errs []error
+	for i, k := range e.cfg.KnownExits {
+		if i == maxReachAsked || ctx.Err() != nil {
+			break
+		}
+		resp, err := e.ask(ctx, k, target)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("exit %s: %w", k.ID.Short(), err))
+			continue
+		}
+		if resp.Bound.IP.IsValid() {
+			r.Observed = resp.Bound.String()
+		}
+		method := "dial-back by exit " + k.ID.Short()
+		switch resp.Status {
+		case wire.StatusOK:
+			r.State, r.Method, r.Detail = ReachReachable, method, ""
+			return r
+		case wire.StatusKindNotSupported, wire.StatusNotAllowed, wire.StatusAddrTypeUnsupported:
+			errs = append(errs, fmt.Errorf("exit %s: %v", k.ID.Short(), resp.Status))
+			continue
+		case wire.StatusGeneralFailure:
+			r.State, r.Method = ReachUnreachable, method
+			r.Detail = "something else answers at " + target.String() + " (or the asked exit is busy): check the router's port forwarding"
+		default:
+			r.State, r.Method = ReachUnreachable, method
+			r.Detail = fmt.Sprintf("dialling %s from the internet: %v; check the router's port forwarding and firewall", target, resp.Status)
+		}
+		return r
+	}
+	r.Detail = "no other exit could check: " + errors.Join(errs...).Error()
+	return r
+}
+
+// ask sends one reach request to the exit k.
+func (e *Server) ask(ctx context.Context, k link.ExitAddr, target netip.AddrPort) (wire.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*reachTimeout)
+	defer cancel()
+	sess, err := link.Dial(ctx, link.Config{Identity: e.cfg.Link.Identity}, k)
+	if err != nil {
+		return wire.Response{}, err
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream(ctx)
+	if err != nil {
+		return wire.Response{}, err
+	}
+	defer st.Close()
+	req := wire.Request{Kind: wire.KindReach, Dst: wire.Addr{IP: target.Addr(), Port: target.Port()}}
+	return wire.Call(ctx, st, req, 2*reachTimeout)
+}
+
+// answerReach answers another exit's reach request: it dials dst, as a
+// connect flow would (the policy holds), and runs a link handshake there
+// pinning the asker's peer ID.
+func (e *Server) answerReach(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client, dst wire.Addr) {
+	defer st.Close()
+	observed := wire.AddrFromNet(sess.Conn.RemoteAddr())
+	respond := func(s wire.Status) { wire.Respond(st, wire.Response{Status: s, Bound: observed}) }
+	if !dst.IP.IsValid() {
+		respond(wire.StatusAddrTypeUnsupported)
+		return
+	}
+	select {
+	case e.reaching <- struct{}{}:
+		defer func() { <-e.reaching }()
+	default:
+		respond(wire.StatusGeneralFailure)
+		return
+	}
+	if !c.reaching.CompareAndSwap(false, true) {
+		respond(wire.StatusGeneralFailure)
+		return
+	}
+	defer c.reaching.Store(false)
+	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+	defer cancel()
+	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		log.Debug("reach: dial failed", "dst", dst, "err", err)
+		respond(wire.StatusOf(err))
+		return
+	}
+	back, err := link.Client(ctx, conn, link.Config{Identity: e.cfg.Link.Identity, HandshakeTimeout: reachTimeout}, sess.Peer)
+	if err != nil {
+		log.Debug("reach: handshake failed", "dst", dst, "err", err)
+		respond(wire.StatusGeneralFailure)
+		return
+	}
+	back.Close()
+	log.Debug("reach: the asker answers", "dst", dst)
+	respond(wire.StatusOK)
+}
