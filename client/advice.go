@@ -108,5 +108,9 @@ func advice(r Report, forward bool, exits int) string {
 			return fmt.Sprintf("qBittorrent is misconfigured (%s): run 'swarmvpn doctor --qbittorrent %s --fix'.", q.Findings[0], q.URL)
 		}
 	}
+	if rc := r.Reachability; rc != nil && rc.Error == "" && !rc.Reachable && rc.Port == r.ForwardedPort {
+		return fmt.Sprintf("Not connectable: the exit's last check reached nothing on port %d (tcp %s, udp %s): "+
+			"is the torrent client running, and listening on port %d?", rc.Port, rc.TCP, rc.UDP, rc.Port)
+	}
 	return ""
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,6 +21,7 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/listener"
 	"github.com/swarmvpn/swarmvpn/internal/lockfile"
 	"github.com/swarmvpn/swarmvpn/portfwd"
+	"github.com/swarmvpn/swarmvpn/portfwd/announce"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -39,6 +42,15 @@ type Client struct {
 	dht       *finder     // nil when the DHT is off
 	events    *events     // recent events, from the pool's status changes
 	doctor    doctor      // the newest check of qBittorrent's settings
+
+	// announceOpt rewrites tracker announces; nil when off.
+	announceOpt *announce.Options
+	announces   announce.Counters
+	own         ownAddrs
+	fixedTarget netip.AddrPort // --forward IP:PORT; invalid for auto
+	reach       reach
+	probePorts  chan uint16 // new ports, for checkPort
+	tcpPorts    chan uint16 // new ports, for keepTCP
 
 	socksLn net.Listener
 	httpLn  net.Listener      // nil when off
@@ -69,6 +81,7 @@ func New(cfg Config) (*Client, error) {
 		cached = cache.Load()
 	}
 	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
+		probePorts: make(chan uint16, 1), tcpPorts: make(chan uint16, 1),
 		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log},
 		events:    newEvents(!cfg.forwardOff())}
 	var exits []link.ExitAddr
@@ -97,8 +110,24 @@ func New(cfg Config) (*Client, error) {
 			// lends no port is no use. With "auto" it is only preferred.
 			pc.Require = requireForward
 		}
-		pc.Inbound = target
+		if ap, err := netip.ParseAddrPort(cfg.Forward); err == nil {
+			c.fixedTarget = ap
+		}
+		pc.Inbound = func(ctx context.Context, remote netip.AddrPort) (net.Conn, error) {
+			conn, err := target(ctx, remote)
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// The target takes no TCP: the exit is to refuse it.
+				if port := c.pool.Status().ForwardedPort; port != 0 {
+					c.setInboundTCP(false, c.target(port))
+				}
+			}
+			return conn, err
+		}
 		pc.OnPort = func(port uint16) { latest(c.ports, port) }
+		if !cfg.NoAnnounceFix {
+			c.announceOpt = &announce.Options{Port: func() uint16 { return c.pool.Status().ForwardedPort },
+				Own: c.own.own, Count: &c.announces}
+		}
 	}
 	var trusted func(link.PeerID) bool
 	pc.Require, trusted = trustOnly(cfg.Trust, pc.Require)
@@ -114,8 +143,12 @@ func New(cfg Config) (*Client, error) {
 	for _, k := range cached {
 		c.pool.AddExit(link.ExitAddr{ID: k.Desc.ID, Addr: k.Desc.Addrs[0]}, discovery.SourceCache)
 	}
+	var dialer proxy.Dialer = c.pool
+	if c.announceOpt != nil {
+		dialer = announceDialer{pl: c.pool, opt: c.announceOpt}
+	}
 	if !cfg.httpOff() {
-		if c.http, err = proxy.NewHTTP(proxy.HTTPConfig{Dialer: c.pool, Log: log}); err != nil {
+		if c.http, err = proxy.NewHTTP(proxy.HTTPConfig{Dialer: dialer, Log: log}); err != nil {
 			return nil, err
 		}
 	}
@@ -128,7 +161,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	// The SOCKS5 server names the HTTP proxy's address (known once it
 	// listens) to an HTTP client that knocks on the wrong port.
-	c.socks, err = proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: c.pool, Associator: associator{c.pool},
+	c.socks, err = proxy.NewSOCKS(proxy.SOCKSConfig{Dialer: dialer, Associator: associator{c},
 		Username: cfg.SOCKSUser, Password: cfg.SOCKSPass, HTTPAddr: c.httpAddrForHint(), Log: log})
 	if err != nil {
 		c.closeListeners()
@@ -223,12 +256,18 @@ func (c *Client) Run(ctx context.Context) error {
 		g.Go(func() error { c.dht.run(ctx); return nil })
 	}
 	g.Go(func() error { c.announce(ctx); return nil })
+	if !c.cfg.forwardOff() {
+		g.Go(func() error { c.checkPort(ctx, c.probePorts); return nil })
+		g.Go(func() error { c.keepTCP(ctx, c.tcpPorts); return nil })
+	}
 	g.Go(func() error { return c.socks.Serve(ctx, c.socksLn) })
 	if c.httpLn != nil {
 		g.Go(func() error { return c.http.Serve(ctx, c.httpLn) })
 	}
 	if c.ctl != nil {
-		g.Go(func() error { return ServeControl(ctx, c.ctl, c.Report) })
+		g.Go(func() error {
+			return ServeControlWith(ctx, c.ctl, c.Report, func(ctx context.Context) { c.CheckPort(ctx) })
+		})
 	}
 	if qb := c.cfg.QBittorrent; qb != nil {
 		// Puts the port back after qBittorrent restarts or someone changes it.
@@ -270,10 +309,16 @@ func (c *Client) announce(ctx context.Context) {
 	for {
 		select {
 		case port := <-c.ports:
+			latest(c.tcpPorts, port)
+			latest(c.probePorts, port)
 			c.announcer.Announce(ctx, port)
 			if qb := c.cfg.QBittorrent; qb != nil {
 				if err := qb.SetPort(ctx, port); err != nil {
 					c.log.Warn("cannot set qBittorrent's listen port; will retry", "port", port, "err", err)
+				} else if err := qb.Reannounce(ctx); err != nil {
+					c.log.Warn("cannot ask qBittorrent to announce the new port to its trackers", "port", port, "err", err)
+				} else {
+					c.log.Info("asked qBittorrent to announce the forwarded port to its trackers", "port", port)
 				}
 			}
 			if c.cfg.OnPort != nil {
@@ -321,15 +366,11 @@ func (c *Client) Changed() <-chan struct{} { return c.events.changed() }
 func (c *Client) SOCKSAddr() string { return c.socksLn.Addr().String() }
 func (c *Client) HTTPAddr() string  { return addrOf(c.httpLn) }
 
-// associator lets the SOCKS5 server open UDP associations through the pool.
-type associator struct{ pl *pool.Pool }
-
-var _ proxy.Associator = associator{}
-
-func (a associator) Associate(ctx context.Context) (proxy.Association, error) {
-	assoc, err := a.pl.Associate(ctx)
-	if err != nil {
-		return nil, err // never a non-nil interface holding a nil pointer
+// target is where the forwarded port leads locally: the --forward address,
+// or with "auto" 127.0.0.1 on the port's own number.
+func (c *Client) target(port uint16) netip.AddrPort {
+	if c.fixedTarget.IsValid() {
+		return c.fixedTarget
 	}
-	return assoc, nil
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)
 }

@@ -81,6 +81,13 @@ type Config struct {
 	// OnPort, when set, is called from Run with each forwarded port after
 	// it has been announced. It must not block for long.
 	OnPort func(port uint16)
+	// NoAnnounceFix turns off the rewriting of tracker announces. By
+	// default, while a port is forwarded, the port that torrent clients
+	// announce to HTTP trackers (through the SOCKS5 and HTTP proxies) and
+	// to UDP trackers (BEP 15, through UDP associations) becomes the
+	// forwarded port, and ip=/ipv4=/ipv6= parameters naming the user's own
+	// addresses are removed. HTTPS announces cannot be seen.
+	NoAnnounceFix bool
 
 	// Tuning shortens or lengthens the pool's waits; tests shorten them.
 	Tuning Tuning
@@ -96,6 +103,13 @@ type Tuning struct {
 	// MinBackoff and MaxBackoff bound the back-off between attempts to
 	// reach an exit.
 	MinBackoff, MaxBackoff time.Duration
+	// ProbeEvery is how often the exit is asked to probe the forwarded
+	// port (and 10s after each new port, or ProbeEvery if shorter).
+	// Default 5m.
+	ProbeEvery time.Duration
+	// TargetEvery is how often the forward target is checked for a TCP
+	// listener. Default 30s.
+	TargetEvery time.Duration
 }
 
 // httpOff reports whether the HTTP proxy is off.

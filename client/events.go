@@ -32,6 +32,7 @@ const (
 	EventPort        = "port"        // a forwarded port was obtained or changed
 	EventRefused     = "refused"     // an exit refused or could not be reached
 	EventQBittorrent = "qbittorrent" // qBittorrent's settings changed for better or worse
+	EventReach       = "reach"       // the forwarded port became reachable or stopped being so
 )
 
 // events keeps the client's recent events in a bounded ring, derived from

@@ -105,6 +105,14 @@ func TestAdvice(t *testing.T) {
 		{"qbittorrent", Report{Link: "up", ForwardedPort: 1, QBittorrent: &QBittorrentReport{URL: "http://127.0.0.1:8080",
 			Findings: []string{"lsd: Local Peer Discovery is on"}}}, true, 1, "doctor --qbittorrent http://127.0.0.1:8080 --fix"},
 		{"qbittorrent away", Report{Link: "up", ForwardedPort: 1, QBittorrent: &QBittorrentReport{Error: "refused"}}, true, 1, "Cannot read qBittorrent"},
+		{"port unreachable", Report{Link: "up", ForwardedPort: 40001,
+			Reachability: &Reachability{Port: 40001, TCP: "refused", UDP: "no-association"}}, true, 1, "listening on port 40001"},
+		{"port reachable", Report{Link: "up", ForwardedPort: 40001,
+			Reachability: &Reachability{Port: 40001, Reachable: true}}, true, 1, ""},
+		{"old port unreachable", Report{Link: "up", ForwardedPort: 40002,
+			Reachability: &Reachability{Port: 40001}}, true, 1, ""},
+		{"check failed", Report{Link: "up", ForwardedPort: 40001,
+			Reachability: &Reachability{Port: 40001, Error: "timeout"}}, true, 1, ""},
 	} {
 		got := advice(tc.r, tc.forward, tc.exits)
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {

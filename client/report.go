@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
+	"github.com/swarmvpn/swarmvpn/portfwd/announce"
 	"github.com/swarmvpn/swarmvpn/proxy"
 )
 
@@ -33,7 +34,15 @@ type Report struct {
 	Forward        string       `json:"forward,omitempty"`         // what --forward asks for: auto, off, HOST:PORT
 	Traffic        *Traffic     `json:"traffic,omitempty"`
 	Exits          []ExitReport `json:"exits,omitempty"` // every exit the client knows
-	DHT            *DHTReport   `json:"dht,omitempty"`   // nil when the DHT is off
+	// Reachability is the last end-to-end check of the forwarded port.
+	Reachability *Reachability `json:"reachability,omitempty"`
+	// InboundTCP says whether the exit accepts TCP on the forwarded port:
+	// "accepting", or "refusing" while the local target takes none.
+	InboundTCP string `json:"inbound_tcp,omitempty"`
+	// Announces counts the tracker announces rewritten; nil when the
+	// rewriting is off.
+	Announces *AnnounceReport `json:"announces,omitempty"`
+	DHT       *DHTReport      `json:"dht,omitempty"` // nil when the DHT is off
 	// QBittorrent is the newest check of qBittorrent's settings, with
 	// --qbittorrent.
 	QBittorrent *QBittorrentReport `json:"qbittorrent,omitempty"`
@@ -72,6 +81,15 @@ type Traffic struct {
 	BytesOut  uint64    `json:"bytes_out"`  // to the internet
 }
 
+// AnnounceReport counts what the rewriting of tracker announces did.
+type AnnounceReport struct {
+	HTTP         uint64 `json:"http"`          // HTTP announces seen while a port was forwarded
+	UDP          uint64 `json:"udp"`           // UDP (BEP 15) announces seen while a port was forwarded
+	PortRewrites uint64 `json:"port_rewrites"` // of those, ones whose port was changed
+	AddrStrips   uint64 `json:"addr_strips"`   // ip=/ipv4=/ipv6= naming the user's addresses, removed
+	Malformed    uint64 `json:"malformed"`     // announce-like requests passed unchanged
+}
+
 // ExitReport is one known exit, for 'swarmvpn peers'.
 type ExitReport struct {
 	Exit      string   `json:"exit"` // PEERID@HOST:PORT
@@ -96,11 +114,23 @@ type Stats struct {
 	BytesIn, BytesOut uint64
 	// DHT is the DHT finder's; nil when the DHT is off.
 	DHT *DHTStats
+	// Announces counts the rewriting of tracker announces; AnnounceFix
+	// says whether it is on.
+	Announces   announce.Stats
+	AnnounceFix bool
+	// Reach is the last check of the forwarded port, nil before one.
+	Reach *Reachability
+	// TCPRefusing: the exit was told to refuse TCP on the forwarded port,
+	// as the local target takes none; TCPClosings counts the times.
+	TCPRefusing bool
+	TCPClosings uint64
 }
 
 // Stats returns a snapshot of the client's figures.
 func (c *Client) Stats() Stats {
-	s := Stats{Link: c.pool.Status(), Pool: c.pool.Stats(), UDP: c.socks.UDPStats()}
+	s := Stats{Link: c.pool.Status(), Pool: c.pool.Stats(), UDP: c.socks.UDPStats(),
+		Announces: c.announces.Stats(), AnnounceFix: c.announceOpt != nil, Reach: c.Reachability(),
+		TCPRefusing: c.reach.tcpOff.Load(), TCPClosings: c.reach.tcpClosings.Load()}
 	if c.dht != nil {
 		d := c.dht.Stats()
 		s.DHT = &d
@@ -139,6 +169,15 @@ func (c *Client) Report() Report {
 	if st.ForwardedPort != 0 {
 		host, _, _ := net.SplitHostPort(st.Exit.Addr)
 		r.PublicEndpoint = net.JoinHostPort(host, strconv.Itoa(int(st.ForwardedPort)))
+		r.InboundTCP = "accepting"
+		if s.TCPRefusing {
+			r.InboundTCP = "refusing"
+		}
+	}
+	r.Reachability = s.Reach
+	if s.AnnounceFix {
+		a := s.Announces
+		r.Announces = &AnnounceReport{HTTP: a.HTTP, UDP: a.UDP, PortRewrites: a.PortRewrites, AddrStrips: a.AddrStrips, Malformed: a.Malformed}
 	}
 	for _, e := range c.pool.Exits() {
 		er := ExitReport{Exit: e.Exit.String(), Source: string(e.Source), Role: string(e.Role), Caps: e.Caps, Load: e.Load,

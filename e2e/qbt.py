@@ -7,6 +7,7 @@
   qbt.py URL add TORRENT SAVEPATH    add a torrent
   qbt.py URL progress HASH           print the torrent's progress (0..1) and state
   qbt.py URL peers HASH              print the torrent's peers' IPs
+  qbt.py URL trackers HASH           print the torrent's trackers: URL, status, message
   qbt.py URL shutdown                ask qBittorrent to quit
 
 User/password: admin/adminadmin (4.5.2's default), or QBT_USER/QBT_PASS.
@@ -79,6 +80,9 @@ def main():
         d = json.loads(get(op, url, "/api/v2/sync/torrentPeers?hash=" + args[0]))
         for p in (d.get("peers") or {}).values():
             print(p.get("ip"), p.get("port"))
+    elif cmd == "trackers":
+        for tr in json.loads(get(op, url, "/api/v2/torrents/trackers?hash=" + args[0])):
+            print(tr.get("url"), tr.get("status"), repr(tr.get("msg")))
     elif cmd == "shutdown":
         post(op, url, "/api/v2/app/shutdown", {})
     else:

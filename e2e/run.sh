@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # swarmvpn end-to-end suite: three network namespaces (cli, exit, inet), real
 # torrent clients (libtorrent, qBittorrent), opentracker. Run as root:
-#   bash e2e/run.sh [SCENARIO...]     (default: all; names: utp qbt http leak connectable qbtsync)
+#   bash e2e/run.sh [SCENARIO...]     (default: all; names: utp qbt http leak connectable qbtsync seed seedudp)
 # Prints one line per scenario and, last, "N passed, M failed".
 set -euo pipefail
 
@@ -385,8 +385,90 @@ s_qbtsync() {
 	wait_for 30 "qBittorrent listen_port = $port after the exit restarted" qbt_port_is "$port"
 }
 
+# tracker_peers HASH: the peers opentracker in inet hands out for HASH, one
+# IP:PORT a line. It asks as a peer of its own (10.200.4.2:1, which it then
+# removes with a "stopped" announce).
+tracker_peers() {
+	ip netns exec "$NI" "$PY" - "$1" <<'PYEOF'
+import sys, urllib.parse, urllib.request
+ih = urllib.parse.quote(bytes.fromhex(sys.argv[1]))
+base = "http://10.200.4.2:6969/announce?info_hash=%s&peer_id=-E2E000-tracker-ask1&port=1&uploaded=0&downloaded=0&left=1&compact=1&numwant=50" % ih
+op = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+body = op.open(base, timeout=5).read()
+op.open(base + "&event=stopped", timeout=5).read()
+i = body.find(b"5:peers")
+if i >= 0:
+    j = body.index(b":", i + 7)
+    n = int(body[i + 7:j])
+    peers = body[j + 1:j + 1 + n]
+    for k in range(0, len(peers) - 5, 6):
+        p = peers[k:k + 6]
+        print("%d.%d.%d.%d:%d" % (p[0], p[1], p[2], p[3], p[4] << 8 | p[5]))
+PYEOF
+}
+tracker_has() { tracker_peers "$1" | grep -qx "$2"; }
+reach_is() { # reach_is CLIENT true|false: status --check --json says reachable is $2
+	ip netns exec "$NC" "$WORK/swarmvpn" status --check --json --state-dir "$WORK/$1" >"$WORK/$1/status.json" &&
+		"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])).get("reachability") or {}; sys.exit(0 if str(r.get("reachable", False)).lower() == sys.argv[2] and r.get("checked") else 1)' \
+			"$WORK/$1/status.json" "$2"
+}
+
+# private_seed NAME TRACKER_URL: qBittorrent 4.5.2 seeds a private torrent
+# through swarmvpn, configured only through its WebUI API, its port kept by
+# --qbittorrent; an unproxied libtorrent leecher in inet learns peers only
+# from the tracker and downloads the whole file. The tracker must record
+# exit:forwarded-port (qBittorrent itself announces port 1 through a proxy).
+private_seed() {
+	local name=$1 turl=$2 d=$WORK/$1 port hash
+	mkdir -p "$d/tracker" "$d/qbt" "$d/leech"
+	mkfile "$d/qbt/payload.bin" $((4 << 20))
+	mktorrent -p -a "$turl" -l 18 -o "$d/t.torrent" "$d/qbt/payload.bin" >/dev/null
+	hash=$($PY "$LTPEER" infohash "$d/t.torrent")
+	echo "$hash" >"$d/tracker/whitelist.txt"
+	chmod -R a+rX "$d/tracker"
+	bg "$name-tracker" "$NI" opentracker -i 10.200.4.2 -p 6969 -P 6969 -d "$d/tracker" -w whitelist.txt -u nobody
+	wait_for 10 "opentracker" ip netns exec "$NI" bash -c 'exec 3<>/dev/tcp/10.200.4.2/6969'
+	start_exit "$name-exit" --forward-ports 40000-40099
+	start_qbt "$name-qbt"
+	qbt setprefs "${QPREFS%\}},\"pex\":false}"
+	start_client "$name-client" --forward auto --port-file "$d/port" --qbittorrent "$QURL" \
+		--qbittorrent-user admin --qbittorrent-pass adminadmin
+	wait_for 15 "forwarded port" test -s "$d/port"
+	port=$(tr -dc 0-9 <"$d/port")
+	wait_for 20 "qBittorrent listen_port = $port" qbt_port_is "$port"
+	qbt add "$d/t.torrent" "$d/qbt"
+	wait_for 60 "qBittorrent to check the file and seed" qbt_done "$hash"
+	local t=$((SECONDS + 60))
+	until tracker_has "$hash" "10.200.4.1:$port"; do
+		if [ $SECONDS -ge $t ]; then
+			log "$name: the tracker hands out: $(tracker_peers "$hash" | tr '\n' ' '); qBittorrent's trackers: $(qbt trackers "$hash" | tr '\n' ' ')"
+			fail "timed out waiting for the tracker to record the seeder at 10.200.4.1:$port"
+		fi
+		sleep 0.5
+	done
+	tracker_peers "$hash" >"$d/tracker-peers.txt"
+	# (10.200.4.2:1 is tracker_peers asking)
+	grep -v '^10\.200\.4\.2:1$' "$d/tracker-peers.txt" | grep -q ':1$' &&
+		fail "the tracker also holds a peer at port 1: $(tr '\n' ' ' <"$d/tracker-peers.txt")"
+	bg "$name-leecher" "$NI" "$PY" "$LTPEER" leech "$d/t.torrent" "$d/leech" --listen 10.200.4.2:6882 --timeout "$DEADLINE_DL"
+	wait_for $((DEADLINE_DL + 5)) "the leecher to download from the seeder" grep -q '^done' "$WORK/logs/$name-leecher.log"
+	cmp "$d/qbt/payload.bin" "$d/leech/payload.bin" || fail "downloaded file differs"
+	grep -qx "peer 10.200.4.1:$port" "$WORK/logs/$name-leecher.log" ||
+		fail "the leecher did not get its peer at 10.200.4.1:$port: $(grep '^peer' "$WORK/logs/$name-leecher.log" | tr '\n' ' ')"
+	# the exit's probe reaches qBittorrent through the forwarded port...
+	wait_for 60 "status --check to show the port reachable" reach_is "$name-client" true
+	log "$name: $(cat "$WORK/$name-client/status.json" | tr -d '\n' | grep -o '"reachability":{[^}]*}')"
+	# ...and no longer once qBittorrent is gone
+	qbt shutdown || true
+	stop "$name-qbt"
+	wait_for 60 "status --check to show the port unreachable" reach_is "$name-client" false
+	log "$name: after qBittorrent stopped: $(cat "$WORK/$name-client/status.json" | tr -d '\n' | grep -o '"reachability":{[^}]*}')"
+}
+s_seed() { private_seed seed http://10.200.4.2:6969/announce; }
+s_seedudp() { private_seed seedudp udp://10.200.4.2:6969/announce; }
+
 # ================================================================ main
-ALL=(utp qbt http leak connectable qbtsync)
+ALL=(utp qbt http leak connectable qbtsync seed seedudp)
 [ $# -gt 0 ] && ALL=("$@")
 
 need_pkgs

@@ -3,6 +3,8 @@ package portfwd
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -112,4 +114,40 @@ func isOn(prefs map[string]any, key string) bool {
 func isOff(prefs map[string]any, key string) bool {
 	b, ok := prefs[key].(bool)
 	return ok && !b
+}
+
+// qbAnnouncePortApp is the first qBittorrent release that tells libtorrent
+// the port to announce (announce_port); older ones announce port 1 through
+// a proxy.
+var qbAnnouncePortApp = [3]int{5, 1, 0}
+
+// HTTPSTrackerAdvice returns a warning when a qBittorrent of version (as
+// Version returns it, "v4.5.2") older than 5.1 uses trackers over HTTPS:
+// swarmvpn rewrites the port in plain HTTP and UDP announces, but cannot
+// see inside TLS, so those trackers hand out port 1 and no peer connects.
+// It returns "" when there is nothing to say.
+func HTTPSTrackerAdvice(version string, trackers []string) string {
+	v, ok := parseAPIVersion(version)
+	if ok && !versionLess(v, qbAnnouncePortApp) {
+		return ""
+	}
+	var https []string
+	for _, t := range trackers {
+		if u, err := url.Parse(t); err == nil && strings.EqualFold(u.Scheme, "https") {
+			https = append(https, u.Host)
+		}
+	}
+	if len(https) == 0 {
+		return ""
+	}
+	slices.Sort(https)
+	https = slices.Compact(https)
+	shown := https
+	if len(shown) > 5 {
+		shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(https)-5))
+	}
+	return fmt.Sprintf("qBittorrent %s announces port 1 through a proxy, and swarmvpn cannot correct it in HTTPS announces "+
+		"(to %s): peers from those trackers cannot connect to you. Upgrade to qBittorrent 5.1 or later "+
+		"(with --qbittorrent, swarmvpn then sets its announce port), or use the tracker's http:// or udp:// address if it has one",
+		version, strings.Join(shown, ", "))
 }

@@ -123,6 +123,72 @@ func (q *QBittorrent) hasAnnouncePort(ctx context.Context, prefs map[string]any)
 	return ok, nil
 }
 
+// Reannounce asks qBittorrent to announce every torrent to its trackers
+// now (POST /api/v2/torrents/reannounce, hashes=all): after the forwarded
+// port changes, trackers would otherwise hand out the old one until the
+// next regular announce, half an hour or more later.
+func (q *QBittorrent) Reannounce(ctx context.Context) error {
+	if _, err := q.call(ctx, http.MethodPost, "/api/v2/torrents/reannounce", url.Values{"hashes": {"all"}}); err != nil {
+		return fmt.Errorf("ask qBittorrent to re-announce: %w", err)
+	}
+	return nil
+}
+
+// Version returns qBittorrent's own version, e.g. "v4.5.2"
+// (GET /api/v2/app/version).
+func (q *QBittorrent) Version(ctx context.Context) (string, error) {
+	body, err := q.call(ctx, http.MethodGet, "/api/v2/app/version", nil)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(body)), nil
+}
+
+// maxTrackerTorrents bounds how many torrents TrackerURLs looks at.
+const maxTrackerTorrents = 500
+
+// TrackerURLs returns the tracker URLs of qBittorrent's torrents (of the
+// first maxTrackerTorrents), each once, in the order first seen. The
+// pseudo-trackers "** [DHT] **", "** [PeX] **" and "** [LSD] **" are left
+// out.
+func (q *QBittorrent) TrackerURLs(ctx context.Context) ([]string, error) {
+	body, err := q.call(ctx, http.MethodGet, "/api/v2/torrents/info", nil)
+	if err != nil {
+		return nil, err
+	}
+	var torrents []struct {
+		Hash string `json:"hash"`
+	}
+	if err := json.Unmarshal(body, &torrents); err != nil {
+		return nil, fmt.Errorf("qBittorrent WebUI at %s: its torrent list is not what this version knows (%v)", q.URL, err)
+	}
+	seen := map[string]bool{}
+	var urls []string
+	for i, t := range torrents {
+		if i == maxTrackerTorrents {
+			break
+		}
+		body, err := q.call(ctx, http.MethodGet, "/api/v2/torrents/trackers?hash="+url.QueryEscape(t.Hash), nil)
+		if err != nil {
+			return urls, err
+		}
+		var trackers []struct {
+			URL string `json:"url"`
+		}
+		if json.Unmarshal(body, &trackers) != nil {
+			continue
+		}
+		for _, tr := range trackers {
+			if strings.HasPrefix(tr.URL, "** [") || seen[tr.URL] {
+				continue
+			}
+			seen[tr.URL] = true
+			urls = append(urls, tr.URL)
+		}
+	}
+	return urls, nil
+}
+
 // parseAPIVersion reads a WebUI API version such as "2.8.19".
 func parseAPIVersion(s string) ([3]int, bool) {
 	var v [3]int
@@ -195,7 +261,9 @@ func (q *QBittorrent) keep(ctx context.Context, port uint16) error {
 		return err
 	}
 	cur, ok := number(prefs["listen_port"])
-	if ok && cur == float64(port) {
+	ann, hasAnn := prefs["announce_port"]
+	annPort, _ := number(ann)
+	if ok && cur == float64(port) && (!hasAnn || annPort == float64(port)) {
 		return nil
 	}
 	if err := q.setPort(ctx, port, prefs); err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,8 @@ type fakeQB struct {
 	logins     int // successful logins
 	sets       int // setPreferences calls
 	nextSID    int
+	reannounce []string            // the hashes= of each reannounce
+	trackers   map[string][]string // torrent hash -> tracker URLs
 }
 
 // fresh452 is what a fresh qBittorrent 4.5.2 reports for the preferences
@@ -93,6 +96,27 @@ func (f *fakeQB) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		f.sets++
 		maps.Copy(f.prefs, set)
+	case "/api/v2/torrents/reannounce":
+		if r.Method != http.MethodPost {
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		r.ParseForm()
+		f.reannounce = append(f.reannounce, r.PostForm.Get("hashes"))
+	case "/api/v2/app/version":
+		fmt.Fprint(w, "v4.5.2")
+	case "/api/v2/torrents/info":
+		var list []map[string]string
+		for _, h := range slices.Sorted(maps.Keys(f.trackers)) {
+			list = append(list, map[string]string{"hash": h})
+		}
+		json.NewEncoder(w).Encode(list)
+	case "/api/v2/torrents/trackers":
+		var list []map[string]any
+		for _, u := range append([]string{"** [DHT] **", "** [PeX] **"}, f.trackers[r.URL.Query().Get("hash")]...) {
+			list = append(list, map[string]any{"url": u, "status": 2})
+		}
+		json.NewEncoder(w).Encode(list)
 	default:
 		http.NotFound(w, r)
 	}
@@ -415,4 +439,49 @@ func TestQBittorrentKeep(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+func TestQBittorrentReannounceAndTrackers(t *testing.T) {
+	f := newFakeQB("2.8.19")
+	f.trackers = map[string][]string{
+		"aa": {"http://t1.example:6969/announce", "udp://t2.example:6969"},
+		"bb": {"https://secure.example/announce", "http://t1.example:6969/announce"},
+	}
+	q := f.client("admin", "adminadmin")
+	if err := q.Reannounce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if f.reannounce == nil || f.reannounce[0] != "all" {
+		t.Errorf("reannounce calls %q, want one with hashes=all", f.reannounce)
+	}
+	urls, err := q.TrackerURLs(t.Context())
+	want := []string{"http://t1.example:6969/announce", "udp://t2.example:6969", "https://secure.example/announce"}
+	if err != nil || !slices.Equal(urls, want) {
+		t.Errorf("TrackerURLs = %q, %v; want %q", urls, err, want)
+	}
+	v, err := q.Version(t.Context())
+	if err != nil || v != "v4.5.2" {
+		t.Errorf("Version = %q, %v", v, err)
+	}
+}
+
+func TestHTTPSTrackerAdvice(t *testing.T) {
+	https := []string{"http://a.example/announce", "https://b.example/announce", "HTTPS://c.example:443/x", "https://b.example/other"}
+	for _, tc := range []struct {
+		version  string
+		trackers []string
+		want     string // a part of the advice; "" for none
+	}{
+		{"v4.5.2", https, "(to b.example, c.example:443)"},
+		{"v5.0.4", https, "qBittorrent v5.0.4 announces port 1"},
+		{"v5.1.0", https, ""},
+		{"v5.2.1", https, ""},
+		{"v4.5.2", []string{"http://a.example/announce", "udp://a.example:6969"}, ""},
+		{"garbage", https, "Upgrade to qBittorrent 5.1"},
+	} {
+		got := HTTPSTrackerAdvice(tc.version, tc.trackers)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want it to say %q", tc.version, got, tc.want)
+		}
+	}
 }

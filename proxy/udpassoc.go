@@ -39,6 +39,19 @@ type Association interface {
 	Close() error
 }
 
+// Targeted is an Association that knows where datagrams from the far side
+// go while the client has sent none, so that the proxy does not know its
+// UDP port yet: the association whose exit-side socket is a forwarded
+// port, whose local target (a torrent client's listen port, where it also
+// receives uTP) may be a seeder that has nothing to send. They are sent to
+// Target from the relay socket with the SOCKS5 UDP header, which is what
+// the client's own association would have delivered. Once the client
+// sends, its source address wins.
+type Targeted interface {
+	// Target returns the address, or an invalid AddrPort for none now.
+	Target() netip.AddrPort
+}
+
 // Re-association back-off. After an Associate that failed, or an
 // association that failed within maxReassocBackoff of being opened, the
 // next attempt waits: minReassocBackoff at first, doubling up to
@@ -67,12 +80,15 @@ type UDPStats struct {
 	// side; DatagramsIn and BytesIn what went from the far side to clients.
 	DatagramsOut, BytesOut uint64
 	DatagramsIn, BytesIn   uint64
+	// ToTarget counts the datagrams from the far side that arrived before
+	// the client sent its first and went to the association's Target.
+	ToTarget uint64
 
 	// Datagrams dropped, by reason.
 	DropFrag         uint64 // from the client with FRAG ≠ 0: fragments are not reassembled
 	DropMalformed    uint64 // from the client with a truncated header, an unknown address type or a bad name; from the far side with a source that is not an IP
 	DropStranger     uint64 // to the relay socket from any address but the client's
-	DropNoClientPort uint64 // from the far side before the client sent its first datagram
+	DropNoClientPort uint64 // from the far side before the client sent its first datagram, with no Target
 	DropLinkDown     uint64 // either way while no association to the far side is open, or whose sending failed
 	DropSendFailed   uint64 // from the far side, which the relay socket could not send to the client
 }
@@ -87,6 +103,7 @@ const (
 	cBytesOut
 	cDatagramsIn
 	cBytesIn
+	cToTarget
 	cDropFrag
 	cDropMalformed
 	cDropStranger
@@ -107,6 +124,7 @@ func (c *udpCounters) stats() UDPStats {
 		BytesOut:         c[cBytesOut].Load(),
 		DatagramsIn:      c[cDatagramsIn].Load(),
 		BytesIn:          c[cBytesIn].Load(),
+		ToTarget:         c[cToTarget].Load(),
 		DropFrag:         c[cDropFrag].Load(),
 		DropMalformed:    c[cDropMalformed].Load(),
 		DropStranger:     c[cDropStranger].Load(),
@@ -194,7 +212,7 @@ func (s *SOCKS) serveAssociate(c *socksConn, req *socks5.Request) error {
 	st := r.own.stats()
 	attrs := []any{
 		"bytes_in", st.BytesIn, "bytes_out", st.BytesOut, "dur", time.Since(start),
-		"datagrams_in", st.DatagramsIn, "datagrams_out", st.DatagramsOut,
+		"datagrams_in", st.DatagramsIn, "datagrams_out", st.DatagramsOut, "to_target", st.ToTarget,
 		"reassociations", st.Reassociations,
 		"drop_frag", st.DropFrag, "drop_malformed", st.DropMalformed,
 		"drop_stranger", st.DropStranger, "drop_no_client_port", st.DropNoClientPort,
@@ -305,8 +323,8 @@ func (r *udpRelay) fromFar() {
 				break
 			}
 			n = min(n, len(data))
-			port := r.clientPort.Load()
-			if port == 0 {
+			dst, toTarget := r.clientDst(l.a)
+			if !dst.IsValid() {
 				r.count.add(cDropNoClientPort, 1)
 				continue
 			}
@@ -317,15 +335,32 @@ func (r *udpRelay) fromFar() {
 			}
 			start := maxIPUDPHeaderLen - h
 			appendUDPHeader(buf[start:start], src)
-			dst := netip.AddrPortFrom(r.clientAddr, uint16(port))
 			if _, err := r.pc.WriteToUDPAddrPort(buf[start:maxIPUDPHeaderLen+n], dst); err != nil {
 				r.count.add(cDropSendFailed, 1)
 				continue
+			}
+			if toTarget {
+				r.count.add(cToTarget, 1)
 			}
 			r.count.add(cDatagramsIn, 1)
 			r.count.add(cBytesIn, uint64(n))
 		}
 	}
+}
+
+// clientDst is where a datagram from the far side goes: to the client's
+// port once known, before that to a's Target if it has one. An invalid
+// address means nowhere.
+func (r *udpRelay) clientDst(a Association) (dst netip.AddrPort, toTarget bool) {
+	if port := r.clientPort.Load(); port != 0 {
+		return netip.AddrPortFrom(r.clientAddr, uint16(port)), false
+	}
+	if t, ok := a.(Targeted); ok {
+		if dst := t.Target(); dst.IsValid() && dst.Port() != 0 {
+			return dst, true
+		}
+	}
+	return netip.AddrPort{}, false
 }
 
 // liveAssoc is an open association and its generation: the number that

@@ -991,3 +991,66 @@ func TestUplinkNoBackoffAfterWaitingForLink(t *testing.T) {
 		up.close()
 	})
 }
+
+// targetAssociator opens loop associations that name a Target.
+type targetAssociator struct {
+	*loopAssociator
+	target netip.AddrPort
+}
+
+type targetAssoc struct {
+	*loopAssoc
+	target netip.AddrPort
+}
+
+func (a targetAssoc) Target() netip.AddrPort { return a.target }
+
+func (l targetAssociator) Associate(ctx context.Context) (Association, error) {
+	a, err := l.loopAssociator.Associate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return targetAssoc{loopAssoc: a.(*loopAssoc), target: l.target}, nil
+}
+
+// Before the client has sent anything, datagrams from the far side go to
+// the association's Target, from the relay socket with the SOCKS5 header;
+// once the client sends, its own address wins.
+func TestUDPAssociateTargetBeforeFirstDatagram(t *testing.T) {
+	checkLeaks(t)
+	echo := startUDPEcho(t, "127.0.0.1:0")
+	seeder := listenUDP(t, "127.0.0.1:0") // a torrent client's UDP socket: it has sent nothing
+	far := targetAssociator{loopAssociator: newLoopAssociator(t, "127.0.0.1:0"),
+		target: seeder.LocalAddr().(*net.UDPAddr).AddrPort()}
+	s, proxy, _ := startUDPSOCKS(t, "127.0.0.1:0", SOCKSConfig{Dialer: &net.Dialer{}, Associator: far})
+	client := listenUDP(t, "127.0.0.1:0")
+	c, _ := socksAssociate(t, proxy, "0.0.0.0:0", client)
+	farAddr := far.association(t, 0).addr()
+	peer := listenUDP(t, "127.0.0.1:0")
+	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	early := randBytes(t, 300)
+	if _, err := peer.WriteToUDPAddrPort(early, farAddr); err != nil {
+		t.Fatal(err)
+	}
+	atSeeder := &udpClient{ctrl: c.ctrl, pc: seeder, relay: c.relay, buf: make([]byte, udpBufLen)}
+	src, got := atSeeder.recv(t) // checks it came from the relay socket, with a header
+	if src != addrOf(peerAddr) || !bytes.Equal(got, early) {
+		t.Fatalf("the target got %d bytes from %v, want %d from %v", len(got), src, len(early), peerAddr)
+	}
+	statsEventually(t, s, UDPStats{Associations: 1, DatagramsIn: 1, BytesIn: 300, ToTarget: 1})
+
+	// The application sends from another port: that port is learned and wins.
+	c.echoCheck(t, addrOf(echo), []byte("hello"))
+	late := randBytes(t, 200)
+	if _, err := peer.WriteToUDPAddrPort(late, farAddr); err != nil {
+		t.Fatal(err)
+	}
+	if src, got := c.recv(t); src != addrOf(peerAddr) || !bytes.Equal(got, late) {
+		t.Fatalf("the client got %d bytes from %v", len(got), src)
+	}
+	if _, _, ok := atSeeder.recvWithin(t, 50*time.Millisecond); ok {
+		t.Error("the target still gets datagrams after the client sent its own")
+	}
+	statsEventually(t, s, UDPStats{Associations: 1, DatagramsOut: 1, BytesOut: 5, DatagramsIn: 3, BytesIn: 505, ToTarget: 1})
+}

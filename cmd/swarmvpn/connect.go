@@ -36,6 +36,8 @@ func connectCommand() *cli.Command {
 				Usage: "ask the exit for this `PORT` (it lends another when that one is taken)"},
 			stringFlag("port-file", "", "write the forwarded port to `FILE` each time it is obtained"),
 			stringFlag("on-port", "", "run `COMMAND` (with sh -c) each time the forwarded port is obtained; {{PORT}} becomes the port"),
+			&cli.BoolFlag{Name: "announce-port-fix", Value: true, Sources: env("announce-port-fix"),
+				Usage: "rewrite the port torrent clients announce to HTTP and UDP trackers into the forwarded port, and remove their ip= parameters that name your own addresses (--announce-port-fix=false to leave announces alone)"},
 			stringFlag("qbittorrent", "", "keep qBittorrent's listen port equal to the forwarded port through its WebUI at `URL` (e.g. http://127.0.0.1:8080)"),
 			qbittorrentFlags()[1],
 			qbittorrentFlags()[2],
@@ -62,7 +64,8 @@ func runConnect(ctx context.Context, cmd *cli.Command) error {
 	cfg := client.Config{MDNS: cmd.Bool("mdns"), SOCKS: cmd.String("socks"), HTTP: cmd.String("http"),
 		SOCKSUser: cmd.String("socks-user"), SOCKSPass: cmd.String("socks-pass"),
 		Forward: cmd.String("forward"), ForwardPort: cmd.Uint16("forward-port"),
-		PortFile: cmd.String("port-file"), OnPortHook: cmd.String("on-port"), Hops: int(cmd.Int("hops")), Log: log}
+		PortFile: cmd.String("port-file"), OnPortHook: cmd.String("on-port"), Hops: int(cmd.Int("hops")),
+		NoAnnounceFix: !cmd.Bool("announce-port-fix"), Log: log}
 	for _, s := range cmd.StringSlice("exit") {
 		e, err := parseExit(s)
 		if err != nil {

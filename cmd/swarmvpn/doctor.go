@@ -71,6 +71,7 @@ func runDoctor(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	w := cmd.Root().Writer
+	warnHTTPSTrackers(ctx, w, qb)
 	findings := portfwd.Diagnose(prefs, socks)
 	if len(findings) == 0 {
 		fmt.Fprintln(w, doctorSafe)
@@ -127,4 +128,19 @@ func formatPrefs(prefs map[string]any) string {
 		parts = append(parts, k+"="+string(v))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// warnHTTPSTrackers warns when qBittorrent is too old to announce the
+// forwarded port itself and uses trackers whose announces swarmvpn cannot
+// rewrite. It is advice, not a leak: it does not change the exit status,
+// and when the trackers cannot be read it says nothing.
+func warnHTTPSTrackers(ctx context.Context, w io.Writer, qb *portfwd.QBittorrent) {
+	version, err := qb.Version(ctx)
+	if err != nil {
+		return
+	}
+	trackers, _ := qb.TrackerURLs(ctx)
+	if advice := portfwd.HTTPSTrackerAdvice(version, trackers); advice != "" {
+		fmt.Fprintf(w, "! trackers: %s\n", advice)
+	}
 }

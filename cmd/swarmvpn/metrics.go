@@ -188,10 +188,13 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		relayB    = counter("swarmvpn_exit_relayed_bytes_total", "Bytes relayed between clients and other exits, both directions.")
 		relayRef  = counter("swarmvpn_exit_relay_refused_total",
 			"Relay requests refused, by reason: off (relaying is off), policy (an address the policy refuses), unverified (no verified exit there), full (at the relay caps), malformed, dial (a verified exit could not be reached).", "reason")
+		tcpOff   = gauge("swarmvpn_exit_forwards_tcp_refusing", "Forwarded ports whose TCP listener is closed now because the client's target accepts no TCP.")
+		tcpClose = counter("swarmvpn_exit_forward_tcp_closings_total", "Times a forwarded port's TCP listener was closed at the client's request.")
+		probes   = counter("swarmvpn_exit_forward_probes_total", "Reachability probes of forwarded ports run for clients.")
 	)
 	return &snapshotCollector{
 		families: []family{links, clients, accepted, refused, dropped, fallback, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
-			fwdRefused, hsPending, hsShed, relayed, relayOpen, relayB, relayRef,
+			fwdRefused, hsPending, hsShed, relayed, relayOpen, relayB, relayRef, tcpOff, tcpClose, probes,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
@@ -244,6 +247,9 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(relayRef, float64(r.RefusedFull), "full")
 			emit(relayRef, float64(r.RefusedMalformed), "malformed")
 			emit(relayRef, float64(r.Failed), "dial")
+			emit(tcpOff, float64(f.TCPOff))
+			emit(tcpClose, float64(f.TCPClosings))
+			emit(probes, float64(f.Probes))
 		},
 	}
 }

@@ -28,15 +28,22 @@ var errNoClient = errors.New("no client")
 // fetchStatus asks the client on the control socket at path for its status,
 // returning the document as sent and as read.
 func fetchStatus(ctx context.Context, path string) ([]byte, client.Report, error) {
+	return fetchRequest(ctx, path, client.RequestStatus, 5*time.Second)
+}
+
+// fetchRequest sends request on the control socket at path and reads the
+// status that answers it, waiting at most wait.
+func fetchRequest(ctx context.Context, path, request string, wait time.Duration) ([]byte, client.Report, error) {
 	var r client.Report
-	raw, err := fetchDoc(ctx, path, "client", &r)
+	raw, err := fetchDoc(ctx, path, "client", request, wait, &r)
 	return raw, r, err
 }
 
-// fetchDoc asks the swarmvpn role (client or exit) on the control socket at
-// path for its status, and reads it into v.
-func fetchDoc(ctx context.Context, path, role string, v any) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// fetchDoc sends request to the swarmvpn role (client or exit) on the
+// control socket at path, and reads the status that answers it into v,
+// waiting at most wait.
+func fetchDoc(ctx context.Context, path, role, request string, wait time.Duration, v any) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
@@ -51,6 +58,7 @@ func fetchDoc(ctx context.Context, path, role string, v any) ([]byte, error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	io.WriteString(c, request+"\n") // one too old to read it answers all the same
 	raw, err := io.ReadAll(io.LimitReader(c, maxStatusSize))
 	if err == nil {
 		err = json.Unmarshal(raw, v)
@@ -72,6 +80,7 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the status as one JSON document (counters only: no rates)"},
 			&cli.DurationFlag{Name: "interval", Value: time.Second,
 				Usage: "ask twice this far apart to show transfer rates (0: totals only)"},
+			&cli.BoolFlag{Name: "check", Usage: "have the exit probe the forwarded port now (TCP and UDP, as a peer would), and show the result"},
 		},
 		Action: runStatus,
 	}
@@ -90,7 +99,13 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 	if cmd.Bool("exit") {
 		return runExitStatus(ctx, cmd, dir, true)
 	}
-	raw, r, err := fetchStatus(ctx, path)
+	var raw []byte
+	var r client.Report
+	if cmd.Bool("check") {
+		raw, r, err = fetchRequest(ctx, path, client.RequestCheck, 30*time.Second)
+	} else {
+		raw, r, err = fetchStatus(ctx, path)
+	}
 	if errors.Is(err, errNoClient) {
 		if err := runExitStatus(ctx, cmd, dir, false); !errors.Is(err, errNoClient) {
 			return err
@@ -133,7 +148,7 @@ func runExitStatus(ctx context.Context, cmd *cli.Command, dir string, asked bool
 		return err
 	}
 	var s exitStatus
-	raw, err := fetchDoc(ctx, path, "exit", &s)
+	raw, err := fetchDoc(ctx, path, "exit", control.RequestStatus, 5*time.Second, &s)
 	if errors.Is(err, errNoClient) && asked {
 		return fmt.Errorf("no swarmvpn exit is running with state dir %s: start one with 'swarmvpn exit'", dir)
 	}
@@ -186,6 +201,16 @@ func printStatus(w io.Writer, r client.Report, prev *client.Traffic, now time.Ti
 		line("port", fmt.Sprintf("%d, reachable at %s", r.ForwardedPort, r.PublicEndpoint))
 	default:
 		line("port", fmt.Sprint(r.ForwardedPort))
+	}
+	if r.InboundTCP == "refusing" {
+		line("tcp", "refused at the exit: the local target accepts no TCP (peers connect by uTP)")
+	}
+	if rc := r.Reachability; rc != nil {
+		line("reach", reachLine(rc, now))
+	}
+	if a := r.Announces; a != nil {
+		line("announce", fmt.Sprintf("%d HTTP, %d UDP seen; %d ports rewritten, %d addresses removed, %d malformed",
+			a.HTTP, a.UDP, a.PortRewrites, a.AddrStrips, a.Malformed))
 	}
 	if t := r.Traffic; t != nil {
 		line("flows", fmt.Sprintf("%d open, %d since start", t.FlowsOpen, t.Flows))
@@ -250,4 +275,16 @@ func dhtLine(d *client.DHTReport, now time.Time) string {
 		s += fmt.Sprintf(", %d through the exit", d.ExitSent)
 	}
 	return s
+}
+
+// reachLine says what the last check of the forwarded port found.
+func reachLine(rc *client.Reachability, now time.Time) string {
+	when := fmt.Sprintf("checked %s ago", now.Sub(rc.Checked).Round(time.Second))
+	switch {
+	case rc.Error != "":
+		return fmt.Sprintf("unknown: %s (%s)", rc.Error, when)
+	case rc.Reachable:
+		return fmt.Sprintf("port %d reachable (tcp %s, udp %s; %s)", rc.Port, rc.TCP, rc.UDP, when)
+	}
+	return fmt.Sprintf("port %d NOT reachable (tcp %s, udp %s; %s)", rc.Port, rc.TCP, rc.UDP, when)
 }

@@ -310,3 +310,54 @@ func TestRatesAndSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintStatusForward(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	printStatus(&b, client.Report{Exit: "e@h:1", Link: "up", ForwardedPort: 40001, PublicEndpoint: "h:40001",
+		InboundTCP: "refusing",
+		Reachability: &client.Reachability{Port: 40001, Reachable: true, Checked: now.Add(-2 * time.Minute),
+			TCP: "closed (the local target accepts no TCP)", UDP: "answered"},
+		Announces: &client.AnnounceReport{HTTP: 3, UDP: 2, PortRewrites: 5, AddrStrips: 1},
+		SOCKS:     "127.0.0.1:1080"}, nil, now)
+	for _, want := range []string{
+		"port     40001, reachable at h:40001\n",
+		"tcp      refused at the exit: the local target accepts no TCP (peers connect by uTP)\n",
+		"reach    port 40001 reachable (tcp closed (the local target accepts no TCP), udp answered; checked 2m0s ago)\n",
+		"announce 3 HTTP, 2 UDP seen; 5 ports rewritten, 1 addresses removed, 0 malformed\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no line %q in\n%s", want, b.String())
+		}
+	}
+}
+
+// TestStatusCheck: 'status --check' has the client probe before it reports;
+// plain 'status' does not.
+func TestStatusCheck(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := client.ListenControl(filepath.Join(dir, client.ControlSocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var checks atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- client.ServeControlWith(ctx, ln, func() client.Report {
+			r := testReport
+			if n := checks.Load(); n > 0 {
+				r.Reachability = &client.Reachability{Port: 40001, Reachable: true, Checked: time.Now()}
+			}
+			return r
+		}, func(context.Context) { checks.Add(1) })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	if out, err := runApp(t, "status", "--state-dir", dir, "--json"); err != nil || strings.Contains(out, "reachability") || checks.Load() != 0 {
+		t.Fatalf("status: %q, %v, %d checks", out, err, checks.Load())
+	}
+	out, err := runApp(t, "status", "--state-dir", dir, "--json", "--check")
+	if err != nil || !strings.Contains(out, `"reachable":true`) || checks.Load() != 1 {
+		t.Fatalf("status --check: %q, %v, %d checks", out, err, checks.Load())
+	}
+}

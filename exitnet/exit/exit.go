@@ -177,6 +177,7 @@ type client struct {
 	udp          atomic.Int32
 	forward      atomic.Uint32 // the forwarded port, 0 if none
 	udpOnForward atomic.Bool   // an association holds the forwarded port
+	udpProbe     atomic.Uint32 // the port of a probe's socket on 127.0.0.1, 0 if none
 	reaching     atomic.Bool   // a reach request of this client is being answered
 }
 

@@ -144,12 +144,19 @@ type ForwardStats struct {
 	// Forward requests refused, by reason: the exit's policy, the client
 	// holds its share, no port free, its network's rate of new leases.
 	RefusedPolicy, RefusedCap, RefusedExhausted, RefusedRate uint64
+	// TCPOff is the number of forwarded ports whose TCP listener is closed
+	// now because the client's target accepts no TCP; TCPClosings counts
+	// the times one was closed.
+	TCPOff      int64
+	TCPClosings uint64
+	Probes      uint64 // reachability probes run for clients
 }
 
 type forwardCounters struct {
-	active                                                  atomic.Int64
+	active, tcpOff                                          atomic.Int64
 	inbound, refused, refusedCap, refusedRate               atomic.Uint64
 	leasePolicy, leaseCap, leaseExhausted, leaseRateLimited atomic.Uint64
+	tcpClosings, probes                                     atomic.Uint64
 }
 
 // countRefusal counts a forward request refused with status s.
@@ -170,7 +177,8 @@ func (c *forwardCounters) snapshot() ForwardStats {
 	return ForwardStats{Active: c.active.Load(), Inbound: c.inbound.Load(), Refused: c.refused.Load(),
 		InboundRefusedCap: c.refusedCap.Load(), InboundRefusedRate: c.refusedRate.Load(),
 		RefusedPolicy: c.leasePolicy.Load(), RefusedCap: c.leaseCap.Load(),
-		RefusedExhausted: c.leaseExhausted.Load(), RefusedRate: c.leaseRateLimited.Load()}
+		RefusedExhausted: c.leaseExhausted.Load(), RefusedRate: c.leaseRateLimited.Load(),
+		TCPOff: c.tcpOff.Load(), TCPClosings: c.tcpClosings.Load(), Probes: c.probes.Load()}
 }
 
 // LimitStats counts what the exit's per-client limits held back.

@@ -85,7 +85,10 @@ func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.
 			e.stats.udp.dropMalformed.Add(1)
 			continue
 		}
-		ip, ok := e.udpDestination(ctx, dst)
+		ip, ok := c.probeDestination(dst)
+		if !ok {
+			ip, ok = e.udpDestination(ctx, dst)
+		}
 		if !ok {
 			continue
 		}

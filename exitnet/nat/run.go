@@ -95,7 +95,9 @@ func (m *Mapper) Run(ctx context.Context) error {
 			m.publish(st)
 			return nil
 		case r := <-m.reqs:
-			r.reply <- m.handle(ctx, st, r)
+			rep := m.handle(ctx, st, r)
+			m.publish(st) // Status agrees with the reply once the caller has it
+			r.reply <- rep
 		case <-timer.C:
 		}
 	}

@@ -30,11 +30,11 @@ func Dial(ctx context.Context, cfg link.Config, exit link.ExitAddr) (*link.Sessi
 }
 
 // requestForward asks the exit for a port and holds the forward open for
-// the link's life. It returns 0 and why when the exit lends none.
-func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr, want uint16) (uint16, string) {
+// the link's life. It returns nil and why when the exit lends none.
+func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link.ExitAddr, want uint16) (*lease, string) {
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
-		return 0, "no stream for the forward request: " + err.Error()
+		return nil, "no stream for the forward request: " + err.Error()
 	}
 	req := wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: want}}
 	resp, err := wire.Call(ctx, st, req, 10*time.Second)
@@ -42,24 +42,24 @@ func (p *Pool) requestForward(ctx context.Context, sess *link.Session, exit link
 	case err != nil:
 		st.Reset()
 		p.log.Warn("forward request failed", "exit", exit.ID.Short(), "err", err)
-		return 0, "forward request failed: " + err.Error()
+		return nil, "forward request failed: " + err.Error()
 	case resp.Status == wire.StatusKindNotSupported:
 		st.Close()
 		p.log.Warn("this exit offers no port forwarding: the torrent client will not be connectable; choose an exit that forwards ports", "exit", exit.ID.Short())
-		return 0, "the exit offers no port forwarding"
+		return nil, "the exit offers no port forwarding"
 	case resp.Status != wire.StatusOK || resp.Bound.Port == 0:
 		st.Close()
 		reason := "the exit lent no port: " + resp.Status.String()
 		p.log.Warn("exit refused to forward a port: the torrent client will not be connectable through it",
 			"exit", exit.ID.Short(), "status", int(resp.Status), "reason", resp.Status.String())
-		return 0, reason
+		return nil, reason
 	}
 	// The stream stays open, held by the session, as long as the link:
-	// closing it would end the forward.
+	// closing it would end the forward. It carries lease messages.
 	host, _, _ := net.SplitHostPort(exit.Addr)
 	p.log.Info("forwarded port", "port", resp.Bound.Port, "public", net.JoinHostPort(host, strconv.Itoa(int(resp.Bound.Port))),
 		"exit", exit.ID.Short())
-	return resp.Bound.Port, ""
+	return newLease(st, resp.Bound.Port, p.log), ""
 }
 
 // dialChecked links to c's exit, through relay when it is not nil, and

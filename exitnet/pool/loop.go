@@ -60,11 +60,11 @@ type linkDown struct {
 }
 
 // forwarded: the exit answered the forward request made when c's link
-// became active; port is 0 when it lends none.
+// became active; lease is nil when it lends none.
 type forwarded struct {
 	c      *candidate
 	sess   *link.Session
-	port   uint16
+	lease  *lease // nil without a port
 	reason string // why the exit lent no port, when it lent none
 }
 
@@ -406,8 +406,8 @@ func (p *Pool) activateLocked(lp *loop, c *candidate) {
 		want = c.port // the exit keeps it for this client: ask for it by number
 	}
 	lp.spawn(func() event {
-		port, reason := p.requestForward(lp.ctx, sess, c.exit, want)
-		return forwarded{c: c, sess: sess, port: port, reason: reason}
+		l, reason := p.requestForward(lp.ctx, sess, c.exit, want)
+		return forwarded{c: c, sess: sess, lease: l, reason: reason}
 	})
 }
 
@@ -417,10 +417,17 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 	if ev.c.sess != ev.sess || ev.c.role != RoleActive {
 		return // it died, or a nearer exit took its place, meanwhile
 	}
-	if ev.port != 0 {
-		ev.c.port = ev.port
+	var port uint16
+	if l := ev.lease; l != nil && !ev.sess.IsClosed() {
+		port = l.port
+		ev.c.port = port // asked for again by number on the next path to this exit
+		p.lease = l
+		lp.wg.Go(l.read)
+		if p.tcpOff {
+			lp.after = append(lp.after, func() { l.setTCP(false) })
+		}
 	}
-	p.goLiveLocked(lp, ev.c, ev.port)
+	p.goLiveLocked(lp, ev.c, port)
 	if p.sess == ev.sess {
 		p.status.ForwardError = ev.reason
 	}
@@ -454,6 +461,7 @@ func (p *Pool) deactivateLocked(sess *link.Session) {
 		p.ready = make(chan struct{})
 	}
 	p.status.ForwardedPort, p.status.ForwardError = 0, ""
+	p.lease = nil
 }
 
 func (p *Pool) setStatusLocked(s LinkState, err error) {

@@ -125,7 +125,9 @@ type Pool struct {
 	status  Status
 	stopped bool
 	cands   map[link.PeerID]*candidate
-	order   int // insertion counter, to keep the user's order among equals
+	order   int    // insertion counter, to keep the user's order among equals
+	lease   *lease // the active link's forward; nil without one
+	tcpOff  bool   // the exit is to refuse inbound TCP (SetInboundTCP)
 
 	// For two-hop paths: relays that failed lately (until when), and the
 	// round trips to relays measured when linking to them.

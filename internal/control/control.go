@@ -1,15 +1,18 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -90,22 +93,47 @@ func removeStale(path, role string) error {
 	return nil
 }
 
+// Requests. A connection may start with one line naming its request; one
+// that sends nothing within RequestWait gets the status, as the first
+// versions of 'swarmvpn status' expect.
+const (
+	RequestStatus = "status" // the status document
+	RequestCheck  = "check"  // run the process's check first, then the status
+	RequestWait   = 200 * time.Millisecond
+	// CheckWait bounds the check a RequestCheck runs.
+	CheckWait = 20 * time.Second
+)
+
 // Serve answers status requests on ln, a listener Listen opened, until ctx
 // ends: each connection gets one JSON document, report(), and is closed. It
 // closes ln, and returns after all its goroutines have ended.
 func Serve[T any](ctx context.Context, ln net.Listener, report func() T) error {
+	return ServeWith(ctx, ln, report, nil)
+}
+
+// ServeWith is Serve that also runs check(ctx), bounded by CheckWait,
+// before the report when a connection asks for RequestCheck; check nil
+// answers such a request with the report alone.
+func ServeWith[T any](ctx context.Context, ln net.Listener, report func() T, check func(context.Context)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if err := listener.Accept(ctx, ln, &wg, nil, func(c net.Conn) { answer(ctx, c, report) }); err != nil {
+	if err := listener.Accept(ctx, ln, &wg, nil, func(c net.Conn) { answer(ctx, c, report, check) }); err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	return nil
 }
 
-func answer[T any](ctx context.Context, c net.Conn, report func() T) {
+func answer[T any](ctx context.Context, c net.Conn, report func() T, check func(context.Context)) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	c.SetReadDeadline(time.Now().Add(RequestWait))
+	line, _ := bufio.NewReaderSize(io.LimitReader(c, 64), 64).ReadString('\n')
+	if strings.TrimSpace(line) == RequestCheck && check != nil {
+		cctx, cancel := context.WithTimeout(ctx, CheckWait)
+		check(cctx)
+		cancel()
+	}
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	json.NewEncoder(c).Encode(report()) // a reader that went away needs no answer
 }

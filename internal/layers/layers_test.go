@@ -26,7 +26,7 @@ var allowed = map[string][]string{
 	"internal/lockfile": nil,
 	"internal/meter":    {"internal/relay", "internal/wire"},
 	"internal/layers":   nil,
-	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire",
+	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd/...", "internal/link", "internal/wire",
 		"internal/relay", "internal/meter", "internal/socks"},
 	"exitnet":                    nil,
 	"exitnet/policy":             {"internal/wire"},
@@ -37,9 +37,10 @@ var allowed = map[string][]string{
 	"exitnet/pool":               {"exitnet/discovery", "internal/link", "internal/wire", "internal/relay", "internal/meter"},
 	"proxy":                      {"internal/wire", "internal/relay", "internal/listener"},
 	"portfwd":                    {"internal/link", "internal/wire", "internal/relay"},
+	"portfwd/announce":           nil,
 	"bench":                      {"internal/socks", "internal/wire", "internal/listener"},
 	"ui":                         {"exitnet/exit", "internal/listener"},
-	"client":                     {"exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
+	"client":                     {"exitnet/...", "proxy", "portfwd/...", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
 	"cmd/swarmvpn":               {"client", "bench", "ui", "exitnet/...", "proxy", "portfwd", "internal/link", "internal/wire", "internal/meter", "internal/listener", "internal/control", "internal/lockfile"},
 }
 

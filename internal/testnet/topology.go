@@ -28,6 +28,9 @@ type Options struct {
 	// ForwardTarget.
 	ForwardPorts  *portfwd.LeasesConfig
 	ForwardTarget string
+	// CheckEvery, when set, is how often the client checks its forward
+	// target for a TCP listener and has the exit probe its port.
+	CheckEvery time.Duration
 }
 
 // Topology is an exit and a client linked to it, built by client.New as
@@ -75,7 +78,8 @@ func Start(t testing.TB, opts Options) *Topology {
 	}
 	cfg := client.Config{Identity: clientID, Exits: []link.ExitAddr{tp.ExitAddr}, StateDir: t.TempDir(),
 		SOCKS: "127.0.0.1:0", HTTP: "127.0.0.1:0", Forward: "off",
-		Tuning: client.Tuning{DialWait: time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+		Tuning: client.Tuning{DialWait: time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+			ProbeEvery: opts.CheckEvery, TargetEvery: opts.CheckEvery},
 		OnPort: func(port uint16) {
 			select {
 			case tp.Ports <- port:

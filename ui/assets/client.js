@@ -4,7 +4,7 @@
 
 const LINK_TEXT = { up: "up", down: "down", connecting: "connecting" };
 const KIND_TEXT = { link_up: "link up", link_down: "link down", failover: "failover", port: "port",
-  refused: "refused", qbittorrent: "qBittorrent" };
+  refused: "refused", qbittorrent: "qBittorrent", reach: "reachability" };
 
 function render(r) {
   setText("peer", r.peer || "");
@@ -32,6 +32,8 @@ function render(r) {
       r.link === "up" ? "this exit lends none: peers cannot connect to you" : "asked for when a link is up");
   }
 
+  renderReach(r.forwarded_port ? r.reachability : null);
+
   const t = r.traffic || {};
   setText("totals", "in " + size(t.bytes_in) + " · out " + size(t.bytes_out) + " since start");
   setText("flows-open", Math.max(0, (t.flows_open || 0) - (t.udp_open || 0)));
@@ -48,6 +50,23 @@ function render(r) {
   renderQB(r.qbittorrent);
   setText("socks", r.socks || "off");
   setText("http", r.http || "off");
+}
+
+// renderReach says what the last end-to-end check of the forwarded port
+// found (client.Reachability), as 'swarmvpn status' does.
+function renderReach(rc) {
+  const p = $("forward-reach");
+  p.hidden = !rc;
+  if (!rc) return;
+  const when = "checked " + ago(rc.checked) + " ago";
+  if (rc.error) {
+    p.textContent = "reachability unknown: " + rc.error + " (" + when + ")";
+    p.className = "sub";
+    return;
+  }
+  p.textContent = (rc.reachable ? "✓ reachable" : "✗ NOT reachable") +
+    " (tcp " + rc.tcp + ", udp " + rc.udp + "; " + when + ")";
+  p.className = "sub " + (rc.reachable ? "ok" : "err");
 }
 
 function renderExits(exits) {

@@ -4,11 +4,13 @@
 
   ltpeer.py make FILE TORRENT            create a torrent for FILE
   ltpeer.py seed TORRENT DIR --listen IP:PORT
-  ltpeer.py leech TORRENT DIR --listen IP:PORT --peer IP:PORT [--socks IP:PORT] [--utp-only|--tcp-only]
+  ltpeer.py leech TORRENT DIR --listen IP:PORT [--peer IP:PORT] [--socks IP:PORT] [--utp-only|--tcp-only]
 
 seed prints "ready PORT", then "peer IP:PORT" for every peer it sees.
-leech prints "progress N" now and then and "done" when the download is
-complete and verified, and exits 0; it exits 1 after --timeout seconds.
+leech prints "progress N" now and then, "peer IP:PORT" for every peer it
+connects to, and "done" when the download is complete and verified, and
+exits 0; it exits 1 after --timeout seconds. Without --peer it learns peers
+only from the torrent's trackers.
 Both exit when stdin closes, so the test that started them can never leak them.
 """
 import argparse
@@ -105,14 +107,34 @@ def leech(args):
     atp.ti = lt.torrent_info(args.torrent)
     atp.save_path = args.dir
     h = ses.add_torrent(atp)
-    ph, pp = args.peer.rsplit(":", 1)
+    peer = None
+    if args.peer:
+        ph, pp = args.peer.rsplit(":", 1)
+        peer = (ph, int(pp))
     deadline = time.time() + args.timeout
     last = -1
     next_connect = 0
+    seen = set()
+
+    def saw(ep):
+        key = "%s:%d" % (ep[0], ep[1])
+        if key not in seen:
+            seen.add(key)
+            out("peer", key)
+
     while time.time() < deadline and not stdin_closed():
-        if time.time() >= next_connect:
-            h.connect_peer((ph, int(pp)))
+        if peer and time.time() >= next_connect:
+            h.connect_peer(peer)
             next_connect = time.time() + 5
+        for p in h.get_peer_info():
+            saw(p.ip)
+        # before the status: a peer that delivered everything at once is
+        # still named, by its connect alert
+        for a in ses.pop_alerts():
+            if isinstance(a, (lt.peer_connect_alert, lt.peer_disconnected_alert)):
+                saw(a.endpoint)
+            elif a.category() & lt.alert.category_t.error_notification:
+                out("alert", a.what(), a.message())
         st = h.status()
         pct = int(st.progress * 100)
         if pct != last:
@@ -121,9 +143,6 @@ def leech(args):
         if st.is_seeding:
             out("done")
             return 0
-        for a in ses.pop_alerts():
-            if a.category() & lt.alert.category_t.error_notification:
-                out("alert", a.what(), a.message())
         ses.wait_for_alert(200)
     out("timeout")
     return 1
@@ -145,7 +164,7 @@ def main():
         c.add_argument("--tcp-only", action="store_true")
         c.add_argument("--rate", type=int, default=0, help="upload rate limit, bytes/s")
         if name == "leech":
-            c.add_argument("--peer", required=True)
+            c.add_argument("--peer")
             c.add_argument("--timeout", type=float, default=120)
     ih = sub.add_parser("infohash")
     ih.add_argument("torrent")
