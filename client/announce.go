@@ -101,14 +101,25 @@ var (
 )
 
 func (a *association) WriteTo(p []byte, dst wire.Addr) error {
-	if a.trackers != nil {
-		d := announce.Dest{Host: dst.Name, Port: dst.Port}
-		if dst.IP.IsValid() {
-			d.Host = dst.IP.String()
-		}
-		p = a.trackers.Outgoing(p, d, nil)
+	return a.UDP.WriteTo(a.outgoing(p, dst), dst)
+}
+
+// Queue is WriteTo for a batch (pool.UDP.Queue): it must rewrite what it
+// queues just the same.
+func (a *association) Queue(p []byte, dst wire.Addr) bool {
+	return a.UDP.Queue(a.outgoing(p, dst), dst)
+}
+
+// outgoing is datagram p to dst with a tracker announce's port rewritten.
+func (a *association) outgoing(p []byte, dst wire.Addr) []byte {
+	if a.trackers == nil {
+		return p
 	}
-	return a.UDP.WriteTo(p, dst)
+	d := announce.Dest{Host: dst.Name, Port: dst.Port}
+	if dst.IP.IsValid() {
+		d.Host = dst.IP.String()
+	}
+	return a.trackers.Outgoing(p, d, nil)
 }
 
 func (a *association) ReadFrom(p []byte) (int, wire.Addr, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/statute"
 
+	"github.com/swarmvpn/swarmvpn/internal/udpbatch"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -91,6 +92,7 @@ type UDPStats struct {
 	DropNoClientPort uint64 // from the far side before the client sent its first datagram, with no Target
 	DropLinkDown     uint64 // either way while no association to the far side is open, or whose sending failed
 	DropSendFailed   uint64 // from the far side, which the relay socket could not send to the client
+	DropTooLong      uint64 // from the client, over 2 KiB and behind others in one read from the relay socket: its tail was cut
 }
 
 // udpCounter names one of the counters of UDPStats.
@@ -110,6 +112,7 @@ const (
 	cDropNoClientPort
 	cDropLinkDown
 	cDropSendFailed
+	cDropTooLong
 	numUDPCounters
 )
 
@@ -131,6 +134,7 @@ func (c *udpCounters) stats() UDPStats {
 		DropNoClientPort: c[cDropNoClientPort].Load(),
 		DropLinkDown:     c[cDropLinkDown].Load(),
 		DropSendFailed:   c[cDropSendFailed].Load(),
+		DropTooLong:      c[cDropTooLong].Load(),
 	}
 }
 
@@ -254,11 +258,24 @@ type udpRelay struct {
 }
 
 // fromClient reads the client's datagrams from the relay socket and sends
-// them to the far side, until the relay socket is closed.
+// them to the far side, until the relay socket is closed. What one read
+// from the socket brings goes to the far side in one write, when the
+// association can batch.
 func (r *udpRelay) fromClient() {
-	buf := make([]byte, udpBufLen)
+	bc, err := udpbatch.New(r.pc, relayBatch)
+	if err != nil {
+		r.ctrl.Close()
+		return
+	}
+	ms := make([]udpbatch.Message, relayBatch)
+	ms[0].Buf = make([]byte, udpBufLen)
+	slots := make([]byte, (relayBatch-1)*relaySlot)
+	for i := 1; i < relayBatch; i++ {
+		ms[i].Buf = slots[(i-1)*relaySlot : i*relaySlot : i*relaySlot]
+	}
+	var b outBatch
 	for {
-		n, from, err := r.pc.ReadFromUDPAddrPort(buf)
+		n, err := bc.ReadBatch(ms)
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				// Not seen on a working host. Without its socket the
@@ -268,47 +285,124 @@ func (r *udpRelay) fromClient() {
 			}
 			return
 		}
-		if from.Addr().Unmap().WithZone("") != r.clientIP {
-			r.count.add(cDropStranger, 1)
-			continue
-		}
-		switch port := r.clientPort.Load(); {
-		case port == 0:
-			r.clientPort.Store(uint32(from.Port()))
-		case port != uint32(from.Port()):
-			r.count.add(cDropStranger, 1)
-			continue
-		}
-		dst, data, err := parseUDPHeader(buf[:n])
-		if err != nil {
-			if err == errUDPFrag {
-				r.count.add(cDropFrag, 1)
-			} else {
-				r.count.add(cDropMalformed, 1)
+		b.l = r.up.get()
+		for _, m := range ms[:n] {
+			if m.Trunc {
+				r.count.add(cDropTooLong, 1)
+				continue
 			}
-			continue
+			if m.Addr.Addr().WithZone("") != r.clientIP {
+				r.count.add(cDropStranger, 1)
+				continue
+			}
+			switch port := r.clientPort.Load(); {
+			case port == 0:
+				r.clientPort.Store(uint32(m.Addr.Port()))
+			case port != uint32(m.Addr.Port()):
+				r.count.add(cDropStranger, 1)
+				continue
+			}
+			dst, data, err := parseUDPHeader(m.Buf[:m.N])
+			if err != nil {
+				if err == errUDPFrag {
+					r.count.add(cDropFrag, 1)
+				} else {
+					r.count.add(cDropMalformed, 1)
+				}
+				continue
+			}
+			r.send(&b, data, dst)
 		}
-		l := r.up.get()
-		if l.a == nil {
-			r.count.add(cDropLinkDown, 1)
-			continue
-		}
-		if err := l.a.WriteTo(data, dst); err != nil {
-			r.up.fail(l.gen, err)
-			r.count.add(cDropLinkDown, 1)
-			continue
-		}
-		r.count.add(cDatagramsOut, 1)
-		r.count.add(cBytesOut, uint64(len(data)))
+		r.flush(&b)
 	}
 }
 
+// relayBatch is the most datagrams moved per system call on the relay
+// socket; relaySlot, the room for each but the first of a batch read from
+// it (which has room for any).
+const (
+	relayBatch = 32
+	relaySlot  = 2048
+)
+
+// queuer is an Association that collects datagrams and sends them in one
+// write: Queue reports false, queuing nothing, when the batch is full.
+type queuer interface {
+	Queue(p []byte, dst wire.Addr) bool
+	Flush() error
+}
+
+// outBatch is what fromClient has queued on the association l.
+type outBatch struct {
+	l            liveAssoc
+	dgrams, size uint64
+}
+
+// send sends a datagram to dst on b's association, or queues it when the
+// association batches.
+func (r *udpRelay) send(b *outBatch, data []byte, dst wire.Addr) {
+	if b.l.a == nil {
+		r.count.add(cDropLinkDown, 1)
+		return
+	}
+	q, ok := b.l.a.(queuer)
+	if !ok {
+		if err := b.l.a.WriteTo(data, dst); err != nil {
+			r.up.fail(b.l.gen, err)
+			b.l.a = nil
+			r.count.add(cDropLinkDown, 1)
+			return
+		}
+		r.count.add(cDatagramsOut, 1)
+		r.count.add(cBytesOut, uint64(len(data)))
+		return
+	}
+	if !q.Queue(data, dst) {
+		if r.flush(b); b.l.a == nil {
+			r.count.add(cDropLinkDown, 1)
+			return
+		}
+		q.Queue(data, dst) // an empty batch has room for any datagram
+	}
+	b.dgrams++
+	b.size += uint64(len(data))
+}
+
+// flush sends what b has queued and counts it, as sent or as lost.
+func (r *udpRelay) flush(b *outBatch) {
+	if b.dgrams == 0 {
+		return
+	}
+	dgrams, size := b.dgrams, b.size
+	b.dgrams, b.size = 0, 0
+	if err := b.l.a.(queuer).Flush(); err != nil {
+		r.up.fail(b.l.gen, err)
+		b.l.a = nil
+		r.count.add(cDropLinkDown, dgrams)
+		return
+	}
+	r.count.add(cDatagramsOut, dgrams)
+	r.count.add(cBytesOut, size)
+}
+
+// buffered is an Association that tells whether its next ReadFrom would
+// return at once.
+type buffered interface{ Buffered() bool }
+
 // fromFar reads datagrams from each association the uplink opens in turn
-// and sends them to the client, until the relay ends.
+// and sends them to the client, until the relay ends. The datagrams that
+// arrived together go to the client in one system call, when the
+// association tells which did.
 func (r *udpRelay) fromFar() {
-	// The header goes in front of the data, in the same buffer.
-	buf := make([]byte, maxIPUDPHeaderLen+udpBufLen)
-	data := buf[maxIPUDPHeaderLen:]
+	bc, err := udpbatch.New(r.pc, relayBatch)
+	if err != nil {
+		return
+	}
+	// Datagrams are read one after the other into buf, each behind room
+	// for its header, until what is left may not hold the largest.
+	const room = maxIPUDPHeaderLen + udpBufLen
+	buf := make([]byte, 2*room)
+	ms := make([]udpbatch.Message, 0, relayBatch)
 	for {
 		var l liveAssoc
 		select {
@@ -316,34 +410,43 @@ func (r *udpRelay) fromFar() {
 			return
 		case l = <-r.up.ready:
 		}
+		more, _ := l.a.(buffered)
 		for {
-			n, src, err := l.a.ReadFrom(data)
+			ms = ms[:0]
+			off := 0
+			var err error
+			for len(ms) == 0 || (more != nil && more.Buffered() && len(ms) < relayBatch && len(buf)-off >= room) {
+				var n int
+				var src wire.Addr
+				n, src, err = l.a.ReadFrom(buf[off+maxIPUDPHeaderLen : off+room])
+				if err != nil {
+					break
+				}
+				n = min(n, udpBufLen)
+				dst, toTarget := r.clientDst(l.a)
+				if !dst.IsValid() {
+					r.count.add(cDropNoClientPort, 1)
+					continue
+				}
+				h := udpHeaderLen(src)
+				if h == 0 || !src.IP.IsValid() {
+					r.count.add(cDropMalformed, 1)
+					continue
+				}
+				if toTarget {
+					r.count.add(cToTarget, 1)
+				}
+				start := off + maxIPUDPHeaderLen - h
+				appendUDPHeader(buf[start:start], src)
+				end := off + maxIPUDPHeaderLen + n
+				ms = append(ms, udpbatch.Message{Buf: buf[start:end], N: n, Addr: dst})
+				off = end
+			}
+			r.toClient(bc, ms)
 			if err != nil {
 				r.up.fail(l.gen, err)
 				break
 			}
-			n = min(n, len(data))
-			dst, toTarget := r.clientDst(l.a)
-			if !dst.IsValid() {
-				r.count.add(cDropNoClientPort, 1)
-				continue
-			}
-			h := udpHeaderLen(src)
-			if h == 0 || !src.IP.IsValid() {
-				r.count.add(cDropMalformed, 1)
-				continue
-			}
-			start := maxIPUDPHeaderLen - h
-			appendUDPHeader(buf[start:start], src)
-			if _, err := r.pc.WriteToUDPAddrPort(buf[start:maxIPUDPHeaderLen+n], dst); err != nil {
-				r.count.add(cDropSendFailed, 1)
-				continue
-			}
-			if toTarget {
-				r.count.add(cToTarget, 1)
-			}
-			r.count.add(cDatagramsIn, 1)
-			r.count.add(cBytesIn, uint64(n))
 		}
 	}
 }
@@ -361,6 +464,23 @@ func (r *udpRelay) clientDst(a Association) (dst netip.AddrPort, toTarget bool) 
 		}
 	}
 	return netip.AddrPort{}, false
+}
+
+// toClient sends ms to the client and counts them; each one's N is the
+// length of its payload.
+func (r *udpRelay) toClient(bc *udpbatch.Conn, ms []udpbatch.Message) {
+	for len(ms) > 0 {
+		n, _ := bc.WriteBatch(ms)
+		for _, m := range ms[:n] {
+			r.count.add(cDatagramsIn, 1)
+			r.count.add(cBytesIn, uint64(m.N))
+		}
+		if n == len(ms) {
+			return
+		}
+		r.count.add(cDropSendFailed, 1)
+		ms = ms[n+1:]
+	}
 }
 
 // liveAssoc is an open association and its generation: the number that

@@ -226,6 +226,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(udpDrops, float64(u.DropMalformed), "malformed")
 			emit(udpDrops, float64(u.DropSend), "send_failed")
 			emit(udpDrops, float64(u.DropRate), "rate")
+			emit(udpDrops, float64(u.DropTooLong), "too_long")
 			emit(udpExpired, float64(u.ExpiredIdle))
 			emit(forwards, float64(f.Active))
 			emit(inboundRef, float64(f.Refused), "client")

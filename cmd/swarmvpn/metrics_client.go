@@ -78,6 +78,7 @@ func clientCollector(c *client.Client) prometheus.Collector {
 			emit(udpDrops, float64(u.DropNoClientPort), "no_client_port")
 			emit(udpDrops, float64(u.DropLinkDown), "link_down")
 			emit(udpDrops, float64(u.DropSendFailed), "send_failed")
+			emit(udpDrops, float64(u.DropTooLong), "too_long")
 		},
 	}
 }

@@ -109,6 +109,7 @@ type UDPStats struct {
 	DropMalformed  uint64 // frame from the client was not a datagram
 	DropSend       uint64 // the socket refused the datagram
 	DropRate       uint64 // over the client's rate limit (either way)
+	DropTooLong    uint64 // over 2 KiB and behind others in one read from the socket: its tail was cut
 	RefusedTooMany uint64 // association refused: client at its cap
 	ExpiredIdle    uint64 // associations closed for idleness
 }
@@ -116,7 +117,7 @@ type UDPStats struct {
 type udpCounters struct {
 	associations, datagramsOut, datagramsIn, bytesOut, bytesIn             atomic.Uint64
 	dropPolicy, dropResolve, dropMalformed, dropSend, refused, expiredIdle atomic.Uint64
-	dropRate                                                               atomic.Uint64
+	dropRate, dropTooLong                                                  atomic.Uint64
 	active                                                                 atomic.Int64
 }
 
@@ -128,7 +129,7 @@ func (c *udpCounters) snapshot() UDPStats {
 		DropPolicy: c.dropPolicy.Load(), DropResolve: c.dropResolve.Load(),
 		DropMalformed: c.dropMalformed.Load(), DropSend: c.dropSend.Load(),
 		RefusedTooMany: c.refused.Load(), ExpiredIdle: c.expiredIdle.Load(),
-		DropRate: c.dropRate.Load(),
+		DropRate: c.dropRate.Load(), DropTooLong: c.dropTooLong.Load(),
 	}
 }
 

@@ -1,7 +1,9 @@
 package exit
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/swarmvpn/swarmvpn/internal/udpbatch"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -72,41 +75,85 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	log.Debug("udp association closed", "stream", st.StreamID(), "port", port)
 }
 
-// udpFromClient sends the client's datagrams until the stream ends.
+// udpFromClient sends the client's datagrams until the stream ends. The
+// frames that one read from the stream brings are sent together, several
+// per system call.
 func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
-	buf := make([]byte, wire.MaxFrameLen)
+	bc, err := udpbatch.New(conn, udpBatch)
+	if err != nil {
+		return
+	}
+	r := bufio.NewReaderSize(st, wire.MaxFrameLen)
+	ms := make([]udpbatch.Message, 0, udpBatch)
 	for {
-		body, err := wire.ReadFrame(st, buf)
-		if err != nil {
-			return
+		// Frames already read are peeked, not copied: the payloads stay
+		// where they are until the batch is sent.
+		ms = ms[:0]
+		for len(ms) < udpBatch && (len(ms) == 0 || frameBuffered(r)) {
+			body, err := wire.PeekFrame(r)
+			if err != nil {
+				return
+			}
+			dst, payload, err := wire.ParseDatagram(body)
+			r.Discard(2 + len(body)) // the bytes stay put until the next read
+			if err != nil {
+				e.stats.udp.dropMalformed.Add(1)
+				continue
+			}
+			ip, ok := c.probeDestination(dst)
+			if !ok {
+				ip, ok = e.udpDestination(ctx, dst)
+			}
+			if !ok {
+				continue
+			}
+			if !e.allowDatagram(c, len(payload)) {
+				continue
+			}
+			ms = append(ms, udpbatch.Message{Buf: payload, Addr: netip.AddrPortFrom(ip.Unmap(), dst.Port)})
 		}
-		dst, payload, err := wire.ParseDatagram(body)
-		if err != nil {
-			e.stats.udp.dropMalformed.Add(1)
-			continue
-		}
-		ip, ok := c.probeDestination(dst)
-		if !ok {
-			ip, ok = e.udpDestination(ctx, dst)
-		}
-		if !ok {
-			continue
-		}
-		if !e.allowDatagram(c, len(payload)) {
-			continue
-		}
-		if _, err := conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ip.Unmap(), dst.Port)); err != nil {
+		for rest := ms; len(rest) > 0; {
+			n, err := bc.WriteBatch(rest)
+			for _, m := range rest[:n] {
+				e.stats.udp.datagramsOut.Add(1)
+				e.stats.udp.bytesOut.Add(uint64(len(m.Buf)))
+				c.carried.Add(uint64(len(m.Buf)))
+			}
+			if n > 0 {
+				last.Store(time.Now().UnixNano())
+			}
+			if n == len(rest) {
+				break
+			}
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			e.stats.udp.dropSend.Add(1)
-			continue
+			rest = rest[n+1:]
 		}
-		last.Store(time.Now().UnixNano())
-		e.stats.udp.datagramsOut.Add(1)
-		e.stats.udp.bytesOut.Add(uint64(len(payload)))
-		c.carried.Add(uint64(len(payload)))
 	}
+}
+
+// udpBatch is the most datagrams an association moves per system call;
+// batchSlot, the room for each datagram but the first of a batch read from
+// the socket (which has room for any).
+const (
+	udpBatch  = 32
+	batchSlot = 2048
+)
+
+// maxBatchFrames bounds the frames written to the stream at once: what
+// fits in one yamux frame.
+const maxBatchFrames = 60 << 10
+
+// frameBuffered reports whether r holds a whole frame.
+func frameBuffered(r *bufio.Reader) bool {
+	n := r.Buffered()
+	if n < 2 {
+		return false
+	}
+	h, _ := r.Peek(2)
+	return n >= 2+int(binary.BigEndian.Uint16(h))
 }
 
 // udpDestination picks the address a datagram for dst goes to: dst's IP,
@@ -135,38 +182,56 @@ func (e *Server) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr,
 }
 
 // udpToClient relays every datagram the socket receives, from any address,
-// until the socket or the stream fails.
+// until the socket or the stream fails. The datagrams of one read from the
+// socket go to the stream in one write.
 func (e *Server) udpToClient(st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
-	buf := make([]byte, maxSourceHeader+wire.MaxDatagram)
+	bc, err := udpbatch.New(conn, udpBatch)
+	if err != nil {
+		return
+	}
+	ms := make([]udpbatch.Message, udpBatch)
+	ms[0].Buf = make([]byte, wire.MaxDatagram)
+	slots := make([]byte, (udpBatch-1)*batchSlot)
+	for i := 1; i < udpBatch; i++ {
+		ms[i].Buf = slots[(i-1)*batchSlot : i*batchSlot : i*batchSlot]
+	}
+	out := make([]byte, 0, maxBatchFrames+maxSourceHeader+wire.MaxDatagram)
 	for {
-		n, src, err := conn.ReadFromUDPAddrPort(buf[maxSourceHeader:])
+		n, err := bc.ReadBatch(ms)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue // e.g. ICMP errors surfacing on the socket
 		}
-		if !e.allowDatagram(c, n) {
-			continue
+		out = out[:0]
+		for _, m := range ms[:n] {
+			if m.Trunc {
+				e.stats.udp.dropTooLong.Add(1)
+				continue
+			}
+			if !e.allowDatagram(c, m.N) {
+				continue
+			}
+			if len(out) > 0 && len(out)+maxSourceHeader+m.N > maxBatchFrames {
+				if _, err := st.Write(out); err != nil {
+					return
+				}
+				out = out[:0]
+			}
+			a := wire.Addr{IP: m.Addr.Addr(), Port: m.Addr.Port()}
+			out, _ = wire.AppendDatagram(out, a, m.Buf[:m.N]) // an IP always fits
+			e.stats.udp.datagramsIn.Add(1)
+			e.stats.udp.bytesIn.Add(uint64(m.N))
+			c.carried.Add(uint64(m.N))
 		}
-		frame := frameInPlace(buf, n, src)
-		if _, err := st.Write(frame); err != nil {
-			return
+		if len(out) > 0 {
+			if _, err := st.Write(out); err != nil {
+				return
+			}
+			last.Store(time.Now().UnixNano())
 		}
-		last.Store(time.Now().UnixNano())
-		e.stats.udp.datagramsIn.Add(1)
-		e.stats.udp.bytesIn.Add(uint64(n))
-		c.carried.Add(uint64(n))
 	}
-}
-
-// frameInPlace writes the frame header for a payload of n bytes that sits
-// at buf[maxSourceHeader:], just before it, and returns the whole frame.
-func frameInPlace(buf []byte, n int, src netip.AddrPort) []byte {
-	a := wire.Addr{IP: src.Addr().Unmap(), Port: src.Port()}
-	start := maxSourceHeader - 2 - wire.AddrLen(a)
-	wire.AppendDatagramHeader(buf[start:start], a, n) // an IP always fits
-	return buf[start : maxSourceHeader+n]
 }
 
 // expireIdle closes the association when no datagram has passed either way

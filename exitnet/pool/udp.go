@@ -1,7 +1,9 @@
 package pool
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"sync"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -19,8 +21,9 @@ type UDP struct {
 
 	wmu  sync.Mutex
 	wbuf []byte
+	qbuf []byte // the frames Queue collected for Flush
 
-	rbuf  []byte // used by ReadFrom only, which is not concurrent
+	r     *bufio.Reader // used by ReadFrom only, which is not concurrent
 	stats *counters
 
 	end    func() // counts the association closed
@@ -34,7 +37,60 @@ func (p *Pool) Associate(ctx context.Context) (*UDP, error) {
 		return nil, err
 	}
 	return &UDP{st: st, Port: resp.Bound.Port, end: p.stats.flows.Begin(wire.KindUDP), stats: &p.stats,
-		wbuf: make([]byte, 0, wire.MaxFrameLen), rbuf: make([]byte, wire.MaxFrameLen)}, nil
+		wbuf: make([]byte, 0, wire.MaxFrameLen), r: bufio.NewReaderSize(st, wire.MaxFrameLen)}, nil
+}
+
+// maxQueued bounds the frames Queue collects: what fits in one yamux
+// frame (the link's MaxMessageSize is 64 KiB, its header included).
+const maxQueued = 60 << 10
+
+// Queue adds a datagram to the batch that Flush sends in one write, and
+// reports true; or, when the batch has no room left for it, queues nothing
+// and reports false: the caller flushes and queues it again. A datagram
+// that cannot be framed is dropped and counted, and Queue reports true.
+// Queue and Flush must not be called concurrently with themselves or each
+// other; WriteTo may be.
+func (a *UDP) Queue(payload []byte, dst wire.Addr) bool {
+	if a.qbuf == nil {
+		a.qbuf = make([]byte, 0, wire.MaxFrameLen)
+	}
+	start := len(a.qbuf)
+	frame, err := wire.AppendDatagram(a.qbuf, dst, payload)
+	if err != nil {
+		a.stats.udpUnsendable.Add(1)
+		a.qbuf = frame[:start]
+		return true
+	}
+	if len(frame) > maxQueued && start > 0 {
+		a.qbuf = frame[:start]
+		return false
+	}
+	a.qbuf = frame
+	return true
+}
+
+// Flush sends the datagrams Queue collected, several frames in one write.
+// An error means the association is dead and they are lost.
+func (a *UDP) Flush() error {
+	if len(a.qbuf) == 0 {
+		return nil
+	}
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	_, err := a.st.Write(a.qbuf)
+	a.qbuf = a.qbuf[:0]
+	return err
+}
+
+// Buffered reports whether a whole frame has arrived that ReadFrom has not
+// read yet: a ReadFrom now would not wait for the network.
+func (a *UDP) Buffered() bool {
+	n := a.r.Buffered()
+	if n < 2 {
+		return false
+	}
+	h, _ := a.r.Peek(2)
+	return n >= 2+int(binary.BigEndian.Uint16(h))
 }
 
 // WriteTo sends payload to dst, an IP or a name the exit resolves. It
@@ -58,16 +114,18 @@ func (a *UDP) WriteTo(payload []byte, dst wire.Addr) error {
 // skipped and counted. It must not be called concurrently with itself.
 func (a *UDP) ReadFrom(p []byte) (int, wire.Addr, error) {
 	for {
-		body, err := wire.ReadFrame(a.st, a.rbuf)
+		body, err := wire.PeekFrame(a.r)
 		if err != nil {
 			return 0, wire.Addr{}, err
 		}
 		src, payload, err := wire.ParseDatagram(body)
+		n := copy(p, payload)
+		a.r.Discard(2 + len(body))
 		if err != nil || !src.IP.IsValid() {
 			a.stats.udpMalformed.Add(1)
 			continue
 		}
-		return copy(p, payload), src, nil
+		return n, src, nil
 	}
 }
 

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -66,6 +67,30 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf[:n], nil
+}
+
+// PeekFrame returns the next frame's body (the bytes after LEN) from r
+// without consuming it: it stays valid until the next read from r, and the
+// caller discards 2+len(body) bytes to move past the frame. r must have
+// room for MaxFrameLen bytes. Several frames may arrive in one read, and a
+// frame may span reads: LEN alone delimits datagrams.
+func PeekFrame(r *bufio.Reader) ([]byte, error) {
+	h, err := r.Peek(2)
+	if err != nil {
+		if err == io.EOF && len(h) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	n := 2 + int(binary.BigEndian.Uint16(h))
+	f, err := r.Peek(n)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return f[2:], nil
 }
 
 // ParseDatagram splits a frame body into address and payload. The payload

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -137,4 +138,56 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzPeekFrame reads a stream of frames through a small-chunked reader
+// with PeekFrame, as the exit and the client read several frames per read
+// from the link: it must find exactly the frames ReadFrame finds, in order,
+// none merged or split, wherever the chunks cut them.
+func FuzzPeekFrame(f *testing.F) {
+	good, _ := AppendDatagram(nil, Addr{IP: netip.MustParseAddr("198.51.100.4"), Port: 6881}, []byte("d1:ad2:id20:"))
+	good, _ = AppendDatagram(good, Addr{Name: "tracker.example", Port: 6969}, nil)
+	f.Add(good, uint8(3))
+	f.Add(good[:len(good)-1], uint8(1))
+	f.Add([]byte{0xff, 0xff, 1}, uint8(0))
+	f.Add([]byte{0, 0, 0, 0}, uint8(7))
+	buf := make([]byte, MaxFrameLen)
+	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
+		want := bytes.NewReader(in)
+		br := bufio.NewReaderSize(&chunked{in: in, n: int(chunk) + 1}, MaxFrameLen)
+		for frames := 0; ; frames++ {
+			if frames > len(in)/2 {
+				t.Fatalf("%d frames from %d bytes", frames, len(in))
+			}
+			wbody, werr := ReadFrame(want, buf)
+			body, err := PeekFrame(br)
+			if (err == nil) != (werr == nil) || (err != nil && err != werr) {
+				t.Fatalf("frame %d: PeekFrame %v, ReadFrame %v", frames, err, werr)
+			}
+			if err != nil {
+				return
+			}
+			if !bytes.Equal(body, wbody) {
+				t.Fatalf("frame %d: %d bytes, want %d", frames, len(body), len(wbody))
+			}
+			if _, err := br.Discard(2 + len(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// chunked returns in at most n bytes per Read.
+type chunked struct {
+	in []byte
+	n  int
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if len(c.in) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.in)
+	c.in = c.in[n:]
+	return n, nil
 }

@@ -1,0 +1,109 @@
+package exit
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/policy"
+	"github.com/swarmvpn/swarmvpn/internal/wire"
+)
+
+// sizes covers the empty datagram, the batch slot's edges and a long one.
+var batchSizes = []int{0, 1, 100, 1400, 2047, 2048, 2049, 9000, 1400, 1}
+
+// Datagrams queued together travel in one write on the stream and leave
+// the exit as separate datagrams, in order, none merged or split.
+func TestUDPBatchToInternet(t *testing.T) {
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
+	a := associate(t, startPool(t, exit.addr))
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	sink.SetReadBuffer(4 << 20)
+	dst := wire.Addr{IP: udpAddrOf(sink).Addr(), Port: udpAddrOf(sink).Port()}
+	var sent [][]byte
+	for round := range 3 {
+		for i, n := range batchSizes {
+			p := bytes.Repeat([]byte{byte(round*len(batchSizes) + i)}, n)
+			for !a.Queue(p, dst) {
+				if err := a.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sent = append(sent, p)
+		}
+	}
+	// A datagram too long for its address is dropped at the client.
+	if !a.Queue(make([]byte, 0xffff), dst) {
+		t.Fatal("Queue refused an unsendable datagram instead of dropping it")
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65536)
+	sink.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i, want := range sent {
+		n, _, err := sink.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("datagram %d: %d bytes starting %x, want %d of %x", i, n, buf[:min(n, 1)], len(want), want[:min(len(want), 1)])
+		}
+	}
+}
+
+// A burst from the internet reaches the client datagram by datagram, in
+// order; a long one that the exit's batched read cut is counted, never
+// passed on cut.
+func TestUDPBatchToClient(t *testing.T) {
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
+	a := associate(t, startPool(t, exit.addr))
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port)
+	var sent [][]byte
+	for round := range 5 {
+		for i, n := range batchSizes {
+			p := bytes.Repeat([]byte{byte(round*len(batchSizes) + i)}, n)
+			if _, err := peer.WriteToUDPAddrPort(p, to); err != nil {
+				t.Fatal(err)
+			}
+			sent = append(sent, p)
+		}
+	}
+	waitFor(t, "every datagram relayed or counted", func() bool {
+		st := exit.exit.Stats().UDP
+		return st.DatagramsIn+st.DropTooLong == uint64(len(sent))
+	})
+	var got [][]byte
+	for range exit.exit.Stats().UDP.DatagramsIn {
+		p, src := readDatagram(t, a)
+		if src.IP != udpAddrOf(peer).Addr() || src.Port != udpAddrOf(peer).Port() {
+			t.Fatalf("datagram from %v, want %v", src, udpAddrOf(peer))
+		}
+		got = append(got, p)
+	}
+	// What arrived is what was sent, in order, less the counted drops.
+	j := 0
+	for i, p := range got {
+		for j < len(sent) && !bytes.Equal(sent[j], p) {
+			if len(sent[j]) <= 2048 {
+				t.Fatalf("datagram %d: %d bytes, but %d bytes (short enough for any slot) were sent before it and never came", i, len(p), len(sent[j]))
+			}
+			j++
+		}
+		if j == len(sent) {
+			t.Fatalf("datagram %d (%d bytes) was not sent, or came out of order", i, len(p))
+		}
+		j++
+	}
+}

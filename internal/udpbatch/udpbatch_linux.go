@@ -1,0 +1,231 @@
+package udpbatch
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// mmsghdr is struct mmsghdr: Go pads it as C does.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+}
+
+// sys holds the kernel's view of a batch, allocated once by init.
+type sys struct {
+	c   *net.UDPConn
+	rc  syscall.RawConn
+	v6  bool // the socket is AF_INET6: IPv4 destinations are sent mapped
+	max int
+
+	rhs   []mmsghdr
+	riov  []unix.Iovec
+	rname []unix.RawSockaddrInet6
+	rn    int           // messages in the call under way
+	rgot  int           // what it returned
+	rerr  syscall.Errno // and its error
+	rfn   func(uintptr) bool
+
+	whs   []mmsghdr
+	wiov  []unix.Iovec
+	wname []unix.RawSockaddrInet6
+	wn    int
+	wgot  int
+	werr  syscall.Errno
+	wfn   func(uintptr) bool
+}
+
+func (s *sys) init(c *net.UDPConn, max int) error {
+	if max < 1 {
+		return fmt.Errorf("udpbatch: batch of %d datagrams", max)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("udpbatch: %w", err)
+	}
+	var fam int
+	cerr := rc.Control(func(fd uintptr) {
+		var sa unix.Sockaddr
+		sa, err = unix.Getsockname(int(fd))
+		if _, ok := sa.(*unix.SockaddrInet6); ok {
+			fam = unix.AF_INET6
+		}
+	})
+	if err = errors.Join(cerr, err); err != nil {
+		return fmt.Errorf("udpbatch: %w", err)
+	}
+	s.c, s.rc, s.v6, s.max = c, rc, fam == unix.AF_INET6, max
+	s.rhs, s.riov, s.rname = make([]mmsghdr, max), make([]unix.Iovec, max), make([]unix.RawSockaddrInet6, max)
+	s.whs, s.wiov, s.wname = make([]mmsghdr, max), make([]unix.Iovec, max), make([]unix.RawSockaddrInet6, max)
+	for i := range max {
+		s.rhs[i].hdr.Iov = &s.riov[i]
+		s.rhs[i].hdr.SetIovlen(1)
+		s.whs[i].hdr.Iov = &s.wiov[i]
+		s.whs[i].hdr.SetIovlen(1)
+	}
+	s.rfn, s.wfn = s.recv, s.send
+	return nil
+}
+
+func (s *sys) recv(fd uintptr) bool {
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rhs[0])), uintptr(s.rn), 0, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	s.rgot, s.rerr = int(n), e
+	return true
+}
+
+func (s *sys) send(fd uintptr) bool {
+	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.whs[0])), uintptr(s.wn), 0, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	s.wgot, s.werr = int(n), e
+	return true
+}
+
+func (s *sys) read(ms []Message) (int, error) {
+	n := min(len(ms), s.max)
+	if n == 0 {
+		return 0, nil
+	}
+	for i := range n {
+		h := &s.rhs[i]
+		buf := ms[i].Buf
+		if len(buf) > 0 {
+			s.riov[i].Base = &buf[0]
+		} else {
+			s.riov[i].Base = nil
+		}
+		s.riov[i].SetLen(len(buf))
+		h.hdr.Name = (*byte)(unsafe.Pointer(&s.rname[i]))
+		h.hdr.Namelen = unix.SizeofSockaddrInet6
+		h.hdr.Flags = 0
+		h.len = 0
+	}
+	s.rn = n
+	if err := s.rc.Read(s.rfn); err != nil {
+		return 0, err
+	}
+	if s.rerr != 0 {
+		return 0, os.NewSyscallError("recvmmsg", s.rerr)
+	}
+	for i := range s.rgot {
+		h := &s.rhs[i]
+		m := &ms[i]
+		m.N = min(int(h.len), len(m.Buf))
+		m.Trunc = h.hdr.Flags&unix.MSG_TRUNC != 0
+		m.Addr = sockaddrAddr(&s.rname[i])
+	}
+	// The kernel wrote into the buffers behind the race detector's back.
+	clearRefs(s.riov[:n])
+	return s.rgot, nil
+}
+
+func (s *sys) write(ms []Message) (int, error) {
+	sent := 0
+	for sent < len(ms) {
+		if ms[sent].Addr.Addr().Zone() != "" {
+			// A scoped destination needs its interface's index, which
+			// the net package looks up.
+			if _, err := s.c.WriteToUDPAddrPort(ms[sent].Buf, ms[sent].Addr); err != nil {
+				return sent, err
+			}
+			sent++
+			continue
+		}
+		n := min(len(ms)-sent, s.max)
+		for i := range n {
+			if ms[sent+i].Addr.Addr().Zone() != "" {
+				n = i
+				break
+			}
+		}
+		for i := range n {
+			m := &ms[sent+i]
+			h := &s.whs[i]
+			if len(m.Buf) > 0 {
+				s.wiov[i].Base = &m.Buf[0]
+			} else {
+				s.wiov[i].Base = nil
+			}
+			s.wiov[i].SetLen(len(m.Buf))
+			nl, ok := s.putAddr(&s.wname[i], m.Addr)
+			if !ok {
+				if i > 0 { // send those before it first
+					n = i
+					break
+				}
+				clearRefs(s.wiov[:1])
+				return sent, fmt.Errorf("udpbatch: send to %v: %w", m.Addr, unix.EAFNOSUPPORT)
+			}
+			h.hdr.Name = (*byte)(unsafe.Pointer(&s.wname[i]))
+			h.hdr.Namelen = nl
+			h.len = 0
+		}
+		s.wn = n
+		err := s.rc.Write(s.wfn)
+		clearRefs(s.wiov[:n])
+		if err != nil {
+			return sent, err
+		}
+		if s.werr != 0 {
+			return sent, os.NewSyscallError("sendmmsg", s.werr)
+		}
+		sent += s.wgot
+	}
+	return sent, nil
+}
+
+// clearRefs drops the references to the caller's buffers, so that the
+// Conn does not keep them alive.
+func clearRefs(iov []unix.Iovec) {
+	for i := range iov {
+		iov[i].Base = nil
+	}
+}
+
+// putAddr writes ap as the socket's kind of sockaddr into sa and returns
+// its length, or false when the socket cannot send there.
+func (s *sys) putAddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) (uint32, bool) {
+	ip := ap.Addr()
+	if !s.v6 {
+		if !ip.Unmap().Is4() {
+			return 0, false
+		}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip.Unmap().As4()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], ap.Port())
+		return unix.SizeofSockaddrInet4, true
+	}
+	if !ip.IsValid() {
+		return 0, false
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16()}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+	return unix.SizeofSockaddrInet6, true
+}
+
+// sockaddrAddr reads the address the kernel wrote into sa.
+func sockaddrAddr(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port)
+	case unix.AF_INET6:
+		// Scope IDs are dropped: the datagram relay works in zone-less
+		// addresses.
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}
