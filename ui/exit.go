@@ -9,10 +9,13 @@ import (
 // ExitView is what the exit's page reads of a running exit. Stats is
 // required; the rest is optional.
 type ExitView struct {
-	Peer    string   // the exit's peer ID
-	Addrs   []string // the addresses clients use, PEERID@HOST:PORT
-	Started time.Time
-	Stats   func() exit.Stats
+	Peer  string   // the exit's peer ID
+	Addrs []string // the addresses clients use, PEERID@HOST:PORT
+	// AddrsNow, when set, is read at every snapshot instead of Addrs: an
+	// exit's addresses change with its router's mappings.
+	AddrsNow func() []string
+	Started  time.Time
+	Stats    func() exit.Stats
 	// Ports, when set, lists the forwarded ports lent and in use, and
 	// how many more could be lent.
 	Ports func() (inUse []uint16, free int)
@@ -77,7 +80,11 @@ func (s ExitStatus) Bytes() (in, out uint64) { return s.BytesIn, s.BytesOut }
 // Status reads the exit's snapshot.
 func (v ExitView) Status() ExitStatus {
 	st := v.Stats()
-	s := ExitStatus{Peer: v.Peer, Addrs: v.Addrs, Started: v.Started, At: time.Now(),
+	addrs := v.Addrs
+	if v.AddrsNow != nil {
+		addrs = v.AddrsNow()
+	}
+	s := ExitStatus{Peer: v.Peer, Addrs: addrs, Started: v.Started, At: time.Now(),
 		Clients: st.Clients, Links: st.Links, FlowsOpen: st.FlowsOpen, UDPOpen: st.UDP.Active, Forwards: st.Forward.Active,
 		Flows:    exitFlows{Connect: st.Flows.Connect, UDP: st.Flows.UDP, Inbound: st.Flows.Inbound, Links: st.LinksAccepted},
 		BytesIn:  st.BytesIn + st.UDP.BytesIn,

@@ -235,8 +235,12 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, a
 func exitPage(cmd *cli.Command, e *exit.Server, cfg exit.Config, mapper *nat.Mapper, log *slog.Logger) (*ui.Server, error) {
 	id := cfg.Link.Identity.ID()
 	view := ui.ExitView{Peer: id.String(), Started: time.Now(), Stats: e.Stats}
-	for _, a := range e.Addrs() {
-		view.Addrs = append(view.Addrs, link.ExitAddr{ID: id, Addr: a}.String())
+	view.AddrsNow = func() []string {
+		var addrs []string
+		for _, a := range e.Addrs() {
+			addrs = append(addrs, link.ExitAddr{ID: id, Addr: a}.String())
+		}
+		return addrs
 	}
 	if leases, ok := cfg.Ports.(*portfwd.Leases); ok {
 		view.Ports = func() ([]uint16, int) { return leases.InUse(), leases.Free() }

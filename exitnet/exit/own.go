@@ -24,6 +24,10 @@ const (
 type ownAddrs struct {
 	e *Server
 
+	// refreshing makes refreshes one at a time, so that a set computed
+	// before a change can never be stored after the set computed after it.
+	refreshing sync.Mutex
+
 	mu       sync.Mutex
 	external []netip.Addr // from SetExternalAddrs
 	named    []netip.Addr // the names in Config.Addrs, resolved
@@ -32,6 +36,8 @@ type ownAddrs struct {
 
 // refresh reads the interfaces and stores the whole set in the policy.
 func (o *ownAddrs) refresh(ctx context.Context) {
+	o.refreshing.Lock()
+	defer o.refreshing.Unlock()
 	e := o.e
 	var addrs []netip.Addr
 	ifs, err := net.InterfaceAddrs()
@@ -58,15 +64,16 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	}
 	o.mu.Lock()
 	stale := len(names) > 0 && time.Since(o.resolved) >= ownResolve
-	addrs = append(append(addrs, o.external...), o.named...)
+	addrs = append(addrs, o.external...)
+	named := o.named
 	o.mu.Unlock()
 	if stale {
-		named := o.resolve(ctx, names)
+		named = o.resolve(ctx, names)
 		o.mu.Lock()
 		o.named, o.resolved = named, time.Now()
 		o.mu.Unlock()
-		addrs = append(addrs, named...)
 	}
+	addrs = append(addrs, named...)
 	if e.own.Store(addrs) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
 	}
