@@ -2,6 +2,7 @@ package nstest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -25,7 +26,32 @@ type Router struct {
 	Home, Router, Inet string     // namespace names
 	HomeAddr, LAN      netip.Addr // the home host, the router's LAN side
 	WAN, InetAddr      netip.Addr // the router's public side, the internet host
-	conf               string
+	Conf               string     // miniupnpd's configuration file
+}
+
+// routerEnv carries a Router to a test binary re-run in its namespaces.
+const routerEnv = "NSTEST_ROUTER"
+
+// Env is the environment variable (NAME=value) by which RouterFromEnv
+// finds r again in a test binary re-run inside one of r's namespaces.
+func (r *Router) Env() string {
+	b, _ := json.Marshal(r) // strings and addresses: it cannot fail
+	return routerEnv + "=" + string(b)
+}
+
+// RouterFromEnv returns the Router a parent test passed with Env, or nil
+// when none was passed.
+func RouterFromEnv(t *testing.T) *Router {
+	t.Helper()
+	v := os.Getenv(routerEnv)
+	if v == "" {
+		return nil
+	}
+	r := new(Router)
+	if err := json.Unmarshal([]byte(v), r); err != nil {
+		t.Fatalf("%s: %v", routerEnv, err)
+	}
+	return r
 }
 
 // RouterTools skips the test (or, with CI set, fails it) when a Router
@@ -116,7 +142,7 @@ func NewRouter(t *testing.T, tag, wanNet string) *Router {
 `, rl, rw)
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "router.nft")
-	r.conf = filepath.Join(dir, "miniupnpd.conf")
+	r.Conf = filepath.Join(dir, "miniupnpd.conf")
 	if err := os.WriteFile(rules, []byte(ruleset), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -136,26 +162,32 @@ upnp_nat_postrouting_chain=postrouting_miniupnpd
 allow 1024-65535 192.168.77.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 `, rw, rl, os.Getpid())
-	if err := os.WriteFile(r.conf, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(r.Conf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-// StartGateway runs miniupnpd in the router namespace until the test ends,
-// and waits until it listens.
-func (r *Router) StartGateway(t *testing.T) {
+// Gateway is one run of miniupnpd in the router namespace.
+type Gateway struct {
+	cmd *exec.Cmd
+	out *lockedBuffer
+}
+
+// StartGateway runs miniupnpd in the router namespace until Stop or the
+// end of the test, and waits until it listens.
+func (r *Router) StartGateway(t *testing.T) *Gateway {
 	t.Helper()
 	out := new(lockedBuffer)
-	cmd := exec.Command("ip", "netns", "exec", r.Router, "miniupnpd", "-d", "-f", r.conf,
-		"-P", filepath.Join(filepath.Dir(r.conf), "miniupnpd.pid"))
+	cmd := exec.Command("ip", "netns", "exec", r.Router, "miniupnpd", "-d", "-f", r.Conf,
+		"-P", filepath.Join(filepath.Dir(r.Conf), "miniupnpd.pid"))
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	g := &Gateway{cmd: cmd, out: out}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM) // ip netns exec has become miniupnpd: same PID
-		cmd.Wait()
+		g.Stop()
 		if t.Failed() {
 			t.Logf("miniupnpd:\n%s", out)
 		}
@@ -169,6 +201,25 @@ func (r *Router) StartGateway(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("miniupnpd did not start:\n%s", out)
 		}
+	}
+	return g
+}
+
+// Stop ends this run of miniupnpd and waits for it; later calls do nothing.
+func (g *Gateway) Stop() {
+	if g.cmd.ProcessState != nil {
+		return
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM) // ip netns exec has become miniupnpd: same PID
+	g.cmd.Wait()
+}
+
+// ForgetMappings removes every mapping miniupnpd made, as a reboot of the
+// router would; stop the gateway first.
+func (r *Router) ForgetMappings(t *testing.T) {
+	t.Helper()
+	for _, chain := range []string{"prerouting_miniupnpd", "postrouting_miniupnpd", "miniupnpd"} {
+		Run(t, "ip", "netns", "exec", r.Router, "nft", "flush", "chain", "inet", "filter", chain)
 	}
 }
 

@@ -10,144 +10,25 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/nstest"
 )
 
 // The real-router tests: Debian's miniupnpd (package miniupnpd-nftables)
 // in a "router" network namespace, doing NAT with nftables between a "home"
 // namespace (192.168.77.0/24) and an "internet" namespace (a public-looking
-// 11.7.0.0/24 that exists only there). The Mapper runs inside "home": the
-// test binary re-runs itself there (TestRouterHome), and once more in
-// "internet" to send traffic to the router's public address (TestRouterProbe).
+// 11.7.0.0/24 that exists only there), built by nstest.Router. The Mapper
+// runs inside "home": the test binary re-runs itself there (TestRouterHome),
+// and once more in "internet" to send traffic to the router's public
+// address (TestRouterProbe).
 
 const (
 	envScenario = "NATTEST_SCENARIO"
-	envRouter   = "NATTEST_ROUTER"
-	envInet     = "NATTEST_INET"
-	envConf     = "NATTEST_CONF"
-	envWAN      = "NATTEST_WAN"
 	envProbe    = "NATTEST_PROBE"
-
-	homeAddr = "192.168.77.2"
-	lanAddr  = "192.168.77.1"
 )
-
-// routerTools skips (or, with CI set, fails) when the real-router tests
-// cannot run here.
-func routerTools(t *testing.T) {
-	t.Helper()
-	unavailable := func(why string) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the real-router test needs %s", why)
-		}
-		t.Skipf("the real-router test needs %s (install miniupnpd-nftables, nftables, iproute2; run as root)", why)
-	}
-	if os.Geteuid() != 0 {
-		unavailable("root")
-	}
-	for _, tool := range []string{"ip", "nft", "miniupnpd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable(tool + " (" + err.Error() + ")")
-		}
-	}
-}
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// topology creates home, router and internet namespaces (torn down when
-// the test ends) and returns their names, the router's WAN address and the
-// path of miniupnpd's configuration.
-func topology(t *testing.T, tag, wanNet string) (home, router, inet, wan, conf string) {
-	t.Helper()
-	s := fmt.Sprintf("%d%s", os.Getpid()%100000, tag)
-	home, router, inet = "nath"+s, "natr"+s, "nati"+s
-	for _, n := range []string{home, router, inet} {
-		run(t, "ip", "netns", "add", n)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", n).Run() })
-		run(t, "ip", "-n", n, "link", "set", "lo", "up")
-	}
-	hv, rl, rw, iv := "h"+s, "rl"+s, "rw"+s, "i"+s
-	wan = wanNet + ".1"
-	for _, c := range [][]string{
-		{"link", "add", hv, "netns", home, "type", "veth", "peer", "name", rl, "netns", router},
-		{"link", "add", rw, "netns", router, "type", "veth", "peer", "name", iv, "netns", inet},
-		{"-n", home, "addr", "add", homeAddr + "/24", "dev", hv},
-		{"-n", home, "link", "set", hv, "up"},
-		{"-n", home, "route", "add", "default", "via", lanAddr},
-		{"-n", router, "addr", "add", lanAddr + "/24", "dev", rl},
-		{"-n", router, "link", "set", rl, "up"},
-		{"-n", router, "addr", "add", wan + "/24", "dev", rw},
-		{"-n", router, "link", "set", rw, "up"},
-		{"-n", inet, "addr", "add", wanNet + ".2/24", "dev", iv},
-		{"-n", inet, "link", "set", iv, "up"},
-	} {
-		run(t, append([]string{"ip"}, c...)...)
-	}
-	run(t, "ip", "netns", "exec", router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-	ruleset := fmt.Sprintf(`table inet filter {
-  chain forward {
-    type filter hook forward priority 0; policy drop;
-    ct state established,related accept
-    iifname "%[1]s" oifname "%[2]s" accept
-    jump miniupnpd
-  }
-  chain miniupnpd {
-  }
-  chain prerouting {
-    type nat hook prerouting priority -100; policy accept;
-    jump prerouting_miniupnpd
-  }
-  chain postrouting {
-    type nat hook postrouting priority 100; policy accept;
-    jump postrouting_miniupnpd
-    oifname "%[2]s" masquerade
-  }
-  chain prerouting_miniupnpd {
-  }
-  chain postrouting_miniupnpd {
-  }
-}
-`, rl, rw)
-	dir := t.TempDir()
-	rules := filepath.Join(dir, "router.nft")
-	conf = filepath.Join(dir, "miniupnpd.conf")
-	if err := os.WriteFile(rules, []byte(ruleset), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "ip", "netns", "exec", router, "nft", "-f", rules)
-	cfg := fmt.Sprintf(`ext_ifname=%s
-listening_ip=%s
-enable_natpmp=yes
-enable_upnp=yes
-secure_mode=yes
-system_uptime=yes
-uuid=3f1a2b4c-7e57-4000-8000-%012d
-upnp_table_name=filter
-upnp_nat_table_name=filter
-upnp_forward_chain=miniupnpd
-upnp_nat_chain=prerouting_miniupnpd
-upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1024-65535 192.168.77.0/24 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-`, rw, rl, os.Getpid())
-	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return home, router, inet, wan, conf
-}
 
 // TestRouter runs each scenario of TestRouterHome inside a home behind its
 // own miniupnpd.
@@ -155,7 +36,7 @@ func TestRouter(t *testing.T) {
 	if os.Getenv(envScenario) != "" || os.Getenv(envProbe) != "" {
 		t.Skip("runs TestRouterHome and TestRouterProbe")
 	}
-	routerTools(t)
+	nstest.RouterTools(t)
 	for i, sc := range []struct{ name, wan string }{
 		{"upnp", "11.7.0"},
 		{"natpmp", "11.7.0"},
@@ -164,9 +45,9 @@ func TestRouter(t *testing.T) {
 		{"doublenat", "100.64.0"},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
-			home, router, inet, wan, conf := topology(t, fmt.Sprint("s", i), sc.wan)
-			cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", home, "env",
-				envScenario+"="+sc.name, envRouter+"="+router, envInet+"="+inet, envConf+"="+conf, envWAN+"="+wan,
+			r := nstest.NewRouter(t, fmt.Sprint("s", i), sc.wan)
+			cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", r.Home, "env",
+				envScenario+"="+sc.name, r.Env(),
 				os.Args[0], "-test.run", "^TestRouterHome$", "-test.v", "-test.count=1", "-test.timeout=90s")
 			out, err := cmd.CombinedOutput()
 			if err != nil || !bytes.Contains(out, []byte("--- PASS: TestRouterHome")) {
@@ -175,56 +56,6 @@ func TestRouter(t *testing.T) {
 			t.Logf("in the home namespace:\n%s", out)
 		})
 	}
-}
-
-// miniupnpd is one run of the router's daemon.
-type miniupnpd struct {
-	cmd *exec.Cmd
-	out *lockedBuffer
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func startMiniupnpd(t *testing.T, router, conf string) *miniupnpd {
-	t.Helper()
-	out := new(lockedBuffer)
-	cmd := exec.Command("ip", "netns", "exec", router, "miniupnpd", "-d", "-f", conf,
-		"-P", filepath.Join(filepath.Dir(conf), "miniupnpd.pid"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &miniupnpd{cmd: cmd, out: out}
-	t.Cleanup(d.stop)
-	eventually(t, 10*time.Second, "miniupnpd did not start:\n"+out.String(), func() bool {
-		return strings.Contains(out.String(), "Listening for NAT-PMP/PCP traffic")
-	})
-	return d
-}
-
-// stop ends this run (ip netns exec has become miniupnpd: same PID).
-func (d *miniupnpd) stop() {
-	if d.cmd.ProcessState != nil {
-		return
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	d.cmd.Wait()
 }
 
 // eventually waits up to d for cond, checking every 100 ms.
@@ -248,14 +79,12 @@ func TestRouterHome(t *testing.T) {
 	if scenario == "" {
 		t.Skip("started by TestRouter inside the home namespace")
 	}
-	router, inet, conf := os.Getenv(envRouter), os.Getenv(envInet), os.Getenv(envConf)
-	wan := netip.MustParseAddr(os.Getenv(envWAN))
-	daemon := startMiniupnpd(t, router, conf)
-	defer func() {
-		if t.Failed() {
-			t.Logf("miniupnpd:\n%s", daemon.out)
-		}
-	}()
+	r := nstest.RouterFromEnv(t)
+	if r == nil {
+		t.Fatal("no router passed by TestRouter")
+	}
+	wan := r.WAN
+	gateway := r.StartGateway(t)
 
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{Log: log, RetryMin: 200 * time.Millisecond, RetryMax: time.Second}
@@ -279,11 +108,9 @@ func TestRouterHome(t *testing.T) {
 	t.Cleanup(func() { m.Close(); <-runDone })
 
 	// What miniupnpd put in the router's nat chain.
-	natRules := func() string {
-		return run(t, "ip", "netns", "exec", router, "nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd")
-	}
+	natRules := func() string { return r.NATRules(t) }
 	dnatTo := func(ext uint16) bool {
-		return strings.Contains(natRules(), fmt.Sprintf("dport %d dnat ip to %s:", ext, homeAddr))
+		return strings.Contains(natRules(), fmt.Sprintf("dport %d dnat ip to %s:", ext, r.HomeAddr))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -338,22 +165,20 @@ func TestRouterHome(t *testing.T) {
 	if !dnatTo(extTCP) || !dnatTo(extUDP) {
 		t.Fatalf("no dnat rules for %d/%d:\n%s", extTCP, extUDP, natRules())
 	}
-	probe(t, inet, "tcp", netip.AddrPortFrom(wan, extTCP))
-	probe(t, inet, "udp", netip.AddrPortFrom(wan, extUDP))
+	probe(t, r.Inet, "tcp", netip.AddrPortFrom(wan, extTCP))
+	probe(t, r.Inet, "udp", netip.AddrPortFrom(wan, extUDP))
 
 	if strings.HasSuffix(scenario, "restart") {
 		// The router vanishes: renewals fail, are logged and retried.
-		daemon.stop()
+		gateway.Stop()
 		eventually(t, 10*time.Second, "a vanished gateway not noticed", func() bool {
 			st := m.Status()
 			return st.Method == "" && st.Err != ""
 		})
 		t.Logf("while the router is gone: %+v", m.Status())
 		// It comes back having lost every mapping, as after a reboot.
-		for _, chain := range []string{"prerouting_miniupnpd", "postrouting_miniupnpd", "miniupnpd"} {
-			run(t, "ip", "netns", "exec", router, "nft", "flush", "chain", "inet", "filter", chain)
-		}
-		daemon = startMiniupnpd(t, router, conf)
+		r.ForgetMappings(t)
+		r.StartGateway(t)
 		eventually(t, 15*time.Second, "mappings not re-created after the router restarted", func() bool {
 			st := m.Status()
 			return st.Method != "" && len(st.Mappings) == 2 && st.Mappings[0].Active && st.Mappings[1].Active &&
@@ -361,7 +186,7 @@ func TestRouterHome(t *testing.T) {
 		})
 		st := m.Status()
 		t.Logf("after the restart: %+v", st)
-		probe(t, inet, "tcp", netip.AddrPortFrom(wan, st.Mappings[0].External))
+		probe(t, r.Inet, "tcp", netip.AddrPortFrom(wan, st.Mappings[0].External))
 	}
 
 	// Remove deletes one; Close deletes the rest.
