@@ -20,6 +20,7 @@ import (
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/listener"
+	"github.com/swarmvpn/swarmvpn/internal/netaddr"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -236,7 +237,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*link.Session]struct{}),
 		clients:  make(map[link.PeerID]*client),
 		reaching: make(chan struct{}, maxReachAnswering),
-		isPublic: publicIP,
+		isPublic: netaddr.IsPublic,
 	}
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)

@@ -278,13 +278,6 @@ func (e *Server) checkForwards() {
 	}
 }
 
-// publicIP reports whether a is an address the internet can route to.
-func publicIP(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() &&
-		!netip.MustParsePrefix("100.64.0.0/10").Contains(a)
-}
-
 // hostIP is the IP of a "host:port" address, if it is one.
 func hostIP(hostport string) (netip.Addr, uint16, bool) {
 	host, p, err := net.SplitHostPort(hostport)

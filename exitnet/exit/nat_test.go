@@ -16,6 +16,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/netaddr"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -107,7 +108,7 @@ func serveNAT(t *testing.T, cfg Config) (*Server, link.ExitAddr, uint16) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.isPublic = func(a netip.Addr) bool { return a.IsValid() && (a.IsLoopback() || publicIP(a)) }
+	e.isPublic = func(a netip.Addr) bool { return a.IsValid() && (a.IsLoopback() || netaddr.IsPublic(a)) }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,14 +7,15 @@
 // host on the LAN, whatever an SSDP answer or a device description says),
 // maps only the ports its caller asks for, to this host's own address, and
 // reports the gateway's external address only when it is a public one: a
-// private, carrier-grade NAT, loopback, link-local or unspecified address
-// means a second NAT in front of the router (ErrDoubleNAT), which no mapping
-// can open.
+// private, carrier-grade NAT, loopback, link-local, unspecified or other
+// special-purpose address means a second NAT in front of the router
+// (ErrDoubleNAT), which no mapping can open.
 //
 // Everything the gateway says is untrusted: SSDP answers, device
 // descriptions, SOAP replies and NAT-PMP answers are size-bounded and
 // checked before use.
 //
-// nat imports nothing of swarmvpn (not even internal/*); it must not import
-// exitnet or any of its other packages, proxy, portfwd, client or cmd.
+// nat imports nothing of swarmvpn but internal/netaddr (which addresses are
+// public); it must not import exitnet or any of its other packages, proxy,
+// portfwd, client or cmd.
 package nat

@@ -30,6 +30,11 @@ func TestCheckExternal(t *testing.T) {
 		{"224.0.0.1", false},
 		{"255.255.255.255", false},
 		{"2001:db8::1", false},
+		{"192.0.0.9", false},
+		{"198.18.0.1", false},
+		{"203.0.113.1", false},
+		{"240.0.0.1", false},
+		{"100.128.0.1", true},
 		{"", false},
 	} {
 		var a netip.Addr

@@ -2,6 +2,7 @@
 // sends datagrams to, judged on the address actually connected, and the
 // summary of it that goes into the exit's descriptor.
 //
-// policy imports only internal/wire (for the status a refusal carries); it
-// must not import any other package of swarmvpn.
+// policy imports only internal/wire (for the status a refusal carries) and
+// internal/netaddr (the table of special-purpose address ranges); it must
+// not import any other package of swarmvpn.
 package policy

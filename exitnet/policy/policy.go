@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/swarmvpn/swarmvpn/internal/netaddr"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -187,6 +188,10 @@ func (r Rule) String() string {
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are unmapped before any check,
 // so they are treated as the IPv4 address they carry.
+//
+// The ranges are those of internal/netaddr. Its documentation ranges
+// (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) are not
+// refused: they route nowhere, and labs use them as public addresses.
 type Policy struct {
 	// AllowPrivate lifts the refusal of loopback and private ranges (RFC
 	// 1918, CGNAT, IPv6 ULA, link-local, loopback), for labs and tests.
@@ -230,53 +235,20 @@ const (
 	classNever                // never lifted
 )
 
-type policyRange struct {
-	prefix netip.Prefix
-	class  policyClass
-	reason string
-}
-
-func mustPolicyRanges(class policyClass, reason string, prefixes ...string) []policyRange {
-	rs := make([]policyRange, len(prefixes))
-	for i, p := range prefixes {
-		rs[i] = policyRange{netip.MustParsePrefix(p), class, reason}
+// policyClassOf is how the built-in refusals treat each class of
+// internal/netaddr, the one table of special-purpose ranges. Documentation
+// ranges are not refused: they route nowhere, so refusing them protects
+// nothing, and labs use them as stand-ins for public addresses.
+func policyClassOf(c netaddr.Class) policyClass {
+	switch {
+	case c == netaddr.Public || c == netaddr.Documentation:
+		return classPublic
+	case c.Local():
+		return classPrivate
+	case c == netaddr.Reserved || c == netaddr.IPv4Compatible:
+		return classReserved
 	}
-	return rs
-}
-
-// policyV4 and policyV6 are the built-in ranges, searched in order; the
-// first that contains the address classifies it.
-var (
-	policyV4 = concatPolicyRanges(
-		mustPolicyRanges(classNever, "unspecified", "0.0.0.0/8"),
-		mustPolicyRanges(classNever, "multicast", "224.0.0.0/4"),
-		mustPolicyRanges(classNever, "broadcast", "255.255.255.255/32"),
-		mustPolicyRanges(classPrivate, "loopback", "127.0.0.0/8"),
-		mustPolicyRanges(classPrivate, "private", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
-		mustPolicyRanges(classPrivate, "carrier-grade NAT", "100.64.0.0/10"),
-		mustPolicyRanges(classPrivate, "link-local", "169.254.0.0/16"),
-		mustPolicyRanges(classPrivate, "IETF protocol assignments", "192.0.0.0/24"),
-		mustPolicyRanges(classPrivate, "benchmarking", "198.18.0.0/15"),
-		mustPolicyRanges(classReserved, "reserved", "240.0.0.0/4"),
-	)
-	policyV6 = concatPolicyRanges(
-		mustPolicyRanges(classNever, "unspecified", "::/128"),
-		mustPolicyRanges(classNever, "multicast", "ff00::/8"),
-		mustPolicyRanges(classPrivate, "loopback", "::1/128"),
-		mustPolicyRanges(classPrivate, "link-local", "fe80::/10"),
-		mustPolicyRanges(classPrivate, "site-local", "fec0::/10"),
-		mustPolicyRanges(classPrivate, "unique local", "fc00::/7"),
-		mustPolicyRanges(classPrivate, "local-use NAT64", "64:ff9b:1::/48"),
-		mustPolicyRanges(classReserved, "IPv4-compatible", "::/96"),
-	)
-)
-
-func concatPolicyRanges(lists ...[]policyRange) []policyRange {
-	var all []policyRange
-	for _, l := range lists {
-		all = append(all, l...)
-	}
-	return all
+	return classNever // invalid, unspecified, multicast, broadcast
 }
 
 // policyVerdict is the built-in classification of one address.
@@ -324,7 +296,7 @@ var policyEmbeddings = []embedding{
 // (AllowPrivate does not: a lab opens its LAN, not tunnels to it).
 func classifyPolicyAddr(ip netip.Addr) policyVerdict {
 	if ip.Is4() {
-		return classifyRanges(ip, policyV4)
+		return classifyRanges(ip)
 	}
 	for i := range policyEmbeddings {
 		em := &policyEmbeddings[i]
@@ -336,7 +308,7 @@ func classifyPolicyAddr(ip netip.Addr) policyVerdict {
 			if !in.IsValid() {
 				continue
 			}
-			iv := classifyRanges(in, policyV4)
+			iv := classifyRanges(in)
 			if iv.class <= v.class { // public, or no worse than one already seen
 				continue
 			}
@@ -352,16 +324,17 @@ func classifyPolicyAddr(ip netip.Addr) policyVerdict {
 		v.prefix = em.prefix
 		return v
 	}
-	return classifyRanges(ip, policyV6)
+	return classifyRanges(ip)
 }
 
-func classifyRanges(ip netip.Addr, ranges []policyRange) policyVerdict {
-	for i := range ranges {
-		if ranges[i].prefix.Contains(ip) {
-			return policyVerdict{class: ranges[i].class, prefix: ranges[i].prefix, reason: ranges[i].reason}
-		}
+// classifyRanges classifies ip by the special-purpose range it lies in.
+func classifyRanges(ip netip.Addr) policyVerdict {
+	c, prefix := netaddr.Classify(ip)
+	class := policyClassOf(c)
+	if class == classPublic {
+		return policyVerdict{}
 	}
-	return policyVerdict{}
+	return policyVerdict{class: class, prefix: prefix, reason: c.String()}
 }
 
 // lifts reports whether an allow rule matching the address is specific

@@ -5,34 +5,9 @@ import (
 	"net/netip"
 
 	"github.com/anacrolix/torrent/iplist"
+
+	"github.com/swarmvpn/swarmvpn/internal/netaddr"
 )
-
-// forbiddenPrefixes are ranges no DHT-learned node or candidate may be at unless
-// Config.AllowPrivate: loopback, private, CGNAT, link-local, ULA, multicast, benchmarking,
-// documentation, "this network", reserved and broadcast.
-var forbiddenPrefixes = func() []netip.Prefix {
-	var ps []netip.Prefix
-	for _, s := range []string{
-		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-		"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
-		"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-		"::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "2001:db8::/32",
-		"64:ff9b:1::/48",
-	} {
-		ps = append(ps, netip.MustParsePrefix(s))
-	}
-	return ps
-}()
-
-// alwaysForbidden are the ranges refused even with AllowPrivate (which admits loopback, private,
-// CGNAT, link-local and ULA): unspecified, multicast and reserved.
-var alwaysForbidden = func() []netip.Prefix {
-	var ps []netip.Prefix
-	for _, s := range []string{"0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::/128", "ff00::/8"} {
-		ps = append(ps, netip.MustParsePrefix(s))
-	}
-	return ps
-}()
 
 // dropReason says why an address was not accepted ("" when it was).
 type dropReason string
@@ -42,23 +17,17 @@ const (
 	dropForbidden dropReason = "forbidden"
 )
 
-// checkAddr reports whether ap is an acceptable remote address (a DHT node or a candidate exit).
+// checkAddr reports whether ap is an acceptable remote address (a DHT node or a candidate exit):
+// a public one, or with allowPrivate one in a local range (loopback, private, CGNAT, link-local,
+// ULA and the other ranges of netaddr.Class.Local). Unspecified, multicast, broadcast and reserved
+// addresses are refused even then.
 func checkAddr(ap netip.AddrPort, allowPrivate bool) dropReason {
 	a := ap.Addr().Unmap()
 	if !a.IsValid() || ap.Port() == 0 || a.Zone() != "" {
 		return dropInvalid
 	}
-	if a.Is4() && a.As4() == [4]byte{255, 255, 255, 255} {
+	if c, _ := netaddr.Classify(a); c != netaddr.Public && !(allowPrivate && c.Local()) {
 		return dropForbidden
-	}
-	list := forbiddenPrefixes
-	if allowPrivate {
-		list = alwaysForbidden
-	}
-	for _, p := range list {
-		if p.Contains(a) {
-			return dropForbidden
-		}
 	}
 	return ""
 }
@@ -101,4 +70,6 @@ func (b *blocklist) Lookup(ip net.IP) (iplist.Range, bool) {
 	return iplist.Range{}, false
 }
 
-func (b *blocklist) NumRanges() int { return len(forbiddenPrefixes) }
+// NumRanges is informational (the DHT server never asks): the blocklist is one rule, the
+// classification of internal/netaddr.
+func (b *blocklist) NumRanges() int { return 1 }

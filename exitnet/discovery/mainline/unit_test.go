@@ -47,6 +47,17 @@ func TestCheckAddr(t *testing.T) {
 		{"0.0.0.0:1", true, dropForbidden},
 		{"[::]:1", true, dropForbidden},
 		{"8.8.8.8:0", false, dropInvalid},
+		{"198.18.0.1:1", false, dropForbidden},
+		{"198.18.0.1:1", true, ""},
+		{"203.0.113.1:1", false, dropForbidden},
+		{"[2001:db8::1]:1", false, dropForbidden},
+		{"[fec0::1]:1", false, dropForbidden},
+		{"[fec0::1]:1", true, ""},
+		{"[::1.2.3.4]:1", false, dropForbidden},
+		{"[::1.2.3.4]:1", true, dropForbidden},
+		{"240.0.0.1:1", true, dropForbidden},
+		{"[ff02::1]:1", true, dropForbidden},
+		{"[fe80::1%eth0]:1", true, dropInvalid},
 	} {
 		if got := checkAddr(netip.MustParseAddrPort(tc.addr), tc.allowPrivate); got != tc.want {
 			t.Errorf("checkAddr(%s, %v) = %q, want %q", tc.addr, tc.allowPrivate, got, tc.want)
