@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
@@ -124,4 +127,26 @@ func readAllowFile(path string) ([]link.PeerID, error) {
 		return nil, fmt.Errorf("allow-clients-file %s: %w", path, err)
 	}
 	return ids, nil
+}
+
+// SIGHUP, until ctx ends. A file that does not read keeps the old list.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, e *exit.Server, allowed *allowList, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if allowed.file == "" {
+			log.Info("SIGHUP: no allow-clients-file to re-read")
+			continue
+		}
+		allow, n, err := allowed.load()
+		if err != nil {
+			log.Error("allow-list not reloaded; the old one stays in force", "err", err)
+			continue
+		}
+		dropped := e.SetAllow(allow)
+		log.Info("allow-list reloaded", "allowed_clients", n, "disconnected", dropped)
+	}
 }
