@@ -248,7 +248,7 @@ func (e *Server) unmapForward(port uint16) {
 	defer cancel()
 	for _, proto := range []string{"tcp", "udp"} {
 		if err := e.cfg.NAT.Remove(ctx, proto, port); err != nil {
-			e.log.Debug("forwarded port left mapped until the router drops it", "port", port, "proto", proto, "err", err)
+			e.log.Debug("forwarded port still being unmapped in the background", "port", port, "proto", proto, "err", err)
 		}
 	}
 }

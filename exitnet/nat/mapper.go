@@ -65,11 +65,13 @@ type Mapper struct {
 	discover func(context.Context) (gateway, error)
 
 	reqs    chan request
+	removed chan struct{} // nudges Run to apply removals
 	changes chan struct{}
 	closed  chan struct{}
 	done    chan struct{} // closed when Run has returned
 
 	mu        sync.Mutex
+	removals  []removal // asked for, not yet applied by Run; never dropped
 	status    Status
 	extErr    error
 	started   bool
@@ -81,6 +83,14 @@ type request struct {
 	proto    string
 	internal uint16
 	reply    chan reply
+}
+
+// removal is a Remove that Run has still to apply; done is closed when it
+// has.
+type removal struct {
+	proto    string
+	internal uint16
+	done     chan struct{}
 }
 
 type reply struct {
@@ -98,6 +108,7 @@ func New(cfg Config) (*Mapper, error) {
 		cfg:     cfg,
 		log:     cfg.Log,
 		reqs:    make(chan request),
+		removed: make(chan struct{}, 1),
 		changes: make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 		done:    make(chan struct{}),
@@ -132,7 +143,8 @@ func (m *Mapper) Add(ctx context.Context, proto string, internal uint16) (uint16
 // Remove stops mapping proto port internal and deletes the mapping on the
 // router. A deletion that fails is retried in the background until it
 // succeeds or the lease runs out, so Remove returns only ctx's error or
-// ErrClosed. Removing a port never added is not an error.
+// ErrClosed; even then the removal is carried out. Removing a port never
+// added is not an error.
 func (m *Mapper) Remove(ctx context.Context, proto string, internal uint16) error {
 	proto, err := checkPort(proto, internal)
 	if err != nil {
@@ -141,8 +153,26 @@ func (m *Mapper) Remove(ctx context.Context, proto string, internal uint16) erro
 	if m.cfg.Mode == ModeOff {
 		return nil
 	}
-	_, err = m.call(ctx, request{proto: proto, internal: internal})
-	return err
+	// Recorded first, then waited for: a removal whose ctx ends before Run
+	// gets to it is still applied, so no mapping outlives its lease.
+	r := removal{proto: proto, internal: internal, done: make(chan struct{})}
+	m.mu.Lock()
+	m.removals = append(m.removals, r)
+	m.mu.Unlock()
+	select {
+	case m.removed <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+		return nil
+	case <-m.closed:
+		return ErrClosed
+	case <-m.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func checkPort(proto string, internal uint16) (string, error) {

@@ -414,3 +414,34 @@ func TestConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestMapperRemoveOutlivesItsContext: a Remove whose context has already
+// ended is still carried out, in order before a later Add of the same port,
+// so a mapping never outlives the lease that wanted it.
+func TestMapperRemoveOutlivesItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		m := startFake(t, f, Config{Lifetime: time.Minute})
+		for _, port := range []uint16{7000, 7001} {
+			if _, err := m.Add(t.Context(), "tcp", port); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gone, cancel := context.WithCancel(t.Context())
+		cancel()
+		m.Remove(gone, "tcp", 7000) // may return ctx's error: it is applied all the same
+		m.Remove(gone, "tcp", 7001)
+		if _, err := m.Add(t.Context(), "tcp", 7001); err != nil { // a new lease of 7001
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if st := m.Status(); len(st.Mappings) != 1 || st.Mappings[0].Internal != 7001 {
+			t.Fatalf("mappings wanted after removing 7000 and re-adding 7001: %+v", st.Mappings)
+		}
+		time.Sleep(5 * time.Minute) // renewals come and go
+		synctest.Wait()
+		if maps, _, _, _ := f.snapshot(); len(maps) != 1 {
+			t.Fatalf("on the router after the removal and five minutes of renewals: %v", maps)
+		}
+	})
+}

@@ -94,12 +94,30 @@ func (m *Mapper) Run(ctx context.Context) error {
 			m.cleanup(st)
 			m.publish(st)
 			return nil
+		case <-m.removed:
+			m.applyRemovals(ctx, st)
+			m.publish(st)
 		case r := <-m.reqs:
+			// Removals asked for before this request come first, as they
+			// were asked.
+			m.applyRemovals(ctx, st)
 			rep := m.handle(ctx, st, r)
 			m.publish(st) // Status agrees with the reply once the caller has it
 			r.reply <- rep
 		case <-timer.C:
 		}
+	}
+}
+
+// applyRemovals applies the removals Remove has recorded, in order.
+func (m *Mapper) applyRemovals(ctx context.Context, st *state) {
+	m.mu.Lock()
+	rs := m.removals
+	m.removals = nil
+	m.mu.Unlock()
+	for _, r := range rs {
+		m.handle(ctx, st, request{proto: r.proto, internal: r.internal})
+		close(r.done)
 	}
 }
 
