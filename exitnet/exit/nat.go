@@ -35,6 +35,11 @@ const mapTimeout = 10 * time.Second
 
 // public is what the exit knows of how the internet reaches it.
 type public struct {
+	// mapping makes the mapper calls for lent ports one at a time, with
+	// the lease state they act on: a check of the ports must not remove
+	// the mapping of a port lent again meanwhile.
+	mapping sync.Mutex
+
 	mu       sync.Mutex
 	linkPort uint16            // the link listener's port; 0 before MapLink
 	linkExt  uint16            // its external port; 0 while not mapped
@@ -206,6 +211,8 @@ func (e *Server) mapForward(ctx context.Context, port uint16) uint16 {
 	if e.cfg.NAT == nil {
 		return port
 	}
+	e.pub.mapping.Lock()
+	defer e.pub.mapping.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, mapTimeout)
 	defer cancel()
 	ext, err := e.cfg.NAT.Add(ctx, "tcp", port)
@@ -241,6 +248,8 @@ func (e *Server) unmapForward(port uint16) {
 	if e.cfg.NAT == nil {
 		return
 	}
+	e.pub.mapping.Lock()
+	defer e.pub.mapping.Unlock()
 	e.pub.mu.Lock()
 	delete(e.pub.forwards, port)
 	e.pub.mu.Unlock()
@@ -261,16 +270,18 @@ func (e *Server) checkForwards() {
 	told := maps.Clone(e.pub.forwards)
 	e.pub.mu.Unlock()
 	for p, x := range told {
-		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
-		now, err := e.cfg.NAT.Add(ctx, "tcp", p)
-		cancel()
+		e.pub.mapping.Lock()
 		e.pub.mu.Lock()
 		_, lent := e.pub.forwards[p]
 		e.pub.mu.Unlock()
-		if !lent { // its lease ended meanwhile: Add must not outlive it
-			e.unmapForward(p)
+		if !lent { // its lease ended since the snapshot: nothing to check
+			e.pub.mapping.Unlock()
 			continue
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
+		now, err := e.cfg.NAT.Add(ctx, "tcp", p)
+		cancel()
+		e.pub.mapping.Unlock()
 		if err == nil && x != 0 && now != x {
 			e.log.Warn("the router moved a forwarded port; its client keeps the old one until it asks again",
 				"port", p, "was", x, "now", now)
