@@ -146,6 +146,10 @@ func (n *Node) Get(ctx context.Context, pub ed25519.PublicKey, salt []byte) (val
 	return res.value, res.seq, nil
 }
 
+// itemK is how many of the nodes closest to an item's target a get
+// traversal asks, and a put writes to.
+const itemK = 16
+
 // itemResult is what a get traversal learned.
 type itemResult struct {
 	found   bool
@@ -170,7 +174,11 @@ func (n *Node) traverseItem(ctx context.Context, srv *dht.Server, pub [32]byte, 
 	var res itemResult
 	replies := 0
 	op := traversal.Start(traversal.OperationInput{
-		Target:     target,
+		Target: target,
+		// Twice the usual eight closest: nodes that placed themselves next
+		// to the target (cheap, IDs are free) and answer with an older item
+		// must not be all the traversal hears.
+		K:          itemK,
 		Alpha:      8,
 		NodeFilter: srv.TraversalNodeFilter,
 		DataFilter: func(data any) bool { _, ok := data.(string); return ok },
