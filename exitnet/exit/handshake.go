@@ -37,7 +37,13 @@ func sourceOf(a net.Addr) netip.Addr {
 	if !ok {
 		return netip.Addr{}
 	}
-	ip := ta.AddrPort().Addr().Unmap().WithZone("")
+	return hostOf(ta.AddrPort().Addr())
+}
+
+// hostOf is the address a remote host is counted under: an IPv4 address
+// as it is, an IPv6 one by its /64, which one host usually holds whole.
+func hostOf(ip netip.Addr) netip.Addr {
+	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return p.Addr()

@@ -70,11 +70,7 @@ func newAddrRate(perSec int) *addrRate {
 // allow takes a token for a connection from a at now, if its bucket has
 // one.
 func (r *addrRate) allow(a netip.Addr, now time.Time) bool {
-	a = a.Unmap()
-	b := a.As16()
-	if a.Is6() {
-		clear(b[8:]) // one host, one /64
-	}
+	b := hostOf(a).As16()
 	i := maphash.Bytes(r.seed, b[:]) % rateBuckets
 	r.mu.Lock()
 	defer r.mu.Unlock()
