@@ -48,7 +48,9 @@ type path struct {
 	slow    dialFunc // a flow to the TCP target over the delayed link; nil: not measured
 	slowWhy string   // why slow is nil
 
-	exit, client *Proc   // this path's processes, when bench started them
+	exit, client *Proc  // this path's processes, when bench started them
+	exitAddr     string // the exit's address, when bench started it
+	cpu          cpuProcs
 	rssBase      []int64 // their memory before the first idle round
 	dead         error   // set once one of its processes has ended
 }
@@ -85,9 +87,12 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	defer cancel()
 	var procs []*Proc
 	defer func() {
+		// At once: the capacity workload starts dozens.
+		var stopping sync.WaitGroup
 		for _, p := range procs {
-			p.Stop()
+			stopping.Go(p.Stop)
 		}
+		stopping.Wait()
 	}()
 
 	targets, err := openTargets(cfg)
@@ -107,7 +112,10 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	// before the first idle round is then the process's own, not heap left
 	// over from bulk rounds that new flows would reuse unseen. The report
 	// keeps the usual order.
-	ws := b.workloads(targets.Addr, burstFlows, idleFlows, rep.note)
+	ws := addCPU(b.workloads(targets.Addr, burstFlows, idleFlows, rep.note))
+	if slices.Contains(cfg.Workloads, WorkCapacity) {
+		ws = append(ws, s.capacityWorkload(rep.note, started))
+	}
 	slices.SortStableFunc(ws, func(a, b workload) int {
 		return cmp.Compare(btoi(a.group != WorkIdle), btoi(b.group != WorkIdle))
 	})
@@ -208,6 +216,7 @@ func (s *setup) path(spec Path) (*path, error) {
 		p.via = "-"
 		p.dial = func(ctx context.Context, target string) (net.Conn, error) { return d.DialContext(ctx, "tcp", target) }
 		p.udp = func(context.Context) (packetPath, error) { return dialUDP(tgt) }
+		p.cpu.why = "not measured: the direct path has no proxy process"
 		if cfg.RTT > 0 {
 			relay, err := s.relay(tgt)
 			if err != nil {
@@ -224,9 +233,10 @@ func (s *setup) path(spec Path) (*path, error) {
 				return nil, err
 			}
 			*s.procs = append(*s.procs, proc)
-			p.exit, exit = proc, addr
+			p.exit, exit, p.exitAddr = proc, addr, addr
 		}
 		var extra []string
+		var relay []*Proc
 		via := "SOCKS5 %s → exit " + exitHost(exit)
 		if spec.Kind == TwoHop {
 			// The relay is pinned: the pool pairs pinned relays with exits
@@ -236,6 +246,7 @@ func (s *setup) path(spec Path) (*path, error) {
 				return nil, err
 			}
 			*s.procs = append(*s.procs, proc)
+			relay = append(relay, proc)
 			extra = []string{"--hops", "2", "--relay", addr}
 			via = "SOCKS5 %s → relay " + exitHost(addr) + " → exit " + exitHost(exit)
 		}
@@ -245,6 +256,10 @@ func (s *setup) path(spec Path) (*path, error) {
 		}
 		*s.procs = append(*s.procs, client)
 		p.client, p.via = client, fmt.Sprintf(via, socks)
+		p.cpu = localCPU(client, p.exit, relay...)
+		if len(relay) > 0 && (slices.Contains(cfg.Workloads, WorkBulk) || slices.Contains(cfg.Workloads, WorkUDP)) {
+			p.via += " (CPU per GiB: the exit's includes the relay's)"
+		}
 		p.useSOCKS(SOCKS5{Addr: socks}, tgt)
 		if cfg.RTT > 0 && spec.Kind == TwoHop {
 			p.slowWhy = "not measured on two hops"
@@ -266,6 +281,9 @@ func (s *setup) path(spec Path) (*path, error) {
 	case Proxy:
 		p.via = "SOCKS5 " + spec.SOCKS.Addr
 		p.useSOCKS(spec.SOCKS, tgt)
+		if p.cpu = proxyCPU(spec); p.cpu.note != "" && (slices.Contains(cfg.Workloads, WorkBulk) || slices.Contains(cfg.Workloads, WorkUDP)) {
+			p.via += " (" + p.cpu.note + ")"
+		}
 		if spec.DelayedSOCKS != nil {
 			p.slow = spec.DelayedSOCKS.Dial
 		} else if cfg.RTT > 0 {

@@ -44,7 +44,10 @@ func TestRunInProcess(t *testing.T) {
 	wantIDs := []string{"bulk_up_1", "bulk_up_4", "bulk_down_1", "bulk_down_4", "latency_median", "latency_p99",
 		"latency_max", "setup_median", "setup_p99", "burst_all", "burst_median", "burst_errors", "idle_flows", "idle_failed",
 		"idle_exit_kib", "idle_client_kib", "udp_100_rate", "udp_100_loss", "udp_1400_rate", "udp_1400_loss",
-		"rtt_down", "rtt_up"}
+		"rtt_down", "rtt_up",
+		"bulk_up_1_cpu", "bulk_up_1_cpu_client", "bulk_up_1_cpu_exit", "bulk_up_4_cpu",
+		"bulk_down_1_cpu", "bulk_down_1_cpu_client", "bulk_down_1_cpu_exit", "bulk_down_4_cpu",
+		"udp_100_cpu", "udp_100_cpu_client", "udp_100_cpu_exit", "udp_1400_cpu", "udp_1400_cpu_client", "udp_1400_cpu_exit"}
 	if len(rep.Figures) != len(wantIDs) {
 		t.Errorf("%d figures, want %d", len(rep.Figures), len(wantIDs))
 	}
@@ -56,6 +59,7 @@ func TestRunInProcess(t *testing.T) {
 		}
 		for _, r := range f.Results {
 			notHere := strings.HasSuffix(id, "_kib") || // no processes of bench's
+				strings.Contains(id, "_cpu") || // the proxy is this process; direct has none
 				r.Path == "tunnel" && strings.HasPrefix(id, "rtt_") // no delayed link given
 			switch {
 			case notHere && !strings.Contains(r.Error, "not measured"):

@@ -44,6 +44,9 @@ type Path struct {
 	// workload unmeasured on this path. bench adds the delay itself on
 	// every other kind of path.
 	DelayedSOCKS *SOCKS5
+	// PIDs, for a Proxy, are its processes whose CPU per GiB is measured;
+	// nil: found from the sockets (see proxyCPU).
+	PIDs *ProcSet
 }
 
 // Workload names, for Config.Workloads.
@@ -55,10 +58,13 @@ const (
 	WorkIdle    = "idle"
 	WorkUDP     = "udp"
 	WorkRTT     = "rtt"
+	// WorkCapacity is many clients against one exit (capacity.go); slow,
+	// so only when asked for.
+	WorkCapacity = "capacity"
 )
 
 // AllWorkloads lists the workloads in the order they run.
-var AllWorkloads = []string{WorkBulk, WorkLatency, WorkSetup, WorkBurst, WorkIdle, WorkUDP, WorkRTT}
+var AllWorkloads = []string{WorkBulk, WorkLatency, WorkSetup, WorkBurst, WorkIdle, WorkUDP, WorkRTT, WorkCapacity}
 
 // Config is what a run measures and how hard. The zero value of a field
 // means its default, which Quick makes smaller.
@@ -80,8 +86,8 @@ type Config struct {
 	// TargetPort is the targets' port, TCP and UDP; 0: any free port.
 	TargetPort int
 
-	// Workloads to run, by name (AllWorkloads); nil: all of them, "rtt"
-	// only when RTT is set.
+	// Workloads to run, by name (AllWorkloads); nil: all of them but
+	// "capacity", and "rtt" only when RTT is set.
 	Workloads []string
 
 	// Quick shrinks every default so that a run takes seconds: for tests.
@@ -103,6 +109,9 @@ type Config struct {
 	// link with this round-trip time added.
 	RTT         time.Duration
 	RTTDuration time.Duration // one long-link round; default 3s (Quick: 300ms)
+
+	// Capacity sizes the capacity workload.
+	Capacity CapacityConfig
 
 	// Progress, when set, is told what runs.
 	Progress func(Status)
@@ -149,9 +158,10 @@ func (c Config) withDefaults() Config {
 		c.UDPSizes = []int{100, 1400}
 	}
 	setDur(&c.RTTDuration, qd(3*time.Second, 300*time.Millisecond))
+	c.Capacity = c.Capacity.withDefaults(c.Quick)
 	if c.Workloads == nil {
 		for _, w := range AllWorkloads {
-			if w != WorkRTT || c.RTT > 0 {
+			if (w != WorkRTT || c.RTT > 0) && w != WorkCapacity {
 				c.Workloads = append(c.Workloads, w)
 			}
 		}
@@ -177,7 +187,7 @@ const (
 
 // validate checks the whole config; the first problem found is the error.
 func (c Config) validate() error {
-	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds} {
+	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds, c.Capacity.validate} {
 		if err := check(); err != nil {
 			return err
 		}
@@ -214,6 +224,9 @@ func (c Config) validatePaths() error {
 		case Proxy:
 			if _, err := socks.AppendAddr(nil, p.SOCKS.Addr); err != nil {
 				return fmt.Errorf("path %s: SOCKS5 address %q: want HOST:PORT", p.Name, p.SOCKS.Addr)
+			}
+			if err := p.PIDs.validate(); err != nil {
+				return fmt.Errorf("path %s: %w", p.Name, err)
 			}
 		default:
 			return fmt.Errorf("path %s: unknown kind %q", p.Name, p.Kind)

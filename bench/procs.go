@@ -184,6 +184,9 @@ func childEnv() []string {
 func startExit(ctx context.Context, role, exe, stateDir string, wrap func(string, []string) []string) (*Proc, string, error) {
 	args := []string{"exit", "--state-dir", stateDir, "--listen", "127.0.0.1:0", "--allow-private", "--mdns=false", "--dht=false",
 		"--max-flows-per-client", "100000", // the idle workload holds 10,000 and more
+		// Every client bench starts comes from 127.0.0.1, the capacity
+		// workload's maxCapacityClients at once: admit them all.
+		"--max-clients", "1024", "--max-handshakes-per-source", "256",
 		"--log-format", "json", "--log-level", "warn"}
 	return startProc(ctx, role, exe, wrap(role, args), func(line string) string {
 		if strings.Contains(line, "@") && !strings.HasPrefix(line, "{") {

@@ -53,6 +53,11 @@ type Settings struct {
 	RTTms        float64 `json:"rtt_ms,omitempty"`
 	RTTSeconds   float64 `json:"rtt_seconds,omitempty"`
 	Targets      string  `json:"targets"` // where the flows went
+	// The capacity workload's clients, flows per client and round, when it
+	// ran.
+	CapacityClients int     `json:"capacity_clients,omitempty"`
+	CapacityFlows   int     `json:"capacity_flows,omitempty"`
+	CapacitySeconds float64 `json:"capacity_seconds,omitempty"`
 }
 
 // PathInfo names a measured path.
@@ -91,6 +96,10 @@ func newReport(cfg Config) *Report {
 	}
 	if cfg.RTT > 0 {
 		s.RTTms, s.RTTSeconds = millis(cfg.RTT), cfg.RTTDuration.Seconds()
+	}
+	if slices.Contains(cfg.Workloads, WorkCapacity) {
+		s.CapacityClients, s.CapacityFlows = cfg.Capacity.Clients, cfg.Capacity.Flows
+		s.CapacitySeconds = cfg.Capacity.Duration.Seconds()
 	}
 	return &Report{Started: time.Now().UTC().Truncate(time.Second), Machine: thisMachine(), Settings: s}
 }

@@ -36,7 +36,12 @@ Examples:
   swarmvpn bench --hops 2 --workloads bulk,latency,udp --bulk-flows 1
   swarmvpn bench --local --socks ssh=127.0.0.1:1081 --direct
   swarmvpn bench --exit PEERID@203.0.113.7:7843 --target-host 198.51.100.4 --target-port 9000
-  swarmvpn bench --rtt 50ms --workloads rtt --direct`,
+  swarmvpn bench --rtt 50ms --workloads rtt --direct
+  swarmvpn bench --workloads capacity
+
+The bulk and UDP workloads also report the CPU seconds per GiB carried of the client and of
+the exit (of a --socks proxy: the process listening on its address, e.g. ssh, and the one at
+the other end of its link, e.g. sshd), from /proc on Linux.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON document instead of the table"},
 			&cli.StringFlag{Name: "html", Usage: "also write the report as one self-contained HTML page with charts to `FILE`"},
@@ -57,8 +62,16 @@ Examples:
 				Usage: "add the long-link workload: one flow each way over a link with this round-trip `TIME` added, e.g. 50ms"},
 			&cli.StringSliceFlag{Name: "rtt-socks",
 				Usage: "`NAME=[USER:PASS@]HOST:PORT`: the --socks proxy NAME reached over a link with --rtt added (see 'swarmvpn bench delay'), for the long-link workload"},
-			&cli.StringFlag{Name: "workloads", DefaultText: "all; rtt with --rtt",
-				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",")},
+			&cli.StringFlag{Name: "workloads", DefaultText: "all but capacity; rtt with --rtt",
+				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",") +
+					" (capacity, only when named: --capacity-clients client processes of their own × --capacity-flows flows each, " +
+					"all moving data at once through the one exit bench starts, 5 s rounds; about a minute)"},
+			&cli.IntFlag{Name: "capacity-clients", DefaultText: "50; --quick: 4", Usage: "client processes of the capacity workload"},
+			&cli.IntFlag{Name: "capacity-flows", DefaultText: "20; --quick: 4", Usage: "flows per client of the capacity workload"},
+			&cli.StringSliceFlag{Name: "socks-pids",
+				Usage: "`NAME=PID[,PID...][:PID[,PID...]]`: the processes of the --socks proxy NAME whose CPU per GiB is measured, " +
+					"the one its flows reach, then after ':' those at the far end of its link (default: found from the sockets: " +
+					"the process listening on its address and those at the other end of its loopback connections; Linux only)"},
 			&cli.IntFlag{Name: "rounds", DefaultText: "3; --quick: 2", Usage: "measured rounds behind each median"},
 			&cli.IntFlag{Name: "warmup", Value: 1, Usage: "rounds run and discarded before the measured ones"},
 			&cli.DurationFlag{Name: "duration", DefaultText: "1s, long-link 3s; --quick: 150ms, 300ms",

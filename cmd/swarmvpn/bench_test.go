@@ -38,8 +38,9 @@ func TestBenchQuick(t *testing.T) {
 		}
 		for _, r := range f.Results {
 			memory := f.ID == "idle_exit_kib" || f.ID == "idle_client_kib"
+			cpu := f.Unit == "s/GiB"
 			switch {
-			case r.Path == "direct" && memory:
+			case r.Path == "direct" && (memory || cpu):
 				if !strings.Contains(r.Error, "not measured") {
 					t.Errorf("%s on direct: %+v, want it not measured", f.ID, r)
 				}
@@ -56,14 +57,15 @@ func TestBenchQuick(t *testing.T) {
 		}
 	}
 	for _, w := range bench.AllWorkloads {
-		if !workloads[w] {
+		if !workloads[w] && w != bench.WorkCapacity { // capacity: only when named
 			t.Errorf("no figure of workload %s", w)
 		}
 	}
 	for _, id := range []string{"bulk_up_1", "bulk_up_8", "bulk_up_64", "bulk_down_1", "bulk_down_8", "bulk_down_64",
 		"latency_median", "latency_p99", "latency_max", "setup_median", "setup_p99", "burst_all", "burst_errors",
 		"idle_flows", "idle_failed", "idle_exit_kib", "idle_client_kib", "udp_100_rate", "udp_100_loss", "udp_1400_rate",
-		"udp_1400_loss", "rtt_down", "rtt_up"} {
+		"udp_1400_loss", "rtt_down", "rtt_up", "bulk_up_1_cpu", "bulk_up_1_cpu_client", "bulk_up_1_cpu_exit",
+		"bulk_down_64_cpu", "udp_100_cpu_exit", "udp_1400_cpu_client"} {
 		if rep.Figure(id) == nil {
 			t.Errorf("no figure %s", id)
 		}
@@ -108,6 +110,10 @@ func TestBenchBadInput(t *testing.T) {
 		{"remote exit without target host", []string{"--exit", "baaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@192.0.2.1:7843"}, []string{"--target-host"}},
 		{"target host name", []string{"--target-host", "example.org"}, []string{"IP address"}},
 		{"unknown workload", []string{"--workloads", "bulk,speed"}, []string{"unknown workload \"speed\""}},
+		{"socks-pids unknown name", []string{"--socks", "a=127.0.0.1:1", "--socks-pids", "b=12"}, []string{"no --socks proxy is named \"b\""}},
+		{"socks-pids malformed", []string{"--socks", "a=127.0.0.1:1", "--socks-pids", "a=12:x"}, []string{"--socks-pids", "NAME=PID"}},
+		{"socks-pids zero", []string{"--socks", "a=127.0.0.1:1", "--socks-pids", "a=0"}, []string{"--socks-pids", "NAME=PID"}},
+		{"too many capacity clients", []string{"--workloads", "capacity", "--capacity-clients", "5000"}, []string{"capacity clients 5000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

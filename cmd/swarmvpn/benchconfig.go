@@ -44,6 +44,10 @@ func benchMeasures(cmd *cli.Command) (bench.Config, error) {
 		RTTDuration:  cmd.Duration("duration"),
 		IdleFlows:    int(cmd.Int("idle-flows")),
 		BurstCount:   int(cmd.Int("burst")),
+		Capacity: bench.CapacityConfig{
+			Clients: int(cmd.Int("capacity-clients")),
+			Flows:   int(cmd.Int("capacity-flows")),
+		},
 	}
 	switch w := cmd.Int("warmup"); {
 	case w < 0:
@@ -129,6 +133,17 @@ func benchPaths(cmd *cli.Command, cfg bench.Config) ([]bench.Path, error) {
 		}
 		paths[i].DelayedSOCKS = &proxy
 	}
+	for _, s := range cmd.StringSlice("socks-pids") {
+		name, pids, err := parseSOCKSPIDs(s)
+		if err != nil {
+			return nil, err
+		}
+		i, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("--socks-pids %s: no --socks proxy is named %q (name it: --socks %s=HOST:PORT)", s, name, name)
+		}
+		paths[i].PIDs = pids
+	}
 	if cmd.Bool("direct") {
 		paths = append(paths, bench.Path{Name: "direct", Kind: bench.Direct})
 	}
@@ -161,4 +176,37 @@ func parseSOCKSFlag(s string) (string, bench.SOCKS5, error) {
 		name = rest
 	}
 	return name, p, nil
+}
+
+// parseSOCKSPIDs parses NAME=PID[,PID...][:PID[,PID...]]: a proxy's
+// client-side processes, then its far side's.
+func parseSOCKSPIDs(s string) (string, *bench.ProcSet, error) {
+	bad := fmt.Errorf("--socks-pids %q: want NAME=PID[,PID...][:PID[,PID...]], e.g. ssh=4100:4108,4109 (ssh, then sshd)", s)
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok || !proxyName.MatchString(name) {
+		return "", nil, bad
+	}
+	list := func(s string) ([]int, error) {
+		var pids []int
+		for _, f := range strings.Split(s, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid < 1 {
+				return nil, bad
+			}
+			pids = append(pids, pid)
+		}
+		return pids, nil
+	}
+	client, far, hasFar := strings.Cut(rest, ":")
+	var set bench.ProcSet
+	var err error
+	if set.Client, err = list(client); err != nil {
+		return "", nil, err
+	}
+	if hasFar {
+		if set.Exit, err = list(far); err != nil {
+			return "", nil, err
+		}
+	}
+	return name, &set, nil
 }
