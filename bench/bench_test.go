@@ -130,6 +130,12 @@ func TestNewValidates(t *testing.T) {
 		{"target host name", Config{Paths: direct, TargetHost: "example.org"}, "IP address"},
 		{"huge burst", Config{Paths: direct, BurstCount: 2_000_000}, "count"},
 		{"tiny datagrams", Config{Paths: direct, UDPSizes: []int{4}}, "datagram size"},
+		{"many capacity clients", Config{Paths: direct, Capacity: CapacityConfig{Clients: 500}}, "capacity clients 500"},
+		{"many capacity flows", Config{Paths: direct, Capacity: CapacityConfig{Clients: 100, Flows: 100}}, "capacity flows"},
+		{"pid 0", Config{Paths: []Path{{Name: "p", Kind: Proxy, SOCKS: SOCKS5{Addr: "127.0.0.1:1"},
+			PIDs: &ProcSet{Client: []int{12}, Exit: []int{0}}}}}, "process ID 0"},
+		{"no client pid", Config{Paths: []Path{{Name: "p", Kind: Proxy, SOCKS: SOCKS5{Addr: "127.0.0.1:1"},
+			PIDs: &ProcSet{Exit: []int{12}}}}}, "no client-side PID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

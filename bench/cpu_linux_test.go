@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,9 +16,6 @@ import (
 // CPU, with this process as both "client" and "exit", and checks the
 // figures against getrusage and the bytes carried.
 func TestWithCPU(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("CPU time is read from Linux's /proc")
-	}
 	rusage := func() float64 {
 		var ru syscall.Rusage
 		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -100,3 +96,37 @@ func TestWithCPU(t *testing.T) {
 type halfCloser struct{ net.Conn }
 
 func (h halfCloser) CloseWrite() error { return h.Close() }
+
+// TestCPUSecondsSelf reads this process's /proc/self/stat after it has
+// spent some CPU time and checks it against getrusage.
+func TestCPUSecondsSelf(t *testing.T) {
+	rusage := func() float64 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	// Spend at least 0.3 s of CPU, bounded in time.
+	deadline := time.Now().Add(10 * time.Second)
+	x := 1.0
+	for rusage() < 0.3 && time.Now().Before(deadline) {
+		for range 1_000_000 {
+			x = x*1.0000001 + 1e-9
+		}
+	}
+	before := rusage()
+	got, err := cpuSeconds([]int{os.Getpid()})
+	after := rusage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kernel reports in 1/100 s ticks: allow two, and what passed
+	// between the readings.
+	if got < before-0.02 || got > after+0.02 {
+		t.Errorf("CPU time from /proc/self/stat %.3f s; getrusage says %.3f to %.3f s (x=%g)", got, before, after, x)
+	}
+	if _, err := cpuSeconds([]int{os.Getpid(), 1 << 30}); err == nil {
+		t.Error("no error for a process that does not exist")
+	}
+}
