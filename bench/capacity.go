@@ -116,7 +116,7 @@ func (s *setup) capacityWorkload(note func(string, ...any), started time.Time) w
 		},
 		run: func(ctx context.Context, p *path) ([]float64, error) {
 			if f == nil {
-				f = s.startFleet(ctx, p, l, started)
+				f = s.startFleet(ctx, p, l, started, note)
 			}
 			if f.err != nil {
 				return nil, f.err
@@ -138,7 +138,7 @@ func (s *setup) capacityWorkload(note func(string, ...any), started time.Time) w
 // capacityStarters at a time, and waits until a flow gets through each. It
 // shows its progress as it goes. Every process it starts is in s.procs,
 // for Run to stop.
-func (s *setup) startFleet(ctx context.Context, p *path, title string, started time.Time) *fleet {
+func (s *setup) startFleet(ctx context.Context, p *path, title string, started time.Time, note func(string, ...any)) *fleet {
 	n := s.cfg.Capacity.Clients
 	f := &fleet{procs: make([]*Proc, n), socks: make([]SOCKS5, n)}
 	var (
@@ -148,6 +148,11 @@ func (s *setup) startFleet(ctx context.Context, p *path, title string, started t
 		next  atomic.Int64
 		wg    sync.WaitGroup
 	)
+	// bench holds both ends of every flow.
+	want := uint64(2*n*s.cfg.Capacity.Flows + fdReserve)
+	if limit, err := raiseFileLimit(want); err == nil && limit < want {
+		note("capacity: the open-file limit is %d, below the %d its flows need: some will fail (raise it: ulimit -n %d)", limit, want, want)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	show := func() {

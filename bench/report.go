@@ -182,6 +182,9 @@ func (r *Report) writeHeading(bw *bufio.Writer) {
 		fmt.Fprintf(bw, "beside each other path's figure: how %s compares with it (\"2.00× worse\": half the throughput, or twice the time)\n",
 			r.Paths[0].Name)
 	}
+	if slices.ContainsFunc(r.Figures, func(f Figure) bool { return f.Unit == cpuUnit }) {
+		fmt.Fprintln(bw, "CPU per GiB: the CPU seconds (user and system) a path's processes spent in a round, per GiB its flows carried at the application, both ways")
+	}
 	for _, p := range r.Paths {
 		fmt.Fprintf(bw, "  %-12s %s\n", p.Name, p.Via)
 	}
