@@ -65,7 +65,7 @@ the other end of its link, e.g. sshd), from /proc on Linux.`,
 			&cli.StringFlag{Name: "workloads", DefaultText: "all but capacity; rtt with --rtt",
 				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",") +
 					" (capacity, only when named: --capacity-clients client processes of their own × --capacity-flows flows each, " +
-					"all moving data at once through the one exit bench starts, 5 s rounds; about a minute)"},
+					"all moving data at once through the one exit bench starts, 5 s rounds; about two minutes)"},
 			&cli.IntFlag{Name: "capacity-clients", DefaultText: "50; --quick: 4", Usage: "client processes of the capacity workload"},
 			&cli.IntFlag{Name: "capacity-flows", DefaultText: "20; --quick: 4", Usage: "flows per client of the capacity workload"},
 			&cli.StringSliceFlag{Name: "socks-pids",
