@@ -140,6 +140,15 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// A lab exit (--allow-private) must not carry its clients to its own
+	// page or metrics.
+	for _, l := range []net.Listener{metricsLn, uiLn} {
+		if l != nil {
+			if a, ok := l.Addr().(*net.TCPAddr); ok {
+				cfg.ListenPorts = append(cfg.ListenPorts, uint16(a.Port))
+			}
+		}
+	}
 	id := cfg.Link.Identity
 	for _, a := range exit.Addrs(id.ID(), lnAddr, cmd.String("public-addr")) {
 		cfg.Addrs = append(cfg.Addrs, a.Addr)

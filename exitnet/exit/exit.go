@@ -36,6 +36,11 @@ type Config struct {
 	// OwnAddrs are addresses of the exit beyond those of its interfaces
 	// and the hosts in Addrs, refused as destinations like them.
 	OwnAddrs []netip.Addr
+	// ListenPorts are the ports other listeners of the exit's process are
+	// on (its status page, its metrics). Flows to them, as to the link
+	// listener's and the DHT socket's ports, on loopback or on the exit's
+	// own addresses, are refused whatever the policy allows.
+	ListenPorts []uint16
 	// Allow, when set, admits only the client peer IDs it returns true for.
 	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool
@@ -307,6 +312,7 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	e.ownAddrs.listen(ctx, ln.Addr())
 	wg.Go(func() { e.ownAddrs.watch(ctx) })
 	if e.cfg.MDNS {
 		wg.Go(func() { e.advertise(ctx, ln.Addr()) })

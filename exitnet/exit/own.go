@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +29,8 @@ type ownAddrs struct {
 	// refreshing makes refreshes one at a time, so that a set computed
 	// before a change can never be stored after the set computed after it.
 	refreshing sync.Mutex
+
+	linkPort atomic.Uint32 // the port Serve's listener is on
 
 	mu       sync.Mutex
 	external []netip.Addr // from SetExternalAddrs
@@ -76,6 +80,36 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	addrs = append(addrs, named...)
 	if e.own.Store(addrs) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
+	}
+	e.own.StorePorts(o.listening())
+}
+
+// listening returns the ports the exit's own process listens on: those of
+// Config.ListenPorts, its link listener and its DHT socket.
+func (o *ownAddrs) listening() []uint16 {
+	e := o.e
+	ports := slices.Clone(e.cfg.ListenPorts)
+	ports = append(ports, uint16(o.linkPort.Load()))
+	if e.dht != nil {
+		// The port the socket is on once it is open; the one asked for
+		// before, so that there is no moment the port is not refused.
+		if a, ok := e.dht.node.Addr().(*net.UDPAddr); ok {
+			ports = append(ports, uint16(a.Port))
+		}
+		if _, p, err := net.SplitHostPort(e.cfg.DHT.Node.Listen); err == nil {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+				ports = append(ports, uint16(n))
+			}
+		}
+	}
+	return ports
+}
+
+// listen records the port of Serve's listener as one of the exit's own.
+func (o *ownAddrs) listen(ctx context.Context, a net.Addr) {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		o.linkPort.Store(uint32(tcp.Port))
+		o.refresh(ctx)
 	}
 }
 

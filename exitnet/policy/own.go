@@ -12,7 +12,47 @@ import (
 // while Check reads it. The zero value is empty and ready to use; it is
 // safe for concurrent use.
 type OwnAddrs struct {
-	set atomic.Pointer[map[netip.Addr]struct{}]
+	set   atomic.Pointer[map[netip.Addr]struct{}]
+	ports atomic.Pointer[map[uint16]struct{}] // see StorePorts
+}
+
+// StorePorts replaces the set of ports the exit's own process listens on
+// (its link listener, its DHT socket, its status page, its metrics):
+// Policy.Check refuses them on loopback and on the exit's own addresses,
+// whatever else allows them. Port 0 is left out.
+func (o *OwnAddrs) StorePorts(ports []uint16) {
+	m := make(map[uint16]struct{}, len(ports))
+	for _, p := range ports {
+		if p != 0 {
+			m[p] = struct{}{}
+		}
+	}
+	o.ports.Store(&m)
+}
+
+// Listening reports whether port is one StorePorts stored. It does not
+// allocate.
+func (o *OwnAddrs) Listening(port uint16) bool {
+	m := o.ports.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[port]
+	return ok
+}
+
+// Ports returns the ports StorePorts stored, sorted.
+func (o *OwnAddrs) Ports() []uint16 {
+	m := o.ports.Load()
+	if m == nil {
+		return nil
+	}
+	out := make([]uint16, 0, len(*m))
+	for p := range *m {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Store replaces the set with addrs, unmapped and without zones; invalid

@@ -114,3 +114,48 @@ func TestPolicyOwnAddrs(t *testing.T) {
 		t.Errorf("Check with an own set allocates %v times, want 0", n)
 	}
 }
+
+// TestPolicyOwnListeners: the ports the exit's own process listens on are
+// refused on loopback and on its own addresses whatever AllowPrivate, a
+// rule naming the address, or OwnPorts say; other loopback ports stay open
+// to a lab, and the same port on another host is not the exit's.
+func TestPolicyOwnListeners(t *testing.T) {
+	own := new(OwnAddrs)
+	own.Store([]netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("198.51.100.7")})
+	own.StorePorts([]uint16{7843, 9090, 0})
+	lab := &Policy{AllowPrivate: true, Own: own}
+	ruled := &Policy{AllowPrivate: true, Own: own, Rules: mustRules(t, "allow 198.51.100.7/32", "allow 127.0.0.1/32"),
+		OwnPorts: []PortRange{{Lo: 9000, Hi: 9999}}}
+	tests := []struct {
+		name   string
+		policy *Policy
+		dst    string
+		allow  bool
+	}{
+		{"lab loopback listener", lab, "127.0.0.1:9090", false},
+		{"lab other loopback address", lab, "127.0.0.2:9090", false},
+		{"lab v6 loopback listener", lab, "[::1]:7843", false},
+		{"lab mapped loopback listener", lab, "[::ffff:127.0.0.1]:9090", false},
+		{"lab own private address listener", lab, "10.1.2.3:9090", false},
+		{"lab own public address listener", lab, "198.51.100.7:7843", false},
+		{"lab loopback other port", lab, "127.0.0.1:9091", true},
+		{"lab other host same port", lab, "10.1.2.4:9090", true},
+		{"public host same port", lab, "203.0.113.5:9090", true},
+		{"rules and own ports lift nothing", ruled, "127.0.0.1:9090", false},
+		{"rule naming own address lifts nothing", ruled, "198.51.100.7:7843", false},
+		{"rule naming own address other port", ruled, "198.51.100.7:8000", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ap := netip.MustParseAddrPort(tt.dst)
+			checkPolicy(t, tt.policy, ap.Addr(), ap.Port(), tt.allow)
+		})
+	}
+	if got := own.Ports(); len(got) != 2 || got[0] != 7843 || got[1] != 9090 {
+		t.Errorf("Ports() = %v, want [7843 9090]", got)
+	}
+	err := lab.Check(netip.MustParseAddr("127.0.0.1"), 9090)
+	if err == nil || !strings.Contains(err.Error(), "listens on") {
+		t.Errorf("refusal %v does not say why", err)
+	}
+}
