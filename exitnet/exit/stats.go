@@ -47,6 +47,7 @@ type Stats struct {
 	Forward ForwardStats // forwarded ports
 	Limits  LimitStats   // what the per-client limits held back
 	Relay   RelayStats   // streams relayed to other exits
+	Reach   ReachStats   // reach requests answered for other exits
 }
 
 // counters are every counter of an exit, grouped as Stats reports them.
@@ -60,6 +61,7 @@ type counters struct {
 	fwd    forwardCounters
 	limits limitCounters
 	relay  relayCounters
+	reach  reachCounters
 }
 
 // Stats returns a snapshot of the exit's counters.
@@ -93,6 +95,7 @@ func (e *Server) Stats() Stats {
 		Forward:           c.fwd.snapshot(),
 		Limits:            c.limits.snapshot(),
 		Relay:             c.relay.snapshot(),
+		Reach:             c.reach.snapshot(),
 	}
 }
 
