@@ -16,6 +16,7 @@ import (
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/internal/control"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
 )
 
 func exitCommand() *cli.Command {
@@ -194,6 +195,9 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		g.Go(func() error { return page.Serve(ctx, uiLn) })
 	}
 	err = g.Wait()
+	if l, ok := cfg.Ports.(*portfwd.Leases); ok && l != nil {
+		l.Close() // the leases' last changes are in their file
+	}
 	log.Info("exit stopped")
 	return err
 }
