@@ -153,6 +153,11 @@ type Server struct {
 	dht      *dhtState        // nil when not on the DHT
 	relay    relayState
 
+	descOnly atomic.Int32 // descriptor-only links open now
+	// published reports whether the exit's descriptor is public now (on
+	// the DHT); tests replace it before Serve.
+	published func() bool
+
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
 	clients  map[link.PeerID]*client
@@ -244,6 +249,7 @@ func New(cfg Config) (*Server, error) {
 		reaching: make(chan struct{}, maxReachAnswering),
 		isPublic: netaddr.IsPublic,
 	}
+	e.published = e.publishing
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
 	}
@@ -393,6 +399,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 		e.site.serve(c, proto)
 	}
 	lcfg.H2Preface = e.site.preface
+	lcfg.AdmitDescriptorOnly = e.admitDescriptorOnly
 	admitted := true // admit runs in this goroutine, inside the handshake
 	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
 		admitted = e.admit(id)
@@ -411,6 +418,10 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 			e.stats.refusedHandshake.Add(1)
 		}
 		e.log.Debug("link refused", "err", err) // scanners and probes too: counted, not logged
+		return
+	}
+	if sess.DescriptorOnly {
+		e.serveDescriptorOnly(ctx, sess)
 		return
 	}
 	log := e.log.With("peer", sess.Peer.Short())

@@ -27,6 +27,10 @@ type Stats struct {
 	// VisitorsShed counts web-site visitors closed to make room under the
 	// visitors' own bound (at most 512 at once, 16 from one source).
 	VisitorsShed uint64
+	// DescOnly counts links admitted only to read the exit's
+	// descriptor (relays verifying it), whatever the allow-list;
+	// DescOnlyShed, those closed at once because 32 were open.
+	DescOnly, DescOnlyShed uint64
 	// Fallback counts connections served as a web site because they did
 	// not prove themselves admitted clients: browsers, probers, garbage,
 	// replayed proofs, and refused clients (also counted above).
@@ -55,6 +59,7 @@ type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
 	fallback                                          atomic.Uint64
+	descOnly, descOnlyShed                            atomic.Uint64
 	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
 
 	udp    udpCounters
@@ -85,6 +90,8 @@ func (e *Server) Stats() Stats {
 		HandshakesShed:    e.handshakes.shed.Load(),
 		VisitorsShed:      e.visitors.shed.Load(),
 		Fallback:          c.fallback.Load(),
+		DescOnly:          c.descOnly.Load(),
+		DescOnlyShed:      c.descOnlyShed.Load(),
 		FlowsOpen:         c.flows.Open(),
 		Flows:             c.flows.Counts(),
 		RefusedFlows:      c.refusedFlows.Load(),
