@@ -146,7 +146,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	for _, l := range []net.Listener{metricsLn, uiLn} {
 		if l != nil {
 			if a, ok := l.Addr().(*net.TCPAddr); ok {
-				cfg.ListenPorts = append(cfg.ListenPorts, uint16(a.Port))
+				cfg.Listeners = append(cfg.Listeners, a.AddrPort())
 			}
 		}
 	}

@@ -36,11 +36,12 @@ type Config struct {
 	// OwnAddrs are addresses of the exit beyond those of its interfaces
 	// and the hosts in Addrs, refused as destinations like them.
 	OwnAddrs []netip.Addr
-	// ListenPorts are the ports other listeners of the exit's process are
-	// on (its status page, its metrics). Flows to them, as to the link
-	// listener's and the DHT socket's ports, on loopback or on the exit's
-	// own addresses, are refused whatever the policy allows.
-	ListenPorts []uint16
+	// Listeners are the addresses other listeners of the exit's process
+	// are on (its status page, its metrics). Flows to them, as to the link
+	// listener and the DHT socket, are refused whatever the policy allows;
+	// to one on an unspecified address, on loopback and on every address
+	// of the exit.
+	Listeners []netip.AddrPort
 	// Allow, when set, admits only the client peer IDs it returns true for.
 	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool

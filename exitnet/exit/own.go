@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -30,12 +29,12 @@ type ownAddrs struct {
 	// before a change can never be stored after the set computed after it.
 	refreshing sync.Mutex
 
-	linkPort atomic.Uint32 // the port Serve's listener is on
-
 	mu       sync.Mutex
 	external []netip.Addr // from SetExternalAddrs
 	named    []netip.Addr // the names in Config.Addrs, resolved
 	resolved time.Time    // when named was last resolved
+
+	link netip.AddrPort // Serve's listener; guarded by mu
 }
 
 // refresh reads the interfaces and stores the whole set in the policy.
@@ -81,34 +80,39 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	if e.own.Store(addrs) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
 	}
-	e.own.StorePorts(o.listening())
+	e.own.StoreListeners(o.listening())
 }
 
-// listening returns the ports the exit's own process listens on: those of
-// Config.ListenPorts, its link listener and its DHT socket.
-func (o *ownAddrs) listening() []uint16 {
+// listening returns where the exit's own process listens: the addresses
+// of Config.Listeners, its link listener and its DHT socket.
+func (o *ownAddrs) listening() []netip.AddrPort {
 	e := o.e
-	ports := slices.Clone(e.cfg.ListenPorts)
-	ports = append(ports, uint16(o.linkPort.Load()))
+	ls := slices.Clone(e.cfg.Listeners)
+	o.mu.Lock()
+	ls = append(ls, o.link)
+	o.mu.Unlock()
 	if e.dht != nil {
-		// The port the socket is on once it is open; the one asked for
-		// before, so that there is no moment the port is not refused.
+		// The socket's address once it is open; the one asked for
+		// before, so that there is no moment it is not refused.
 		if a, ok := e.dht.node.Addr().(*net.UDPAddr); ok {
-			ports = append(ports, uint16(a.Port))
+			ls = append(ls, a.AddrPort())
 		}
-		if _, p, err := net.SplitHostPort(e.cfg.DHT.Node.Listen); err == nil {
+		if host, p, err := net.SplitHostPort(e.cfg.DHT.Node.Listen); err == nil {
+			ip, _ := netip.ParseAddr(host) // none: every address
 			if n, err := strconv.ParseUint(p, 10, 16); err == nil {
-				ports = append(ports, uint16(n))
+				ls = append(ls, netip.AddrPortFrom(ip, uint16(n)))
 			}
 		}
 	}
-	return ports
+	return ls
 }
 
-// listen records the port of Serve's listener as one of the exit's own.
+// listen records the address of Serve's listener as one of the exit's own.
 func (o *ownAddrs) listen(ctx context.Context, a net.Addr) {
 	if tcp, ok := a.(*net.TCPAddr); ok {
-		o.linkPort.Store(uint32(tcp.Port))
+		o.mu.Lock()
+		o.link = tcp.AddrPort()
+		o.mu.Unlock()
 		o.refresh(ctx)
 	}
 }

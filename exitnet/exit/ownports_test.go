@@ -12,9 +12,9 @@ import (
 )
 
 // TestSecurityOwnListeners: a lab exit (AllowPrivate) refuses TCP flows
-// and UDP datagrams to the ports its own process listens on (a status
-// page given in ListenPorts, its link listener) on loopback, counting
-// them as policy refusals, while another loopback port stays open to it.
+// and UDP datagrams to where its own process listens (a status page given
+// in Listeners, its link listener) on loopback, counting them as policy
+// refusals, while another loopback port stays open to it.
 func TestSecurityOwnListeners(t *testing.T) {
 	page := startTarget(t, "tcp4", "127.0.0.1:0", []byte("the exit's own status page"))
 	pagePort, _ := strconv.Atoi(page.port())
@@ -27,13 +27,12 @@ func TestSecurityOwnListeners(t *testing.T) {
 	other := startTarget(t, "tcp4", "127.0.0.1:0", []byte("another service"))
 	echo := udpEcho(t, "udp4", "127.0.0.1:0")
 
-	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, ListenPorts: []uint16{uint16(pagePort)}})
+	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, Listeners: []netip.AddrPort{page.ln.Addr().(*net.TCPAddr).AddrPort()}})
 	_, linkPort, _ := net.SplitHostPort(exit.addr.Addr)
 	pl := startPool(t, exit.addr)
 
 	refused := []string{
 		"127.0.0.1:" + page.port(),
-		"127.0.0.2:" + page.port(),
 		"[::ffff:127.0.0.1]:" + page.port(),
 		"localhost:" + page.port(),
 		"127.0.0.1:" + linkPort,

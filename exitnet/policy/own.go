@@ -12,47 +12,61 @@ import (
 // while Check reads it. The zero value is empty and ready to use; it is
 // safe for concurrent use.
 type OwnAddrs struct {
-	set   atomic.Pointer[map[netip.Addr]struct{}]
-	ports atomic.Pointer[map[uint16]struct{}] // see StorePorts
+	set atomic.Pointer[map[netip.Addr]struct{}]
+	// listeners are the addresses the exit's process listens on, by
+	// port; see StoreListeners.
+	listeners atomic.Pointer[map[uint16][]netip.Addr]
 }
 
-// StorePorts replaces the set of ports the exit's own process listens on
+// StoreListeners replaces the addresses the exit's own process listens on
 // (its link listener, its DHT socket, its status page, its metrics):
-// Policy.Check refuses them on loopback and on the exit's own addresses,
-// whatever else allows them. Port 0 is left out.
-func (o *OwnAddrs) StorePorts(ports []uint16) {
-	m := make(map[uint16]struct{}, len(ports))
-	for _, p := range ports {
-		if p != 0 {
-			m[p] = struct{}{}
+// Policy.Check refuses them whatever else allows them. A listener on an
+// unspecified address (or none) answers on loopback and on every address
+// of the exit, and is refused there; one on an address, there. Port 0 is
+// left out.
+func (o *OwnAddrs) StoreListeners(ls []netip.AddrPort) {
+	m := make(map[uint16][]netip.Addr, len(ls))
+	for _, l := range ls {
+		a := l.Addr().Unmap().WithZone("")
+		if !a.IsValid() {
+			a = netip.IPv6Unspecified()
+		}
+		if l.Port() != 0 && !slices.Contains(m[l.Port()], a) {
+			m[l.Port()] = append(m[l.Port()], a)
 		}
 	}
-	o.ports.Store(&m)
+	o.listeners.Store(&m)
 }
 
-// Listening reports whether port is one StorePorts stored. It does not
-// allocate.
-func (o *OwnAddrs) Listening(port uint16) bool {
-	m := o.ports.Load()
-	if m == nil {
-		return false
-	}
-	_, ok := (*m)[port]
-	return ok
-}
-
-// Ports returns the ports StorePorts stored, sorted.
-func (o *OwnAddrs) Ports() []uint16 {
-	m := o.ports.Load()
+// Listeners returns the addresses StoreListeners stored, sorted.
+func (o *OwnAddrs) Listeners() []netip.AddrPort {
+	m := o.listeners.Load()
 	if m == nil {
 		return nil
 	}
-	out := make([]uint16, 0, len(*m))
-	for p := range *m {
-		out = append(out, p)
+	var out []netip.AddrPort
+	for port, as := range *m {
+		for _, a := range as {
+			out = append(out, netip.AddrPortFrom(a, port))
+		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, netip.AddrPort.Compare)
 	return out
+}
+
+// listens reports whether a listener of the exit's own process answers at
+// ip:port, ip unmapped and zoneless. It does not allocate.
+func (o *OwnAddrs) listens(ip netip.Addr, port uint16) bool {
+	m := o.listeners.Load()
+	if m == nil {
+		return false
+	}
+	for _, a := range (*m)[port] {
+		if a == ip || a.IsUnspecified() && (ip.IsLoopback() || o.Contains(ip)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Store replaces the set with addrs, unmapped and without zones; invalid

@@ -184,8 +184,8 @@ func (r Rule) String() string {
 //     gateway, relay or local route would carry them to that IPv4 address;
 //     AllowPrivate does not lift this, only a rule inside the form's range;
 //   - the exit's own addresses, when Own is set (see Own), and, never
-//     lifted, the ports its own process listens on, on those addresses
-//     and on loopback;
+//     lifted, where its own process listens, on those addresses and on
+//     loopback;
 //   - the ports in DenyPorts, on every address.
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are unmapped before any check,
@@ -215,8 +215,9 @@ type Policy struct {
 	// AllowPrivate opens them. Only an allow rule that names the address
 	// itself (a /32 or /128) lifts this refusal.
 	//
-	// The ports the exit's own process listens on (OwnAddrs.StorePorts)
-	// are refused on loopback and on the exit's own addresses whatever
+	// The addresses the exit's own process listens on
+	// (OwnAddrs.StoreListeners; one on an unspecified address answers on
+	// loopback and on all the exit's own addresses) are refused whatever
 	// AllowPrivate, Rules and OwnPorts say: a lab exit must not carry its
 	// clients to its own status page, metrics, link or DHT socket.
 	Own *OwnAddrs
@@ -370,7 +371,7 @@ func (p *Policy) Check(ip netip.Addr, port uint16) error {
 	if p == nil {
 		p = &defaultPolicy
 	}
-	if p.Own != nil && p.Own.Listening(port) && p.isSelf(ip, v) {
+	if p.Own != nil && p.ownListener(ip, port, v) {
 		return refusePolicy(ip, port, "a port the exit itself listens on")
 	}
 	if p.Own != nil && p.isOwn(ip, v) && !p.ownLifted(ip, port) {
@@ -419,15 +420,14 @@ func (p *Policy) isOwn(ip netip.Addr, v policyVerdict) bool {
 	return false
 }
 
-// isSelf reports whether ip, or an IPv4 address its IPv6 form v embeds, is
-// loopback or one of the exit's own addresses: where a listener of the
-// exit's own process may answer.
-func (p *Policy) isSelf(ip netip.Addr, v policyVerdict) bool {
-	if ip.IsLoopback() || p.Own.Contains(ip) {
+// ownListener reports whether a listener of the exit's own process
+// answers at ip:port, or at an IPv4 address its IPv6 form v embeds.
+func (p *Policy) ownListener(ip netip.Addr, port uint16, v policyVerdict) bool {
+	if p.Own.listens(ip, port) {
 		return true
 	}
 	for _, in := range v.inner {
-		if in.IsValid() && (in.IsLoopback() || p.Own.Contains(in)) {
+		if in.IsValid() && p.Own.listens(in, port) {
 			return true
 		}
 	}
