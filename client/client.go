@@ -37,11 +37,12 @@ type Client struct {
 	socks     *proxy.SOCKS
 	http      *proxy.HTTP // nil when off
 	announcer *portfwd.Announcer
-	ports     chan uint16 // the newest forwarded port, for the announcements
-	learned   int         // exits loaded from the cache
-	dht       *finder     // nil when the DHT is off
-	events    *events     // recent events, from the pool's status changes
-	doctor    doctor      // the newest check of qBittorrent's settings
+	ports     chan uint16      // the newest forwarded port, for the announcements
+	learned   int              // exits loaded from the cache
+	cache     *discovery.Cache // nil without a state dir
+	dht       *finder          // nil when the DHT is off
+	events    *events          // recent events, from the pool's status changes
+	doctor    doctor           // the newest check of qBittorrent's settings
 
 	// announceOpt rewrites tracker announces; nil when off.
 	announceOpt *announce.Options
@@ -80,7 +81,7 @@ func New(cfg Config) (*Client, error) {
 	if cache != nil {
 		cached = cache.Load()
 	}
-	c := &Client{cfg: cfg, log: log, learned: len(cached), ports: make(chan uint16, 1),
+	c := &Client{cfg: cfg, log: log, learned: len(cached), cache: cache, ports: make(chan uint16, 1),
 		probePorts: make(chan uint16, 1), tcpPorts: make(chan uint16, 1),
 		announcer: &portfwd.Announcer{PortFile: cfg.PortFile, Hook: cfg.OnPortHook, Log: log},
 		events:    newEvents(!cfg.forwardOff())}
@@ -136,7 +137,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	if cfg.DHT != nil {
-		if c.dht, err = newFinder(*cfg.DHT, c.pool, cfg, wanted, trusted); err != nil {
+		if c.dht, err = newFinder(*cfg.DHT, c.pool, cfg, cache, wanted, trusted); err != nil {
 			return nil, err
 		}
 	}
@@ -276,6 +277,9 @@ func (c *Client) Run(ctx context.Context) error {
 		g.Go(func() error { c.checkQBittorrent(ctx, keepEvery); return nil })
 	}
 	err := g.Wait()
+	if c.cache != nil {
+		c.cache.Close() // writes the exits learned last
+	}
 	c.unlock()
 	c.log.Info("client stopped")
 	return err

@@ -130,7 +130,7 @@ type finder struct {
 	warned     bool
 }
 
-func newFinder(cfg DHT, p *pool.Pool, c Config, wanted []link.PeerID, trusted func(link.PeerID) bool) (*finder, error) {
+func newFinder(cfg DHT, p *pool.Pool, c Config, cache *discovery.Cache, wanted []link.PeerID, trusted func(link.PeerID) bool) (*finder, error) {
 	if cfg.Want < 0 || cfg.Every < 0 || cfg.ProbeTimeout < 0 || cfg.FailureExpiry < 0 || cfg.OpTimeout < 0 {
 		return nil, errors.New("client dht: negative setting")
 	}
@@ -138,7 +138,7 @@ func newFinder(cfg DHT, p *pool.Pool, c Config, wanted []link.PeerID, trusted fu
 	cfg.Every = cmp.Or(cfg.Every, defaultEvery)
 	cfg.ProbeTimeout = cmp.Or(cfg.ProbeTimeout, defaultProbeTimeout)
 	cfg.FailureExpiry = cmp.Or(cfg.FailureExpiry, defaultFailureExpiry)
-	f := &finder{cfg: cfg, pool: p, cache: c.cache(), wanted: wanted, trusted: trusted, log: c.Log,
+	f := &finder{cfg: cfg, pool: p, cache: cache, wanted: wanted, trusted: trusted, log: c.Log,
 		path: DHTOff, failed: map[string]time.Time{}, probed: map[link.PeerID]time.Time{}}
 	if c.StateDir != "" {
 		f.stateFile = filepath.Join(c.StateDir, "dht.state")

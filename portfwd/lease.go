@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -56,6 +55,7 @@ type Leases struct {
 	by      map[uint16]*lease
 	created map[netip.Prefix][]time.Time // creations in the last hour, oldest first
 	yielded uint64
+	file    leaseWriter // writes File off the lock
 }
 
 type lease struct {
@@ -89,7 +89,8 @@ func NewLeases(cfg LeasesConfig) (*Leases, error) {
 	if cfg.NewPerSourceHour <= 0 {
 		cfg.NewPerSourceHour = 16
 	}
-	l := &Leases{cfg: cfg, by: make(map[uint16]*lease), created: make(map[netip.Prefix][]time.Time)}
+	l := &Leases{cfg: cfg, by: make(map[uint16]*lease), created: make(map[netip.Prefix][]time.Time),
+		file: leaseWriter{path: cfg.File}}
 	if cfg.File != "" {
 		if err := l.load(); err != nil {
 			return nil, err
@@ -325,14 +326,15 @@ type leaseFile struct {
 	Leases []lease `json:"leases"`
 }
 
-// save writes the leases to File, if set. An active lease is written with
-// a full reservation from now, idle since now, so that a crash of the exit
-// keeps it reserved. Errors are not fatal: the leases still work in memory.
+// save hands a snapshot of the leases to the writer, which writes it to
+// File, if set, after l.mu is released. An active lease is written with a
+// full reservation from now, idle since now, so that a crash of the exit
+// keeps it reserved. l.mu must be held.
 func (l *Leases) save(now time.Time) {
 	if l.cfg.File == "" {
 		return
 	}
-	var f leaseFile
+	f := &leaseFile{Leases: make([]lease, 0, len(l.by))}
 	for _, ls := range l.by {
 		e := *ls
 		if ls.active {
@@ -340,18 +342,15 @@ func (l *Leases) save(now time.Time) {
 		}
 		f.Leases = append(f.Leases, e)
 	}
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return
-	}
-	tmp := l.cfg.File + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(l.cfg.File), 0o700); err != nil {
-		return
-	}
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return
-	}
-	os.Rename(tmp, l.cfg.File)
+	l.file.put(f)
+}
+
+// Close returns once every change made before it is in File. The leases
+// stay usable (and later changes are written too); nothing is released.
+// It may be called more than once.
+func (l *Leases) Close() error {
+	l.file.flush()
+	return nil
 }
 
 func (l *Leases) load() error {

@@ -100,11 +100,13 @@ func TestLeasesSurviveRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "leases.json")
 	l, _ := NewLeases(LeasesConfig{Lo: 40000, Hi: 40099, File: file})
 	p, _ := l.Acquire(peer(1), noAddr, 0, bindAny)
+	l.Close() // the file is written
 	// The exit dies without releasing: the port must stay reserved.
 	l2, err := NewLeases(LeasesConfig{Lo: 40000, Hi: 40099, File: file})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { l2.Close() })
 	if h, ok := l2.Holder(p); !ok || h != peer(1) {
 		t.Fatalf("after restart port %d is held by %v (%v), want peer 1", p, h, ok)
 	}

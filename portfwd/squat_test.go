@@ -29,6 +29,7 @@ func TestLeasesSquattersYield(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer func() { l.Close() }() // the one in use at the end
 		// A client that carried a lot, then ten squatters that carried
 		// nothing to speak of: every port is reserved.
 		real, err := l.Acquire(peer(200), src(200), 0, bindAny)
@@ -53,6 +54,7 @@ func TestLeasesSquattersYield(t *testing.T) {
 
 		// An hour later the exit restarts; a new client asks.
 		time.Sleep(time.Hour)
+		l.Close()
 		l, err = NewLeases(cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -126,8 +126,9 @@ func streamTarget(t *testing.T) *testnet.Target {
 
 // TestBrowserStatusPages: an exit and a client run as processes with their
 // status pages on, a flow carries data both ways, and chromium shows the
-// client's exit, its rates and its forwarded port, and the exit's client,
-// rates and port; then a bench --html report.
+// client's relay and exit (it runs on two hops), its rates and its
+// forwarded port, and the exit's client, rates and port; then a bench
+// --html report.
 func TestBrowserStatusPages(t *testing.T) {
 	load := browser(t)
 	out := artifacts(t)
@@ -145,8 +146,19 @@ func TestBrowserStatusPages(t *testing.T) {
 	}
 	exitID, _, _ := strings.Cut(exitAddr, "@")
 	exitPage := pageURL(t, exitProc)
+	// The client reaches the exit through a relay: the page shows both hops.
+	relayProc := start(t, "exit", "--state-dir", filepath.Join(dir, "relay"), "--listen", "127.0.0.1:0", "--allow-private",
+		"--log-format", "json")
+	var relayAddr string
+	select {
+	case relayAddr = <-relayProc.stdout:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("relay printed no address:\n%s", relayProc.output())
+	}
+	relayID, relayHost, _ := strings.Cut(relayAddr, "@")
 
 	clientProc := start(t, "connect", "--state-dir", filepath.Join(dir, "client"), "--exit", exitAddr,
+		"--hops", "2", "--relay", relayAddr,
 		"--socks", "127.0.0.1:0", "--http", "off", "--ui", "127.0.0.1:0", "--log-format", "json")
 	clientPage := pageURL(t, clientProc)
 	socksAddr, _ := clientProc.waitLog(t, "client ready")["socks"].(string)
@@ -178,6 +190,10 @@ func TestBrowserStatusPages(t *testing.T) {
 			"#rate-down":      nonZero,
 			"#rate-up":        nonZero,
 			"#forwarded-port": `^[0-9]+$`,
+			"#relay-id":       "^" + regexp.QuoteMeta(relayID[:8]),
+			"#relay-addr":     "^" + regexp.QuoteMeta(relayHost) + "$",
+			"#relay-rtt":      `^[0-9.]+(µs|ms|s)$`,
+			"#exit-rtt-label": "both hops",
 		},
 		"read": []string{"#flows-open", "#events"}})
 	port, _ := strconv.Atoi(texts["#forwarded-port"])
@@ -245,7 +261,7 @@ func steady(t *testing.T, raw []byte) string {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatalf("not a client report (%v): %s", err, raw)
 	}
-	r.Traffic, r.RTT = nil, ""
+	r.Traffic, r.RTT, r.RelayRTT = nil, "", ""
 	for i := range r.Exits {
 		r.Exits[i].Age, r.Exits[i].RTT, r.Exits[i].Load = "", "", 0
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 	"github.com/swarmvpn/swarmvpn/internal/control"
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/portfwd"
 )
 
 func exitCommand() *cli.Command {
@@ -140,6 +141,15 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// A lab exit (--allow-private) must not carry its clients to its own
+	// page or metrics.
+	for _, l := range []net.Listener{metricsLn, uiLn} {
+		if l != nil {
+			if a, ok := l.Addr().(*net.TCPAddr); ok {
+				cfg.Listeners = append(cfg.Listeners, a.AddrPort())
+			}
+		}
+	}
 	id := cfg.Link.Identity
 	for _, a := range exit.Addrs(id.ID(), lnAddr, cmd.String("public-addr")) {
 		cfg.Addrs = append(cfg.Addrs, a.Addr)
@@ -185,6 +195,9 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 		g.Go(func() error { return page.Serve(ctx, uiLn) })
 	}
 	err = g.Wait()
+	if l, ok := cfg.Ports.(*portfwd.Leases); ok && l != nil {
+		l.Close() // the leases' last changes are in their file
+	}
 	log.Info("exit stopped")
 	return err
 }

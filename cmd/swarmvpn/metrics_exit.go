@@ -39,10 +39,13 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		tcpOff   = gauge("swarmvpn_exit_forwards_tcp_refusing", "Forwarded ports whose TCP listener is closed now because the client's target accepts no TCP.")
 		tcpClose = counter("swarmvpn_exit_forward_tcp_closings_total", "Times a forwarded port's TCP listener was closed at the client's request.")
 		probes   = counter("swarmvpn_exit_forward_probes_total", "Reachability probes of forwarded ports run for clients.")
+		reach    = counter("swarmvpn_exit_reach_requests_total",
+			"Reach requests of other exits, by result: answered (dialled back), refused_addr (not the asker's own public address), busy (at the caps).", "result")
+		descOnly = counter("swarmvpn_exit_descriptor_only_links_total", "Links admitted only to read the exit's descriptor (relays verifying it).")
 	)
 	return &snapshotCollector{
 		families: []family{links, clients, accepted, refused, dropped, fallback, policy, flowsRefused, udpOpen, udpExpired, forwards, inboundRef,
-			fwdRefused, hsPending, hsShed, relayed, relayOpen, relayB, relayRef, tcpOff, tcpClose, probes,
+			fwdRefused, hsPending, hsShed, relayed, relayOpen, relayB, relayRef, tcpOff, tcpClose, probes, reach, descOnly,
 			rateBytes, windows, bufPeak, halfOpen,
 			flowsOpen, flowsAll, flowBytes, udpDatagrams, udpBytes, udpDrops},
 		read: func(emit func(family, float64, ...string)) {
@@ -57,6 +60,10 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(refused, float64(s.RefusedHandshake), "handshake")
 			emit(dropped, float64(l.ClientsDropped))
 			emit(fallback, float64(s.Fallback))
+			emit(descOnly, float64(s.DescOnly))
+			emit(reach, float64(s.Reach.Answered), "answered")
+			emit(reach, float64(s.Reach.RefusedAddr), "refused_addr")
+			emit(reach, float64(s.Reach.RefusedBusy), "busy")
 			emit(rateBytes, float64(l.RateLimitedBytes))
 			emit(windows, float64(l.WindowGrowthRefused))
 			emit(bufPeak, float64(l.BufferPeak))

@@ -134,6 +134,12 @@ func TestBinaryMetrics(t *testing.T) {
 	if _, _, err := testnet.SOCKS5Dial(t.Context(), socksAddr, "127.0.0.1:25"); testnet.ReplyCode(err) != 2 {
 		t.Fatalf("connect to port 25: %v, want reply 2 (not allowed)", err)
 	}
+	// And one to the exit's own metrics listener, which --allow-private
+	// does not open.
+	metricsHost := strings.TrimSuffix(strings.TrimPrefix(exitMetrics, "http://"), "/metrics")
+	if _, _, err := testnet.SOCKS5Dial(t.Context(), socksAddr, metricsHost); testnet.ReplyCode(err) != 2 {
+		t.Fatalf("connect to the exit's own metrics at %s: %v, want reply 2 (not allowed)", metricsHost, err)
+	}
 
 	// UDP: datagrams to an echo through one association, then one the
 	// client's relay must drop (a fragment).
@@ -207,9 +213,9 @@ func TestBinaryMetrics(t *testing.T) {
 		`swarmvpn_exit_links_refused_total{reason="allow_list"}`:   0,
 		`swarmvpn_exit_links_refused_total{reason="full"}`:         0,
 		`swarmvpn_exit_links_refused_total{reason="handshake"}`:    0,
-		`swarmvpn_exit_policy_refusals_total`:                      1,
+		`swarmvpn_exit_policy_refusals_total`:                      2,
 		`swarmvpn_flows_open`:                                      1,
-		`swarmvpn_flows_total{kind="connect"}`:                     flows + 1,
+		`swarmvpn_flows_total{kind="connect"}`:                     flows + 2, // two refused: SMTP, the exit's own metrics
 		`swarmvpn_flows_total{kind="udp"}`:                         1,
 		`swarmvpn_flows_total{kind="forward"}`:                     1, // --forward auto asks; this exit lends none
 		`swarmvpn_flows_total{kind="inbound"}`:                     0,

@@ -14,13 +14,30 @@ import (
 // maxCached bounds the exits a client remembers between runs.
 const maxCached = 64
 
+// maxPending bounds the exits added and not yet written: more than the
+// file keeps, so that a burst is written whole when it fits.
+const maxPending = 4 * maxCached
+
 // Cache keeps the verified descriptors of exits learned from other exits in
 // a file, so that a client can start from them next time.
+//
+// Add never touches the disk: it hands the exits to a writer goroutine,
+// which runs while there is something to write and then ends. It merges
+// everything added meanwhile with the file and writes it, so a burst of
+// Adds costs one write or two, and the writes, one at a time, never put an
+// older state after a newer one. Close waits until all that was added is
+// written.
 type Cache struct {
 	Path string       // the file, JSON: a list of signed descriptors
 	Log  *slog.Logger // nil discards
 
-	mu sync.Mutex
+	// write replaces the file with b; nil writes a temporary file and
+	// renames it over Path. Tests hold writes with it.
+	write func(path string, b []byte) error
+
+	mu      sync.Mutex
+	pending map[link.PeerID]Known // added, not yet written: the newest per exit
+	idle    chan struct{}         // closed when the running writer ends; nil when none runs
 }
 
 // Load returns the cached exits whose descriptors still verify.
@@ -50,17 +67,67 @@ func (c *Cache) Load() []Known {
 	return out
 }
 
-// Add merges newly learned exits into the cache file.
+// Add merges newly learned exits into the cache file, soon: it returns at
+// once, and the writer saves them.
 func (c *Cache) Add(known []Known) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.pending == nil {
+		c.pending = make(map[link.PeerID]Known)
+	}
+	for _, k := range known {
+		old, ok := c.pending[k.Desc.ID]
+		switch {
+		case !ok && len(c.pending) >= maxPending:
+			// The file keeps fewer than this anyway.
+		case !ok || k.Desc.IssuedAt.After(old.Desc.IssuedAt):
+			c.pending[k.Desc.ID] = k
+		}
+	}
+	if c.idle == nil && len(c.pending) > 0 {
+		c.idle = make(chan struct{})
+		go c.run(c.idle)
+	}
+}
+
+// Close returns once everything added before it is in the file. The
+// Cache stays usable; Close may be called more than once.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	idle := c.idle
+	c.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
+	return nil
+}
+
+// run writes what is pending until nothing is, then ends and closes idle.
+func (c *Cache) run(idle chan struct{}) {
+	for {
+		c.mu.Lock()
+		batch := c.pending
+		c.pending = nil
+		if len(batch) == 0 {
+			c.idle = nil
+			close(idle)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		c.save(batch)
+	}
+}
+
+// save merges batch with the file and writes the result.
+func (c *Cache) save(batch map[link.PeerID]Known) {
 	merged := map[link.PeerID]Known{}
 	for _, k := range c.Load() {
 		merged[k.Desc.ID] = k
 	}
-	for _, k := range known {
-		if old, ok := merged[k.Desc.ID]; !ok || k.Desc.IssuedAt.After(old.Desc.IssuedAt) {
-			merged[k.Desc.ID] = k
+	for id, k := range batch {
+		if old, ok := merged[id]; !ok || k.Desc.IssuedAt.After(old.Desc.IssuedAt) {
+			merged[id] = k
 		}
 	}
 	var blobs [][]byte
@@ -76,15 +143,25 @@ func (c *Cache) Add(known []Known) {
 	if err != nil {
 		return
 	}
-	tmp := c.Path + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(c.Path), 0o700); err == nil {
-		if err = os.WriteFile(tmp, b, 0o600); err == nil {
-			err = os.Rename(tmp, c.Path)
-		}
-		if err != nil {
-			c.log().Warn("cannot save learned exits", "file", c.Path, "err", err)
-		}
+	write := c.write
+	if write == nil {
+		write = writeAtomic
 	}
+	if err := write(c.Path, b); err != nil {
+		c.log().Warn("cannot save learned exits", "file", c.Path, "err", err)
+	}
+}
+
+// writeAtomic replaces path with b: a temporary file renamed over it.
+func writeAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func (c *Cache) log() *slog.Logger {

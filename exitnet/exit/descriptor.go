@@ -108,7 +108,11 @@ func (e *Server) Learn(s discovery.SignedDescriptor) error {
 
 // serveDescriptors answers a descriptor request: the exit's own
 // descriptor, then those of the exits it knows, then the end of the stream.
-func (e *Server) serveDescriptors(st *yamux.Stream) {
+func (e *Server) serveDescriptors(st *yamux.Stream) { e.writeDescriptors(st, true) }
+
+// writeDescriptors answers a descriptor request with the exit's own
+// descriptor, and with those of the exits it knows when known is set.
+func (e *Server) writeDescriptors(st *yamux.Stream, known bool) {
 	defer st.Close()
 	own, err := e.Descriptor()
 	if err != nil {
@@ -122,7 +126,9 @@ func (e *Server) serveDescriptors(st *yamux.Stream) {
 	all := make([]discovery.SignedDescriptor, 0, 1+len(e.desc.known))
 	all = append(all, own)
 	for _, k := range e.desc.known {
-		all = append(all, k)
+		if known {
+			all = append(all, k)
+		}
 	}
 	e.desc.mu.Unlock()
 	var buf []byte

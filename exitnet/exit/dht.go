@@ -136,6 +136,13 @@ func (e *Server) runDHT(ctx context.Context, ln net.Addr) {
 		}
 	})
 	wg.Go(func() { e.keepPublished(ctx, listenPort, orDefault(e.cfg.DHT.CheckEvery, time.Minute)) })
+	wg.Go(func() {
+		select { // the socket's port becomes one of the exit's own at once
+		case <-e.dht.node.Ready():
+			e.ownAddrs.refresh(ctx)
+		case <-ctx.Done():
+		}
+	})
 	wg.Wait()
 }
 

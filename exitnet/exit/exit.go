@@ -36,6 +36,12 @@ type Config struct {
 	// OwnAddrs are addresses of the exit beyond those of its interfaces
 	// and the hosts in Addrs, refused as destinations like them.
 	OwnAddrs []netip.Addr
+	// Listeners are the addresses other listeners of the exit's process
+	// are on (its status page, its metrics). Flows to them, as to the link
+	// listener and the DHT socket, are refused whatever the policy allows;
+	// to one on an unspecified address, on loopback and on every address
+	// of the exit.
+	Listeners []netip.AddrPort
 	// Allow, when set, admits only the client peer IDs it returns true for.
 	// SetAllow replaces it while the exit runs.
 	Allow func(link.PeerID) bool
@@ -148,6 +154,11 @@ type Server struct {
 	dht      *dhtState        // nil when not on the DHT
 	relay    relayState
 
+	descOnly atomic.Int32 // descriptor-only links open now
+	// published reports whether the exit's descriptor is public now (on
+	// the DHT); tests replace it before Serve.
+	published func() bool
+
 	mu       sync.Mutex
 	sessions map[*link.Session]struct{}
 	clients  map[link.PeerID]*client
@@ -239,6 +250,7 @@ func New(cfg Config) (*Server, error) {
 		reaching: make(chan struct{}, maxReachAnswering),
 		isPublic: netaddr.IsPublic,
 	}
+	e.published = e.publishing
 	if cfg.Allow != nil {
 		e.allow.Store(&cfg.Allow)
 	}
@@ -307,6 +319,7 @@ func (e *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	e.ownAddrs.listen(ctx, ln.Addr())
 	wg.Go(func() { e.ownAddrs.watch(ctx) })
 	if e.cfg.MDNS {
 		wg.Go(func() { e.advertise(ctx, ln.Addr()) })
@@ -387,6 +400,7 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 		e.site.serve(c, proto)
 	}
 	lcfg.H2Preface = e.site.preface
+	lcfg.AdmitDescriptorOnly = e.admitDescriptorOnly
 	admitted := true // admit runs in this goroutine, inside the handshake
 	sess, err := link.Server(ctx, conn, lcfg, func(id link.PeerID) bool {
 		admitted = e.admit(id)
@@ -405,6 +419,10 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 			e.stats.refusedHandshake.Add(1)
 		}
 		e.log.Debug("link refused", "err", err) // scanners and probes too: counted, not logged
+		return
+	}
+	if sess.DescriptorOnly {
+		e.serveDescriptorOnly(ctx, sess)
 		return
 	}
 	log := e.log.With("peer", sess.Peer.Short())

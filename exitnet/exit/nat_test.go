@@ -281,32 +281,53 @@ func TestReach(t *testing.T) {
 }
 
 // TestReachRequest: the answering side of a reach request, raw: a name is
-// refused, and the observed address comes back whatever the status.
+// refused; the exit dials back only the asker's own address (the one its
+// link comes from), any port, and only a public one unless it allows
+// private addresses; refusals are counted and dial nothing; the observed
+// address comes back whatever the status.
 func TestReachRequest(t *testing.T) {
 	helper := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}})
-	sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, helper.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	strict := serveExit(t, Config{})
+	other := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}}) // another key, at the asker's address
+	elsewhere := startTarget(t, "tcp4", "127.0.0.2:0", nil)
 	for _, tt := range []struct {
+		name string
+		to   *exitHandle
 		dst  wire.Addr
 		want wire.Status
 	}{
-		{wire.Addr{Name: "example.com", Port: 80}, wire.StatusAddrTypeUnsupported},
-		// The helper itself answers there, but with its own key, not ours.
-		{mustWireAddr(t, helper.addr.Addr), wire.StatusGeneralFailure},
+		{"name", helper, wire.Addr{Name: "example.com", Port: 80}, wire.StatusAddrTypeUnsupported},
+		// Something answers at the asker's address, but not with its key.
+		{"own address, other key", helper, mustWireAddr(t, other.addr.Addr), wire.StatusGeneralFailure},
+		{"not the asker's address", helper, mustWireAddr(t, "127.0.0.2:"+elsewhere.port()), wire.StatusNotAllowed},
+		{"private, strict exit", strict, mustWireAddr(t, other.addr.Addr), wire.StatusNotAllowed},
 	} {
-		st, err := sess.OpenStream(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindReach, Dst: tt.dst}, 20*time.Second)
-		if err != nil || resp.Status != tt.want || !resp.Bound.IP.IsLoopback() {
-			t.Fatalf("reach %v: %v %v bound %v; want %v", tt.dst, resp.Status, err, resp.Bound, tt.want)
-		}
-		io.Copy(io.Discard, st)
-		st.Close()
+		t.Run(tt.name, func(t *testing.T) {
+			sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, tt.to.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			st, err := sess.OpenStream(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindReach, Dst: tt.dst}, 20*time.Second)
+			if err != nil || resp.Status != tt.want || !resp.Bound.IP.IsLoopback() {
+				t.Fatalf("reach %v: %v %v bound %v; want %v", tt.dst, resp.Status, err, resp.Bound, tt.want)
+			}
+			io.Copy(io.Discard, st)
+			st.Close()
+		})
+	}
+	if n := elsewhere.accepted.Load(); n != 0 {
+		t.Fatalf("a reach request made the exit connect to another host %d times", n)
+	}
+	if st := helper.exit.Stats().Reach; st.Answered != 1 || st.RefusedAddr != 1 {
+		t.Fatalf("helper's reach stats %+v, want 1 answered and 1 refused", st)
+	}
+	if st := strict.exit.Stats().Reach; st.Answered != 0 || st.RefusedAddr != 1 {
+		t.Fatalf("strict exit's reach stats %+v, want 1 refused", st)
 	}
 }
 

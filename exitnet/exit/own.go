@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -32,6 +33,8 @@ type ownAddrs struct {
 	external []netip.Addr // from SetExternalAddrs
 	named    []netip.Addr // the names in Config.Addrs, resolved
 	resolved time.Time    // when named was last resolved
+
+	link netip.AddrPort // Serve's listener; guarded by mu
 }
 
 // refresh reads the interfaces and stores the whole set in the policy.
@@ -76,6 +79,41 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	addrs = append(addrs, named...)
 	if e.own.Store(addrs) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
+	}
+	e.own.StoreListeners(o.listening())
+}
+
+// listening returns where the exit's own process listens: the addresses
+// of Config.Listeners, its link listener and its DHT socket.
+func (o *ownAddrs) listening() []netip.AddrPort {
+	e := o.e
+	ls := slices.Clone(e.cfg.Listeners)
+	o.mu.Lock()
+	ls = append(ls, o.link)
+	o.mu.Unlock()
+	if e.dht != nil {
+		// The socket's address once it is open; the one asked for
+		// before, so that there is no moment it is not refused.
+		if a, ok := e.dht.node.Addr().(*net.UDPAddr); ok {
+			ls = append(ls, a.AddrPort())
+		}
+		if host, p, err := net.SplitHostPort(e.cfg.DHT.Node.Listen); err == nil {
+			ip, _ := netip.ParseAddr(host) // none: every address
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+				ls = append(ls, netip.AddrPortFrom(ip, uint16(n)))
+			}
+		}
+	}
+	return ls
+}
+
+// listen records the address of Serve's listener as one of the exit's own.
+func (o *ownAddrs) listen(ctx context.Context, a net.Addr) {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		o.mu.Lock()
+		o.link = tcp.AddrPort()
+		o.mu.Unlock()
+		o.refresh(ctx)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -170,7 +171,17 @@ func (e *Server) askReach(ctx context.Context, target netip.AddrPort) ReachRepor
 		case wire.StatusOK:
 			r.State, r.Method, r.Detail = ReachReachable, method, ""
 			return r
-		case wire.StatusKindNotSupported, wire.StatusNotAllowed, wire.StatusAddrTypeUnsupported:
+		case wire.StatusNotAllowed:
+			if ip := resp.Bound.IP.Unmap(); ip.IsValid() && ip != target.Addr().Unmap() {
+				// It dials back only the address it sees the link come
+				// from, and that is not the router's.
+				errs = append(errs, fmt.Errorf("exit %s sees this exit's link come from %s, not %s, and dials back only there",
+					k.ID.Short(), ip, target.Addr()))
+				continue
+			}
+			errs = append(errs, fmt.Errorf("exit %s: %v", k.ID.Short(), resp.Status))
+			continue
+		case wire.StatusKindNotSupported, wire.StatusAddrTypeUnsupported:
 			errs = append(errs, fmt.Errorf("exit %s: %v", k.ID.Short(), resp.Status))
 			continue
 		case wire.StatusGeneralFailure:
@@ -204,9 +215,35 @@ func (e *Server) ask(ctx context.Context, k link.ExitAddr, target netip.AddrPort
 	return wire.Call(ctx, st, req, 2*reachTimeout)
 }
 
-// answerReach answers another exit's reach request: it dials dst, as a
-// connect flow would (the policy holds), and runs a link handshake there
-// pinning the asker's peer ID.
+// ReachStats counts the reach requests an exit answered for others.
+type ReachStats struct {
+	Answered uint64 // dialled back, whatever the dial found
+	// Refused, by reason: the address is not the asker's own (the one its
+	// link comes from), or not public on an exit that does not allow
+	// private addresses; the exit or the asker had as many under way as
+	// they may.
+	RefusedAddr, RefusedBusy uint64
+}
+
+type reachCounters struct{ answered, refusedAddr, refusedBusy atomic.Uint64 }
+
+func (c *reachCounters) snapshot() ReachStats {
+	return ReachStats{Answered: c.answered.Load(), RefusedAddr: c.refusedAddr.Load(), RefusedBusy: c.refusedBusy.Load()}
+}
+
+// reachAllowed reports whether the exit may dial dst back for an asker
+// whose link comes from observed: only the asker's own address, whatever
+// port it names, so that a reach request cannot make the exit connect,
+// under its identity, to a host the asker chooses; and only a public one
+// unless the exit allows private addresses (a lab).
+func (e *Server) reachAllowed(dst, observed wire.Addr) bool {
+	ip := dst.IP.Unmap()
+	return ip == observed.IP.Unmap() && (e.isPublic(ip) || e.policy.AllowPrivate)
+}
+
+// answerReach answers another exit's reach request: it dials dst, which
+// must be the asker's own address, as a connect flow would (the policy
+// holds), and runs a link handshake there pinning the asker's peer ID.
 func (e *Server) answerReach(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client, dst wire.Addr) {
 	defer st.Close()
 	observed := wire.AddrFromNet(sess.Conn.RemoteAddr())
@@ -215,18 +252,27 @@ func (e *Server) answerReach(ctx context.Context, log *slog.Logger, sess *link.S
 		respond(wire.StatusAddrTypeUnsupported)
 		return
 	}
+	if !e.reachAllowed(dst, observed) {
+		e.stats.reach.refusedAddr.Add(1)
+		log.Debug("reach refused: not the asker's own public address", "dst", dst)
+		respond(wire.StatusNotAllowed)
+		return
+	}
 	select {
 	case e.reaching <- struct{}{}:
 		defer func() { <-e.reaching }()
 	default:
+		e.stats.reach.refusedBusy.Add(1)
 		respond(wire.StatusGeneralFailure)
 		return
 	}
 	if !c.reaching.CompareAndSwap(false, true) {
+		e.stats.reach.refusedBusy.Add(1)
 		respond(wire.StatusGeneralFailure)
 		return
 	}
 	defer c.reaching.Store(false)
+	e.stats.reach.answered.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
 	defer cancel()
 	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())

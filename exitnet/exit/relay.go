@@ -253,10 +253,16 @@ func (e *Server) verifyExit(ctx context.Context, key relayKey) error {
 	}
 	target := link.ExitAddr{ID: key.id, Addr: key.addr.String()}
 	// The fetch runs over a connection the policy allowed, with the
-	// relay's own key.
+	// relay's own key, on a link that asks for the descriptor only: an
+	// exit that serves only the clients on its allow-list answers it too.
+	// An exit from before descriptor-only links refuses it: then as a
+	// client.
 	fctx, cancel := context.WithTimeout(ctx, orDefault(e.cfg.DialTimeout, 10*time.Second))
 	defer cancel()
-	s, err := discovery.FetchOwn(fctx, link.Config{Identity: e.cfg.Link.Identity}, target)
+	s, err := discovery.FetchOwn(fctx, link.Config{Identity: e.cfg.Link.Identity, DescriptorOnly: true}, target)
+	if err != nil && fctx.Err() == nil {
+		s, err = discovery.FetchOwn(fctx, link.Config{Identity: e.cfg.Link.Identity}, target)
+	}
 	var until time.Time
 	if err == nil {
 		var d discovery.Descriptor

@@ -28,6 +28,7 @@ func newLeases(t *testing.T, cfg portfwd.LeasesConfig) *portfwd.Leases {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { l.Close() }) // before the file's directory goes
 	return l
 }
 
@@ -63,8 +64,10 @@ func TestForwardSquattersCannotDeny(t *testing.T) {
 	cfg := portfwd.LeasesConfig{Lo: lo, Hi: hi, File: filepath.Join(t.TempDir(), "forward-leases.json")}
 	id := newIdentity(t)
 	addr := restartableAddr(t)
+	var leases *portfwd.Leases
 	start := func() *exitHandle {
-		return serveExitOn(t, Config{Link: link.Config{Identity: id}, Ports: newLeases(t, cfg)}, addr)
+		leases = newLeases(t, cfg)
+		return serveExitOn(t, Config{Link: link.Config{Identity: id}, Ports: leases}, addr)
 	}
 	exit := start()
 	squat := func(n int) {
@@ -85,6 +88,7 @@ func TestForwardSquattersCannotDeny(t *testing.T) {
 
 	// Across a restart: the file holds the reservations.
 	exit.stop(t)
+	leases.Close() // as the exit's program does when the exit has stopped
 	exit = start()
 	squat(10) // the range is full of reservations again, one of them the new client's
 	resp, _ = askForward(t, exit.addr, newIdentity(t))

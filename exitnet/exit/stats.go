@@ -27,6 +27,10 @@ type Stats struct {
 	// VisitorsShed counts web-site visitors closed to make room under the
 	// visitors' own bound (at most 512 at once, 16 from one source).
 	VisitorsShed uint64
+	// DescOnly counts links admitted only to read the exit's
+	// descriptor (relays verifying it), whatever the allow-list;
+	// DescOnlyShed, those closed at once because 32 were open.
+	DescOnly, DescOnlyShed uint64
 	// Fallback counts connections served as a web site because they did
 	// not prove themselves admitted clients: browsers, probers, garbage,
 	// replayed proofs, and refused clients (also counted above).
@@ -47,6 +51,7 @@ type Stats struct {
 	Forward ForwardStats // forwarded ports
 	Limits  LimitStats   // what the per-client limits held back
 	Relay   RelayStats   // streams relayed to other exits
+	Reach   ReachStats   // reach requests answered for other exits
 }
 
 // counters are every counter of an exit, grouped as Stats reports them.
@@ -54,12 +59,14 @@ type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
 	fallback                                          atomic.Uint64
+	descOnly, descOnlyShed                            atomic.Uint64
 	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
 
 	udp    udpCounters
 	fwd    forwardCounters
 	limits limitCounters
 	relay  relayCounters
+	reach  reachCounters
 }
 
 // Stats returns a snapshot of the exit's counters.
@@ -83,6 +90,8 @@ func (e *Server) Stats() Stats {
 		HandshakesShed:    e.handshakes.shed.Load(),
 		VisitorsShed:      e.visitors.shed.Load(),
 		Fallback:          c.fallback.Load(),
+		DescOnly:          c.descOnly.Load(),
+		DescOnlyShed:      c.descOnlyShed.Load(),
 		FlowsOpen:         c.flows.Open(),
 		Flows:             c.flows.Counts(),
 		RefusedFlows:      c.refusedFlows.Load(),
@@ -93,6 +102,7 @@ func (e *Server) Stats() Stats {
 		Forward:           c.fwd.snapshot(),
 		Limits:            c.limits.snapshot(),
 		Relay:             c.relay.snapshot(),
+		Reach:             c.reach.snapshot(),
 	}
 }
 

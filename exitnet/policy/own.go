@@ -13,6 +13,60 @@ import (
 // safe for concurrent use.
 type OwnAddrs struct {
 	set atomic.Pointer[map[netip.Addr]struct{}]
+	// listeners are the addresses the exit's process listens on, by
+	// port; see StoreListeners.
+	listeners atomic.Pointer[map[uint16][]netip.Addr]
+}
+
+// StoreListeners replaces the addresses the exit's own process listens on
+// (its link listener, its DHT socket, its status page, its metrics):
+// Policy.Check refuses them whatever else allows them. A listener on an
+// unspecified address (or none) answers on loopback and on every address
+// of the exit, and is refused there; one on an address, there. Port 0 is
+// left out.
+func (o *OwnAddrs) StoreListeners(ls []netip.AddrPort) {
+	m := make(map[uint16][]netip.Addr, len(ls))
+	for _, l := range ls {
+		a := l.Addr().Unmap().WithZone("")
+		if !a.IsValid() {
+			a = netip.IPv6Unspecified()
+		}
+		if l.Port() != 0 && !slices.Contains(m[l.Port()], a) {
+			m[l.Port()] = append(m[l.Port()], a)
+		}
+	}
+	o.listeners.Store(&m)
+}
+
+// Listeners returns the addresses StoreListeners stored, sorted.
+func (o *OwnAddrs) Listeners() []netip.AddrPort {
+	m := o.listeners.Load()
+	if m == nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for port, as := range *m {
+		for _, a := range as {
+			out = append(out, netip.AddrPortFrom(a, port))
+		}
+	}
+	slices.SortFunc(out, netip.AddrPort.Compare)
+	return out
+}
+
+// listens reports whether a listener of the exit's own process answers at
+// ip:port, ip unmapped and zoneless. It does not allocate.
+func (o *OwnAddrs) listens(ip netip.Addr, port uint16) bool {
+	m := o.listeners.Load()
+	if m == nil {
+		return false
+	}
+	for _, a := range (*m)[port] {
+		if a == ip || a.IsUnspecified() && (ip.IsLoopback() || o.Contains(ip)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Store replaces the set with addrs, unmapped and without zones; invalid

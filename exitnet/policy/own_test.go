@@ -114,3 +114,59 @@ func TestPolicyOwnAddrs(t *testing.T) {
 		t.Errorf("Check with an own set allocates %v times, want 0", n)
 	}
 }
+
+// TestPolicyOwnListeners: where the exit's own process listens is refused
+// whatever AllowPrivate, a rule naming the address, or OwnPorts say: a
+// listener on an unspecified address on loopback and on every own
+// address, one on an address there only; other loopback ports, and the
+// same port on another host, stay open to a lab.
+func TestPolicyOwnListeners(t *testing.T) {
+	own := new(OwnAddrs)
+	own.Store([]netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("198.51.100.7")})
+	own.StoreListeners([]netip.AddrPort{
+		netip.MustParseAddrPort("0.0.0.0:7843"),   // the link, everywhere
+		netip.MustParseAddrPort("127.0.0.1:9090"), // the status page, on loopback
+		netip.MustParseAddrPort("[::]:6881"),      // the DHT socket, everywhere
+		netip.AddrPortFrom(netip.Addr{}, 7000),    // no address: everywhere
+		netip.MustParseAddrPort("127.0.0.1:0"),    // no port: nothing
+		netip.MustParseAddrPort("[::ffff:127.0.0.1]:9090"),
+	})
+	lab := &Policy{AllowPrivate: true, Own: own}
+	ruled := &Policy{AllowPrivate: true, Own: own, Rules: mustRules(t, "allow 198.51.100.7/32", "allow 127.0.0.1/32"),
+		OwnPorts: []PortRange{{Lo: 7000, Hi: 9999}}}
+	tests := []struct {
+		name   string
+		policy *Policy
+		dst    string
+		allow  bool
+	}{
+		{"page on loopback", lab, "127.0.0.1:9090", false},
+		{"page mapped", lab, "[::ffff:127.0.0.1]:9090", false},
+		{"page bound elsewhere", lab, "127.0.0.2:9090", true},
+		{"link on another loopback address", lab, "127.0.0.2:7843", false},
+		{"link on v6 loopback", lab, "[::1]:7843", false},
+		{"link on own private address", lab, "10.1.2.3:7843", false},
+		{"dht on own public address", lab, "198.51.100.7:6881", false},
+		{"no address, loopback", lab, "127.0.0.1:7000", false},
+		{"nat64 of loopback link", &Policy{Own: own, Rules: mustRules(t, "allow 64:ff9b::/96")}, "[64:ff9b::7f00:1]:7843", false},
+		{"loopback other port", lab, "127.0.0.1:9091", true},
+		{"other host same port", lab, "10.1.2.4:7843", true},
+		{"public host same port", lab, "203.0.113.5:7843", true},
+		{"rules and own ports lift nothing", ruled, "127.0.0.1:9090", false},
+		{"rule naming own address lifts nothing", ruled, "198.51.100.7:7843", false},
+		{"rule naming own address other port", ruled, "198.51.100.7:8000", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ap := netip.MustParseAddrPort(tt.dst)
+			checkPolicy(t, tt.policy, ap.Addr(), ap.Port(), tt.allow)
+		})
+	}
+	if got := own.Listeners(); len(got) != 4 {
+		t.Errorf("Listeners() = %v, want 4", got)
+	}
+	err := lab.Check(netip.MustParseAddr("127.0.0.1"), 9090)
+	if err == nil || !strings.Contains(err.Error(), "listens on") {
+		t.Errorf("refusal %v does not say why", err)
+	}
+}

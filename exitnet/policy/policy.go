@@ -183,7 +183,9 @@ func (r Rule) String() string {
 //     whose embedded address is refused by any of the above, since a
 //     gateway, relay or local route would carry them to that IPv4 address;
 //     AllowPrivate does not lift this, only a rule inside the form's range;
-//   - the exit's own addresses, when Own is set (see Own);
+//   - the exit's own addresses, when Own is set (see Own), and, never
+//     lifted, where its own process listens, on those addresses and on
+//     loopback;
 //   - the ports in DenyPorts, on every address.
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are unmapped before any check,
@@ -212,6 +214,12 @@ type Policy struct {
 	// that embed one. Loopback addresses are left to the private ranges:
 	// AllowPrivate opens them. Only an allow rule that names the address
 	// itself (a /32 or /128) lifts this refusal.
+	//
+	// The addresses the exit's own process listens on
+	// (OwnAddrs.StoreListeners; one on an unspecified address answers on
+	// loopback and on all the exit's own addresses) are refused whatever
+	// AllowPrivate, Rules and OwnPorts say: a lab exit must not carry its
+	// clients to its own status page, metrics, link or DHT socket.
 	Own *OwnAddrs
 	// OwnPorts are ports allowed on the exit's own addresses all the same:
 	// the exit's forwarded port range, so that two clients of one exit
@@ -363,6 +371,9 @@ func (p *Policy) Check(ip netip.Addr, port uint16) error {
 	if p == nil {
 		p = &defaultPolicy
 	}
+	if p.Own != nil && p.ownListener(ip, port, v) {
+		return refusePolicy(ip, port, "a port the exit itself listens on")
+	}
 	if p.Own != nil && p.isOwn(ip, v) && !p.ownLifted(ip, port) {
 		return refusePolicy(ip, port, "the exit's own address")
 	}
@@ -403,6 +414,20 @@ func (p *Policy) isOwn(ip netip.Addr, v policyVerdict) bool {
 	}
 	for _, in := range v.inner {
 		if in.IsValid() && !in.IsLoopback() && p.Own.Contains(in) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownListener reports whether a listener of the exit's own process
+// answers at ip:port, or at an IPv4 address its IPv6 form v embeds.
+func (p *Policy) ownListener(ip netip.Addr, port uint16, v policyVerdict) bool {
+	if p.Own.listens(ip, port) {
+		return true
+	}
+	for _, in := range v.inner {
+		if in.IsValid() && p.Own.listens(in, port) {
 			return true
 		}
 	}

@@ -39,6 +39,17 @@ type Config struct {
 	// Log receives link events. Nil discards them.
 	Log *slog.Logger
 
+	// DescriptorOnly, on the client side, asks the exit to admit this
+	// link only to read the exit's own descriptor, which is public (a
+	// relay verifying an exit, SPEC.md "Link"): the exit may admit it
+	// whatever its allow-list says (AdmitDescriptorOnly), and serves
+	// nothing else on it. Session.DescriptorOnly tells the exit such a
+	// link.
+	DescriptorOnly bool
+	// AdmitDescriptorOnly, on the exit side, is asked instead of allow
+	// about a client that asks only for the exit's descriptor. Nil admits
+	// none beyond those allow admits.
+	AdmitDescriptorOnly func(PeerID) bool
 	// Nested, on the client side, says the link runs inside a stream of
 	// another link (two hops): its frames are cut so that each one, with
 	// its TLS records, fits one frame of the outer link, rather than
@@ -138,6 +149,11 @@ type Session struct {
 	// Conn is the TLS connection under the session: a *tls.Conn at the
 	// exit, a uTLS connection at the client.
 	Conn net.Conn
+	// DescriptorOnly, at the exit, says the client asked to read the
+	// exit's descriptor and nothing else (Config.DescriptorOnly): it must
+	// be served nothing more, and, when Config.AdmitDescriptorOnly is
+	// set, allow was not asked about it.
+	DescriptorOnly bool
 }
 
 // Client runs the client side of the handshake on conn: TLS 1.3 with a
@@ -183,7 +199,7 @@ func client(ctx context.Context, conn net.Conn, cfg Config, want *PeerID) (*Sess
 	if err != nil {
 		return nil, err
 	}
-	peer, version, err := clientProofs(ctx, uconn, cfg.Identity, want)
+	peer, version, err := clientProofs(ctx, uconn, cfg.Identity, want, cfg.DescriptorOnly)
 	if err != nil {
 		uconn.Close()
 		return nil, err
@@ -206,7 +222,7 @@ func (u utlsState) ExportKeyingMaterial(label string, context []byte, length int
 // clientProofs sends the client's proof and reads and checks the exit's:
 // the exit must prove *want, or, with want nil, any peer ID, which it
 // returns.
-func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want *PeerID) (PeerID, int, error) {
+func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want *PeerID, descOnly bool) (PeerID, int, error) {
 	stop := deadlineFrom(ctx, uconn)
 	defer stop()
 	c := utlsState{uconn}
@@ -214,7 +230,11 @@ func clientProofs(ctx context.Context, uconn *utls.UConn, id *Identity, want *Pe
 	if err != nil {
 		return PeerID{}, 0, err
 	}
-	if _, err := c.Write(proof(id, ek, clientTag(ek), []byte{minVersion, Version}, clientContext)); err != nil {
+	versions := []byte{minVersion, Version}
+	if descOnly {
+		versions[0] |= descriptorOnlyFlag
+	}
+	if _, err := c.Write(proof(id, ek, clientTag(ek), versions, clientContext)); err != nil {
 		return PeerID{}, 0, fmt.Errorf("send proof: %w", err)
 	}
 	tag, err := readExitTag(c, ek)
@@ -289,7 +309,7 @@ func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) b
 		sent = cfg.H2Preface
 	}
 	rec := &recorder{r: tconn}
-	peer, version, err := cfg.serverProofs(ctx, tconn, cs, rec, allow)
+	peer, version, descOnly, err := cfg.serverProofs(ctx, tconn, cs, rec, allow)
 	if err != nil {
 		if ctx.Err() != nil && ctx.Err() != context.DeadlineExceeded {
 			tconn.Close() // the exit is shutting down
@@ -309,40 +329,51 @@ func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) b
 		tconn.Close()
 		return nil, err
 	}
-	return &Session{Session: mux, Peer: peer, Version: version, Conn: tconn}, nil
+	return &Session{Session: mux, Peer: peer, Version: version, Conn: tconn, DescriptorOnly: descOnly}, nil
 }
 
-// serverProofs reads and checks the client's proof, asks allow, and sends
-// the exit's proof.
-func (cfg *Config) serverProofs(ctx context.Context, tconn *tls.Conn, cs tls.ConnectionState, r io.Reader, allow func(PeerID) bool) (PeerID, int, error) {
+// descriptorOnlyFlag, set in the MINVER byte of a client's proof, asks the
+// exit to admit the link only to read its descriptor (SPEC.md "Link").
+const descriptorOnlyFlag = 0x80
+
+// serverProofs reads and checks the client's proof, asks allow (or
+// AdmitDescriptorOnly, for a client that asks only for the exit's
+// descriptor), and sends the exit's proof.
+func (cfg *Config) serverProofs(ctx context.Context, tconn *tls.Conn, cs tls.ConnectionState, r io.Reader, allow func(PeerID) bool) (PeerID, int, bool, error) {
 	if cs.Version != tls.VersionTLS13 {
-		return PeerID{}, 0, fmt.Errorf("TLS %#x: %w", cs.Version, errNotClient)
+		return PeerID{}, 0, false, fmt.Errorf("TLS %#x: %w", cs.Version, errNotClient)
 	}
 	stop := deadlineFrom(ctx, tconn)
 	defer stop()
 	ek, err := exportKey(&cs)
 	if err != nil {
-		return PeerID{}, 0, err
+		return PeerID{}, 0, false, err
 	}
 	tag, err := readClientTag(r, ek)
 	if err != nil {
-		return PeerID{}, 0, err
+		return PeerID{}, 0, false, err
 	}
 	vers, peer, err := readProof(r, ek, tag, 2, clientContext)
 	if err != nil {
-		return PeerID{}, 0, fmt.Errorf("client's proof: %w", err)
+		return PeerID{}, 0, false, fmt.Errorf("client's proof: %w", err)
 	}
+	descOnly := vers[0]&descriptorOnlyFlag != 0
+	lo := int(vers[0] &^ descriptorOnlyFlag)
 	version := min(int(vers[1]), Version)
-	if version < max(int(vers[0]), minVersion) {
-		return PeerID{}, 0, fmt.Errorf("client speaks link protocol versions %d to %d, this exit %d to %d", vers[0], vers[1], minVersion, Version)
+	if version < max(lo, minVersion) {
+		return PeerID{}, 0, false, fmt.Errorf("client speaks link protocol versions %d to %d, this exit %d to %d", lo, vers[1], minVersion, Version)
 	}
-	if allow != nil && !allow(peer) {
-		return PeerID{}, 0, fmt.Errorf("client %s is not admitted (allow-list or capacity)", peer.Short())
+	admit := allow
+	if descOnly && cfg.AdmitDescriptorOnly != nil {
+		admit = cfg.AdmitDescriptorOnly
+	}
+	if admit != nil && !admit(peer) {
+		return PeerID{}, 0, false, fmt.Errorf("client %s is not admitted (allow-list or capacity)", peer.Short())
 	}
 	if _, err := tconn.Write(proof(cfg.Identity, ek, exitTag(ek), []byte{byte(version)}, exitContext)); err != nil {
-		return PeerID{}, 0, fmt.Errorf("send proof: %w", err)
+		return PeerID{}, 0, false, fmt.Errorf("send proof: %w", err)
 	}
-	return peer, version, nil
+	return peer, version, descOnly, nil
 }
 
 // recorder keeps what is read through it, for the fallback.

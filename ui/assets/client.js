@@ -23,6 +23,18 @@ function render(r) {
   setText("exit-addr", exitHost(r.exit));
   setText("exit-rtt", r.rtt || "–");
 
+  // A two-hop path: the relay the client links to, and the exit reached
+  // through it (its round trip is then through both hops), as 'swarmvpn
+  // status' shows them.
+  const relay = exitID(r.relay);
+  $("relay").hidden = !relay;
+  setText("relay-id", relay ? shortID(relay) : "");
+  $("relay-id").title = relay;
+  $("relay-id").dataset.full = relay;
+  setText("relay-addr", exitHost(r.relay));
+  setText("relay-rtt", r.relay_rtt || "–");
+  setText("exit-rtt-label", relay ? "round trip through both hops" : "round trip");
+
   if (r.forwarded_port) {
     setText("forwarded-port", r.forwarded_port);
     setText("forward-detail", "peers reach you at " + (r.public_endpoint || "the exit"));
