@@ -128,12 +128,16 @@ func (c *Config) yamuxConfig() *yamux.Config {
 	}
 }
 
-// maxFrame is the largest yamux frame payload: 64 KiB, or for a nested
-// link 64 KiB less room for its frame header and the overhead of its five
-// TLS records, so that one frame of it is one frame of the outer link.
+// maxFrame is the largest yamux frame, header (12 bytes) included: 64 KiB,
+// four full TLS records. For a nested link it is 64 KiB − 100: with the
+// overhead of its four TLS records (22 bytes each: header, content type,
+// tag) one frame of it is 64 KiB − 12 bytes, the largest payload of one
+// frame of the outer link, which is then four full records too. A flow
+// that reads 64 KiB − 112 bytes at a time (internal/relay) fills one frame
+// of either.
 func maxFrame(nested bool) uint32 {
 	if nested {
-		return 64*1024 - 256
+		return 64*1024 - 100
 	}
 	return 64 * 1024
 }

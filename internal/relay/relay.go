@@ -23,16 +23,28 @@ import (
 // than this machine) keeps the large buffer instead of trading it back
 // and forth with a system call each time. A flow that stops right after a
 // large read keeps the large buffer until its next small one.
+//
+// bufSize is what fills one frame of a link exactly: a multiplexed stream
+// (yamux, 64 KiB frames with a 12-byte header) cuts each write into frames
+// of at most 64 KiB − 12 bytes, and TLS each frame into records of 16 KiB.
+// A read of 32 KiB made a frame of 32 KiB + 12, three records, the last of
+// 12 bytes; a read of 64 KiB made a full frame and one of 12 bytes. Both
+// cost a record and a frame to encrypt, send, receive and decrypt for
+// nothing. 64 KiB − 112 leaves, besides the frame's header, room for the
+// four records' overhead of a link nested in another (two hops), whose
+// every frame then fills one frame of the outer link.
 const (
-	bufSize      = 32 << 10
+	bufSize      = 64<<10 - 112
 	quietSize    = 1 << 10
 	releaseBelow = 4 << 10
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// largeSize is the moving buffer of SpliceLarge.
-const largeSize = 256 << 10
+// largeSize is the moving buffer of SpliceLarge: about 256 KiB, four
+// whole frames of a multiplexed stream (64 KiB − 12 bytes each), so that a
+// full read is not cut into four frames and a fifth of 48 bytes.
+const largeSize = 4 * (64<<10 - 12)
 
 var largePool = sync.Pool{New: func() any { b := make([]byte, largeSize); return &b }}
 

@@ -38,7 +38,7 @@ type twoHop struct {
 	Received chan []byte
 }
 
-func startTwoHop(t *testing.T) *twoHop {
+func startTwoHop(t testing.TB) *twoHop {
 	t.Helper()
 	th := &twoHop{Ports: make(chan uint16, 16), Received: make(chan []byte, 4)}
 	leases, err := portfwd.NewLeases(*forwardRange())

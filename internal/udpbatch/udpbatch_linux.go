@@ -37,10 +37,17 @@ type sys struct {
 	whs   []mmsghdr
 	wiov  []unix.Iovec
 	wname []unix.RawSockaddrInet6
+	wctl  []byte // a UDP_SEGMENT control message per header
+	wrun  []int  // the datagrams each header carries
 	wn    int
 	wgot  int
 	werr  syscall.Errno
 	wfn   func(uintptr) bool
+
+	// gsoBelow: runs of datagrams of fewer bytes each than this go to
+	// the kernel as one (UDP_SEGMENT, see gso.go); 0 when the kernel or
+	// the route refused it.
+	gsoBelow int
 }
 
 func (s *sys) init(c *net.UDPConn, max int) error {
@@ -65,6 +72,8 @@ func (s *sys) init(c *net.UDPConn, max int) error {
 	s.c, s.rc, s.v6, s.max = c, rc, fam == unix.AF_INET6, max
 	s.rhs, s.riov, s.rname = make([]mmsghdr, max), make([]unix.Iovec, max), make([]unix.RawSockaddrInet6, max)
 	s.whs, s.wiov, s.wname = make([]mmsghdr, max), make([]unix.Iovec, max), make([]unix.RawSockaddrInet6, max)
+	s.wctl, s.wrun = make([]byte, max*gsoCmsgSpace), make([]int, max)
+	s.gsoBelow = gsoProbe(rc)
 	for i := range max {
 		s.rhs[i].hdr.Iov = &s.riov[i]
 		s.rhs[i].hdr.SetIovlen(1)
@@ -150,38 +159,69 @@ func (s *sys) write(ms []Message) (int, error) {
 				break
 			}
 		}
-		for i := range n {
+		// Headers: one per datagram, or one per run of datagrams that
+		// the kernel may cut itself (gsoRun).
+		k := 0
+		for i := 0; i < n; {
 			m := &ms[sent+i]
-			h := &s.whs[i]
-			if len(m.Buf) > 0 {
-				s.wiov[i].Base = &m.Buf[0]
-			} else {
-				s.wiov[i].Base = nil
-			}
-			s.wiov[i].SetLen(len(m.Buf))
-			nl, ok := s.putAddr(&s.wname[i], m.Addr)
+			nl, ok := s.putAddr(&s.wname[k], m.Addr)
 			if !ok {
 				if i > 0 { // send those before it first
 					n = i
 					break
 				}
-				clearRefs(s.wiov[:1])
 				return sent, fmt.Errorf("udpbatch: send to %v: %w", m.Addr, unix.EAFNOSUPPORT)
 			}
-			h.hdr.Name = (*byte)(unsafe.Pointer(&s.wname[i]))
+			run := gsoRun(ms[sent+i:sent+n], s.gsoBelow)
+			for j := range run {
+				b := ms[sent+i+j].Buf
+				if len(b) > 0 {
+					s.wiov[i+j].Base = &b[0]
+				} else {
+					s.wiov[i+j].Base = nil
+				}
+				s.wiov[i+j].SetLen(len(b))
+			}
+			h := &s.whs[k]
+			h.hdr.Iov = &s.wiov[i]
+			h.hdr.SetIovlen(run)
+			h.hdr.Name = (*byte)(unsafe.Pointer(&s.wname[k]))
 			h.hdr.Namelen = nl
+			if run > 1 {
+				ctl := s.wctl[k*gsoCmsgSpace : (k+1)*gsoCmsgSpace]
+				putSegment(ctl, len(m.Buf))
+				h.hdr.Control = &ctl[0]
+				h.hdr.SetControllen(len(ctl))
+			} else {
+				h.hdr.Control = nil
+				h.hdr.SetControllen(0)
+			}
 			h.len = 0
+			s.wrun[k] = run
+			k++
+			i += run
 		}
-		s.wn = n
+		s.wn = k
 		err := s.rc.Write(s.wfn)
 		clearRefs(s.wiov[:n])
 		if err != nil {
 			return sent, err
 		}
 		if s.werr != 0 {
+			// The first header failed (a later one only ends the call
+			// early). A run the kernel would not cut is sent again one
+			// datagram per header.
+			if s.wrun[0] > 1 {
+				if below, refused := gsoRefused(s.werr, len(ms[sent].Buf)); refused {
+					s.gsoBelow = min(s.gsoBelow, below)
+					continue
+				}
+			}
 			return sent, os.NewSyscallError("sendmmsg", s.werr)
 		}
-		sent += s.wgot
+		for _, run := range s.wrun[:s.wgot] {
+			sent += run
+		}
 	}
 	return sent, nil
 }
