@@ -55,10 +55,11 @@ const (
 	WorkIdle    = "idle"
 	WorkUDP     = "udp"
 	WorkRTT     = "rtt"
+	WorkUTP     = "utp" // slow (minutes) and needs python3-libtorrent: not in the default set
 )
 
 // AllWorkloads lists the workloads in the order they run.
-var AllWorkloads = []string{WorkBulk, WorkLatency, WorkSetup, WorkBurst, WorkIdle, WorkUDP, WorkRTT}
+var AllWorkloads = []string{WorkBulk, WorkLatency, WorkSetup, WorkBurst, WorkIdle, WorkUDP, WorkRTT, WorkUTP}
 
 // Config is what a run measures and how hard. The zero value of a field
 // means its default, which Quick makes smaller.
@@ -80,8 +81,8 @@ type Config struct {
 	// TargetPort is the targets' port, TCP and UDP; 0: any free port.
 	TargetPort int
 
-	// Workloads to run, by name (AllWorkloads); nil: all of them, "rtt"
-	// only when RTT is set.
+	// Workloads to run, by name (AllWorkloads); nil: all of them but
+	// "utp", and "rtt" only when RTT is set.
 	Workloads []string
 
 	// Quick shrinks every default so that a run takes seconds: for tests.
@@ -103,6 +104,9 @@ type Config struct {
 	// link with this round-trip time added.
 	RTT         time.Duration
 	RTTDuration time.Duration // one long-link round; default 3s (Quick: 300ms)
+
+	// UTP sets the uTP torrent workload's sizes (utp.go).
+	UTP UTPConfig
 
 	// Progress, when set, is told what runs.
 	Progress func(Status)
@@ -149,9 +153,10 @@ func (c Config) withDefaults() Config {
 		c.UDPSizes = []int{100, 1400}
 	}
 	setDur(&c.RTTDuration, qd(3*time.Second, 300*time.Millisecond))
+	c.UTP = c.UTP.withDefaults(c.Quick)
 	if c.Workloads == nil {
 		for _, w := range AllWorkloads {
-			if w != WorkRTT || c.RTT > 0 {
+			if (w != WorkRTT || c.RTT > 0) && w != WorkUTP {
 				c.Workloads = append(c.Workloads, w)
 			}
 		}
@@ -177,7 +182,7 @@ const (
 
 // validate checks the whole config; the first problem found is the error.
 func (c Config) validate() error {
-	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds} {
+	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds, c.UTP.validate} {
 		if err := check(); err != nil {
 			return err
 		}

@@ -9,8 +9,10 @@
 // The workloads: bulk throughput (1, 8 and 64 flows, each direction),
 // request/response latency on an open flow, flow setup one at a time and in
 // a burst, thousands of idle flows with the memory they cost each swarmvpn
-// process, UDP through SOCKS5 UDP ASSOCIATE, and optionally one flow over a
-// link with added delay (LinkDelay).
+// process, UDP through SOCKS5 UDP ASSOCIATE, optionally one flow over a
+// link with added delay (LinkDelay), and on request a torrent moved over
+// uTP only between libtorrent sessions (utp.py, run by /usr/bin/python3
+// when it has python3-libtorrent; the seeders are targets bench starts).
 //
 // bench reaches every path through SOCKS5 (the small client in
 // internal/socks, spoken step by step) or plain sockets, and starts

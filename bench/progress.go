@@ -14,6 +14,7 @@ type Status struct {
 	Round    int // 1 to Rounds; 0 or less during warm-up
 	Rounds   int
 	Elapsed  time.Duration // since the run started
+	Detail   string        // how far a long round has got: "45%, 30 MB/s"; shown on a terminal only
 }
 
 // Progress shows Status updates on w: on a terminal, one line rewritten in
@@ -48,6 +49,9 @@ func (p *Progress) Update(s Status) {
 		round = fmt.Sprintf("round %d/%d", s.Round, s.Rounds)
 	}
 	line := fmt.Sprintf("[%3.0fs] %s · %s · %s", s.Elapsed.Seconds(), s.Workload, s.Path, round)
+	if s.Detail != "" {
+		line += " · " + s.Detail
+	}
 	if r := []rune(line); len(r) > 100 {
 		line = string(r[:100])
 	}

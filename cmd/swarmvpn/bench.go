@@ -29,14 +29,17 @@ sink, echo and UDP echo targets, runs every workload in about a minute, and prin
 keep swarmvpn in the run), --direct adds the direct baseline, --exit measures a remote exit
 through a local client. Paths take turns round by round; each figure is the median of the
 rounds, and beside each other path's figure the table says how the first path compares
-with it ("2.00× worse": half the throughput, or twice the time).
+with it ("2.00× worse": half the throughput, or twice the time). The uTP torrent workload
+(--workloads utp) is not in the default set: it takes a few minutes, and it needs
+/usr/bin/python3 with libtorrent (apt-get install python3-libtorrent).
 
 Examples:
   swarmvpn bench --direct
   swarmvpn bench --hops 2 --workloads bulk,latency,udp --bulk-flows 1
   swarmvpn bench --local --socks ssh=127.0.0.1:1081 --direct
   swarmvpn bench --exit PEERID@203.0.113.7:7843 --target-host 198.51.100.4 --target-port 9000
-  swarmvpn bench --rtt 50ms --workloads rtt --direct`,
+  swarmvpn bench --rtt 50ms --workloads rtt --direct
+  swarmvpn bench --local --direct --workloads utp --rounds 3`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON document instead of the table"},
 			&cli.StringFlag{Name: "html", Usage: "also write the report as one self-contained HTML page with charts to `FILE`"},
@@ -57,8 +60,11 @@ Examples:
 				Usage: "add the long-link workload: one flow each way over a link with this round-trip `TIME` added, e.g. 50ms"},
 			&cli.StringSliceFlag{Name: "rtt-socks",
 				Usage: "`NAME=[USER:PASS@]HOST:PORT`: the --socks proxy NAME reached over a link with --rtt added (see 'swarmvpn bench delay'), for the long-link workload"},
-			&cli.StringFlag{Name: "workloads", DefaultText: "all; rtt with --rtt",
-				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",")},
+			&cli.StringFlag{Name: "workloads", DefaultText: "all but utp; rtt with --rtt",
+				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",") +
+					"; utp (slow: a few minutes) moves a torrent between libtorrent sessions over uTP only, and needs /usr/bin/python3 with libtorrent (apt-get install python3-libtorrent)"},
+			&cli.IntFlag{Name: "utp-size", DefaultText: "256; --quick: 32",
+				Usage: "the uTP workload's torrent size in `MIB`"},
 			&cli.IntFlag{Name: "rounds", DefaultText: "3; --quick: 2", Usage: "measured rounds behind each median"},
 			&cli.IntFlag{Name: "warmup", Value: 1, Usage: "rounds run and discarded before the measured ones"},
 			&cli.DurationFlag{Name: "duration", DefaultText: "1s, long-link 3s; --quick: 150ms, 300ms",
