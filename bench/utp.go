@@ -98,7 +98,10 @@ func (b *Bench) utpWorkload(note func(string, ...any)) workload {
 	note("uTP torrent: uTP only (no TCP, DHT or tracker), the leecher's data checked; MB/s is the payload ÷ the time from the leecher's first connect to its last piece verified")
 	rig := &utpRig{cfg: cfg, targetHost: b.cfg.TargetHost, detail: b.detail}
 	w.run = func(ctx context.Context, p *path) ([]float64, error) {
-		v, err := rig.round(ctx, p.socks)
+		v, senders, err := rig.round(ctx, p.socks)
+		if err == nil && senders < utpSeeders {
+			note("%s: a round's leecher got data from %d of the %d seeders", p.Name, senders, utpSeeders)
+		}
 		return []float64{v}, err
 	}
 	w.close = rig.close
@@ -141,28 +144,28 @@ type utpRig struct {
 const payloadName = "payload.bin"
 
 // round downloads the torrent once through proxy (nil: directly) and
-// returns MB/s.
-func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (float64, error) {
+// returns MB/s and how many seeders sent data.
+func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (mbps float64, senders int, err error) {
 	if !r.prepared {
 		r.prepared = true
 		r.err = r.prepare(ctx)
 	}
 	if r.err != nil {
-		return 0, r.err
+		return 0, 0, r.err
 	}
 	for _, s := range r.seeders {
 		if ended, why := s.exited(); ended {
-			return 0, errors.New(why)
+			return 0, 0, errors.New(why)
 		}
 	}
 	leechDir, err := os.MkdirTemp(r.dir, "leech-")
 	if err != nil {
-		return 0, fmt.Errorf("uTP leecher's directory: %w", err)
+		return 0, 0, fmt.Errorf("uTP leecher's directory: %w", err)
 	}
 	defer os.RemoveAll(leechDir)
 	port, err := freeUDPPort("127.0.0.1")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	args := []string{"leech", r.torrent, leechDir, "--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		"--timeout", strconv.FormatFloat(r.cfg.Timeout.Seconds(), 'f', 3, 64)}
@@ -178,32 +181,33 @@ func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (float64, error) {
 	}
 	leecher, err := r.start("uTP leecher", env, args...)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer leecher.stop()
 	// The script keeps its own time; this bound only keeps a stuck
 	// interpreter from holding the run.
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout+15*time.Second)
 	defer cancel()
-	total, secs, err := r.follow(ctx, leecher)
+	total, secs, senders, err := r.follow(ctx, leecher)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := r.verify(filepath.Join(leechDir, payloadName)); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(total) / secs / 1e6, nil
+	return float64(total) / secs / 1e6, senders, nil
 }
 
 // follow reads the leecher's lines until it is done, showing its progress,
-// and returns the bytes it downloaded and the seconds that took.
-func (r *utpRig) follow(ctx context.Context, leecher *pyProc) (total int64, secs float64, err error) {
+// and returns the bytes it downloaded, the seconds that took and how many
+// peers sent data.
+func (r *utpRig) follow(ctx context.Context, leecher *pyProc) (total int64, secs float64, senders int, err error) {
 	started := time.Now()
 	for {
 		select {
 		case line, ok := <-leecher.lines:
 			if !ok {
-				return 0, 0, fmt.Errorf("the uTP leecher ended before the download was complete%s", leecher.output())
+				return 0, 0, 0, fmt.Errorf("the uTP leecher ended before the download was complete%s", leecher.output())
 			}
 			f := strings.Fields(line)
 			switch {
@@ -213,22 +217,23 @@ func (r *utpRig) follow(ctx context.Context, leecher *pyProc) (total int64, secs
 				if all > 0 {
 					r.detail(fmt.Sprintf("%d%%, %.1f MB/s", done*100/all, float64(done)/time.Since(started).Seconds()/1e6))
 				}
-			case len(f) == 3 && f[0] == "done":
+			case len(f) == 4 && f[0] == "done":
 				total, err1 := strconv.ParseInt(f[1], 10, 64)
 				secs, err2 := strconv.ParseFloat(f[2], 64)
-				if err1 != nil || err2 != nil || total != r.cfg.Size || secs <= 0 {
-					return 0, 0, fmt.Errorf("the uTP leecher says %q; want %d bytes and their time", line, r.cfg.Size)
+				senders, err3 := strconv.Atoi(f[3])
+				if err1 != nil || err2 != nil || err3 != nil || total != r.cfg.Size || secs <= 0 {
+					return 0, 0, 0, fmt.Errorf("the uTP leecher says %q; want %d bytes, their time and the peers", line, r.cfg.Size)
 				}
-				return total, secs, nil
+				return total, secs, senders, nil
 			case len(f) == 3 && f[0] == "timeout":
-				return 0, 0, fmt.Errorf("the uTP download was not complete after %v: %s of %s bytes%s",
+				return 0, 0, 0, fmt.Errorf("the uTP download was not complete after %v: %s of %s bytes%s",
 					r.cfg.Timeout, f[1], f[2], leecher.output())
 			}
 		case <-ctx.Done():
 			if context.Cause(ctx) == context.DeadlineExceeded {
-				return 0, 0, fmt.Errorf("the uTP leecher did not report within %v%s", r.cfg.Timeout, leecher.output())
+				return 0, 0, 0, fmt.Errorf("the uTP leecher did not report within %v%s", r.cfg.Timeout, leecher.output())
 			}
-			return 0, 0, context.Cause(ctx)
+			return 0, 0, 0, context.Cause(ctx)
 		}
 	}
 }

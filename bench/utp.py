@@ -12,8 +12,9 @@ seed checks the data, then prints "ready PORT" and seeds.
 leech connects to each --peer (through the SOCKS5 proxy at --socks when
 given, credentials in the environment: SOCKS_USER, SOCKS_PASS), prints
 "progress DONE TOTAL" in bytes about four times a second, and once every
-piece has arrived and passed its hash check "done TOTAL SECONDS", the
-seconds counted from its first connect; after --timeout seconds it prints
+piece has arrived and passed its hash check "done TOTAL SECONDS PEERS", the
+seconds counted from its first connect, PEERS the number of peers that sent
+it data; after --timeout seconds it prints
 "timeout DONE TOTAL" and exits 1.
 Every command prints "alert ..." for libtorrent's errors, and seed and leech
 exit when their stdin closes, so a bench that ends can never leave one behind.
@@ -111,16 +112,20 @@ def leech(args):
     next_connect = start
     next_progress = start
     total = h.status().total_wanted
+    senders = set()
     while time.monotonic() < deadline and not stdin_closed():
         now = time.monotonic()
         if now >= next_connect:
             # again every few seconds for a seeder not connected yet
             connected = {p.ip for p in h.get_peer_info()}
             for p in peers:
-                if p not in connected:
+                if p not in connected and p not in senders:
                     h.connect_peer(p)
             next_connect = now + 3
         finished = alerts(ses)
+        for p in h.get_peer_info():
+            if p.total_download > 0:
+                senders.add(p.ip)
         st = h.status()
         if finished or st.is_seeding:
             took = time.monotonic() - start
@@ -128,7 +133,7 @@ def leech(args):
             if st.total_wanted_done != total or st.num_pieces != h.torrent_file().num_pieces():
                 out("alert", "incomplete", st.total_wanted_done, total)
                 return 1
-            out("done", total, "%.6f" % took)
+            out("done", total, "%.6f" % took, len(senders))
             return 0
         if now >= next_progress:
             out("progress", st.total_wanted_done, total)

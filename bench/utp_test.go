@@ -75,6 +75,11 @@ func TestUTPWorkload(t *testing.T) {
 	if got := tp.Exit.Stats().UDP.BytesIn; got < size {
 		t.Errorf("the exit relayed %d bytes of UDP to its client, less than the %d-byte payload: the tunnel's leecher did not use it", got, size)
 	}
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "seeders") && !strings.HasPrefix(n, "uTP torrent:") {
+			t.Errorf("note: %s; want both seeders to send data on each path", n)
+		}
+	}
 	if len(details) == 0 {
 		t.Error("no progress shown during the transfers")
 	}
