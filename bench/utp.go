@@ -292,12 +292,18 @@ func (r *utpRig) prepare(ctx context.Context) error {
 			return err
 		}
 		r.seeders = append(r.seeders, s)
-		r.peers = append(r.peers, net.JoinHostPort(advertise, strconv.Itoa(port)))
 	}
 	for _, s := range r.seeders {
-		if _, err := s.expect(ctx, "ready"); err != nil {
+		// libtorrent listens on another port when the one it was given
+		// has been taken since: the seeder says which.
+		port, err := s.expect(ctx, "ready")
+		if err != nil {
 			return err
 		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("the %s says it listens on port %q", s.role, port)
+		}
+		r.peers = append(r.peers, net.JoinHostPort(advertise, port))
 	}
 	return nil
 }
