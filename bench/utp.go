@@ -95,7 +95,7 @@ func (b *Bench) utpWorkload(note func(string, ...any)) workload {
 		w.skip = func(*path) string { return why }
 		return w
 	}
-	note("uTP torrent: uTP only (no TCP, DHT or tracker), the leecher's data checked; MB/s is the payload ÷ the time from the leecher's first connect to its last piece verified")
+	note("uTP torrent: uTP only (no TCP, DHT or tracker), the leecher's data checked; MB/s is the payload ÷ the time from the leecher's first connection to a seeder to its last piece verified")
 	rig := &utpRig{cfg: cfg, targetHost: b.cfg.TargetHost, detail: b.detail}
 	w.run = func(ctx context.Context, p *path) ([]float64, error) {
 		v, senders, err := rig.round(ctx, p.socks)

@@ -13,8 +13,9 @@ leech connects to each --peer (through the SOCKS5 proxy at --socks when
 given, credentials in the environment: SOCKS_USER, SOCKS_PASS), prints
 "progress DONE TOTAL" in bytes about four times a second, and once every
 piece has arrived and passed its hash check "done TOTAL SECONDS PEERS", the
-seconds counted from its first connect, PEERS the number of peers that sent
-it data; after --timeout seconds it prints
+seconds counted from its first connection to a peer (not from its start: a
+proxied session sets up its UDP association first, once for all torrents),
+PEERS the number of peers that sent it data; after --timeout seconds it prints
 "timeout DONE TOTAL" and exits 1.
 Every command prints "alert ..." for libtorrent's errors, and seed and leech
 exit when their stdin closes, so a bench that ends can never leave one behind.
@@ -41,7 +42,8 @@ def session(listen, socks=None):
         "enable_outgoing_utp": True, "enable_incoming_utp": True,
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.error_notification
-        | lt.alert.category_t.status_notification,
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.connect_notification,
     }
     if socks:
         host, port = socks.rsplit(":", 1)
@@ -62,13 +64,17 @@ def stdin_closed():
 
 
 def alerts(ses):
-    finished = False
+    """Returns whether the torrent has finished, and when the first peer
+    connected (None: none yet)."""
+    finished, connected = False, None
     for a in ses.pop_alerts():
         if isinstance(a, lt.torrent_finished_alert):
             finished = True
+        elif isinstance(a, lt.peer_connect_alert):
+            connected = connected or time.monotonic()
         elif a.category() & lt.alert.category_t.error_notification:
             out("alert", a.what(), a.message())
-    return finished
+    return finished, connected
 
 
 def add(ses, torrent, path):
@@ -108,6 +114,7 @@ def leech(args):
         host, port = p.rsplit(":", 1)
         peers.append((host.strip("[]"), int(port)))
     start = time.monotonic()
+    first = None  # the first connection to a peer
     deadline = start + args.timeout
     next_connect = start
     next_progress = start
@@ -117,18 +124,19 @@ def leech(args):
         now = time.monotonic()
         if now >= next_connect:
             # again every few seconds for a seeder not connected yet
-            connected = {p.ip for p in h.get_peer_info()}
+            linked = {p.ip for p in h.get_peer_info()}
             for p in peers:
-                if p not in connected and p not in senders:
+                if p not in linked and p not in senders:
                     h.connect_peer(p)
             next_connect = now + 3
-        finished = alerts(ses)
+        finished, connected = alerts(ses)
+        first = first or connected
         for p in h.get_peer_info():
             if p.total_download > 0:
                 senders.add(p.ip)
         st = h.status()
         if finished or st.is_seeding:
-            took = time.monotonic() - start
+            took = time.monotonic() - (first or start)
             out("progress", st.total_wanted_done, total)
             if st.total_wanted_done != total or st.num_pieces != h.torrent_file().num_pieces():
                 out("alert", "incomplete", st.total_wanted_done, total)
