@@ -90,19 +90,23 @@ func (c UTPConfig) validate() error {
 func (b *Bench) utpWorkload(note func(string, ...any)) workload {
 	cfg := b.cfg.UTP
 	l := fmt.Sprintf("uTP torrent, %s from %d libtorrent seeders", sizeText(cfg.Size), utpSeeders)
-	w := workload{group: WorkUTP, title: l, figs: []figSpec{{id: "utp", label: l, unit: "MB/s"}}}
+	w := workload{group: WorkUTP, title: l, figs: []figSpec{
+		{id: "utp", label: l, unit: "MB/s"},
+		{id: "utp_loss", label: "uTP torrent: packets the seeders took as lost", unit: "packets", lower: true, noRatio: true},
+		{id: "utp_timeouts", label: "uTP torrent: the seeders' retransmission timeouts", unit: "timeouts", lower: true, noRatio: true},
+	}}
 	if why := libtorrentMissing(cfg.Python); why != "" {
 		w.skip = func(*path) string { return why }
 		return w
 	}
-	note("uTP torrent: uTP only (no TCP, DHT or tracker), the leecher's data checked; MB/s is the payload ÷ the time from the leecher's first connection to a seeder to its last piece verified")
+	note("uTP torrent: uTP only (no TCP, DHT or tracker), the leecher's data checked; MB/s is the payload ÷ the time from the leecher's first connection to a seeder to its last piece verified; losses and timeouts are libtorrent's counts in the seeders during each transfer (each timeout stalls a connection for at least 0.5s)")
 	rig := &utpRig{cfg: cfg, targetHost: b.cfg.TargetHost, detail: b.detail}
 	w.run = func(ctx context.Context, p *path) ([]float64, error) {
-		v, senders, err := rig.round(ctx, p.socks)
-		if err == nil && senders < utpSeeders {
-			note("%s: a round's leecher got data from %d of the %d seeders", p.Name, senders, utpSeeders)
+		res, err := rig.round(ctx, p.socks)
+		if err == nil && res.senders < utpSeeders {
+			note("%s: a round's leecher got data from %d of the %d seeders", p.Name, res.senders, utpSeeders)
 		}
-		return []float64{v}, err
+		return []float64{res.mbps, res.loss, res.timeouts}, err
 	}
 	w.close = rig.close
 	return w
@@ -143,29 +147,35 @@ type utpRig struct {
 // payloadName is the payload's file name, in the torrent and on disk.
 const payloadName = "payload.bin"
 
-// round downloads the torrent once through proxy (nil: directly) and
-// returns MB/s and how many seeders sent data.
-func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (mbps float64, senders int, err error) {
+// utpResult is what one transfer measured.
+type utpResult struct {
+	mbps           float64
+	senders        int     // seeders that sent data
+	loss, timeouts float64 // the seeders' uTP counts during the transfer
+}
+
+// round downloads the torrent once through proxy (nil: directly).
+func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (res utpResult, err error) {
 	if !r.prepared {
 		r.prepared = true
 		r.err = r.prepare(ctx)
 	}
 	if r.err != nil {
-		return 0, 0, r.err
+		return res, r.err
 	}
 	for _, s := range r.seeders {
 		if ended, why := s.exited(); ended {
-			return 0, 0, errors.New(why)
+			return res, errors.New(why)
 		}
 	}
 	leechDir, err := os.MkdirTemp(r.dir, "leech-")
 	if err != nil {
-		return 0, 0, fmt.Errorf("uTP leecher's directory: %w", err)
+		return res, fmt.Errorf("uTP leecher's directory: %w", err)
 	}
 	defer os.RemoveAll(leechDir)
 	port, err := freeUDPPort("127.0.0.1")
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	args := []string{"leech", r.torrent, leechDir, "--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		"--timeout", strconv.FormatFloat(r.cfg.Timeout.Seconds(), 'f', 3, 64)}
@@ -179,9 +189,13 @@ func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (mbps float64, sender
 			env = []string{"SOCKS_USER=" + proxy.User, "SOCKS_PASS=" + proxy.Pass}
 		}
 	}
+	loss0, timeouts0, err := r.seederStats(ctx)
+	if err != nil {
+		return res, err
+	}
 	leecher, err := r.start("uTP leecher", env, args...)
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	defer leecher.stop()
 	// The script keeps its own time; this bound only keeps a stuck
@@ -190,12 +204,17 @@ func (r *utpRig) round(ctx context.Context, proxy *SOCKS5) (mbps float64, sender
 	defer cancel()
 	total, secs, senders, err := r.follow(ctx, leecher)
 	if err != nil {
-		return 0, 0, err
+		return res, err
+	}
+	loss1, timeouts1, err := r.seederStats(ctx)
+	if err != nil {
+		return res, err
 	}
 	if err := r.verify(filepath.Join(leechDir, payloadName)); err != nil {
-		return 0, 0, err
+		return res, err
 	}
-	return float64(total) / secs / 1e6, senders, nil
+	return utpResult{mbps: float64(total) / secs / 1e6, senders: senders,
+		loss: float64(loss1 - loss0), timeouts: float64(timeouts1 - timeouts0)}, nil
 }
 
 // follow reads the leecher's lines until it is done, showing its progress,
@@ -236,6 +255,29 @@ func (r *utpRig) follow(ctx context.Context, leecher *pyProc) (total int64, secs
 			return 0, 0, 0, context.Cause(ctx)
 		}
 	}
+}
+
+// seederStats returns the sums of the seeders' uTP counters: packets
+// taken as lost, and retransmission timeouts.
+func (r *utpRig) seederStats(ctx context.Context) (loss, timeouts int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, s := range r.seeders {
+		s.drain()
+		if _, err := io.WriteString(s.stdin, "stats\n"); err != nil {
+			return 0, 0, fmt.Errorf("ask the %s for its counters: %w", s.role, err)
+		}
+		reply, err := s.expect(ctx, "stats")
+		if err != nil {
+			return 0, 0, err
+		}
+		var l, t int64
+		if _, err := fmt.Sscan(reply, &l, &t); err != nil {
+			return 0, 0, fmt.Errorf("the %s's counters %q: %w", s.role, reply, err)
+		}
+		loss, timeouts = loss+l, timeouts+t
+	}
+	return loss, timeouts, nil
 }
 
 // prepare writes the script and the payload, makes the torrent and starts
@@ -472,9 +514,23 @@ func (p *pyProc) expect(ctx context.Context, word string) (string, error) {
 			}
 		case <-ctx.Done():
 			if context.Cause(ctx) == context.DeadlineExceeded {
-				return "", fmt.Errorf("the %s was not ready within %v%s", p.role, utpReadyTimeout, p.output())
+				return "", fmt.Errorf("no %q from the %s in time%s", word, p.role, p.output())
 			}
 			return "", context.Cause(ctx)
+		}
+	}
+}
+
+// drain drops the lines the process has printed and nobody has read.
+func (p *pyProc) drain() {
+	for {
+		select {
+		case _, ok := <-p.lines:
+			if !ok {
+				return
+			}
+		default:
+			return
 		}
 	}
 }

@@ -8,7 +8,9 @@ Every session moves data over uTP only: TCP, DHT, LSD, UPnP and NAT-PMP are
 off, and peers are added directly, with no tracker.
 
 make writes a torrent of FILE and prints "made".
-seed checks the data, then prints "ready PORT" and seeds.
+seed checks the data, then prints "ready PORT" and seeds; for each word
+"stats" on its stdin it prints "stats LOSS TIMEOUTS": the uTP packets it
+has taken as lost, and its retransmission timeouts, so far.
 leech connects to each --peer (through the SOCKS5 proxy at --socks when
 given, credentials in the environment: SOCKS_USER, SOCKS_PASS), prints
 "progress DONE TOTAL" in bytes about four times a second, and once every
@@ -58,18 +60,32 @@ def session(listen, socks=None):
     return lt.session(s)
 
 
+def stdin_words():
+    """Returns the words waiting on stdin, or None once it has closed."""
+    r, _, _ = select.select([0], [], [], 0)
+    if not r:
+        return []
+    b = os.read(0, 4096)
+    if not b:
+        return None
+    return b.decode(errors="replace").split()
+
+
 def stdin_closed():
-    r, _, _ = select.select([sys.stdin], [], [], 0)
-    return bool(r) and sys.stdin.read(1) == ""
+    return stdin_words() is None
 
 
 def alerts(ses):
     """Returns whether the torrent has finished, and when the first peer
-    connected (None: none yet)."""
+    connected (None: none yet); prints the session's uTP counters when
+    they come."""
     finished, connected = False, None
     for a in ses.pop_alerts():
         if isinstance(a, lt.torrent_finished_alert):
             finished = True
+        elif isinstance(a, lt.session_stats_alert):
+            v = a.values
+            out("stats", v.get("utp.utp_packet_loss", 0), v.get("utp.utp_timeout", 0))
         elif isinstance(a, lt.peer_connect_alert):
             connected = connected or time.monotonic()
         elif a.category() & lt.alert.category_t.error_notification:
@@ -98,7 +114,12 @@ def seed(args):
     ses = session(args.listen)
     h = add(ses, args.torrent, args.dir)
     ready = False
-    while not stdin_closed():
+    while True:
+        words = stdin_words()
+        if words is None:
+            break
+        if "stats" in words:
+            ses.post_session_stats()
         alerts(ses)
         if not ready and h.status().is_seeding:
             out("ready", ses.listen_port())

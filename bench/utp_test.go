@@ -58,8 +58,15 @@ func TestUTPWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := rep.Figure("utp")
-	if f == nil || len(rep.Figures) != 1 {
-		t.Fatalf("figures %+v, want only utp", rep.Figures)
+	if f == nil || len(rep.Figures) != 3 || rep.Figure("utp_loss") == nil || rep.Figure("utp_timeouts") == nil {
+		t.Fatalf("figures %+v, want utp, utp_loss and utp_timeouts", rep.Figures)
+	}
+	for _, id := range []string{"utp_loss", "utp_timeouts"} {
+		for _, r := range rep.Figure(id).Results {
+			if r.Error != "" || len(r.Rounds) != 1 || r.Value < 0 {
+				t.Errorf("%s on %s: %+v", id, r.Path, r)
+			}
+		}
 	}
 	if !strings.Contains(f.Label, "8 MiB") {
 		t.Errorf("label %q does not name the size", f.Label)
