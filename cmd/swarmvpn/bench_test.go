@@ -108,6 +108,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"remote exit without target host", []string{"--exit", "baaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@192.0.2.1:7843"}, []string{"--target-host"}},
 		{"target host name", []string{"--target-host", "example.org"}, []string{"IP address"}},
 		{"unknown workload", []string{"--workloads", "bulk,speed"}, []string{"unknown workload \"speed\""}},
+		{"negative utp size", []string{"--workloads", "utp", "--utp-size", "-5"}, []string{"--utp-size -5", "MiB"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
