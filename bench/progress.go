@@ -14,7 +14,7 @@ type Status struct {
 	Round    int // 1 to Rounds; 0 or less during warm-up
 	Rounds   int
 	Elapsed  time.Duration // since the run started
-	Detail   string        // how far a long round has got: "45%, 30 MB/s"; shown on a terminal only
+	Detail   string        // how far a long round has got: "45%, 30.0 MB/s"
 }
 
 // Progress shows Status updates on w: on a terminal, one line rewritten in
