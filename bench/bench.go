@@ -17,7 +17,13 @@ import (
 )
 
 // Bench is a validated run, ready to start.
-type Bench struct{ cfg Config }
+type Bench struct {
+	cfg Config
+
+	mu     sync.Mutex
+	last   Status    // what Progress was last told
+	lastAt time.Time // when
+}
 
 // New fills in cfg's defaults and validates it; nothing is started yet.
 func New(cfg Config) (*Bench, error) {
@@ -45,6 +51,7 @@ type path struct {
 	via     string   // what the flows go through, for the report
 	dial    dialFunc // a flow to a target
 	udp     func(ctx context.Context) (packetPath, error)
+	socks   *SOCKS5  // the proxy its flows go through; nil: direct
 	slow    dialFunc // a flow to the TCP target over the delayed link; nil: not measured
 	slowWhy string   // why slow is nil
 
@@ -119,6 +126,11 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 	slices.SortStableFunc(ws, func(a, b workload) int {
 		return cmp.Compare(btoi(a.group != WorkIdle), btoi(b.group != WorkIdle))
 	})
+	for _, w := range ws {
+		if w.close != nil {
+			defer w.close()
+		}
+	}
 	for _, w := range ws {
 		if err := b.runWorkload(ctx, rep, w, paths, targets, started); err != nil {
 			return nil, err
@@ -303,6 +315,7 @@ func (s *setup) path(spec Path) (*path, error) {
 }
 
 func (p *path) useSOCKS(s SOCKS5, target string) {
+	p.socks = &s
 	p.dial = s.Dial
 	p.udp = func(ctx context.Context) (packetPath, error) { return associate(ctx, s, target) }
 }
@@ -418,10 +431,8 @@ func (b *Bench) rounds(ctx context.Context, w workload, paths []*path, targets *
 			if why[i] != "" {
 				continue
 			}
-			if cfg.Progress != nil {
-				cfg.Progress(Status{Workload: w.title, Path: p.Name, Round: r - warm + 1, Rounds: cfg.Rounds,
-					Elapsed: time.Since(started)})
-			}
+			b.status(Status{Workload: w.title, Path: p.Name, Round: r - warm + 1, Rounds: cfg.Rounds,
+				Elapsed: time.Since(started)})
 			v, err := w.run(ctx, p)
 			if ctx.Err() != nil {
 				return nil, nil, context.Cause(ctx)
@@ -441,6 +452,30 @@ func (b *Bench) rounds(ctx context.Context, w workload, paths []*path, targets *
 		}
 	}
 	return vals, why, nil
+}
+
+// status tells Progress, if set, what runs now.
+func (b *Bench) status(s Status) {
+	if b.cfg.Progress == nil {
+		return
+	}
+	b.mu.Lock()
+	b.last, b.lastAt = s, time.Now()
+	b.mu.Unlock()
+	b.cfg.Progress(s)
+}
+
+// detail tells Progress, if set, how far the round that runs has got.
+func (b *Bench) detail(d string) {
+	if b.cfg.Progress == nil {
+		return
+	}
+	b.mu.Lock()
+	s := b.last
+	s.Elapsed += time.Since(b.lastAt)
+	b.mu.Unlock()
+	s.Detail = d
+	b.cfg.Progress(s)
 }
 
 // checkProcs marks p dead, and returns why, when one of its processes has

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -161,14 +162,25 @@ func TestProgress(t *testing.T) {
 		pt.Update(s)
 		pp.Update(s)
 	}
+	// A long round's progress: on a terminal each time; in a log once
+	// every plainEvery.
+	for _, d := range []time.Duration{1, 2, 12} {
+		s := Status{Workload: "latency", Path: "swarmvpn", Round: 1, Rounds: 3, Elapsed: d * time.Second, Detail: fmt.Sprintf("%d%%", d)}
+		pt.Update(s)
+		pp.Update(s)
+	}
 	pt.Done()
-	if got := strings.Count(tty.String(), "\r\x1b[K"); got != 4 {
-		t.Errorf("terminal: %d line rewrites, want 4: %q", got, tty.String())
+	if got := strings.Count(tty.String(), "\r\x1b[K"); got != 7 {
+		t.Errorf("terminal: %d line rewrites, want 7: %q", got, tty.String())
 	}
 	if strings.Contains(tty.String(), "\n") || !strings.Contains(tty.String(), "round 1/3") {
 		t.Errorf("terminal output %q", tty.String())
 	}
-	if lines := strings.Split(strings.TrimSpace(plain.String()), "\n"); len(lines) != 2 || strings.Contains(plain.String(), "\x1b") {
-		t.Errorf("plain output %q: want a line per workload, no escapes", plain.String())
+	if lines := strings.Split(strings.TrimSpace(plain.String()), "\n"); len(lines) != 3 || strings.Contains(plain.String(), "\x1b") ||
+		!strings.HasSuffix(lines[2], "· 12%") {
+		t.Errorf("plain output %q: want a line per workload and one for the long round, no escapes", plain.String())
+	}
+	if !strings.Contains(tty.String(), "round 1/3 · 2%") {
+		t.Errorf("terminal output %q lacks the round's progress", tty.String())
 	}
 }

@@ -27,6 +27,9 @@ type workload struct {
 	// run measures one round on one path: a value per figure (NaN where a
 	// figure does not apply).
 	run func(ctx context.Context, p *path) ([]float64, error)
+	// close, when set, stops what run started for later rounds; Run calls
+	// it once the workload is done, on every way out.
+	close func()
 }
 
 // workloads lists what a run measures, in report order. note adds a line
@@ -55,6 +58,9 @@ func (b *Bench) workloads(target string, burstFlows, idleFlows int, note func(st
 	}
 	if on(WorkRTT) {
 		ws = append(ws, b.rttWorkloads(target)...)
+	}
+	if on(WorkUTP) {
+		ws = append(ws, b.utpWorkload(note))
 	}
 	return ws
 }

@@ -58,13 +58,14 @@ const (
 	WorkIdle    = "idle"
 	WorkUDP     = "udp"
 	WorkRTT     = "rtt"
+	WorkUTP     = "utp" // slow (minutes) and needs python3-libtorrent: not in the default set
 	// WorkCapacity is many clients against one exit (capacity.go); slow,
 	// so only when asked for.
 	WorkCapacity = "capacity"
 )
 
 // AllWorkloads lists the workloads in the order they run.
-var AllWorkloads = []string{WorkBulk, WorkLatency, WorkSetup, WorkBurst, WorkIdle, WorkUDP, WorkRTT, WorkCapacity}
+var AllWorkloads = []string{WorkBulk, WorkLatency, WorkSetup, WorkBurst, WorkIdle, WorkUDP, WorkRTT, WorkUTP, WorkCapacity}
 
 // Config is what a run measures and how hard. The zero value of a field
 // means its default, which Quick makes smaller.
@@ -87,7 +88,7 @@ type Config struct {
 	TargetPort int
 
 	// Workloads to run, by name (AllWorkloads); nil: all of them but
-	// "capacity", and "rtt" only when RTT is set.
+	// "utp" and "capacity", and "rtt" only when RTT is set.
 	Workloads []string
 
 	// Quick shrinks every default so that a run takes seconds: for tests.
@@ -112,6 +113,9 @@ type Config struct {
 
 	// Capacity sizes the capacity workload.
 	Capacity CapacityConfig
+
+	// UTP sets the uTP torrent workload's sizes (utp.go).
+	UTP UTPConfig
 
 	// Progress, when set, is told what runs.
 	Progress func(Status)
@@ -159,9 +163,10 @@ func (c Config) withDefaults() Config {
 	}
 	setDur(&c.RTTDuration, qd(3*time.Second, 300*time.Millisecond))
 	c.Capacity = c.Capacity.withDefaults(c.Quick)
+	c.UTP = c.UTP.withDefaults(c.Quick)
 	if c.Workloads == nil {
 		for _, w := range AllWorkloads {
-			if (w != WorkRTT || c.RTT > 0) && w != WorkCapacity {
+			if (w != WorkRTT || c.RTT > 0) && w != WorkCapacity && w != WorkUTP {
 				c.Workloads = append(c.Workloads, w)
 			}
 		}
@@ -187,7 +192,7 @@ const (
 
 // validate checks the whole config; the first problem found is the error.
 func (c Config) validate() error {
-	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds, c.Capacity.validate} {
+	for _, check := range []func() error{c.validatePaths, c.validateTargets, c.validateWorkloads, c.validateBounds, c.Capacity.validate, c.UTP.validate} {
 		if err := check(); err != nil {
 			return err
 		}

@@ -10,10 +10,12 @@
 // request/response latency on an open flow, flow setup one at a time and in
 // a burst, thousands of idle flows with the memory they cost each swarmvpn
 // process, UDP through SOCKS5 UDP ASSOCIATE, and optionally one flow over a
-// link with added delay (LinkDelay) and the capacity of one exit under
-// many client processes at once (capacity.go). The bulk and UDP workloads
-// also give the CPU seconds per GiB of each path's client and exit
-// processes, read from /proc (cpu.go, procfs.go).
+// link with added delay (LinkDelay), the capacity of one exit under many
+// client processes at once (capacity.go), and a torrent moved over uTP only
+// between libtorrent sessions (utp.py, run by /usr/bin/python3 when it has
+// python3-libtorrent; the seeders are targets bench starts). The bulk and
+// UDP workloads also give the CPU seconds per GiB of each path's client and
+// exit processes, read from /proc (cpu.go, procfs.go).
 //
 // bench reaches every path through SOCKS5 (the small client in
 // internal/socks, spoken step by step) or plain sockets, and starts

@@ -14,17 +14,24 @@ type Status struct {
 	Round    int // 1 to Rounds; 0 or less during warm-up
 	Rounds   int
 	Elapsed  time.Duration // since the run started
+	Detail   string        // how far a long round has got: "45%, 30.0 MB/s"
 }
 
 // Progress shows Status updates on w: on a terminal, one line rewritten in
-// place; elsewhere (a CI log), a plain line when a workload begins.
+// place; elsewhere (a CI log), a plain line when a workload begins, and
+// during a long round, how far it has got every plainEvery.
 type Progress struct {
-	w    io.Writer
-	tty  bool
-	mu   sync.Mutex
-	last string // the workload of the last plain line
-	wide bool   // a line is showing on the terminal
+	w      io.Writer
+	tty    bool
+	mu     sync.Mutex
+	last   string        // the workload of the last plain line
+	lastAt time.Duration // the Elapsed of the last plain line
+	wide   bool          // a line is showing on the terminal
 }
+
+// plainEvery is how often a plain display shows how far a long round has
+// got.
+const plainEvery = 10 * time.Second
 
 // NewProgress returns a display on w; tty says whether w is a terminal.
 func NewProgress(w io.Writer, tty bool) *Progress { return &Progress{w: w, tty: tty} }
@@ -34,9 +41,13 @@ func (p *Progress) Update(s Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.tty {
-		if s.Workload != p.last || s.Workload == "starting" {
-			p.last = s.Workload
+		switch {
+		case s.Workload != p.last || s.Workload == "starting":
+			p.last, p.lastAt = s.Workload, s.Elapsed
 			fmt.Fprintf(p.w, "bench: [%3.0fs] %s\n", s.Elapsed.Seconds(), s.Workload)
+		case s.Detail != "" && s.Elapsed-p.lastAt >= plainEvery:
+			p.lastAt = s.Elapsed
+			fmt.Fprintf(p.w, "bench: [%3.0fs] %s · %s · %s\n", s.Elapsed.Seconds(), s.Workload, s.Path, s.Detail)
 		}
 		return
 	}
@@ -48,6 +59,9 @@ func (p *Progress) Update(s Status) {
 		round = fmt.Sprintf("round %d/%d", s.Round, s.Rounds)
 	}
 	line := fmt.Sprintf("[%3.0fs] %s · %s · %s", s.Elapsed.Seconds(), s.Workload, s.Path, round)
+	if s.Detail != "" {
+		line += " · " + s.Detail
+	}
 	if r := []rune(line); len(r) > 100 {
 		line = string(r[:100])
 	}

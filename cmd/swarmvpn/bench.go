@@ -29,7 +29,9 @@ sink, echo and UDP echo targets, runs every workload in about a minute, and prin
 keep swarmvpn in the run), --direct adds the direct baseline, --exit measures a remote exit
 through a local client. Paths take turns round by round; each figure is the median of the
 rounds, and beside each other path's figure the table says how the first path compares
-with it ("2.00× worse": half the throughput, or twice the time).
+with it ("2.00× worse": half the throughput, or twice the time). The uTP torrent workload
+(--workloads utp) is not in the default set: it takes a few minutes, and it needs
+/usr/bin/python3 with libtorrent (apt-get install python3-libtorrent).
 
 Examples:
   swarmvpn bench --direct
@@ -38,6 +40,7 @@ Examples:
   swarmvpn bench --exit PEERID@203.0.113.7:7843 --target-host 198.51.100.4 --target-port 9000
   swarmvpn bench --rtt 50ms --workloads rtt --direct
   swarmvpn bench --workloads capacity
+  swarmvpn bench --local --direct --workloads utp --rounds 3
 
 The bulk and UDP workloads also report the CPU seconds per GiB carried of the client and of
 the exit (of a --socks proxy: the process listening on its address, e.g. ssh, and the one at
@@ -62,10 +65,13 @@ the other end of its link, e.g. sshd), from /proc on Linux.`,
 				Usage: "add the long-link workload: one flow each way over a link with this round-trip `TIME` added, e.g. 50ms"},
 			&cli.StringSliceFlag{Name: "rtt-socks",
 				Usage: "`NAME=[USER:PASS@]HOST:PORT`: the --socks proxy NAME reached over a link with --rtt added (see 'swarmvpn bench delay'), for the long-link workload"},
-			&cli.StringFlag{Name: "workloads", DefaultText: "all but capacity; rtt with --rtt",
+			&cli.StringFlag{Name: "workloads", DefaultText: "all but capacity and utp; rtt with --rtt",
 				Usage: "run only the workloads in `LIST`, comma-separated: " + strings.Join(bench.AllWorkloads, ",") +
 					" (capacity, only when named: --capacity-clients client processes of their own × --capacity-flows flows each, " +
-					"all moving data at once through the one exit bench starts, 5 s rounds; about two minutes)"},
+					"all moving data at once through the one exit bench starts, 5 s rounds; about two minutes;" +
+					" utp, only when named: a few minutes; moves a torrent between libtorrent sessions over uTP only, and needs /usr/bin/python3 with libtorrent (apt-get install python3-libtorrent))"},
+			&cli.IntFlag{Name: "utp-size", DefaultText: "256; --quick: 32",
+				Usage: "the uTP workload's torrent size in `MIB`"},
 			&cli.IntFlag{Name: "capacity-clients", DefaultText: "50; --quick: 4", Usage: "client processes of the capacity workload"},
 			&cli.IntFlag{Name: "capacity-flows", DefaultText: "20; --quick: 4", Usage: "flows per client of the capacity workload"},
 			&cli.StringSliceFlag{Name: "socks-pids",

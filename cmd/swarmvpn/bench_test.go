@@ -57,7 +57,7 @@ func TestBenchQuick(t *testing.T) {
 		}
 	}
 	for _, w := range bench.AllWorkloads {
-		if !workloads[w] && w != bench.WorkCapacity { // capacity: only when named
+		if !workloads[w] && w != bench.WorkCapacity && w != bench.WorkUTP { // only when named
 			t.Errorf("no figure of workload %s", w)
 		}
 	}
@@ -114,6 +114,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"socks-pids malformed", []string{"--socks", "a=127.0.0.1:1", "--socks-pids", "a=12:x"}, []string{"--socks-pids", "NAME=PID"}},
 		{"socks-pids zero", []string{"--socks", "a=127.0.0.1:1", "--socks-pids", "a=0"}, []string{"--socks-pids", "NAME=PID"}},
 		{"too many capacity clients", []string{"--workloads", "capacity", "--capacity-clients", "5000"}, []string{"capacity clients 5000"}},
+		{"negative utp size", []string{"--workloads", "utp", "--utp-size", "-5"}, []string{"--utp-size -5", "MiB"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,6 +57,12 @@ func benchMeasures(cmd *cli.Command) (bench.Config, error) {
 	default:
 		cfg.Warmup = int(w)
 	}
+	if n := cmd.Int("utp-size"); n != 0 {
+		if n < 1 || n > 16<<10 {
+			return cfg, fmt.Errorf("--utp-size %d: want 1 to %d MiB", n, 16<<10)
+		}
+		cfg.UTP.Size = int64(n) << 20
+	}
 	if cfg.TargetHost != "" {
 		if net.ParseIP(cfg.TargetHost) == nil {
 			return cfg, fmt.Errorf("--target-host %q: want an IP address of this machine that the exit can reach", cfg.TargetHost)
