@@ -133,6 +133,7 @@ func TestNewValidates(t *testing.T) {
 		{"tiny datagrams", Config{Paths: direct, UDPSizes: []int{4}}, "datagram size"},
 		{"many capacity clients", Config{Paths: direct, Capacity: CapacityConfig{Clients: 500}}, "capacity clients 500"},
 		{"many capacity flows", Config{Paths: direct, Capacity: CapacityConfig{Clients: 100, Flows: 100}}, "capacity flows"},
+		{"capacity flows past int", Config{Paths: direct, Capacity: CapacityConfig{Clients: 200, Flows: math.MaxInt/100 + 1}}, "capacity flows"},
 		{"pid 0", Config{Paths: []Path{{Name: "p", Kind: Proxy, SOCKS: SOCKS5{Addr: "127.0.0.1:1"},
 			PIDs: &ProcSet{Client: []int{12}, Exit: []int{0}}}}}, "process ID 0"},
 		{"no client pid", Config{Paths: []Path{{Name: "p", Kind: Proxy, SOCKS: SOCKS5{Addr: "127.0.0.1:1"},

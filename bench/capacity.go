@@ -74,7 +74,7 @@ func (c CapacityConfig) validate() error {
 	switch {
 	case c.Clients < 1 || c.Clients > maxCapacityClients:
 		return fmt.Errorf("capacity clients %d: want 1 to %d", c.Clients, maxCapacityClients)
-	case c.Flows < 1 || c.Clients*c.Flows > maxCapacityFlows:
+	case c.Flows < 1 || c.Flows > maxCapacityFlows/c.Clients: // not the product, which may overflow
 		return fmt.Errorf("capacity flows per client %d: want at least 1, and at most %d flows for all clients together", c.Flows, maxCapacityFlows)
 	case c.Duration <= 0 || c.Duration > maxRoundTime:
 		return fmt.Errorf("capacity round %v: want more than 0 and at most %v", c.Duration, maxRoundTime)

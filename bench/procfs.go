@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +40,9 @@ func parseStatCPU(b []byte) (int64, error) {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || v < 0 {
 			return 0, fmt.Errorf("CPU time %q: not a count of ticks", s)
+		}
+		if v > math.MaxInt64-ticks {
+			return 0, fmt.Errorf("CPU time %q: too large", s)
 		}
 		ticks += v
 	}

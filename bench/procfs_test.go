@@ -28,6 +28,7 @@ func TestParseStatCPU(t *testing.T) {
 		{"no name", "7 x S 1 7 7 0 -1 0 0 0 0 0 3 4 0 0", 0, true},
 		{"not a number", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 3 y 0 0", 0, true},
 		{"negative", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 -3 4 0 0", 0, true},
+		{"sum past int64", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 9223372036854775807 1 0 0", 0, true},
 		{"empty", "", 0, true},
 	}
 	for _, tt := range tests {

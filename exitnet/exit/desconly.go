@@ -8,9 +8,16 @@ import (
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
-// maxDescriptorOnly caps the descriptor-only links an exit holds at once;
-// past it, new ones are closed at once.
-const maxDescriptorOnly = 32
+// maxDescriptorOnly caps the descriptor-only links an exit holds at once,
+// maxDescriptorOnlyPerSource those from one address (IPv6: /64); past
+// them the oldest is closed to make room. A relay's fetch takes a round
+// trip or two, so the oldest are those that hold a slot on purpose:
+// refusing the newcomer instead would let anyone who holds them all keep
+// every relay from verifying the exit.
+const (
+	maxDescriptorOnly          = 32
+	maxDescriptorOnlyPerSource = 4
+)
 
 // admitDescriptorOnly decides in the handshake about a client that asks
 // only for the exit's descriptor: one the allow-list admits, and any
@@ -41,16 +48,13 @@ func (e *Server) publishing() bool {
 // descriptor (link.Config.DescriptorOnly): a relay verifying this exit
 // before it carries a client's link here (admitDescriptorOnly says who
 // may). The link serves that one request and nothing else, holds no
-// client slot, and lasts RequestTimeout at most. Its one other request is refused (status
+// client slot but one of maxDescriptorOnly, and lasts RequestTimeout at
+// most. Its one other request is refused (status
 // 2) and counted as a refusal by the allow-list.
 func (e *Server) serveDescriptorOnly(ctx context.Context, sess *link.Session) {
 	defer sess.Close()
-	if e.descOnly.Add(1) > maxDescriptorOnly {
-		e.descOnly.Add(-1)
-		e.stats.descOnlyShed.Add(1)
-		return
-	}
-	defer e.descOnly.Add(-1)
+	held := e.descOnly.begin(sess.Conn)
+	defer e.descOnly.end(held)
 	e.stats.descOnly.Add(1)
 	timeout := orDefault(e.cfg.RequestTimeout, 10*time.Second)
 	deadline := time.AfterFunc(timeout, func() { sess.Close() })

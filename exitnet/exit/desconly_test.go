@@ -98,3 +98,30 @@ func TestDescriptorOnlyUnpublished(t *testing.T) {
 		t.Fatalf("stats %+v: want no descriptor-only link", st)
 	}
 }
+
+// TestDescriptorOnlyHoldersShed: peers that take every descriptor-only
+// slot and hold them, asking nothing, cannot keep a relay from verifying
+// the exit: the oldest is closed to make room, as for handshakes, rather
+// than the newcomer.
+func TestDescriptorOnlyHoldersShed(t *testing.T) {
+	e, addr := serveUnlisted(t, true)
+	for range maxDescriptorOnly {
+		sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t), DescriptorOnly: true}, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sess.Close() })
+	}
+	waitFor(t, "every descriptor-only slot taken", func() bool { return e.Stats().DescOnly == maxDescriptorOnly })
+
+	s, err := discovery.FetchOwn(t.Context(), link.Config{Identity: newIdentity(t), DescriptorOnly: true}, addr)
+	if err != nil {
+		t.Fatalf("a relay's descriptor-only fetch while others hold every slot: %v", err)
+	}
+	if _, err := s.Verify(addr.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.DescOnlyShed == 0 {
+		t.Fatalf("stats %+v: want a holder shed", st)
+	}
+}

@@ -154,7 +154,7 @@ type Server struct {
 	dht      *dhtState        // nil when not on the DHT
 	relay    relayState
 
-	descOnly atomic.Int32 // descriptor-only links open now
+	descOnly connBudget // descriptor-only links open now
 	// published reports whether the exit's descriptor is public now (on
 	// the DHT); tests replace it before Serve.
 	published func() bool
@@ -267,6 +267,7 @@ func New(cfg Config) (*Server, error) {
 	// A browser opens a handful of connections to a site; a prober, one or
 	// two. Visitors beyond these are the ones worth shedding.
 	e.visitors.max, e.visitors.perSource = maxVisitors, maxVisitorsPerSource
+	e.descOnly.max, e.descOnly.perSource = maxDescriptorOnly, maxDescriptorOnlyPerSource
 	e.names.resolver = cfg.Resolver
 	if e.names.resolver == nil {
 		e.names.resolver = net.DefaultResolver

@@ -29,7 +29,8 @@ type Stats struct {
 	VisitorsShed uint64
 	// DescOnly counts links admitted only to read the exit's
 	// descriptor (relays verifying it), whatever the allow-list;
-	// DescOnlyShed, those closed at once because 32 were open.
+	// DescOnlyShed, those closed to make room under their bound (at most
+	// 32 at once, 4 from one source).
 	DescOnly, DescOnlyShed uint64
 	// Fallback counts connections served as a web site because they did
 	// not prove themselves admitted clients: browsers, probers, garbage,
@@ -59,7 +60,7 @@ type counters struct {
 	flows                                             meter.Flows
 	linksAccepted, refusedAllowList, refusedHandshake atomic.Uint64
 	fallback                                          atomic.Uint64
-	descOnly, descOnlyShed                            atomic.Uint64
+	descOnly                                          atomic.Uint64
 	refusedClients, refusedFlows, policyRefusals      atomic.Uint64
 
 	udp    udpCounters
@@ -91,7 +92,7 @@ func (e *Server) Stats() Stats {
 		VisitorsShed:      e.visitors.shed.Load(),
 		Fallback:          c.fallback.Load(),
 		DescOnly:          c.descOnly.Load(),
-		DescOnlyShed:      c.descOnlyShed.Load(),
+		DescOnlyShed:      e.descOnly.shed.Load(),
 		FlowsOpen:         c.flows.Open(),
 		Flows:             c.flows.Counts(),
 		RefusedFlows:      c.refusedFlows.Load(),

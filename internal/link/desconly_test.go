@@ -1,7 +1,13 @@
 package link
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"testing"
+	"time"
+
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // TestDescriptorOnlyHandshake: a client that asks only for the exit's
@@ -50,6 +56,68 @@ func TestDescriptorOnlyHandshake(t *testing.T) {
 			}
 			if tt.wantAdmit && srv.s.DescriptorOnly != tt.wantSession {
 				t.Fatalf("exit's session DescriptorOnly %v, want %v", srv.s.DescriptorOnly, tt.wantSession)
+			}
+		})
+	}
+}
+
+// TestDescriptorOnlyOneStream: on a descriptor-only link the exit holds
+// one stream, the request's: a client that opens more gets them reset at
+// once, rather than held unaccepted, each with a window of buffered data,
+// for as long as the link lasts.
+func TestDescriptorOnlyOneStream(t *testing.T) {
+	for _, transport := range []string{"pipe", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			clientID, exitID := mustIdentity(t), mustIdentity(t)
+			a, b := pair(t, transport)
+			ch := make(chan handshakeResult, 1)
+			go func() {
+				s, err := Server(t.Context(), b, Config{Identity: exitID, AdmitDescriptorOnly: func(PeerID) bool { return true }}, nil)
+				ch <- handshakeResult{s, err}
+			}()
+			cs, err := Client(t.Context(), a, Config{Identity: clientID, DescriptorOnly: true}, exitID.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cs.Close() })
+			srv := <-ch
+			if srv.err != nil {
+				t.Fatal(srv.err)
+			}
+			t.Cleanup(func() { srv.s.Close() })
+
+			first, err := cs.OpenStream(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := first.Write([]byte("a")); err != nil {
+				t.Fatal(err)
+			}
+			accepted, err := srv.s.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(accepted, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				more, err := cs.OpenStream(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				more.Write(bytes.Repeat([]byte("x"), 64<<10))
+				more.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err = more.Read(make([]byte, 1))
+				if !errors.Is(err, yamux.ErrStreamReset) {
+					t.Fatalf("stream %d after the request's: read %v, want it reset", i+2, err)
+				}
+			}
+			// The request's stream still works.
+			if _, err := accepted.Write([]byte("b")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(first, make([]byte, 1)); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -328,7 +328,14 @@ func Server(ctx context.Context, conn net.Conn, cfg Config, allow func(PeerID) b
 		}
 		return nil, fmt.Errorf("%w: %w", ErrFallback, err)
 	}
-	mux, err := yamux.Server(framed(tconn, bconn), cfg.yamuxConfig(), cfg.MemoryManager)
+	ycfg := cfg.yamuxConfig()
+	if descOnly {
+		// One request on one stream (SPEC.md "Link"): more streams are
+		// reset at once, not held unaccepted with their windows of data
+		// by a link that needs no client slot.
+		ycfg.AcceptBacklog, ycfg.MaxIncomingStreams = 1, 1
+	}
+	mux, err := yamux.Server(framed(tconn, bconn), ycfg, cfg.MemoryManager)
 	if err != nil {
 		tconn.Close()
 		return nil, err
