@@ -19,7 +19,8 @@ import (
 // processes hold the sockets of a proxy.
 
 // userHZ is the unit of the CPU times in /proc/PID/stat: Linux reports
-// them to user space in clock ticks of 1/100 s on every architecture.
+// them to user space in clock ticks of 1/100 s (USER_HZ) on every
+// architecture Go builds for.
 const userHZ = 100
 
 // parseStatCPU returns utime+stime, in clock ticks, from the content of

@@ -422,8 +422,10 @@ func TestExitClosesStalledLink(t *testing.T) {
 // handshake is closed after HandshakeTimeout, and a stream that never sends
 // its request is reset after RequestTimeout, freeing its slot.
 func TestExitTimesOutSilentPeers(t *testing.T) {
-	exit := startExitWith(t, Config{Link: link.Config{Identity: newIdentity(t), HandshakeTimeout: 100 * time.Millisecond},
-		RequestTimeout: 100 * time.Millisecond, MaxStreamsPerClient: 1})
+	// Long enough for a real client's handshake and request on a loaded
+	// machine, short enough that the silent ones are cut within the test.
+	exit := startExitWith(t, Config{Link: link.Config{Identity: newIdentity(t), HandshakeTimeout: time.Second},
+		RequestTimeout: 500 * time.Millisecond, MaxStreamsPerClient: 1})
 
 	raw, err := net.Dial("tcp", exit.addr.Addr)
 	if err != nil {
