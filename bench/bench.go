@@ -230,11 +230,11 @@ func (s *setup) path(spec Path) (*path, error) {
 		p.udp = func(context.Context) (packetPath, error) { return dialUDP(tgt) }
 		p.cpu.why = "not measured: the direct path has no proxy process"
 		if cfg.RTT > 0 {
-			relay, err := s.relay(tgt)
+			line, err := s.delayLine(tgt)
 			if err != nil {
 				return nil, err
 			}
-			p.slow = func(ctx context.Context, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", relay) }
+			p.slow = func(ctx context.Context, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", line) }
 		}
 	case Local, RemoteExit, TwoHop:
 		exit := spec.Exit
@@ -249,6 +249,7 @@ func (s *setup) path(spec Path) (*path, error) {
 		}
 		var extra []string
 		var relay []*Proc
+		var relayAddr string
 		via := "SOCKS5 %s → exit " + exitHost(exit)
 		if spec.Kind == TwoHop {
 			// The relay is pinned: the pool pairs pinned relays with exits
@@ -258,7 +259,7 @@ func (s *setup) path(spec Path) (*path, error) {
 				return nil, err
 			}
 			*s.procs = append(*s.procs, proc)
-			relay = append(relay, proc)
+			relay, relayAddr = append(relay, proc), addr
 			extra = []string{"--hops", "2", "--relay", addr}
 			via = "SOCKS5 %s → relay " + exitHost(addr) + " → exit " + exitHost(exit)
 		}
@@ -273,22 +274,13 @@ func (s *setup) path(spec Path) (*path, error) {
 			p.via += " (CPU per GiB: the exit's includes the relay's)"
 		}
 		p.useSOCKS(SOCKS5{Addr: socks}, tgt)
-		if cfg.RTT > 0 && spec.Kind == TwoHop {
-			p.slowWhy = "not measured on two hops"
-		} else if cfg.RTT > 0 {
-			// A second client whose link to the same exit goes through the
-			// delay line.
-			relay, err := s.relay(exitHost(exit))
-			if err != nil {
+		if cfg.RTT > 0 {
+			if p.slow, err = s.slowClient(spec.Kind, exit, relayAddr); err != nil {
 				return nil, err
 			}
-			id, _, _ := strings.Cut(exit, "@")
-			slow, socks, err := startClient(ctx, "client-rtt", cfg.Exe, filepath.Join(s.dir, "client-rtt"), id+"@"+relay, s.wrap)
-			if err != nil {
-				return nil, err
+			if spec.Kind == TwoHop {
+				p.via += fmt.Sprintf(" (long links: client → relay and relay → exit each with %v added)", cfg.RTT)
 			}
-			*s.procs = append(*s.procs, slow)
-			p.slow = SOCKS5{Addr: socks}.Dial
 		}
 	case Proxy:
 		p.via = "SOCKS5 " + spec.SOCKS.Addr
@@ -335,9 +327,43 @@ func exitHost(exit string) string {
 	return exit[i+1:]
 }
 
-// relay starts a LinkDelay to upstream on a free loopback port and returns
-// its address.
-func (s *setup) relay(upstream string) (string, error) {
+// slowClient starts a second client of the path's exit (PEERID@HOST:PORT)
+// whose links go through delay lines, and returns a dialer through it. On
+// one hop its link to the exit is a long link; on two hops (relay, the
+// relay's PEERID@HOST:PORT) each hop is: the client's link to the relay,
+// and the relay's link to the exit, as the client names the exit's address
+// that the relay dials. A two-hop path's round trip is then about twice
+// one hop's, as with a relay and an exit each far away.
+func (s *setup) slowClient(kind PathKind, exit, relay string) (dialFunc, error) {
+	delayed := func(addr string) (string, error) {
+		i := strings.LastIndex(addr, "@")
+		line, err := s.delayLine(addr[i+1:])
+		return addr[:i+1] + line, err
+	}
+	exitVia, err := delayed(exit)
+	if err != nil {
+		return nil, err
+	}
+	var extra []string
+	if kind == TwoHop {
+		relayVia, err := delayed(relay)
+		if err != nil {
+			return nil, err
+		}
+		extra = []string{"--hops", "2", "--relay", relayVia}
+	}
+	role := "client-rtt" + suffix(kind)
+	proc, socks, err := startClient(s.ctx, role, s.cfg.Exe, filepath.Join(s.dir, role), exitVia, s.wrap, extra...)
+	if err != nil {
+		return nil, err
+	}
+	*s.procs = append(*s.procs, proc)
+	return SOCKS5{Addr: socks}.Dial, nil
+}
+
+// delayLine starts a LinkDelay to upstream on a free loopback port and
+// returns its address.
+func (s *setup) delayLine(upstream string) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("link delay: %w", err)

@@ -45,7 +45,7 @@ func TestRunInProcess(t *testing.T) {
 	wantIDs := []string{"bulk_up_1", "bulk_up_4", "bulk_down_1", "bulk_down_4", "latency_median", "latency_p99",
 		"latency_max", "setup_median", "setup_p99", "burst_all", "burst_median", "burst_errors", "idle_flows", "idle_failed",
 		"idle_exit_kib", "idle_client_kib", "udp_100_rate", "udp_100_loss", "udp_1400_rate", "udp_1400_loss",
-		"rtt_down", "rtt_up",
+		"rtt_down", "rtt_up", "rtt_latency_median",
 		"bulk_up_1_cpu", "bulk_up_1_cpu_client", "bulk_up_1_cpu_exit", "bulk_up_4_cpu",
 		"bulk_down_1_cpu", "bulk_down_1_cpu_client", "bulk_down_1_cpu_exit", "bulk_down_4_cpu",
 		"udp_100_cpu", "udp_100_cpu_client", "udp_100_cpu_exit", "udp_1400_cpu", "udp_1400_cpu_client", "udp_1400_cpu_exit"}
@@ -80,6 +80,11 @@ func TestRunInProcess(t *testing.T) {
 	}
 	if f := rep.Figure("burst_errors"); f != nil && f.Results[0].Value != 0 {
 		t.Errorf("burst through the tunnel: %v errors", f.Results[0].Value)
+	}
+	// Over the long link each exchange waits at least the added RTT: the
+	// figure is taken over the delayed link, not loopback.
+	if f := rep.Figure("rtt_latency_median"); f != nil && f.Results[1].Value < 10 {
+		t.Errorf("request/response over a link with 10ms added: %v ms on direct, want at least 10", f.Results[1].Value)
 	}
 	if rep.Figure("idle_flows").Results[0].Value != 50 {
 		t.Errorf("idle flows held: %v, want 50", rep.Figure("idle_flows").Results[0].Value)

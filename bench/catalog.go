@@ -232,5 +232,14 @@ func (b *Bench) rttWorkloads(target string) []workload {
 				return []float64{v}, err
 			}})
 	}
+	// Round trips are long here: exchanges for the round's duration, not
+	// the latency workload's count.
+	label := fmt.Sprintf("request/response, 64 B on an open flow over a link with %v RTT added: median", cfg.RTT)
+	ws = append(ws, workload{group: WorkRTT, title: label,
+		figs: []figSpec{{id: "rtt_latency_median", label: label, unit: "ms", lower: true}},
+		skip: func(p *path) string { return p.slowWhy },
+		run: func(ctx context.Context, p *path) ([]float64, error) {
+			return slowLatency(ctx, p.slow, target, cfg.LatencyCount, cfg.RTTDuration)
+		}})
 	return ws
 }

@@ -77,7 +77,8 @@ type Config struct {
 	// Exe is the swarmvpn binary for Local and RemoteExit paths.
 	Exe string
 	// ChildArgs, when set, rewrites the arguments of each process bench
-	// starts (role "exit", "client", "client-rtt"): to profile it, say.
+	// starts (role "exit", "relay", "client", "client-rtt", ...): to
+	// profile it, say.
 	ChildArgs func(role string, args []string) []string
 
 	// TargetHost is the IP the final hop reaches the targets at. Empty:
@@ -106,8 +107,10 @@ type Config struct {
 	UDPDuration  time.Duration // one UDP round; default 1s (Quick: 150ms)
 	UDPSizes     []int         // datagram payload sizes; default 100 and 1,400 bytes
 
-	// RTT, when set, adds the long-link workload: one flow each way over a
-	// link with this round-trip time added.
+	// RTT, when set, adds the long-link workload: one flow each way, and
+	// request/response, over a link with this round-trip time added. On a
+	// TwoHop path each hop is such a link (the client's to the relay, the
+	// relay's to the exit), so its round trip is about twice one hop's.
 	RTT         time.Duration
 	RTTDuration time.Duration // one long-link round; default 3s (Quick: 300ms)
 

@@ -9,8 +9,9 @@
 // The workloads: bulk throughput (1, 8 and 64 flows, each direction),
 // request/response latency on an open flow, flow setup one at a time and in
 // a burst, thousands of idle flows with the memory they cost each swarmvpn
-// process, UDP through SOCKS5 UDP ASSOCIATE, and optionally one flow over a
-// link with added delay (LinkDelay), the capacity of one exit under many
+// process, UDP through SOCKS5 UDP ASSOCIATE, and optionally one flow and
+// request/response over a link with added delay (LinkDelay; on two hops,
+// each hop over one), the capacity of one exit under many
 // client processes at once (capacity.go), and a torrent moved over uTP only
 // between libtorrent sessions (utp.py, run by /usr/bin/python3 when it has
 // python3-libtorrent; the seeders are targets bench starts). The bulk and

@@ -247,6 +247,34 @@ func bulkDownload(ctx context.Context, dial dialFunc, target string, n int, dur 
 // one at a time, and returns the median, 99th percentile and largest round
 // trip in µs.
 func latency(ctx context.Context, dial dialFunc, target string, count int) ([]float64, error) {
+	samples, err := exchanges(ctx, dial, target, 20, count, exchangeTimeLimit)
+	if err != nil {
+		return nil, err
+	}
+	return []float64{Median(samples), Percentile(samples, 99), Max(samples)}, nil
+}
+
+// slowExchanges is the least a long-link request/response round measures,
+// however long its round trips.
+const slowExchanges = 5
+
+// slowLatency exchanges 64-byte messages on one open flow over a long link
+// for dur, or until it has count of them (at least slowExchanges, within
+// exchangeTimeLimit), and returns the median round trip in ms.
+func slowLatency(ctx context.Context, dial dialFunc, target string, count int, dur time.Duration) ([]float64, error) {
+	samples, err := exchanges(ctx, dial, target, 2, count, dur)
+	if err != nil {
+		return nil, err
+	}
+	return []float64{Median(samples) / 1e3}, nil
+}
+
+// exchanges opens a flow to the echo target and exchanges 64-byte
+// messages on it, one at a time: settle unmeasured, then up to count
+// measured, which it returns in µs. It stops measuring after limit, once
+// it has at least slowExchanges (or count, if fewer), and when
+// exchangeTimeLimit is up.
+func exchanges(ctx context.Context, dial dialFunc, target string, settle, count int, limit time.Duration) ([]float64, error) {
 	c, err := openFlow(ctx, dial, target, opEcho)
 	if err != nil {
 		return nil, fmt.Errorf("open a flow: %w", err)
@@ -263,13 +291,15 @@ func latency(ctx context.Context, dial dialFunc, target string, count int) ([]fl
 		_, err := io.ReadFull(c, got)
 		return err
 	}
-	for range 20 { // let the flow settle
+	for range settle { // let the flow settle
 		if err := exchange(); err != nil {
 			return nil, fmt.Errorf("echo: %w", err)
 		}
 	}
+	least := min(count, slowExchanges)
+	measured := time.Now()
 	samples := make([]float64, 0, count)
-	for len(samples) < count {
+	for len(samples) < count && (len(samples) < least || time.Since(measured) < limit) {
 		t0 := time.Now()
 		if err := exchange(); err != nil {
 			if isTimeout(err) && len(samples) > 0 {
@@ -279,7 +309,7 @@ func latency(ctx context.Context, dial dialFunc, target string, count int) ([]fl
 		}
 		samples = append(samples, micros(time.Since(t0)))
 	}
-	return []float64{Median(samples), Percentile(samples, 99), Max(samples)}, nil
+	return samples, nil
 }
 
 // setupOneByOne opens count flows one after another, each until its first

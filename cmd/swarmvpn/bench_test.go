@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,7 +66,7 @@ func TestBenchQuick(t *testing.T) {
 	for _, id := range []string{"bulk_up_1", "bulk_up_8", "bulk_up_64", "bulk_down_1", "bulk_down_8", "bulk_down_64",
 		"latency_median", "latency_p99", "latency_max", "setup_median", "setup_p99", "burst_all", "burst_errors",
 		"idle_flows", "idle_failed", "idle_exit_kib", "idle_client_kib", "udp_100_rate", "udp_100_loss", "udp_1400_rate",
-		"udp_1400_loss", "rtt_down", "rtt_up", "bulk_up_1_cpu", "bulk_up_1_cpu_client", "bulk_up_1_cpu_exit",
+		"udp_1400_loss", "rtt_down", "rtt_up", "rtt_latency_median", "bulk_up_1_cpu", "bulk_up_1_cpu_client", "bulk_up_1_cpu_exit",
 		"bulk_down_64_cpu", "udp_100_cpu_exit", "udp_1400_cpu_client"} {
 		if rep.Figure(id) == nil {
 			t.Errorf("no figure %s", id)
@@ -72,6 +74,57 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if f := rep.Figure("burst_errors"); f != nil && f.Results[0].Value != 0 {
 		t.Errorf("burst through swarmvpn: %v flows failed", f.Results[0].Value)
+	}
+}
+
+// TestBenchTwoHopRTT runs the long-link workload on one hop and on two:
+// each path's second client reaches its exit over delay lines, on two
+// hops one in front of the relay and one in front of the exit (the relay
+// verifies and dials the exit at the delay line's address). Every figure
+// must carry bytes on both paths, and a round trip must wait for every
+// long link on the way: at least one RTT on one hop, two on two.
+func TestBenchTwoHopRTT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two exits, a relay and four clients (about 20s)")
+	}
+	const rttMS = 20
+	out, errOut, code := run(t, "bench", "--quick", "--json", "--hops", "2", "--rtt", fmt.Sprint(rttMS, "ms"), "--workloads", "rtt")
+	if code != 0 {
+		t.Fatalf("exit status %d; stderr:\n%s", code, errOut)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("output is not one JSON document: %v\n%s", err, out)
+	}
+	if len(rep.Paths) != 2 || rep.Paths[1].Name != "2-hop" {
+		t.Fatalf("paths %+v, want swarmvpn then 2-hop", rep.Paths)
+	}
+	if !strings.Contains(rep.Paths[1].Via, "relay → exit each with 20ms added") {
+		t.Errorf("2-hop goes through %q: it does not say that each hop is a long link", rep.Paths[1].Via)
+	}
+	for _, id := range []string{"rtt_down", "rtt_up", "rtt_latency_median"} {
+		f := rep.Figure(id)
+		if f == nil {
+			t.Errorf("no figure %s", id)
+			continue
+		}
+		if len(f.Results) != 2 {
+			t.Errorf("%s: %d results, want 2", id, len(f.Results))
+			continue
+		}
+		for hops, r := range f.Results {
+			switch {
+			case r.Error != "":
+				t.Errorf("%s on %s: %s", id, r.Path, r.Error)
+			case len(r.Rounds) != rep.Settings.Rounds || slices.Contains(r.Rounds, 0):
+				t.Errorf("%s on %s: rounds %v, want %d, none zero", id, r.Path, r.Rounds, rep.Settings.Rounds)
+			case id == "rtt_latency_median" && r.Value < float64((hops+1)*rttMS):
+				t.Errorf("%s on %s: %v ms, want at least %d: a round trip crosses %d long links", id, r.Path, r.Value, (hops+1)*rttMS, hops+1)
+			}
+		}
+		if f.Results[1].Ratio == 0 {
+			t.Errorf("%s: no ratio for two hops", id)
+		}
 	}
 }
 
