@@ -5,7 +5,7 @@ BIN      ?= bin/swarmvpn
 FUZZTIME ?= 20s
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test cross fuzz bench bench-cmd clean e2e
+.PHONY: build test cross fuzz bench bench-cmd clean e2e e2e-utp
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/swarmvpn
@@ -48,6 +48,12 @@ fuzz:
 # iproute2, nftables, curl when missing). E2E_ARGS picks scenarios.
 e2e:
 	bash e2e/run.sh $(E2E_ARGS)
+
+# uTP through swarmvpn against the direct routed path, across network
+# namespaces (root; needs python3-libtorrent, iproute2, curl). Env: ROUNDS,
+# SIZE_MIB, RATE (tbf on every veth), LEECH_RCVBUF.
+e2e-utp:
+	bash e2e/utpbench.sh
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./... | tee bench.txt

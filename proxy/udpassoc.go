@@ -398,6 +398,8 @@ func (r *udpRelay) fromFar() {
 	if err != nil {
 		return
 	}
+	var pc pacer
+	defer pc.close()
 	// Datagrams are read one after the other into buf, each behind room
 	// for its header, until what is left may not hold the largest.
 	const room = maxIPUDPHeaderLen + udpBufLen
@@ -441,6 +443,9 @@ func (r *udpRelay) fromFar() {
 				end := off + maxIPUDPHeaderLen + n
 				ms = append(ms, udpbatch.Message{Buf: buf[start:end], N: n, Addr: dst})
 				off = end
+			}
+			if len(ms) > 0 {
+				pc.wait(r.up.ctx, r.pc, ms)
 			}
 			r.toClient(bc, ms)
 			if err != nil {
