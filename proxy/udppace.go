@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -76,8 +77,11 @@ func (p *pacer) wait(ctx context.Context, pc *net.UDPConn, ms []udpbatch.Message
 	for {
 		queued, limit, err := p.probe.Queue(src, dst)
 		if err != nil {
-			// no such socket (yet), or no sock_diag: send as before
+			// No such socket (yet): send as before. Any other error (a
+			// kernel without UDP socket diagnostics, a lost reply) would
+			// come back on every batch: the pacer stays off.
 			p.dst, p.room = netip.AddrPort{}, 0
+			p.off = !errors.Is(err, udpbatch.ErrNoSocket)
 			return
 		}
 		if queued+need <= limit || queued == 0 {

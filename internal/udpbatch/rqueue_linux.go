@@ -9,6 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrNoSocket is Queue's answer when no UDP socket on this host receives
+// for the destination.
+var ErrNoSocket = errors.New("udpbatch: no local socket for that destination")
+
 // QueueProbe reads how full another UDP socket's receive queue is, from
 // the kernel's socket diagnostics (NETLINK_SOCK_DIAG), on Linux. It finds
 // the socket the way the kernel would deliver a datagram: the one bound to
@@ -49,9 +53,6 @@ func (p *QueueProbe) Close() error {
 	p.fd = -1
 	return err
 }
-
-// errNoSocket: no UDP socket on this host receives for the destination.
-var errNoSocket = errors.New("udpbatch: no local socket for that destination")
 
 const (
 	sockDiagByFamily  = 20 // SOCK_DIAG_BY_FAMILY
@@ -137,7 +138,7 @@ func parseDiagReply(b []byte, seq uint32) (queued, limit int, err error, ok bool
 			if len(msg) >= 4 {
 				if e := int32(binary.NativeEndian.Uint32(msg)); e < 0 {
 					if unix.Errno(-e) == unix.ENOENT {
-						return 0, 0, errNoSocket, true
+						return 0, 0, ErrNoSocket, true
 					}
 					return 0, 0, fmt.Errorf("udpbatch: sock_diag: %w", unix.Errno(-e)), true
 				}

@@ -7,7 +7,7 @@ import (
 
 // TestQueueProbe: the probe sees a receiver's queue grow by what is sent
 // to it and not read, and reports its buffer; a port nobody holds is
-// errNoSocket.
+// ErrNoSocket.
 func TestQueueProbe(t *testing.T) {
 	p, err := NewQueueProbe()
 	if err != nil {
@@ -59,8 +59,8 @@ func TestQueueProbe(t *testing.T) {
 		t.Fatalf("after reading all: queued %d, %v; want 0", q2, err)
 	}
 	recv.Close()
-	if _, _, err := p.Queue(src, dst); err != errNoSocket {
-		t.Fatalf("closed receiver: %v, want errNoSocket", err)
+	if _, _, err := p.Queue(src, dst); err != ErrNoSocket {
+		t.Fatalf("closed receiver: %v, want ErrNoSocket", err)
 	}
 }
 

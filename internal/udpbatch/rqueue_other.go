@@ -7,6 +7,10 @@ import (
 	"net/netip"
 )
 
+// ErrNoSocket is QueueProbe.Queue's answer when no UDP socket on this host
+// receives for the destination.
+var ErrNoSocket = errors.New("udpbatch: no local socket for that destination")
+
 // QueueProbe reads how full another UDP socket's receive queue is; only
 // Linux has one (rqueue_linux.go).
 type QueueProbe struct{}
