@@ -238,7 +238,11 @@ func (r *utpRig) follow(ctx context.Context, leecher *pyProc) (total int64, secs
 				total, err1 := strconv.ParseInt(f[1], 10, 64)
 				secs, err2 := strconv.ParseFloat(f[2], 64)
 				senders, err3 := strconv.Atoi(f[3])
-				if err1 != nil || err2 != nil || err3 != nil || total != r.cfg.Size || secs <= 0 {
+				// The time is the script's own: finite, above zero, and
+				// no longer than the leecher has run (its clock started
+				// after this one).
+				if err1 != nil || err2 != nil || err3 != nil || total != r.cfg.Size || senders < 0 ||
+					!(secs > 0 && secs <= time.Since(started).Seconds()+1) {
 					return 0, 0, 0, fmt.Errorf("the uTP leecher says %q; want %d bytes, their time and the peers", line, r.cfg.Size)
 				}
 				return total, secs, senders, nil

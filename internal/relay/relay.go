@@ -18,9 +18,9 @@ import (
 // than releaseBelow gives it back. A torrent client holds thousands of
 // flows that are idle most of the time, and its peers' last words before
 // a pause are small messages (have, keep-alive, request); such a flow then
-// holds only the small buffers, while a bulk flow moves 32 KiB per system
-// call, and one whose reads come in pieces of a few KiB (a peer slower
-// than this machine) keeps the large buffer instead of trading it back
+// holds only the small buffers, while a bulk flow moves bufSize (about
+// 64 KiB) per system call, and one whose reads come in pieces of a few
+// KiB (a peer slower than this machine) keeps the large buffer instead of trading it back
 // and forth with a system call each time. A flow that stops right after a
 // large read keeps the large buffer until its next small one.
 //
