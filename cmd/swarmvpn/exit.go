@@ -51,7 +51,7 @@ func exitCommand() *cli.Command {
 				"besides any --allow-client; re-read on SIGHUP, and clients no longer listed are disconnected"),
 			stringFlag("rate-per-client", "0", "relay at most `BYTES` per second for one client, both directions and all its flows together "+
 				"(e.g. 500k, 10M, 2MiB; at least 1k; 0: unlimited)"),
-			stringFlag("max-buffer-per-client", "64MiB", "let one client's links make the exit buffer at most `BYTES` in stream receive windows beyond each stream's first 256 KiB"),
+			stringFlag("max-buffer-per-client", "64MiB", "let one client's links make the exit buffer at most `BYTES` in stream receive windows beyond each stream's first 256 KiB and as much again in its moving flows' read buffers"),
 			&cli.DurationFlag{Name: "half-open-timeout", Value: 2 * time.Minute, Sources: env("half-open-timeout"),
 				Usage: "close a TCP flow one side has half-closed when the other carries nothing for this long"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: 10 * time.Second, Sources: env("dial-timeout"),

@@ -71,9 +71,11 @@ type Config struct {
 	// client (peer ID), both directions, all its TCP flows, forwarded
 	// connections and UDP datagrams together. 0 means unlimited.
 	RatePerClient int64
-	// MaxBufferPerClient caps the receive-window memory one client's
-	// links together may reserve at the exit beyond each stream's first
-	// 256 KiB: stream windows stop growing there. Default 64 MiB.
+	// MaxBufferPerClient caps the memory one client's links together may
+	// reserve at the exit in receive windows beyond each stream's first
+	// 256 KiB (stream windows stop growing there), and, separately, in the
+	// large buffers its moving flows read into, about 64 KiB a direction
+	// (flows past it read into small buffers). Default 64 MiB.
 	MaxBufferPerClient int64
 	// MaxHandshakes caps the connections whose TLS handshake is not
 	// finished, in all; MaxHandshakesPerSource, from one source address
@@ -183,6 +185,7 @@ type client struct {
 	links        int           // guarded by Exit.mu
 	limiter      *rate.Limiter // nil: no rate limit
 	memory       *clientMemory // receive windows on all its links
+	buffers      *flowBuffers  // its moving flows' large read buffers
 	streams      atomic.Int32
 	inbound      atomic.Int32  // connections from its forwarded port being carried
 	carried      atomic.Uint64 // bytes relayed for it, both ways, TCP and UDP
@@ -443,7 +446,8 @@ func (e *Server) serveConn(ctx context.Context, conn net.Conn, hs *budgeted) {
 	}
 	c := e.clients[sess.Peer]
 	if c == nil {
-		c = &client{memory: newClientMemory(e.maxBuffer(), &e.stats.limits)}
+		c = &client{memory: newClientMemory(e.maxBuffer(), &e.stats.limits),
+			buffers: &flowBuffers{limit: e.maxBuffer(), c: &e.stats.limits}}
 		if e.cfg.RatePerClient > 0 {
 			c.limiter = newLimiter(e.cfg.RatePerClient)
 		}

@@ -48,7 +48,11 @@ func (e *Server) splice(st *yamux.Stream, conn net.Conn, c *client) relay.Result
 		b.charged = &e.stats.limits.rateBytes
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
-	return e.stats.flows.Splice(a, b)
+	var budget relay.Budget // a flow's moving buffers count against its client's cap
+	if c != nil {
+		budget = c.buffers
+	}
+	return e.stats.flows.Splice(a, b, budget)
 }
 
 // halfOpen bounds the life of a flow after one direction has ended: the

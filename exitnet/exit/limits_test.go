@@ -542,3 +542,69 @@ func TestRateSharedWithDatagrams(t *testing.T) {
 		far.Close()
 	})
 }
+
+// A client's moving flows borrow their large read buffers from its buffer
+// cap: a client that sends a little on many flows and goes quiet holds at
+// most the cap at the exit, the rest of its flows read into small buffers,
+// and every byte still arrives.
+func TestFlowBuffersCountAgainstBufferCap(t *testing.T) {
+	const limit, flows, size = 256 << 10, 12, 1 << 10 // size: what fills a quiet flow's read buffer
+	exit := startExitWith(t, Config{MaxBufferPerClient: limit})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	arrived := make(chan int, flows)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, size)
+				n, _ := io.ReadFull(c, b)
+				if !bytes.Equal(b[:n], bytes.Repeat([]byte{'x'}, n)) {
+					n = -1
+				}
+				arrived <- n
+				io.Copy(io.Discard, c) // then quiet, holding the flow open
+			}()
+		}
+	}()
+	pl := startPool(t, exit.addr)
+	for range flows {
+		c, err := pl.DialContext(t.Context(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(bytes.Repeat([]byte{'x'}, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range flows {
+		select {
+		case n := <-arrived:
+			if n != size {
+				t.Fatalf("a destination got %d bytes, want the %d sent", n, size)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not every flow's bytes arrived")
+		}
+	}
+	exit.exit.mu.Lock()
+	var used int64
+	for _, c := range exit.exit.clients {
+		used += c.buffers.used.Load()
+	}
+	exit.exit.mu.Unlock()
+	// 256 KiB holds four buffers of about 64 KiB: the other flows were
+	// refused, at least once each.
+	if refused := exit.exit.Stats().Limits.FlowBufferRefused; used > limit || refused < flows-4 {
+		t.Fatalf("client holds %d bytes (cap %d), %d buffers refused: want at most the cap, and at least %d refused",
+			used, limit, refused, flows-4)
+	}
+}

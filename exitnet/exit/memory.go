@@ -55,6 +55,35 @@ func (m *clientMemory) reserve(size int64) bool {
 	}
 }
 
+// flowBuffers is the relay.Budget of one client's flows: the large buffers
+// its moving flows read into (about 64 KiB a direction) count against a
+// cap of their own, as large as the windows' cap. Without one, a client
+// that sent a little on each of its thousands of flows and went quiet
+// would make each hold a large buffer, outside any cap. Its own cap, not a
+// share of the windows': a client whose windows have grown to their cap
+// still moves new flows at full speed. A refused flow reads into its small
+// buffer instead: slower, never stuck.
+type flowBuffers struct {
+	limit int64
+	used  atomic.Int64
+	c     *limitCounters
+}
+
+func (b *flowBuffers) Reserve(n int64) bool {
+	for {
+		u := b.used.Load()
+		if u+n > b.limit {
+			b.c.flowBufferRefused.Add(1)
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+func (b *flowBuffers) Release(n int64) { b.used.Add(-n) }
+
 // linkMemory is a link's link.Config.MemoryManager: yamux asks it for one
 // span per stream. The link learns whose it is only after the handshake;
 // until then (a stream opened at once) its streams keep their initial

@@ -198,6 +198,10 @@ type LimitStats struct {
 	// WindowGrowthRefused counts stream receive-window growths refused
 	// because the client's links had reserved MaxBufferPerClient.
 	WindowGrowthRefused uint64
+	// FlowBufferRefused counts moving flows left on their small read
+	// buffer because the client's flows held MaxBufferPerClient in large
+	// ones.
+	FlowBufferRefused uint64
 	// BufferPeak is the most receive-window memory any one client has
 	// reserved at once.
 	BufferPeak int64
@@ -217,6 +221,7 @@ type LimitStats struct {
 
 type limitCounters struct {
 	windowRefused, rateBytes, halfOpenExpired, clientsDropped, linksRefused atomic.Uint64
+	flowBufferRefused                                                       atomic.Uint64
 	bufferPeak                                                              atomic.Int64
 }
 
@@ -234,5 +239,6 @@ func (c *limitCounters) snapshot() LimitStats {
 		WindowGrowthRefused: c.windowRefused.Load(), BufferPeak: c.bufferPeak.Load(),
 		RateLimitedBytes: c.rateBytes.Load(), HalfOpenExpired: c.halfOpenExpired.Load(),
 		ClientsDropped: c.clientsDropped.Load(), LinksRefused: c.linksRefused.Load(),
+		FlowBufferRefused: c.flowBufferRefused.Load(),
 	}
 }

@@ -75,5 +75,5 @@ func (p *Pool) serveInbound(ctx context.Context, st *yamux.Stream) {
 		st.Reset()
 		return
 	}
-	p.stats.flows.Splice(conn, st)
+	p.stats.flows.Splice(conn, st, nil)
 }

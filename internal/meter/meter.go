@@ -44,9 +44,10 @@ func (f *Flows) Begin(k wire.Kind) (end func()) {
 }
 
 // Splice relays a flow between the client's side and the internet's side,
-// counting its bytes as they pass.
-func (f *Flows) Splice(client, internet net.Conn) relay.Result {
-	return relay.SpliceCounting(client, internet, &f.bytesOut, &f.bytesIn)
+// counting its bytes as they pass; its moving buffers come from budget
+// (nil: no bound).
+func (f *Flows) Splice(client, internet net.Conn, budget relay.Budget) relay.Result {
+	return relay.SpliceBudget(client, internet, &f.bytesOut, &f.bytesIn, budget)
 }
 
 // Open counts the flows open now.

@@ -58,7 +58,7 @@ func TestSpliceWritesWholeFrames(t *testing.T) {
 			const chunks = 5
 			total := quietSize + chunks*tc.want + 7
 			src, dst := &fullReader{left: total}, &writeSizes{}
-			n := copyHalf(dst, src, nil, func(error) {}, tc.pool)
+			n := copyHalf(dst, src, nil, func(error) {}, tc.pool, nil)
 			if n != int64(total) {
 				t.Fatalf("copied %d bytes, want %d", n, total)
 			}

@@ -70,7 +70,7 @@ func Splice(a, b net.Conn) Result { return SpliceCounting(a, b, nil, nil) }
 // and bToA (either may be nil) as they are written, so that totals kept
 // across flows move while a long flow is still open.
 func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
-	return splice(a, b, aToB, bToA, &bufPool)
+	return splice(a, b, aToB, bToA, &bufPool, nil)
 }
 
 // SpliceLarge is SpliceCounting that moves up to 256 KiB per system call
@@ -78,10 +78,27 @@ func SpliceCounting(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
 // relay's): one such flow carries every flow of a client, and its system
 // calls, not its bytes, are what cost.
 func SpliceLarge(a, b net.Conn, aToB, bToA *atomic.Uint64) Result {
-	return splice(a, b, aToB, bToA, &largePool)
+	return splice(a, b, aToB, bToA, &largePool, nil)
 }
 
-func splice(a, b net.Conn, aToB, bToA *atomic.Uint64, pool *sync.Pool) Result {
+// A Budget bounds the moving buffers of a set of flows (one client's, at
+// an exit): a direction borrows its large buffer only when Reserve grants
+// the buffer's size, and gives it back with Release. A direction that is
+// refused keeps reading into its small buffer: slower, never stuck. Without
+// a budget, a peer that sends a little on each of thousands of flows and
+// then goes quiet makes each hold a large buffer for as long as it likes.
+type Budget interface {
+	Reserve(n int64) bool
+	Release(n int64)
+}
+
+// SpliceBudget is SpliceCounting whose directions borrow their large
+// buffers from budget (nil: no bound).
+func SpliceBudget(a, b net.Conn, aToB, bToA *atomic.Uint64, budget Budget) Result {
+	return splice(a, b, aToB, bToA, &bufPool, budget)
+}
+
+func splice(a, b net.Conn, aToB, bToA *atomic.Uint64, pool *sync.Pool, budget Budget) Result {
 	var r Result
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -99,9 +116,9 @@ func splice(a, b net.Conn, aToB, bToA *atomic.Uint64, pool *sync.Pool) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.BtoA = copyHalf(a, b, bToA, abort, pool)
+		r.BtoA = copyHalf(a, b, bToA, abort, pool, budget)
 	}()
-	r.AtoB = copyHalf(b, a, aToB, abort, pool)
+	r.AtoB = copyHalf(b, a, aToB, abort, pool, budget)
 	wg.Wait()
 	a.Close()
 	b.Close()
@@ -110,8 +127,9 @@ func splice(a, b net.Conn, aToB, bToA *atomic.Uint64, pool *sync.Pool) Result {
 
 // copyHalf copies src to dst, then closes dst's write half (or all of dst
 // when it cannot half-close).
-func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *sync.Pool) int64 {
+func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *sync.Pool, budget Budget) int64 {
 	quiet := make([]byte, quietSize)
+	var bigSize int64 // what big holds of budget
 	buf := quiet
 	var big *[]byte
 	var total int64
@@ -146,18 +164,33 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *
 		}
 		switch {
 		case big == nil && n == len(quiet):
-			big = pool.Get().(*[]byte)
-			buf = *big
+
+			b := pool.Get().(*[]byte)
+			if budget != nil && !budget.Reserve(int64(cap(*b))) {
+				pool.Put(b)
+				break
+			}
+			big, buf = b, *b
+			if budget != nil {
+				bigSize = int64(cap(*b))
+			}
 			largeHeld.Add(1)
 		case big != nil && n < releaseBelow:
 			pool.Put(big)
 			big, buf = nil, quiet
 			largeHeld.Add(-1)
+			if bigSize > 0 {
+				budget.Release(bigSize)
+				bigSize = 0
+			}
 		}
 	}
 	if big != nil {
 		pool.Put(big)
 		largeHeld.Add(-1)
+		if bigSize > 0 {
+			budget.Release(bigSize)
+		}
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		abort(err)
