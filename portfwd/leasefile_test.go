@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/statefile"
 )
 
 // heldWrites holds the leases' file writes: each says it began, waits for
@@ -26,7 +28,7 @@ func holdWrites(l *Leases) *heldWrites {
 		h.mu.Unlock()
 		h.began <- struct{}{}
 		<-h.release
-		return writeAtomic(path, b)
+		return statefile.WriteAtomic(path, b)
 	}
 	return h
 }

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/statefile"
 )
 
 // maxCached bounds the exits a client remembers between runs.
@@ -21,23 +21,23 @@ const maxPending = 4 * maxCached
 // Cache keeps the verified descriptors of exits learned from other exits in
 // a file, so that a client can start from them next time.
 //
-// Add never touches the disk: it hands the exits to a writer goroutine,
-// which runs while there is something to write and then ends. It merges
-// everything added meanwhile with the file and writes it, so a burst of
-// Adds costs one write or two, and the writes, one at a time, never put an
-// older state after a newer one. Close waits until all that was added is
+// Add never touches the disk: it hands the exits to a writer goroutine (a
+// statefile.Flusher), which runs while there is something to write and
+// then ends. It merges everything added meanwhile with the file and writes
+// it, so a burst of Adds costs one write or two, and the writes, one at a
+// time, never put an older state after a newer one. Close waits until all that was added is
 // written.
 type Cache struct {
 	Path string       // the file, JSON: a list of signed descriptors
 	Log  *slog.Logger // nil discards
 
-	// write replaces the file with b; nil writes a temporary file and
-	// renames it over Path. Tests hold writes with it.
+	// write replaces the file with b; nil is statefile.WriteAtomic.
+	// Tests hold writes with it.
 	write func(path string, b []byte) error
 
 	mu      sync.Mutex
 	pending map[link.PeerID]Known // added, not yet written: the newest per exit
-	idle    chan struct{}         // closed when the running writer ends; nil when none runs
+	flusher *statefile.Flusher    // runs flush; made by the first Add
 }
 
 // Load returns the cached exits whose descriptors still verify.
@@ -84,9 +84,11 @@ func (c *Cache) Add(known []Known) {
 			c.pending[k.Desc.ID] = k
 		}
 	}
-	if c.idle == nil && len(c.pending) > 0 {
-		c.idle = make(chan struct{})
-		go c.run(c.idle)
+	if len(c.pending) > 0 {
+		if c.flusher == nil {
+			c.flusher = statefile.NewFlusher(c.flush)
+		}
+		c.flusher.Kick()
 	}
 }
 
@@ -94,27 +96,21 @@ func (c *Cache) Add(known []Known) {
 // Cache stays usable; Close may be called more than once.
 func (c *Cache) Close() error {
 	c.mu.Lock()
-	idle := c.idle
+	f := c.flusher
 	c.mu.Unlock()
-	if idle != nil {
-		<-idle
+	if f != nil {
+		f.Wait()
 	}
 	return nil
 }
 
-// run writes what is pending until nothing is, then ends and closes idle.
-func (c *Cache) run(idle chan struct{}) {
-	for {
-		c.mu.Lock()
-		batch := c.pending
-		c.pending = nil
-		if len(batch) == 0 {
-			c.idle = nil
-			close(idle)
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
+// flush writes what is pending, if anything is.
+func (c *Cache) flush() {
+	c.mu.Lock()
+	batch := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if len(batch) > 0 {
 		c.save(batch)
 	}
 }
@@ -145,23 +141,11 @@ func (c *Cache) save(batch map[link.PeerID]Known) {
 	}
 	write := c.write
 	if write == nil {
-		write = writeAtomic
+		write = statefile.WriteAtomic
 	}
 	if err := write(c.Path, b); err != nil {
 		c.log().Warn("cannot save learned exits", "file", c.Path, "err", err)
 	}
-}
-
-// writeAtomic replaces path with b: a temporary file renamed over it.
-func writeAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func (c *Cache) log() *slog.Logger {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/internal/link"
+	"github.com/swarmvpn/swarmvpn/internal/statefile"
 )
 
 // cachedKnown is exit id's signed descriptor issued at issued.
@@ -34,7 +35,7 @@ func holdWrites(c *Cache) *heldWrites {
 		h.mu.Unlock()
 		h.began <- struct{}{}
 		<-h.release
-		return writeAtomic(path, b)
+		return statefile.WriteAtomic(path, b)
 	}
 	return h
 }

@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 	"github.com/swarmvpn/swarmvpn/exitnet/discovery/mainline"
+	"github.com/swarmvpn/swarmvpn/internal/statefile"
 )
 
 // The exit on the Mainline DHT: it announces its link port on the day's
@@ -297,21 +297,10 @@ func seqSource(file string, e *Server) func() int64 {
 		seq := max(time.Now().Unix(), last+1)
 		last = seq
 		if file != "" {
-			if err := writeFileAtomic(file, []byte(strconv.FormatInt(seq, 10)+"\n")); err != nil {
+			if err := statefile.WriteAtomic(file, []byte(strconv.FormatInt(seq, 10)+"\n")); err != nil {
 				e.log.Warn("dht sequence number not saved; a restart with a clock that went back may publish a stale one", "err", err)
 			}
 		}
 		return seq
 	}
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
