@@ -42,15 +42,25 @@ func newClientMemory(limit int64, c *limitCounters) *clientMemory {
 }
 
 func (m *clientMemory) reserve(size int64) bool {
+	u, ok := reserveUpTo(&m.used, m.limit, size)
+	if !ok {
+		m.c.windowRefused.Add(1)
+		return false
+	}
+	m.c.notePeak(u)
+	return true
+}
+
+// reserveUpTo adds n to used unless that would pass limit, and returns
+// what used then holds and whether n was added.
+func reserveUpTo(used *atomic.Int64, limit, n int64) (int64, bool) {
 	for {
-		u := m.used.Load()
-		if u+size > m.limit {
-			m.c.windowRefused.Add(1)
-			return false
+		u := used.Load()
+		if u+n > limit {
+			return u, false
 		}
-		if m.used.CompareAndSwap(u, u+size) {
-			m.c.notePeak(u + size)
-			return true
+		if used.CompareAndSwap(u, u+n) {
+			return u + n, true
 		}
 	}
 }
@@ -70,16 +80,11 @@ type flowBuffers struct {
 }
 
 func (b *flowBuffers) Reserve(n int64) bool {
-	for {
-		u := b.used.Load()
-		if u+n > b.limit {
-			b.c.flowBufferRefused.Add(1)
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+n) {
-			return true
-		}
+	if _, ok := reserveUpTo(&b.used, b.limit, n); !ok {
+		b.c.flowBufferRefused.Add(1)
+		return false
 	}
+	return true
 }
 
 func (b *flowBuffers) Release(n int64) { b.used.Add(-n) }
