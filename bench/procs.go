@@ -32,12 +32,37 @@ type Proc struct {
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has been reaped
-	mu   sync.Mutex
-	tail []string // its last lines of output, for error messages
+	tail tailLines     // its last lines of output, for error messages
 }
 
-// maxTail is how many output lines a Proc keeps.
+// maxTail is how many output lines a process's tailLines keeps.
 const maxTail = 20
+
+// tailLines keeps the last maxTail lines a process printed, for error
+// messages. The zero value is ready.
+type tailLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tailLines) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	if len(t.lines) > maxTail {
+		t.lines = t.lines[len(t.lines)-maxTail:]
+	}
+}
+
+// output returns the lines, indented, to end an error message.
+func (t *tailLines) output() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == 0 {
+		return ""
+	}
+	return "; its last output:\n    " + strings.Join(t.lines, "\n    ")
+}
 
 // startProc runs exe with args and waits until found, called on each line
 // the process writes (stdout and stderr alike), returns a non-empty
@@ -67,12 +92,7 @@ func startProc(ctx context.Context, role, exe string, args []string, found func(
 		sc.Buffer(make([]byte, 0, 4096), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			p.mu.Lock()
-			p.tail = append(p.tail, line)
-			if len(p.tail) > maxTail {
-				p.tail = p.tail[len(p.tail)-maxTail:]
-			}
-			p.mu.Unlock()
+			p.tail.add(line)
 			if s := found(line); s != "" {
 				select {
 				case answer <- s:
@@ -107,14 +127,7 @@ func startProc(ctx context.Context, role, exe string, args []string, found func(
 }
 
 // output returns the process's last lines, indented, for an error message.
-func (p *Proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.tail) == 0 {
-		return ""
-	}
-	return "; its last output:\n    " + strings.Join(p.tail, "\n    ")
-}
+func (p *Proc) output() string { return p.tail.output() }
 
 // Stop ends the process: SIGTERM, then SIGKILL after stopGrace. It returns
 // once the process has been reaped. Stop is idempotent.

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -21,9 +20,7 @@ type pyProc struct {
 	stdin io.WriteCloser
 	lines chan string // what it prints; closed when it has ended
 	done  chan struct{}
-
-	mu   sync.Mutex
-	tail []string
+	tail  tailLines
 }
 
 // start runs utp.py with args; env is added to this process's
@@ -51,12 +48,7 @@ func (r *utpRig) start(role string, env []string, args ...string) (*pyProc, erro
 		sc.Buffer(make([]byte, 0, 4096), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			p.mu.Lock()
-			p.tail = append(p.tail, line)
-			if len(p.tail) > maxTail {
-				p.tail = p.tail[len(p.tail)-maxTail:]
-			}
-			p.mu.Unlock()
+			p.tail.add(line)
 			select {
 			case p.lines <- line:
 			default: // nobody reads a seeder's lines once it is ready
@@ -130,11 +122,4 @@ func (p *pyProc) stop() {
 }
 
 // output returns the process's last lines, indented, for an error message.
-func (p *pyProc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.tail) == 0 {
-		return ""
-	}
-	return "; its last output:\n    " + strings.Join(p.tail, "\n    ")
-}
+func (p *pyProc) output() string { return p.tail.output() }

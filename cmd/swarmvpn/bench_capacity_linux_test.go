@@ -2,11 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/swarmvpn/swarmvpn/bench"
 	"github.com/swarmvpn/swarmvpn/internal/testnet"
@@ -69,18 +66,6 @@ func TestBenchCapacityInterrupt(t *testing.T) {
 	if len(children) != 8 {
 		t.Fatalf("bench runs %d child processes, want an exit, a client and 6 more clients", len(children))
 	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("bench did not stop within 30s of SIGINT")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.output(), "interrupted") {
-		t.Errorf("exit status %d, output:\n%s", code, p.output())
-	}
-	for _, pid := range children {
-		if err := syscall.Kill(pid, 0); err == nil {
-			t.Errorf("child %d still runs after bench ended", pid)
-		}
-	}
+	interruptBench(t, p)
+	noneRuns(t, children)
 }

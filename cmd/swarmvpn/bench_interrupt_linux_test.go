@@ -21,20 +21,8 @@ func TestBenchInterrupt(t *testing.T) {
 	if len(children) < 2 {
 		t.Fatalf("bench runs %d child processes, want an exit and a client", len(children))
 	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("bench did not stop within 30s of SIGINT")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.output(), "interrupted") {
-		t.Errorf("exit status %d, output:\n%s", code, p.output())
-	}
-	for _, pid := range children {
-		if err := syscall.Kill(pid, 0); err == nil {
-			t.Errorf("child %d still runs after bench ended", pid)
-		}
-	}
+	interruptBench(t, p)
+	noneRuns(t, children)
 }
 
 // childrenOf lists the processes whose parent is pid, from /proc.
@@ -55,4 +43,29 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+// interruptBench sends bench SIGINT and checks that it ends within 30 s,
+// with exit status 1, saying it was interrupted.
+func interruptBench(t *testing.T, p *proc) {
+	t.Helper()
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("bench did not stop within 30s of SIGINT")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.output(), "interrupted") {
+		t.Errorf("exit status %d, output:\n%s", code, p.output())
+	}
+}
+
+// noneRuns checks that none of the processes children still runs.
+func noneRuns(t *testing.T, children []int) {
+	t.Helper()
+	for _, pid := range children {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("child %d still runs after bench ended", pid)
+		}
+	}
 }

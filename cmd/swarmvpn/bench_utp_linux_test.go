@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/swarmvpn/swarmvpn/internal/testnet"
 )
@@ -44,15 +43,7 @@ func TestBenchInterruptUTP(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "utp.py")); err != nil {
 		t.Fatalf("the uTP workload's directory: %v", err)
 	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("bench did not stop within 30s of SIGINT")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.output(), "interrupted") {
-		t.Errorf("exit status %d, output:\n%s", code, p.output())
-	}
+	interruptBench(t, p)
 	for _, pid := range pythons {
 		if err := syscall.Kill(pid, 0); err == nil {
 			t.Errorf("libtorrent process %d (%s) still runs after bench ended", pid, cmdline(pid))

@@ -1,8 +1,6 @@
 package testnet
 
 import (
-	"encoding/binary"
-	"io"
 	"testing"
 )
 
@@ -22,24 +20,7 @@ func BenchmarkTwoHopBulkUpload(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	chunk := make([]byte, 256<<10)
-	b.SetBytes(int64(len(chunk)))
-	b.ReportAllocs()
-	var sent int64
-	cpu := cpuTime()
-	for b.Loop() {
-		n, err := c.Write(chunk)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sent += int64(n)
-	}
-	c.(interface{ CloseWrite() error }).CloseWrite()
-	var got int64
-	if err := binary.Read(c, binary.BigEndian, &got); err != nil || got != sent {
-		b.Fatalf("sink counted %d bytes, sent %d (%v)", got, sent, err)
-	}
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(sent>>20), "cpu-ns/MiB")
+	uploadLoop(b, c, make([]byte, 256<<10))
 }
 
 // BenchmarkTwoHopEcho64 is one 64-byte round trip on an open flow through
@@ -52,14 +33,5 @@ func BenchmarkTwoHopEcho64(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	msg, got := make([]byte, 64), make([]byte, 64)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, got); err != nil {
-			b.Fatal(err)
-		}
-	}
+	echoLoop(b, c)
 }
