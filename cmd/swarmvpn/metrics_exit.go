@@ -17,7 +17,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		fallback     = counter("swarmvpn_exit_fallback_total", "Connections served as a web site because they did not prove themselves admitted clients: browsers, probers, garbage, replayed proofs, refused clients.")
 		rateBytes    = counter("swarmvpn_exit_rate_limited_bytes_total", "Bytes charged to per-client rate limits, TCP and UDP, both directions.")
 		windows      = counter("swarmvpn_exit_window_growth_refused_total", "Stream receive-window growths refused at the per-client buffer cap.")
-		flowBufs     = counter("swarmvpn_exit_flow_buffer_refused_total", "Moving flows left on their small read buffer at the per-client buffer cap.")
+		flowBufs     = counter("swarmvpn_exit_flow_buffer_refused_total", "Large read buffers refused to moving flows at the per-client buffer cap (a flow asks again on each full small read).")
 		bufPeak      = gauge("swarmvpn_exit_buffer_peak_bytes", "The most receive-window memory one client has reserved at once beyond its streams' initial windows.")
 		halfOpen     = counter("swarmvpn_exit_half_open_expired_total", "TCP flows closed because, after one direction ended, the other carried nothing for the half-open timeout.")
 		policy       = counter("swarmvpn_exit_policy_refusals_total", "TCP flows refused because the exit policy refuses the destination.")

@@ -198,9 +198,9 @@ type LimitStats struct {
 	// WindowGrowthRefused counts stream receive-window growths refused
 	// because the client's links had reserved MaxBufferPerClient.
 	WindowGrowthRefused uint64
-	// FlowBufferRefused counts moving flows left on their small read
-	// buffer because the client's flows held MaxBufferPerClient in large
-	// ones.
+	// FlowBufferRefused counts large read buffers refused to moving flows
+	// because the client's flows held MaxBufferPerClient in large ones; a
+	// refused flow asks again on each read that fills its small buffer.
 	FlowBufferRefused uint64
 	// BufferPeak is the most receive-window memory any one client has
 	// reserved at once.

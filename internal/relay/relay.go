@@ -93,7 +93,7 @@ type Budget interface {
 }
 
 // SpliceBudget is SpliceCounting whose directions borrow their large
-// buffers from budget (nil: no bound).
+// buffers (bufSize bytes each) from budget (nil: no bound).
 func SpliceBudget(a, b net.Conn, aToB, bToA *atomic.Uint64, budget Budget) Result {
 	return splice(a, b, aToB, bToA, &bufPool, budget)
 }
@@ -129,7 +129,6 @@ func splice(a, b net.Conn, aToB, bToA *atomic.Uint64, pool *sync.Pool, budget Bu
 // when it cannot half-close).
 func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *sync.Pool, budget Budget) int64 {
 	quiet := make([]byte, quietSize)
-	var bigSize int64 // what big holds of budget
 	buf := quiet
 	var big *[]byte
 	var total int64
@@ -164,33 +163,19 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *
 		}
 		switch {
 		case big == nil && n == len(quiet):
-
-			b := pool.Get().(*[]byte)
-			if budget != nil && !budget.Reserve(int64(cap(*b))) {
-				pool.Put(b)
-				break
+			if budget != nil && !budget.Reserve(bufSize) {
+				break // the budget is spent: stay on the small buffer
 			}
-			big, buf = b, *b
-			if budget != nil {
-				bigSize = int64(cap(*b))
-			}
+			big = pool.Get().(*[]byte)
+			buf = *big
 			largeHeld.Add(1)
 		case big != nil && n < releaseBelow:
-			pool.Put(big)
+			giveBack(big, pool, budget)
 			big, buf = nil, quiet
-			largeHeld.Add(-1)
-			if bigSize > 0 {
-				budget.Release(bigSize)
-				bigSize = 0
-			}
 		}
 	}
 	if big != nil {
-		pool.Put(big)
-		largeHeld.Add(-1)
-		if bigSize > 0 {
-			budget.Release(bigSize)
-		}
+		giveBack(big, pool, budget)
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		abort(err)
@@ -203,6 +188,15 @@ func copyHalf(dst, src net.Conn, count *atomic.Uint64, abort func(error), pool *
 	}
 	abort(nil)
 	return total
+}
+
+// giveBack returns a large buffer to its pool, and its size to budget.
+func giveBack(big *[]byte, pool *sync.Pool, budget Budget) {
+	pool.Put(big)
+	largeHeld.Add(-1)
+	if budget != nil {
+		budget.Release(bufSize)
+	}
 }
 
 // Reset marks c as aborted, so that its far end stops at once instead of
