@@ -23,6 +23,7 @@ import (
 // It must not be used concurrently.
 type pacer struct {
 	probe *udpbatch.QueueProbe
+	port  uint16 // the relay socket's port: the source the client's socket sees
 	off   bool
 	timer *time.Timer
 	// room is how many more bytes the client's socket surely holds: what
@@ -63,16 +64,18 @@ func (p *pacer) wait(ctx context.Context, pc *net.UDPConn, ms []udpbatch.Message
 		return
 	}
 	if p.probe == nil {
-		pr, err := udpbatch.NewQueueProbe()
 		local, _ := pc.LocalAddr().(*net.UDPAddr)
+		pr, err := udpbatch.NewQueueProbe()
 		if err != nil || local == nil {
+			if pr != nil {
+				pr.Close()
+			}
 			p.off = true
 			return
 		}
-		p.probe = pr
+		p.probe, p.port = pr, local.AddrPort().Port()
 	}
-	local := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	src := netip.AddrPortFrom(dst.Addr(), local.Port())
+	src := netip.AddrPortFrom(dst.Addr(), p.port)
 	var deadline time.Time
 	for {
 		queued, limit, err := p.probe.Queue(src, dst)
