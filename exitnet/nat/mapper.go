@@ -63,6 +63,9 @@ type Mapper struct {
 	cfg      Config
 	log      *slog.Logger
 	discover func(context.Context) (gateway, error)
+	// dial speaks a given method to a gateway: for mappings an earlier run
+	// made with another method than discover found.
+	dial func(ctx context.Context, method string, gw, local netip.Addr) (gateway, error)
 
 	reqs    chan request
 	removed chan struct{} // nudges Run to apply removals
@@ -116,6 +119,9 @@ func New(cfg Config) (*Mapper, error) {
 		extErr:  ErrNoGateway,
 	}
 	m.discover = func(ctx context.Context) (gateway, error) { return discover(ctx, m.cfg) }
+	m.dial = func(ctx context.Context, method string, gw, local netip.Addr) (gateway, error) {
+		return dialMethod(ctx, m.cfg, method, gw, local)
+	}
 	return m, nil
 }
 

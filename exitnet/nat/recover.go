@@ -1,0 +1,147 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"slices"
+
+	"github.com/swarmvpn/swarmvpn/internal/statefile"
+)
+
+// loadRecord reads what an earlier run left in the record file into
+// st.leftover. A file that cannot be read or parsed is ignored, with a
+// warning; it is replaced by the next write.
+func (m *Mapper) loadRecord(st *state) {
+	path := m.cfg.RecordPath
+	if path == "" {
+		return
+	}
+	rs, err := readRecord(path)
+	if err != nil {
+		m.log.Warn("nat: ignoring the record of mappings an earlier run made", "path", path, "err", err)
+		return
+	}
+	if len(rs) == 0 {
+		return
+	}
+	st.leftover = rs
+	m.log.Info("nat: an earlier run did not delete its mappings; deleting them before mapping anything",
+		"count", len(rs), "path", path)
+}
+
+// saveRecord writes the record file when what it should hold changed:
+// the mappings left by an earlier run and not deleted yet, every mapping
+// this run holds or still has to delete, and pending (about to be asked
+// for). With nothing to hold, the file is removed.
+func (m *Mapper) saveRecord(st *state, pending ...recorded) {
+	path := m.cfg.RecordPath
+	if path == "" {
+		return
+	}
+	rs := slices.Clone(st.leftover)
+	for _, e := range st.entries {
+		if e.external != 0 && e.via.method != "" {
+			rs = append(rs, e.via.rec(e.proto, e.internal, e.external))
+		}
+	}
+	for _, s := range st.stale {
+		if s.external != 0 && s.via.method != "" {
+			rs = append(rs, s.via.rec(s.proto, s.internal, s.external))
+		}
+	}
+	rs = append(rs, pending...)
+	if len(rs) > maxRecorded {
+		rs = rs[len(rs)-maxRecorded:] // the oldest leftovers go first
+	}
+	text := ""
+	if len(rs) > 0 {
+		text = string(marshalRecord(rs))
+	}
+	if st.saved && text == st.written {
+		return
+	}
+	var err error
+	if text == "" {
+		if err = os.Remove(path); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	} else {
+		err = statefile.WriteAtomic(path, []byte(text))
+	}
+	if err != nil {
+		// Mapping goes on; only a crash would now leave a mapping behind.
+		m.log.Warn("nat: cannot write the record of mappings; a crash would leave them on the router",
+			"path", path, "err", err)
+		st.saved = false
+		return
+	}
+	st.written, st.saved = text, true
+}
+
+// recover deletes the mappings an earlier run left (st.leftover) that the
+// router still holds for this host's address and port, through the gateway
+// just found. Those of another router stay recorded for a run behind it;
+// those the router could not be asked about now are tried again when the
+// gateway is found again, or by the next run.
+func (m *Mapper) recover(ctx context.Context, st *state) {
+	if len(st.leftover) == 0 {
+		return
+	}
+	var keep []recorded
+	other := map[string]gateway{}
+	for _, r := range st.leftover {
+		if ctx.Err() != nil || st.gw == nil {
+			keep = append(keep, r)
+			continue
+		}
+		if r.Gateway != st.gw.address() {
+			m.log.Info("nat: a mapping an earlier run left is on another router; kept in the record until the exit is behind it again",
+				"mapping", r.String())
+			keep = append(keep, r)
+			continue
+		}
+		if r.Client != st.gw.localAddr() {
+			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host",
+				"mapping", r.String(), "address", st.gw.localAddr())
+			continue
+		}
+		g := st.gw
+		if r.Method != g.method() {
+			if g = other[r.Method]; g == nil {
+				dctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+				d, err := m.dial(dctx, r.Method, r.Gateway, r.Client)
+				cancel()
+				if err != nil {
+					m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
+					keep = append(keep, r)
+					continue
+				}
+				g, other[r.Method] = d, d
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+		ours, err := g.holds(cctx, r)
+		if err == nil && ours {
+			err = g.remove(cctx, r.Proto, r.Internal, r.External)
+		}
+		cancel()
+		switch {
+		case err != nil && isRefused(err):
+			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; left to the router",
+				"mapping", r.String(), "err", err)
+		case err != nil:
+			m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
+			keep = append(keep, r)
+		case !ours:
+			m.log.Info("nat: a mapping an earlier run left is gone or no longer forwards to this host; left alone",
+				"mapping", r.String())
+		default:
+			m.log.Info("nat: deleted a mapping an earlier run left", "proto", r.Proto, "port", r.Internal,
+				"external", r.External, "method", r.Method)
+		}
+	}
+	st.leftover = keep
+	m.saveRecord(st)
+}
