@@ -96,6 +96,9 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	l.mu.Lock()
 	l.listen(ln)
 	l.mu.Unlock()
+	if e.cfg.NAT != nil {
+		defer e.tellForward(port, told, l.tellPublic)()
+	}
 	// The forward lasts until the client closes its stream, the link goes,
 	// or the exit shuts down.
 	stop := context.AfterFunc(ctx, func() { st.Close() })
@@ -197,6 +200,11 @@ func (l *leased) serve() {
 			}
 		}
 	}
+}
+
+// tellPublic tells the client the port peers now reach the forward at.
+func (l *leased) tellPublic(public uint16) {
+	l.send(wire.LeasePublicPort, wire.PublicPort{Port: public}.Body())
 }
 
 // send writes one lease message; a failure shows as the stream's end.

@@ -47,7 +47,10 @@ type public struct {
 	addr     netip.Addr        // the router's public address; invalid while unknown
 	addrErr  string            // why it is unknown
 	forwards map[uint16]uint16 // lent port -> external TCP port told to the client (0: not mapped)
-	reach    ReachReport
+	// tell sends a lent port's client the port peers now reach it at, while
+	// its forward stream is open.
+	tell  map[uint16]func(public uint16)
+	reach ReachReport
 }
 
 // MapLink maps the link listener's TCP port on the router, when the exit
@@ -262,17 +265,19 @@ func (e *Server) unmapForward(port uint16) {
 	}
 }
 
-// checkForwards warns when the router moved a lent port to another
-// external port than the one its client was told (after a router restart,
-// say): peers reach the client only at the new one.
+// checkForwards tells a client when the router moved its lent port to
+// another external port than the one it was told (after a router restart,
+// say), since peers reach it only at the new one: a lease message on its
+// forward stream (SPEC.md, public port). A client too old to read it keeps
+// the old port until its next forward.
 func (e *Server) checkForwards() {
 	e.pub.mu.Lock()
-	told := maps.Clone(e.pub.forwards)
+	ports := slices.Collect(maps.Keys(e.pub.forwards))
 	e.pub.mu.Unlock()
-	for p, x := range told {
+	for _, p := range ports {
 		e.pub.mapping.Lock()
 		e.pub.mu.Lock()
-		_, lent := e.pub.forwards[p]
+		x, lent := e.pub.forwards[p]
 		e.pub.mu.Unlock()
 		if !lent { // its lease ended since the snapshot: nothing to check
 			e.pub.mapping.Unlock()
@@ -281,11 +286,50 @@ func (e *Server) checkForwards() {
 		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
 		now, err := e.cfg.NAT.Add(ctx, "tcp", p)
 		cancel()
-		e.pub.mapping.Unlock()
-		if err == nil && x != 0 && now != x {
-			e.log.Warn("the router moved a forwarded port; its client keeps the old one until it asks again",
-				"port", p, "was", x, "now", now)
+		if err != nil || now == 0 || now == toldPort(p, x) {
+			e.pub.mapping.Unlock()
+			continue
 		}
+		e.pub.mu.Lock()
+		e.pub.forwards[p] = now
+		tell := e.pub.tell[p]
+		e.pub.mu.Unlock()
+		e.pub.mapping.Unlock()
+		e.log.Warn("the router moved a forwarded port; telling its client the new one", "port", p,
+			"was", toldPort(p, x), "now", now)
+		if tell != nil {
+			tell(now)
+		}
+	}
+}
+
+// toldPort is the port a client was told for lent port p whose external port
+// is x: x, or p itself while the router did not map it.
+func toldPort(p, x uint16) uint16 {
+	if x == 0 {
+		return p
+	}
+	return x
+}
+
+// tellForward makes checkForwards tell port's client through send until
+// the returned func is called, and tells it at once if the router moved
+// the port since the client was told was.
+func (e *Server) tellForward(port, was uint16, send func(public uint16)) (stop func()) {
+	e.pub.mu.Lock()
+	if e.pub.tell == nil {
+		e.pub.tell = make(map[uint16]func(uint16))
+	}
+	e.pub.tell[port] = send
+	now, lent := e.pub.forwards[port]
+	e.pub.mu.Unlock()
+	if lent && now != 0 && now != was {
+		send(now)
+	}
+	return func() {
+		e.pub.mu.Lock()
+		delete(e.pub.tell, port)
+		e.pub.mu.Unlock()
 	}
 }
 

@@ -339,3 +339,50 @@ func mustWireAddr(t *testing.T, s string) wire.Addr {
 	}
 	return a
 }
+
+// TestNATForwardMoved: when the router moves a lent port to another
+// external port, the exit tells the client on the forward stream (lease
+// message "public port"), and reports the new one; the forward goes on.
+func TestNATForwardMoved(t *testing.T) {
+	_, portText, _ := net.SplitHostPort(restartableAddr(t))
+	p, _ := strconv.Atoi(portText)
+	lent := uint16(p)
+	m := newFakeMapper("11.7.0.1", 7)
+	e, addr, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
+	sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward}, 10*time.Second)
+	if err != nil || resp.Status != wire.StatusOK || resp.Bound.Port != lent+7 {
+		t.Fatalf("forward: %v %v port %d", resp.Status, err, resp.Bound.Port)
+	}
+	// The router restarts and maps everything 2 ports further.
+	m.change(func(f *fakeMapper) { clear(f.mapped); f.offset = 9 })
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, wire.MaxLeaseMsg)
+	typ, body, err := wire.ReadLeaseMsg(st, buf)
+	if err != nil || typ != wire.LeasePublicPort {
+		t.Fatalf("lease message %d %x, %v; want public port", typ, body, err)
+	}
+	if pp, err := wire.ParsePublicPort(body); err != nil || pp.Port != lent+9 {
+		t.Fatalf("public port %v, %v; want %d", pp, err, lent+9)
+	}
+	if f := e.Report().Public.Forwards; len(f) != 1 || f[0].External != lent+9 {
+		t.Fatalf("report forwards %+v", f)
+	}
+	// The forward is still there: a probe is answered on the same stream.
+	msg, _ := wire.AppendLeaseMsg(nil, wire.LeaseProbe, wire.ProbeRequest{ID: 5}.Body())
+	if _, err := st.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	st.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if typ, body, err := wire.ReadLeaseMsg(st, buf); err != nil || typ != wire.LeaseProbe {
+		t.Fatalf("after the move: lease message %d %x, %v; want a probe result", typ, body, err)
+	}
+}
