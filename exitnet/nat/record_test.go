@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -281,4 +282,75 @@ func TestMapperBadRecord(t *testing.T) {
 			t.Fatalf("%d removes", removes)
 		}
 	})
+}
+
+// holdsFails is a gateway whose holds fails while fails is above 0.
+type holdsFails struct {
+	*fakeGateway
+	fails *atomic.Int32
+}
+
+func (h holdsFails) holds(ctx context.Context, r recorded) (bool, error) {
+	if h.fails.Add(-1) >= 0 {
+		return false, errDown
+	}
+	return h.fakeGateway.holds(ctx, r)
+}
+
+// TestMapperLeftoverNeverDeletesLive: a mapping an earlier run left that
+// could not be deleted at once stays in the record; once this run maps the
+// same port (the exit's link port, the same lent port), it is this run's
+// live mapping, and finding the gateway again must not delete it.
+func TestMapperLeftoverNeverDeletesLive(t *testing.T) {
+	for _, upnp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "natpmp", true: "upnp"}[upnp], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake()
+				f.upnp = upnp
+				left := recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "tcp",
+					Internal: 40000, External: 40000}
+				if err := os.WriteFile(path, marshalRecord([]recorded{left}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				fails := new(atomic.Int32)
+				fails.Store(1)
+				m, err := New(Config{RecordPath: path, Log: discardLog, Lifetime: 20 * time.Second,
+					RetryMin: time.Second, RetryMax: 2 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.discover = func(context.Context) (gateway, error) {
+					f.mu.Lock()
+					defer f.mu.Unlock()
+					if f.down {
+						return nil, errDown
+					}
+					return holdsFails{f, fails}, nil
+				}
+				done := make(chan error, 1)
+				go func() { done <- m.Run(context.Background()) }()
+				defer func() { m.Close(); <-done }()
+				if _, err := m.Add(t.Context(), "tcp", 40000); err != nil {
+					t.Fatal(err)
+				}
+				// The gateway stops answering, and is found again.
+				f.set(func(f *fakeGateway) { f.down = true })
+				time.Sleep(15 * time.Second)
+				synctest.Wait()
+				f.set(func(f *fakeGateway) { f.down = false; f.ops = nil })
+				time.Sleep(10 * time.Second)
+				synctest.Wait()
+				f.mu.Lock()
+				ops := slices.Clone(f.ops)
+				f.mu.Unlock()
+				if slices.Contains(ops, "remove tcp/40000") {
+					t.Fatalf("the live mapping was deleted as an earlier run's: router saw %q", ops)
+				}
+				if maps, _, _, _ := f.snapshot(); maps["tcp/40000"] != 40000 {
+					t.Fatalf("router: %v", maps)
+				}
+			})
+		})
+	}
 }

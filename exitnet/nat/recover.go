@@ -102,6 +102,11 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 			keep = append(keep, r)
 			continue
 		}
+		if m.ownsNow(st, r) {
+			// This run mapped the same port since: the mapping is live, and
+			// what this run holds is recorded and deleted as its own.
+			continue
+		}
 		if r.Client != st.gw.localAddr() {
 			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host",
 				"mapping", r.String(), "address", st.gw.localAddr())
@@ -144,4 +149,30 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 	}
 	st.leftover = keep
 	m.saveRecord(st)
+}
+
+// ownsNow reports whether r, left by an earlier run, names a mapping this
+// run holds or still has to delete at the same router for the same host:
+// the same external port, or with NAT-PMP, whose deletion names only the
+// internal port, the same internal port. Deleting r would delete this
+// run's own mapping; the router replaced the old one when this run mapped
+// it again.
+func (m *Mapper) ownsNow(st *state, r recorded) bool {
+	same := func(w where, proto string, internal, external uint16) bool {
+		if external == 0 || w.gw != r.Gateway || w.client != r.Client || proto != r.Proto {
+			return false
+		}
+		return external == r.External || (internal == r.Internal && (r.Method == MethodNATPMP || w.method == MethodNATPMP))
+	}
+	for _, e := range st.entries {
+		if same(e.via, e.proto, e.internal, e.external) {
+			return true
+		}
+	}
+	for _, s := range st.stale {
+		if same(s.via, s.proto, s.internal, s.external) {
+			return true
+		}
+	}
+	return false
 }
