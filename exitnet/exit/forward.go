@@ -58,6 +58,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	}
 	var ln *net.TCPListener
 	from := wire.AddrFromNet(sess.Conn.RemoteAddr()).IP
+	want = e.lentUnder(sess.Peer, want)
 	port, err := e.cfg.Ports.Acquire(sess.Peer, from, want, func(p uint16) error {
 		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: int(p)})
 		ln = l
@@ -74,6 +75,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	carried := c.carried.Load()
 	defer func() { e.cfg.Ports.Release(sess.Peer, port, c.carried.Load()-carried) }()
 	told := e.mapForward(ctx, port) // the port the internet reaches it at
+	e.rememberTold(sess.Peer, port, told)
 	defer e.unmapForward(port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)

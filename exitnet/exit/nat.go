@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
 // PortMapper opens ports on the router in front of the exit, whichever way
@@ -49,8 +51,20 @@ type public struct {
 	forwards map[uint16]uint16 // lent port -> external TCP port told to the client (0: not mapped)
 	// tell sends a lent port's client the port peers now reach it at, while
 	// its forward stream is open.
-	tell  map[uint16]func(public uint16)
+	tell map[uint16]func(public uint16)
+	// told remembers, by lent port, the client last lent it and the
+	// external port it was last told, beyond the lease: a client asks
+	// again by the number it was told (SPEC.md, forward), and that number
+	// is the lent port's only where the router kept it. One entry per lent
+	// port, so bounded by the lender's range.
+	told  map[uint16]toldTo
 	reach ReachReport
+}
+
+// toldTo is the external port a lent port's client was told.
+type toldTo struct {
+	peer     link.PeerID
+	external uint16
 }
 
 // MapLink maps the link listener's TCP port on the router, when the exit
@@ -292,6 +306,10 @@ func (e *Server) checkForwards() {
 		}
 		e.pub.mu.Lock()
 		e.pub.forwards[p] = now
+		if t, ok := e.pub.told[p]; ok {
+			t.external = now
+			e.pub.told[p] = t
+		}
 		tell := e.pub.tell[p]
 		e.pub.mu.Unlock()
 		e.pub.mapping.Unlock()
@@ -301,6 +319,41 @@ func (e *Server) checkForwards() {
 			tell(now)
 		}
 	}
+}
+
+// rememberTold notes that peer was told external for lent port port.
+func (e *Server) rememberTold(peer link.PeerID, port, external uint16) {
+	if e.cfg.NAT == nil {
+		return
+	}
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	if e.pub.told == nil {
+		e.pub.told = make(map[uint16]toldTo)
+	}
+	e.pub.told[port] = toldTo{peer: peer, external: external}
+}
+
+// lentUnder is the port to ask the lender for when peer asks for want:
+// the port lent under the external port want that peer was last told, or
+// want itself. Behind a router that gave another external port, the number
+// a client was told is not the port it was lent, and the lender knows
+// only the latter.
+func (e *Server) lentUnder(peer link.PeerID, want uint16) uint16 {
+	if e.cfg.NAT == nil || want == 0 {
+		return want
+	}
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	if t, ok := e.pub.told[want]; ok && t.peer == peer && t.external == want {
+		return want // the router kept the number
+	}
+	for port, t := range e.pub.told {
+		if t.peer == peer && t.external == want {
+			return port
+		}
+	}
+	return want
 }
 
 // toldPort is the port a client was told for lent port p whose external port

@@ -386,3 +386,63 @@ func TestNATForwardMoved(t *testing.T) {
 		t.Fatalf("after the move: lease message %d %x, %v; want a probe result", typ, body, err)
 	}
 }
+
+// wantLender lends one fixed port and records the port each Acquire asks
+// for.
+type wantLender struct {
+	oneLender
+	mu    sync.Mutex
+	wants []uint16
+}
+
+func (l *wantLender) Acquire(peer link.PeerID, from netip.Addr, want uint16, try func(uint16) error) (uint16, error) {
+	l.mu.Lock()
+	l.wants = append(l.wants, want)
+	l.mu.Unlock()
+	return l.oneLender.Acquire(peer, from, want, try)
+}
+
+// TestNATForwardAskedAgainByToldPort: a client asks again for the port it
+// was told (pool: "ask for it by number"); behind a router that gave
+// another external port, that number is not the lent port, and the lender
+// must be asked for the lent one. Another client naming the same number
+// gets no such translation.
+func TestNATForwardAskedAgainByToldPort(t *testing.T) {
+	_, portText, _ := net.SplitHostPort(restartableAddr(t))
+	p, _ := strconv.Atoi(portText)
+	lent := uint16(p)
+	lender := &wantLender{oneLender: oneLender{lent}}
+	_, addr, _ := serveNAT(t, Config{NAT: newFakeMapper("11.7.0.1", 7), Ports: lender})
+	id := newIdentity(t)
+	forward := func(id *link.Identity, want uint16) uint16 {
+		t.Helper()
+		sess, err := link.Dial(t.Context(), link.Config{Identity: id}, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.Close()
+		st, err := sess.OpenStream(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: want}}, 10*time.Second)
+		if err != nil || resp.Status != wire.StatusOK {
+			t.Fatalf("forward: %v %v", resp.Status, err)
+		}
+		return resp.Bound.Port
+	}
+	told := forward(id, 0)
+	if told != lent+7 {
+		t.Fatalf("told %d, want %d", told, lent+7)
+	}
+	if got := forward(id, told); got != told {
+		t.Fatalf("told %d the second time, want %d", got, told)
+	}
+	forward(newIdentity(t), told)
+	lender.mu.Lock()
+	defer lender.mu.Unlock()
+	if want := []uint16{0, lent, told}; !slices.Equal(lender.wants, want) {
+		t.Fatalf("the lender was asked for %v, want %v (the lent port, not the external one)", lender.wants, want)
+	}
+}

@@ -77,6 +77,7 @@ func (ev portMoved) applyLocked(p *Pool, lp *loop)  { p.onPortMoved(lp, ev) }
 // portMoved: the exit of lease said that peers now reach the forward at
 // port (its router moved the mapping).
 type portMoved struct {
+	c     *candidate
 	lease *lease
 	port  uint16
 }
@@ -430,9 +431,10 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 		port = l.port
 		ev.c.port = port // asked for again by number on the next path to this exit
 		p.lease = l
+		c := ev.c
 		l.moved = func(port uint16) {
 			select {
-			case lp.events <- portMoved{lease: l, port: port}:
+			case lp.events <- portMoved{c: c, lease: l, port: port}:
 			case <-lp.ctx.Done():
 			}
 		}
@@ -451,8 +453,12 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 // a new forward's: in the status and through OnPort, so that the torrent
 // client and its trackers hear of it.
 func (p *Pool) onPortMoved(lp *loop, ev portMoved) {
-	if p.lease != ev.lease || p.status.ForwardedPort == ev.port {
+	if p.lease != ev.lease {
 		return // a forward no longer active
+	}
+	ev.c.port = ev.port // the number to ask for on the next path to this exit
+	if p.status.ForwardedPort == ev.port {
+		return
 	}
 	p.status.ForwardedPort = ev.port
 	if p.cfg.OnPort != nil {
