@@ -111,6 +111,18 @@ func marshalRecord(rs []recorded) []byte {
 // readRecord reads the record file at path; a missing file is an empty
 // record.
 func readRecord(path string) ([]recorded, error) {
+	// Only a regular file: opening a FIFO put there would block Run (and
+	// Close) for ever, and a device is no record.
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%v)", fi.Mode().Type())
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
