@@ -24,11 +24,14 @@ import (
 // warning.
 const (
 	recordVersion = 1
-	// maxRecordFile bounds what is read of the record file.
-	maxRecordFile = 64 << 10
-	// maxRecorded bounds the mappings a record holds; the oldest left by
+	// maxRecordFile bounds what is read of the record file: room for
+	// maxRecorded mappings of the longest form marshalRecord writes
+	// (about 180 bytes each), which must always be read back.
+	maxRecordFile = 1 << 20
+	// maxRecorded bounds the mappings a record holds (an exit maps two per
+	// forwarded port in use, so hundreds with many clients); the oldest left by
 	// earlier runs are forgotten first.
-	maxRecorded = 512
+	maxRecorded = 4096
 )
 
 // recorded is one mapping in the record file: on the router Gateway, spoken

@@ -354,3 +354,22 @@ func TestMapperLeftoverNeverDeletesLive(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordFullReadBack: a record as full as saveRecord writes it, with
+// the longest fields, is read back whole: a record too large to read
+// would leave every mapping it lists on the router after a crash.
+func TestRecordFullReadBack(t *testing.T) {
+	var rs []recorded
+	for i := range maxRecorded {
+		rs = append(rs, recorded{Method: MethodNATPMP, Gateway: netip.MustParseAddr("192.168.100.254"),
+			Client: netip.MustParseAddr("192.168.100.253"), Proto: "tcp", Internal: uint16(60000 + i%5000), External: uint16(65535 - i)})
+	}
+	path := filepath.Join(t.TempDir(), "nat.json")
+	if err := os.WriteFile(path, marshalRecord(rs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readRecord(path)
+	if err != nil || len(got) != maxRecorded {
+		t.Fatalf("read back %d of %d mappings: %v", len(got), maxRecorded, err)
+	}
+}

@@ -52,8 +52,9 @@ func (m *Mapper) saveRecord(st *state, pending ...recorded) {
 		}
 	}
 	rs = append(rs, pending...)
-	if len(rs) > maxRecorded {
-		rs = rs[len(rs)-maxRecorded:] // the oldest leftovers go first
+	dropped := len(rs) - maxRecorded
+	if dropped > 0 {
+		rs = rs[dropped:] // the oldest leftovers go first
 	}
 	text := ""
 	if len(rs) > 0 {
@@ -61,6 +62,10 @@ func (m *Mapper) saveRecord(st *state, pending ...recorded) {
 	}
 	if st.saved && text == st.written {
 		return
+	}
+	if dropped > 0 {
+		m.log.Warn("nat: too many mappings to record; a crash would leave those not recorded on the router",
+			"not_recorded", dropped, "recorded", maxRecorded)
 	}
 	var err error
 	if text == "" {
