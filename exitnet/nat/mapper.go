@@ -66,6 +66,9 @@ type Mapper struct {
 	// dial speaks a given method to a gateway: for mappings an earlier run
 	// made with another method than discover found.
 	dial func(ctx context.Context, method string, gw, local netip.Addr) (gateway, error)
+	// inUse reports whether a socket of this host holds a port now
+	// (portInUse; tests replace it).
+	inUse func(proto string, local netip.Addr, port uint16) bool
 
 	reqs    chan request
 	removed chan struct{} // nudges Run to apply removals
@@ -122,6 +125,7 @@ func New(cfg Config) (*Mapper, error) {
 	m.dial = func(ctx context.Context, method string, gw, local netip.Addr) (gateway, error) {
 		return dialMethod(ctx, m.cfg, method, gw, local)
 	}
+	m.inUse = portInUse
 	return m, nil
 }
 

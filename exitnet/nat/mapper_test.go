@@ -155,6 +155,7 @@ func startFake(t *testing.T, f *fakeGateway, cfg Config) *Mapper {
 		return f, nil
 	}
 	m.dial = func(context.Context, string, netip.Addr, netip.Addr) (gateway, error) { return f, nil }
+	m.inUse = func(string, netip.Addr, uint16) bool { return false } // the fake's host is not this one
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background()) }()
 	t.Cleanup(func() {

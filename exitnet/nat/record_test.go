@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -328,6 +329,7 @@ func TestMapperLeftoverNeverDeletesLive(t *testing.T) {
 					}
 					return holdsFails{f, fails}, nil
 				}
+				m.inUse = func(string, netip.Addr, uint16) bool { return false }
 				done := make(chan error, 1)
 				go func() { done <- m.Run(context.Background()) }()
 				defer func() { m.Close(); <-done }()
@@ -371,5 +373,72 @@ func TestRecordFullReadBack(t *testing.T) {
 	got, err := readRecord(path)
 	if err != nil || len(got) != maxRecorded {
 		t.Fatalf("read back %d of %d mappings: %v", len(got), maxRecorded, err)
+	}
+}
+
+// TestMapperLeftoverPortInUse: a mapping an earlier run left whose port a
+// program of this host uses now is not deleted (it may be that program's:
+// NAT-PMP deletes by internal port), and stays in the record; the others
+// are deleted.
+func TestMapperLeftoverPortInUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "nat.json")
+		f := newFake()
+		f.maps["udp/40000"], f.maps["udp/40001"] = 40000, 40001
+		rec := func(internal uint16) recorded {
+			return recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "udp",
+				Internal: internal, External: internal}
+		}
+		if err := os.WriteFile(path, marshalRecord([]recorded{rec(40000), rec(40001)}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m, err := New(Config{RecordPath: path, Log: discardLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.discover = func(context.Context) (gateway, error) { return f, nil }
+		m.inUse = func(proto string, local netip.Addr, port uint16) bool {
+			return proto == "udp" && local == f.localAddr() && port == 40000
+		}
+		done := make(chan error, 1)
+		go func() { done <- m.Run(context.Background()) }()
+		defer func() { m.Close(); <-done }()
+		if _, err := m.Add(t.Context(), "tcp", 7000); err != nil {
+			t.Fatal(err)
+		}
+		if maps, _, _, _ := f.snapshot(); maps["udp/40000"] != 40000 || maps["udp/40001"] != 0 {
+			t.Fatalf("router after recovery: %v", maps)
+		}
+		b, _ := os.ReadFile(path)
+		if rs, err := parseRecord(b); err != nil || !slices.Contains(rs, rec(40000)) || slices.Contains(rs, rec(40001)) {
+			t.Fatalf("record after recovery: %v, %v", rs, err)
+		}
+	})
+}
+
+// TestPortInUse: a port a socket of this host holds is in use; once it is
+// closed, it is not.
+func TestPortInUse(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := uint16(ln.Addr().(*net.TCPAddr).Port)
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := uint16(uc.LocalAddr().(*net.UDPAddr).Port)
+	if !portInUse("tcp", lo, tcp) || !portInUse("udp", lo, udp) {
+		t.Fatal("a port held by a listener (on every address) or a socket (on loopback) is not in use")
+	}
+	ln.Close()
+	uc.Close()
+	if portInUse("tcp", lo, tcp) || portInUse("udp", lo, udp) {
+		t.Fatal("a closed port is in use")
+	}
+	if !portInUse("sctp", lo, tcp) {
+		t.Fatal("an unknown protocol counts as free")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 
@@ -117,6 +119,16 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 				"mapping", r.String(), "address", st.gw.localAddr())
 			continue
 		}
+		if m.inUse(r.Proto, r.Client, r.Internal) {
+			// Another program of this host may have mapped it since
+			// (NAT-PMP deletes by internal port, and a router may keep no
+			// descriptions), or this exit listens there again and maps it
+			// anew, which replaces it.
+			m.log.Info("nat: not deleting a mapping an earlier run left: a program of this host uses its port now; kept in the record",
+				"mapping", r.String())
+			keep = append(keep, r)
+			continue
+		}
 		g := st.gw
 		if r.Method != g.method() {
 			if g = other[r.Method]; g == nil {
@@ -180,4 +192,37 @@ func (m *Mapper) ownsNow(st *state, r recorded) bool {
 		}
 	}
 	return false
+}
+
+// portInUse reports whether a socket of this host holds proto port on
+// local (or on every address) now, by binding it for a moment. A bind that
+// fails for any reason counts as in use: a mapping is then left alone.
+func portInUse(proto string, local netip.Addr, port uint16) bool {
+	ap := netip.AddrPortFrom(local, port)
+	switch proto {
+	case "tcp":
+		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(ap))
+		if err != nil {
+			return true
+		}
+		ln.Close()
+	case "udp":
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			return true
+		}
+		c.Close()
+	default:
+		return true
+	}
+	return false
+}
+
+// dropOwned forgets the leftovers that name a mapping this run now holds
+// (ownsNow): the router replaced them when this run mapped the port, and
+// this run deletes it as its own.
+func (m *Mapper) dropOwned(st *state) {
+	if len(st.leftover) > 0 {
+		st.leftover = slices.DeleteFunc(st.leftover, func(r recorded) bool { return m.ownsNow(st, r) })
+	}
 }

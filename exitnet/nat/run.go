@@ -300,6 +300,7 @@ func (m *Mapper) refresh(ctx context.Context, st *state, e *entry) {
 		m.log.Debug("nat: port renewed", "proto", e.proto, "port", e.internal, "external", ext, "lease", granted)
 	}
 	e.external, e.active, e.fails, e.err, e.via = ext, true, 0, nil, via
+	m.dropOwned(st)
 	if granted > 0 {
 		granted = min(granted, lifetime) // a longer grant is renewed as if it were what we asked
 		e.expires = now.Add(granted)
