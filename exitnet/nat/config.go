@@ -58,7 +58,8 @@ type Config struct {
 	// the Mapper writes down each mapping before it asks for it and drops
 	// it once deleted. At start, Run deletes the mappings a run that did
 	// not clean up left there (a crash, a kill) before it maps anything,
-	// if the router still holds them for this host's address and port.
+	// if the router still holds them for this host's address and port and
+	// no program of this host holds that port now.
 	// Without it a mapping left by a crash lasts until its lease ends, or
 	// for ever where the router grants only leases without end.
 	RecordPath string
