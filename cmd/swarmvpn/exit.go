@@ -99,7 +99,7 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	if err := checkUI(cmd); err != nil {
 		return err
 	}
-	lock, err := lockExitState(cmd)
+	lock, err := lockExitState(cmd, false)
 	if err != nil {
 		return err
 	}
@@ -129,6 +129,12 @@ func runExit(ctx context.Context, cmd *cli.Command) error {
 	}
 	lnAddr := ln.Addr().(*net.TCPAddr)
 	mapper, err := portMapper(cmd, lnAddr, log)
+	if err == nil && mapper != nil && lock == nil {
+		// The mapper keeps its record in the state dir.
+		if lock, err = lockExitState(cmd, true); err == nil {
+			defer lock.Release()
+		}
+	}
 	if err != nil {
 		closeAll(ln, metricsLn, uiLn, ctlLn)
 		return err

@@ -28,6 +28,11 @@ func checkNATMode(cmd *cli.Command) error {
 	return nil
 }
 
+// natRecordName is the file in the exit's state dir where the mapper
+// records each mapping it makes, so that a start after a crash deletes what
+// the crashed run left on the router.
+const natRecordName = "nat-mappings.json"
+
 // portMapper returns the mapper --nat asks for, or nil: with "off", and
 // for a listener on loopback, which no router can forward to.
 func portMapper(cmd *cli.Command, ln *net.TCPAddr, log *slog.Logger) (*nat.Mapper, error) {
@@ -39,7 +44,11 @@ func portMapper(cmd *cli.Command, ln *net.TCPAddr, log *slog.Logger) (*nat.Mappe
 		log.Info("not mapping ports on the router: the exit listens on loopback", "listen", ln.String())
 		return nil, nil
 	}
-	m, err := nat.New(nat.Config{Mode: mode, Log: log})
+	dir, err := stateDir(cmd)
+	if err != nil {
+		return nil, err
+	}
+	m, err := nat.New(nat.Config{Mode: mode, Log: log, RecordPath: filepath.Join(dir, natRecordName)})
 	if err != nil {
 		return nil, fmt.Errorf("--nat: %w", err)
 	}

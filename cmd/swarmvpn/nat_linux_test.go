@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,12 +40,17 @@ func TestBinaryExitBehindRouter(t *testing.T) {
 
 		{"upnp", "upnp", "11.7.0", false},
 		{"doublenat", "auto", "100.64.0", false},
+		{"crash", "upnp", "11.7.0", false},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := nstest.NewRouter(t, fmt.Sprint("b", i), sc.wan)
 			r.StartGateway(t)
-			if sc.name == "doublenat" {
+			switch sc.name {
+			case "doublenat":
 				doubleNAT(t, r)
+				return
+			case "crash":
+				exitCrashBehindRouter(t, r, sc.mode)
 				return
 			}
 			exitBehindRouter(t, r, sc.mode, sc.full)
@@ -180,6 +187,71 @@ func exitBehindRouter(t *testing.T, r *nstest.Router, mode string, full bool) {
 	t.Log("with --nat off the client cannot link")
 	if st := exitStatusOf(t, filepath.Join(dir, "home")); st.NAT != nil || st.Stats.LinksAccepted != 0 {
 		t.Fatalf("--nat off: status %+v", st)
+	}
+}
+
+// exitCrashBehindRouter: an exit killed with SIGKILL while it maps its link
+// port and a port lent to a client deletes nothing, so the router keeps
+// forwarding them; the next start on the same state dir deletes them (it
+// recorded them there) before it maps anything, and says so.
+func exitCrashBehindRouter(t *testing.T, r *nstest.Router, mode string) {
+	dir := t.TempDir()
+	home := startIn(t, r.Home, "exit", "--state-dir", filepath.Join(dir, "home"), "--nat", mode,
+		"--listen", "0.0.0.0:7843", "--forward-ports", "40000-40009", "--log-format", "json")
+	exitAddr := firstLine(t, home)
+	app := appIn(t, r)
+	client := startIn(t, r.Inet, "connect", "--state-dir", filepath.Join(dir, "client"), "--exit", exitAddr,
+		"--socks", "127.0.0.1:0", "--http", "off", "--forward", app.String(), "--log-format", "json")
+	fwd := client.waitLog(t, "forwarded port")
+	public, err := netip.ParseAddrPort(fwd["public"].(string))
+	if err != nil || public.Addr() != r.WAN {
+		t.Fatalf("forwarded port %v: want one on %v", fwd, r.WAN)
+	}
+	to := func(internal int) string { return fmt.Sprintf("dnat ip to %v:%d", r.HomeAddr, internal) }
+	st := exitStatusOf(t, filepath.Join(dir, "home"))
+	if len(st.Public.Forwards) != 1 {
+		t.Fatalf("exit status: %+v", st.Public)
+	}
+	lent := int(st.Public.Forwards[0].Port)
+	rules := r.NATRules(t)
+	if !strings.Contains(rules, to(7843)) || strings.Count(rules, to(lent)) != 2 {
+		t.Fatalf("mappings of the link port and lent port %d:\n%s", lent, rules)
+	}
+
+	// Killed: nothing is deleted, and the router keeps forwarding.
+	if err := home.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-home.done
+	client.stop(t)
+	if rules := r.NATRules(t); !strings.Contains(rules, to(7843)) || strings.Count(rules, to(lent)) != 2 {
+		t.Fatalf("after the kill the router holds:\n%s", rules)
+	}
+	rec, _ := os.ReadFile(filepath.Join(dir, "home", natRecordName))
+	t.Logf("killed; the router still forwards 7843 and %d; record:\n%s", lent, rec)
+
+	// The next start, on another port and lending none, deletes them
+	// before it maps its own link port.
+	again := startIn(t, r.Home, "exit", "--state-dir", filepath.Join(dir, "home"), "--nat", mode,
+		"--listen", "0.0.0.0:7853", "--log-format", "json")
+	again.waitLog(t, "nat: deleted a mapping an earlier run left")
+	firstLine(t, again)
+	rules = r.NATRules(t)
+	if strings.Contains(rules, to(7843)) || strings.Contains(rules, to(lent)) || !strings.Contains(rules, to(7853)) {
+		t.Fatalf("after the restart the router holds:\n%s", rules)
+	}
+	if n := strings.Count(again.output(), "deleted a mapping an earlier run left"); n != 3 {
+		t.Fatalf("%d deletions logged, want 3:\n%s", n, again.output())
+	}
+	t.Logf("the next start deleted the mappings of 7843 and %d", lent)
+	if code := again.stop(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if rules := r.NATRules(t); strings.Contains(rules, "dnat") {
+		t.Fatalf("mappings left after a clean stop:\n%s", rules)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "home", natRecordName)); !os.IsNotExist(err) {
+		t.Fatalf("record after a clean stop: %v", err)
 	}
 }
 

@@ -16,11 +16,12 @@ import (
 const exitLockName = "exit.lock"
 
 // lockExitState holds the state dir's exit lock when the exit uses the
-// state dir (for its key or its forwarded port leases), so that a second
-// exit with the same identity and leases stops at once. nil when the state
-// dir is not used.
-func lockExitState(cmd *cli.Command) (*lockfile.Lock, error) {
-	if cmd.String("key") != "" && cmd.String("forward-ports") == "" {
+// state dir (for its key, its forwarded port leases, or with nat set, its
+// record of router mappings), so that a second exit with the same
+// identity, leases or record stops at once: the record's next start
+// deletes what it lists. nil when the state dir is not used.
+func lockExitState(cmd *cli.Command, nat bool) (*lockfile.Lock, error) {
+	if cmd.String("key") != "" && cmd.String("forward-ports") == "" && !nat {
 		return nil, nil
 	}
 	dir, err := stateDir(cmd)

@@ -58,6 +58,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	}
 	var ln *net.TCPListener
 	from := wire.AddrFromNet(sess.Conn.RemoteAddr()).IP
+	want = e.lentUnder(sess.Peer, want)
 	port, err := e.cfg.Ports.Acquire(sess.Peer, from, want, func(p uint16) error {
 		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: int(p)})
 		ln = l
@@ -74,6 +75,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	carried := c.carried.Load()
 	defer func() { e.cfg.Ports.Release(sess.Peer, port, c.carried.Load()-carried) }()
 	told := e.mapForward(ctx, port) // the port the internet reaches it at
+	e.rememberTold(sess.Peer, port, told)
 	defer e.unmapForward(port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)
@@ -96,6 +98,9 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	l.mu.Lock()
 	l.listen(ln)
 	l.mu.Unlock()
+	if e.cfg.NAT != nil {
+		defer e.tellForward(port, told, l.tellPublic)()
+	}
 	// The forward lasts until the client closes its stream, the link goes,
 	// or the exit shuts down.
 	stop := context.AfterFunc(ctx, func() { st.Close() })
@@ -197,6 +202,11 @@ func (l *leased) serve() {
 			}
 		}
 	}
+}
+
+// tellPublic tells the client the port peers now reach the forward at.
+func (l *leased) tellPublic(public uint16) {
+	l.send(wire.LeasePublicPort, wire.PublicPort{Port: public}.Body())
 }
 
 // send writes one lease message; a failure shows as the stream's end.

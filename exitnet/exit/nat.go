@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/link"
 )
 
 // PortMapper opens ports on the router in front of the exit, whichever way
@@ -47,7 +49,22 @@ type public struct {
 	addr     netip.Addr        // the router's public address; invalid while unknown
 	addrErr  string            // why it is unknown
 	forwards map[uint16]uint16 // lent port -> external TCP port told to the client (0: not mapped)
-	reach    ReachReport
+	// tell sends a lent port's client the port peers now reach it at, while
+	// its forward stream is open.
+	tell map[uint16]func(public uint16)
+	// told remembers, by lent port, the client last lent it and the
+	// external port it was last told, beyond the lease: a client asks
+	// again by the number it was told (SPEC.md, forward), and that number
+	// is the lent port's only where the router kept it. One entry per lent
+	// port, so bounded by the lender's range.
+	told  map[uint16]toldTo
+	reach ReachReport
+}
+
+// toldTo is the external port a lent port's client was told.
+type toldTo struct {
+	peer     link.PeerID
+	external uint16
 }
 
 // MapLink maps the link listener's TCP port on the router, when the exit
@@ -262,17 +279,19 @@ func (e *Server) unmapForward(port uint16) {
 	}
 }
 
-// checkForwards warns when the router moved a lent port to another
-// external port than the one its client was told (after a router restart,
-// say): peers reach the client only at the new one.
+// checkForwards tells a client when the router moved its lent port to
+// another external port than the one it was told (after a router restart,
+// say), since peers reach it only at the new one: a lease message on its
+// forward stream (SPEC.md, public port). A client too old to read it keeps
+// the old port until its next forward.
 func (e *Server) checkForwards() {
 	e.pub.mu.Lock()
-	told := maps.Clone(e.pub.forwards)
+	ports := slices.Collect(maps.Keys(e.pub.forwards))
 	e.pub.mu.Unlock()
-	for p, x := range told {
+	for _, p := range ports {
 		e.pub.mapping.Lock()
 		e.pub.mu.Lock()
-		_, lent := e.pub.forwards[p]
+		x, lent := e.pub.forwards[p]
 		e.pub.mu.Unlock()
 		if !lent { // its lease ended since the snapshot: nothing to check
 			e.pub.mapping.Unlock()
@@ -281,11 +300,89 @@ func (e *Server) checkForwards() {
 		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
 		now, err := e.cfg.NAT.Add(ctx, "tcp", p)
 		cancel()
-		e.pub.mapping.Unlock()
-		if err == nil && x != 0 && now != x {
-			e.log.Warn("the router moved a forwarded port; its client keeps the old one until it asks again",
-				"port", p, "was", x, "now", now)
+		if err != nil || now == 0 || now == toldPort(p, x) {
+			e.pub.mapping.Unlock()
+			continue
 		}
+		e.pub.mu.Lock()
+		e.pub.forwards[p] = now
+		if t, ok := e.pub.told[p]; ok {
+			t.external = now
+			e.pub.told[p] = t
+		}
+		tell := e.pub.tell[p]
+		e.pub.mu.Unlock()
+		e.pub.mapping.Unlock()
+		e.log.Warn("the router moved a forwarded port; telling its client the new one", "port", p,
+			"was", toldPort(p, x), "now", now)
+		if tell != nil {
+			tell(now)
+		}
+	}
+}
+
+// rememberTold notes that peer was told external for lent port port.
+func (e *Server) rememberTold(peer link.PeerID, port, external uint16) {
+	if e.cfg.NAT == nil {
+		return
+	}
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	if e.pub.told == nil {
+		e.pub.told = make(map[uint16]toldTo)
+	}
+	e.pub.told[port] = toldTo{peer: peer, external: external}
+}
+
+// lentUnder is the port to ask the lender for when peer asks for want:
+// the port lent under the external port want that peer was last told, or
+// want itself. Behind a router that gave another external port, the number
+// a client was told is not the port it was lent, and the lender knows
+// only the latter.
+func (e *Server) lentUnder(peer link.PeerID, want uint16) uint16 {
+	if e.cfg.NAT == nil || want == 0 {
+		return want
+	}
+	e.pub.mu.Lock()
+	defer e.pub.mu.Unlock()
+	if t, ok := e.pub.told[want]; ok && t.peer == peer && t.external == want {
+		return want // the router kept the number
+	}
+	for port, t := range e.pub.told {
+		if t.peer == peer && t.external == want {
+			return port
+		}
+	}
+	return want
+}
+
+// toldPort is the port a client was told for lent port p whose external port
+// is x: x, or p itself while the router did not map it.
+func toldPort(p, x uint16) uint16 {
+	if x == 0 {
+		return p
+	}
+	return x
+}
+
+// tellForward makes checkForwards tell port's client through send until
+// the returned func is called, and tells it at once if the router moved
+// the port since the client was told was.
+func (e *Server) tellForward(port, was uint16, send func(public uint16)) (stop func()) {
+	e.pub.mu.Lock()
+	if e.pub.tell == nil {
+		e.pub.tell = make(map[uint16]func(uint16))
+	}
+	e.pub.tell[port] = send
+	now, lent := e.pub.forwards[port]
+	e.pub.mu.Unlock()
+	if lent && now != 0 && now != was {
+		send(now)
+	}
+	return func() {
+		e.pub.mu.Lock()
+		delete(e.pub.tell, port)
+		e.pub.mu.Unlock()
 	}
 }
 

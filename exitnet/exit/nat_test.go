@@ -339,3 +339,110 @@ func mustWireAddr(t *testing.T, s string) wire.Addr {
 	}
 	return a
 }
+
+// TestNATForwardMoved: when the router moves a lent port to another
+// external port, the exit tells the client on the forward stream (lease
+// message "public port"), and reports the new one; the forward goes on.
+func TestNATForwardMoved(t *testing.T) {
+	_, portText, _ := net.SplitHostPort(restartableAddr(t))
+	p, _ := strconv.Atoi(portText)
+	lent := uint16(p)
+	m := newFakeMapper("11.7.0.1", 7)
+	e, addr, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
+	sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward}, 10*time.Second)
+	if err != nil || resp.Status != wire.StatusOK || resp.Bound.Port != lent+7 {
+		t.Fatalf("forward: %v %v port %d", resp.Status, err, resp.Bound.Port)
+	}
+	// The router restarts and maps everything 2 ports further.
+	m.change(func(f *fakeMapper) { clear(f.mapped); f.offset = 9 })
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, wire.MaxLeaseMsg)
+	typ, body, err := wire.ReadLeaseMsg(st, buf)
+	if err != nil || typ != wire.LeasePublicPort {
+		t.Fatalf("lease message %d %x, %v; want public port", typ, body, err)
+	}
+	if pp, err := wire.ParsePublicPort(body); err != nil || pp.Port != lent+9 {
+		t.Fatalf("public port %v, %v; want %d", pp, err, lent+9)
+	}
+	if f := e.Report().Public.Forwards; len(f) != 1 || f[0].External != lent+9 {
+		t.Fatalf("report forwards %+v", f)
+	}
+	// The forward is still there: a probe is answered on the same stream.
+	msg, _ := wire.AppendLeaseMsg(nil, wire.LeaseProbe, wire.ProbeRequest{ID: 5}.Body())
+	if _, err := st.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	st.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if typ, body, err := wire.ReadLeaseMsg(st, buf); err != nil || typ != wire.LeaseProbe {
+		t.Fatalf("after the move: lease message %d %x, %v; want a probe result", typ, body, err)
+	}
+}
+
+// wantLender lends one fixed port and records the port each Acquire asks
+// for.
+type wantLender struct {
+	oneLender
+	mu    sync.Mutex
+	wants []uint16
+}
+
+func (l *wantLender) Acquire(peer link.PeerID, from netip.Addr, want uint16, try func(uint16) error) (uint16, error) {
+	l.mu.Lock()
+	l.wants = append(l.wants, want)
+	l.mu.Unlock()
+	return l.oneLender.Acquire(peer, from, want, try)
+}
+
+// TestNATForwardAskedAgainByToldPort: a client asks again for the port it
+// was told (pool: "ask for it by number"); behind a router that gave
+// another external port, that number is not the lent port, and the lender
+// must be asked for the lent one. Another client naming the same number
+// gets no such translation.
+func TestNATForwardAskedAgainByToldPort(t *testing.T) {
+	_, portText, _ := net.SplitHostPort(restartableAddr(t))
+	p, _ := strconv.Atoi(portText)
+	lent := uint16(p)
+	lender := &wantLender{oneLender: oneLender{lent}}
+	_, addr, _ := serveNAT(t, Config{NAT: newFakeMapper("11.7.0.1", 7), Ports: lender})
+	id := newIdentity(t)
+	forward := func(id *link.Identity, want uint16) uint16 {
+		t.Helper()
+		sess, err := link.Dial(t.Context(), link.Config{Identity: id}, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.Close()
+		st, err := sess.OpenStream(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: want}}, 10*time.Second)
+		if err != nil || resp.Status != wire.StatusOK {
+			t.Fatalf("forward: %v %v", resp.Status, err)
+		}
+		return resp.Bound.Port
+	}
+	told := forward(id, 0)
+	if told != lent+7 {
+		t.Fatalf("told %d, want %d", told, lent+7)
+	}
+	if got := forward(id, told); got != told {
+		t.Fatalf("told %d the second time, want %d", got, told)
+	}
+	forward(newIdentity(t), told)
+	lender.mu.Lock()
+	defer lender.mu.Unlock()
+	if want := []uint16{0, lent, told}; !slices.Equal(lender.wants, want) {
+		t.Fatalf("the lender was asked for %v, want %v (the lent port, not the external one)", lender.wants, want)
+	}
+}

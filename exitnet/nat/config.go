@@ -54,6 +54,15 @@ type Config struct {
 	// RetryMin and RetryMax bound the back-off between failed attempts
 	// (it doubles from RetryMin up to RetryMax).
 	RetryMin, RetryMax time.Duration
+	// RecordPath, when set, is a file (in the caller's state dir) where
+	// the Mapper writes down each mapping before it asks for it and drops
+	// it once deleted. At start, Run deletes the mappings a run that did
+	// not clean up left there (a crash, a kill) before it maps anything,
+	// if the router still holds them for this host's address and port and
+	// no program of this host holds that port now.
+	// Without it a mapping left by a crash lasts until its lease ends, or
+	// for ever where the router grants only leases without end.
+	RecordPath string
 	// Log receives what happens; nil discards.
 	Log *slog.Logger
 }
@@ -124,6 +133,13 @@ type gateway interface {
 	// external port and lease granted (0: a lease without end).
 	add(ctx context.Context, proto string, internal, want uint16, lifetime time.Duration) (uint16, time.Duration, error)
 	remove(ctx context.Context, proto string, internal, external uint16) error
+	// localAddr is this host's address towards the gateway: where its
+	// mappings forward to.
+	localAddr() netip.Addr
+	// holds reports whether the router still holds r for r.Client and
+	// r.Internal (and, where the router says, as ours), so that deleting
+	// it touches no other host's mapping.
+	holds(ctx context.Context, r recorded) (bool, error)
 }
 
 // refusedError is a gateway that answered, with a refusal: it is still
@@ -136,6 +152,16 @@ func (e *refusedError) Unwrap() error { return e.err }
 func isRefused(err error) bool {
 	var re *refusedError
 	return errors.As(err, &re)
+}
+
+// dialMethod returns a way to speak method to the gateway gw from local,
+// for deleting what an earlier run mapped with another method than the
+// one found now.
+func dialMethod(ctx context.Context, cfg Config, method string, gw, local netip.Addr) (gateway, error) {
+	if method == MethodNATPMP {
+		return &pmpGateway{gw: gw, local: local, timeout: cfg.Timeout}, nil
+	}
+	return discoverUPnP(ctx, gw, local)
 }
 
 // discover finds the gateway and the way to speak to it, by cfg.Mode.

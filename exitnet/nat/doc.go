@@ -15,7 +15,12 @@
 // descriptions, SOAP replies and NAT-PMP answers are size-bounded and
 // checked before use.
 //
+// With Config.RecordPath, every mapping is written down in a file before
+// the router is asked for it and dropped once deleted; the next run deletes
+// what a crashed run left (only what still forwards to this host's address
+// and port), before it maps anything.
+//
 // nat imports nothing of swarmvpn but internal/netaddr (which addresses are
-// public); it must not import exitnet or any of its other packages, proxy,
+// public) and internal/statefile (the record file); it must not import exitnet or any of its other packages, proxy,
 // portfwd, client or cmd.
 package nat

@@ -63,6 +63,12 @@ type Mapper struct {
 	cfg      Config
 	log      *slog.Logger
 	discover func(context.Context) (gateway, error)
+	// dial speaks a given method to a gateway: for mappings an earlier run
+	// made with another method than discover found.
+	dial func(ctx context.Context, method string, gw, local netip.Addr) (gateway, error)
+	// inUse reports whether a socket of this host holds a port now
+	// (portInUse; tests replace it).
+	inUse func(proto string, local netip.Addr, port uint16) bool
 
 	reqs    chan request
 	removed chan struct{} // nudges Run to apply removals
@@ -116,6 +122,10 @@ func New(cfg Config) (*Mapper, error) {
 		extErr:  ErrNoGateway,
 	}
 	m.discover = func(ctx context.Context) (gateway, error) { return discover(ctx, m.cfg) }
+	m.dial = func(ctx context.Context, method string, gw, local netip.Addr) (gateway, error) {
+		return dialMethod(ctx, m.cfg, method, gw, local)
+	}
+	m.inUse = portInUse
 	return m, nil
 }
 

@@ -26,6 +26,8 @@ type fakeGateway struct {
 	adds     int
 	removes  int
 	discover int
+	foreign  map[string]bool // "udp/40000": an external port now forwarded to another host
+	ops      []string        // "add tcp/7000", "remove tcp/7000", in order
 }
 
 func newFake() *fakeGateway {
@@ -40,7 +42,21 @@ func (f *fakeGateway) method() string {
 	}
 	return MethodNATPMP
 }
-func (f *fakeGateway) address() netip.Addr { return netip.MustParseAddr("192.168.77.1") }
+func (f *fakeGateway) address() netip.Addr   { return netip.MustParseAddr("192.168.77.1") }
+func (f *fakeGateway) localAddr() netip.Addr { return netip.MustParseAddr("192.168.77.2") }
+
+func (f *fakeGateway) holds(_ context.Context, r recorded) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return false, errDown
+	}
+	if f.foreign[fmt.Sprintf("%s/%d", r.Proto, r.External)] {
+		return false, nil
+	}
+	ext, ok := f.maps[fmt.Sprintf("%s/%d", r.Proto, r.Internal)]
+	return ok && (!f.upnp || ext == r.External), nil
+}
 
 func (f *fakeGateway) externalAddr(context.Context) (netip.Addr, error) {
 	f.mu.Lock()
@@ -62,6 +78,7 @@ func (f *fakeGateway) add(_ context.Context, proto string, internal, want uint16
 	}
 	f.adds++
 	k := fmt.Sprintf("%s/%d", proto, internal)
+	f.ops = append(f.ops, "add "+k)
 	ext := want
 	if cur, ok := f.maps[k]; ok {
 		ext = cur
@@ -84,6 +101,7 @@ func (f *fakeGateway) remove(_ context.Context, proto string, internal, external
 	}
 	f.removes++
 	k := fmt.Sprintf("%s/%d", proto, internal)
+	f.ops = append(f.ops, "remove "+k)
 	if f.upnp && f.maps[k] != external {
 		return &refusedError{errors.New("NoSuchEntryInArray")} // UPnP deletes by external port
 	}
@@ -136,6 +154,8 @@ func startFake(t *testing.T, f *fakeGateway, cfg Config) *Mapper {
 		}
 		return f, nil
 	}
+	m.dial = func(context.Context, string, netip.Addr, netip.Addr) (gateway, error) { return f, nil }
+	m.inUse = func(string, netip.Addr, uint16) bool { return false } // the fake's host is not this one
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background()) }()
 	t.Cleanup(func() {

@@ -81,6 +81,13 @@ func (p *pmpGateway) remove(ctx context.Context, proto string, internal, _ uint1
 	return nil
 }
 
+func (p *pmpGateway) localAddr() netip.Addr { return p.local }
+
+// holds: NAT-PMP cannot list mappings, but it needs not: a deletion names
+// only the internal port of the host that sends it (RFC 6886 3.4), so it
+// touches no other host's mapping.
+func (p *pmpGateway) holds(context.Context, recorded) (bool, error) { return true, nil }
+
 // checkPMPMapping checks a NAT-PMP mapping answer for the internal port we
 // asked for, and returns the external port and the lifetime granted.
 func checkPMPMapping(asked, internal, external uint16, lifetime uint32) (uint16, time.Duration, error) {

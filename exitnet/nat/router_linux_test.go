@@ -1,16 +1,20 @@
 package nat
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,12 +32,13 @@ import (
 const (
 	envScenario = "NATTEST_SCENARIO"
 	envProbe    = "NATTEST_PROBE"
+	envChild    = "NATTEST_CHILD" // "MODE RECORDPATH": TestRouterCrashChild maps and waits to be killed
 )
 
 // TestRouter runs each scenario of TestRouterHome inside a home behind its
 // own miniupnpd.
 func TestRouter(t *testing.T) {
-	if os.Getenv(envScenario) != "" || os.Getenv(envProbe) != "" {
+	if os.Getenv(envScenario) != "" || os.Getenv(envProbe) != "" || os.Getenv(envChild) != "" {
 		t.Skip("runs TestRouterHome and TestRouterProbe")
 	}
 	nstest.RouterTools(t)
@@ -43,6 +48,8 @@ func TestRouter(t *testing.T) {
 		{"auto-restart", "11.7.0"},
 		{"upnp-restart", "11.7.0"},
 		{"doublenat", "100.64.0"},
+		{"crash-upnp", "11.7.0"},
+		{"crash-natpmp", "11.7.0"},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := nstest.NewRouter(t, fmt.Sprint("s", i), sc.wan)
@@ -85,6 +92,10 @@ func TestRouterHome(t *testing.T) {
 	}
 	wan := r.WAN
 	gateway := r.StartGateway(t)
+	if mode, ok := strings.CutPrefix(scenario, "crash-"); ok {
+		crashAndRecover(t, r, mode)
+		return
+	}
 
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{Log: log, RetryMin: 200 * time.Millisecond, RetryMax: time.Second}
@@ -274,4 +285,151 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// crashAndRecover: a Mapper in another process maps ports and is killed
+// (SIGKILL), so it deletes nothing; the router keeps forwarding them. The
+// next Mapper with the same record file deletes them before it maps
+// anything, and says so.
+func crashAndRecover(t *testing.T, r *nstest.Router, mode string) {
+	record := filepath.Join(t.TempDir(), "nat.json")
+	child := exec.Command(os.Args[0], "-test.run", "^TestRouterCrashChild$", "-test.v", "-test.count=1", "-test.timeout=60s")
+	child.Env = append(os.Environ(), envChild+"="+mode+" "+record)
+	child.Stderr = os.Stderr
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	mapped := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if l, ok := strings.CutPrefix(sc.Text(), "MAPPED "); ok {
+				mapped <- l
+			}
+		}
+		close(mapped)
+	}()
+	var ports string
+	select {
+	case ports = <-mapped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first mapper mapped nothing in 30 s")
+	}
+	var tcpExt, udpExt uint16
+	if _, err := fmt.Sscan(ports, &tcpExt, &udpExt); err != nil {
+		t.Fatalf("child said %q: %v", ports, err)
+	}
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+	// miniupnpd's rules name the protocol by number: count them.
+	rules := r.NATRules(t)
+	to := func(ext uint16, internal int) string {
+		return fmt.Sprintf("dport %d dnat ip to %s:%d", ext, r.HomeAddr, internal)
+	}
+	if tcpExt != udpExt || strings.Count(rules, to(tcpExt, 7001)) != 2 {
+		t.Fatalf("after the kill, not two mappings %d -> 7001 at the router:\n%s", tcpExt, rules)
+	}
+	rec, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("no record after the kill: %v", err)
+	}
+	t.Logf("killed with its mappings in place; record:\n%s", rec)
+
+	// A mapping the record names that the router now forwards elsewhere
+	// (here: to another port of this host, made by another program) is
+	// not ours: it must stay.
+	foreign := false
+	if _, err := exec.LookPath("upnpc"); err == nil {
+		nstest.Run(t, "upnpc", "-a", r.HomeAddr.String(), "7006", "7005", "TCP")
+		recs, err := parseRecord(rec)
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("record: %v, %v", recs, err)
+		}
+		other := recs[0]
+		other.Proto, other.Internal, other.External = "tcp", 7005, 7005
+		if err := os.WriteFile(record, marshalRecord(append(recs, other)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		foreign = true
+	} else {
+		t.Log("upnpc (Debian package miniupnpc) not installed: not checking that another program's mapping is left alone")
+	}
+
+	// The next run, on the same record, maps another port.
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m, err := New(Config{Mode: mode, Log: log, RecordPath: record, RetryMin: 200 * time.Millisecond, RetryMax: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- m.Run(context.Background()) }()
+	t.Cleanup(func() { m.Close(); <-runDone })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	ext, err := m.Add(ctx, "tcp", 7002)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Add returns once the gateway is found and the port mapped, so the
+	// leftovers were dealt with before.
+	rules = r.NATRules(t)
+	if strings.Contains(rules, ":7001") || !strings.Contains(rules, to(ext, 7002)) {
+		t.Fatalf("after the restart the router holds:\n%s", rules)
+	}
+	if foreign && !strings.Contains(rules, to(7005, 7006)) {
+		t.Fatalf("another program's mapping was deleted:\n%s", rules)
+	}
+	// (NAT-PMP answers a deletion of a port it does not map with success,
+	// so the foreign one may be logged as deleted too: it stays, checked
+	// above.)
+	if n := strings.Count(logs.String(), `deleted a mapping an earlier run left" proto=tcp port=7001`) +
+		strings.Count(logs.String(), `deleted a mapping an earlier run left" proto=udp port=7001`); n != 2 {
+		t.Fatalf("%d deletions logged, want 2:\n%s", n, logs.String())
+	}
+	m.Close()
+	if foreign {
+		nstest.Run(t, "upnpc", "-d", "7005", "TCP")
+	}
+	if rules := r.NATRules(t); strings.Contains(rules, "dnat") {
+		t.Fatalf("mappings left after Close:\n%s", rules)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Fatalf("record after a clean stop: %v", err)
+	}
+}
+
+// TestRouterCrashChild maps tcp and udp 7001 with a record file, prints
+// their external ports, and waits to be killed; started by crashAndRecover.
+func TestRouterCrashChild(t *testing.T) {
+	spec := os.Getenv(envChild)
+	if spec == "" {
+		t.Skip("started by the real-router test inside the home namespace")
+	}
+	mode, record, _ := strings.Cut(spec, " ")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	m, err := New(Config{Mode: mode, Log: log, RecordPath: record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go m.Run(context.Background())
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	tcpExt, err := m.Add(ctx, "tcp", 7001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpExt, err := m.Add(ctx, "udp", 7001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("MAPPED %d %d\n", tcpExt, udpExt)
+	<-t.Context().Done() // killed long before the test's timeout
 }

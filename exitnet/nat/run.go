@@ -21,6 +21,7 @@ type entry struct {
 	next     time.Time // next attempt or renewal
 	fails    int
 	err      error
+	via      where // the gateway that gave external
 }
 
 // stale is a mapping to delete on the router, retried until it is deleted
@@ -31,6 +32,19 @@ type stale struct {
 	until              time.Time // zero: a lease without end, kept until Close
 	next               time.Time
 	fails              int
+	via                where
+}
+
+// where is a gateway a mapping was made at, as the record file names it.
+type where struct {
+	method     string
+	gw, client netip.Addr
+}
+
+func whereOf(g gateway) where { return where{g.method(), g.address(), g.localAddr()} }
+
+func (w where) rec(proto string, internal, external uint16) recorded {
+	return recorded{Method: w.method, Gateway: w.gw, Client: w.client, Proto: proto, Internal: internal, External: external}
 }
 
 // state is owned by Run's goroutine.
@@ -45,6 +59,11 @@ type state struct {
 	entries  []*entry
 	stale    []*stale
 	notified string
+	// leftover: mappings an earlier run recorded and did not delete, to
+	// delete once the gateway answers, before anything is mapped.
+	leftover []recorded
+	written  string // the record file's text as last written
+	saved    bool   // written is what the file holds ("" : no file)
 }
 
 // Run finds the gateway, maps what Add asks for, renews at half the lease,
@@ -82,27 +101,32 @@ func (m *Mapper) Run(ctx context.Context) error {
 		return nil
 	}
 	st := &state{}
+	m.loadRecord(st)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		m.work(ctx, st)
 		m.publish(st)
+		m.saveRecord(st)
 		wake := st.nextWake()
 		timer.Reset(time.Until(wake))
 		select {
 		case <-ctx.Done():
 			m.cleanup(st)
 			m.publish(st)
+			m.saveRecord(st)
 			return nil
 		case <-m.removed:
 			m.applyRemovals(ctx, st)
 			m.publish(st)
+			m.saveRecord(st)
 		case r := <-m.reqs:
 			// Removals asked for before this request come first, as they
 			// were asked.
 			m.applyRemovals(ctx, st)
 			rep := m.handle(ctx, st, r)
 			m.publish(st) // Status agrees with the reply once the caller has it
+			m.saveRecord(st)
 			r.reply <- rep
 		case <-timer.C:
 		}
@@ -117,6 +141,9 @@ func (m *Mapper) applyRemovals(ctx context.Context, st *state) {
 	m.mu.Unlock()
 	for _, r := range rs {
 		m.handle(ctx, st, request{proto: r.proto, internal: r.internal})
+	}
+	m.saveRecord(st) // a Remove returns once its deletion is recorded
+	for _, r := range rs {
 		close(r.done)
 	}
 }
@@ -179,6 +206,7 @@ func (m *Mapper) connect(ctx context.Context, st *state) {
 	for _, s := range st.stale {
 		s.next = now
 	}
+	m.recover(ctx, st)
 }
 
 // lost drops a gateway that stopped answering: it is looked for again
@@ -233,6 +261,10 @@ func (m *Mapper) refresh(ctx context.Context, st *state, e *entry) {
 		want = e.internal
 	}
 	lifetime := m.cfg.lifetime(st.gw.method())
+	// Written down before it is asked for: a crash right after the router
+	// maps it leaves it in the record, for the next run to delete.
+	via := whereOf(st.gw)
+	m.saveRecord(st, via.rec(e.proto, e.internal, want))
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	ext, granted, err := st.gw.add(cctx, e.proto, e.internal, want, lifetime)
 	cancel()
@@ -267,7 +299,8 @@ func (m *Mapper) refresh(ctx context.Context, st *state, e *entry) {
 	} else {
 		m.log.Debug("nat: port renewed", "proto", e.proto, "port", e.internal, "external", ext, "lease", granted)
 	}
-	e.external, e.active, e.fails, e.err = ext, true, 0, nil
+	e.external, e.active, e.fails, e.err, e.via = ext, true, 0, nil, via
+	m.dropOwned(st)
 	if granted > 0 {
 		granted = min(granted, lifetime) // a longer grant is renewed as if it were what we asked
 		e.expires = now.Add(granted)
@@ -314,7 +347,7 @@ func (m *Mapper) handle(ctx context.Context, st *state, r request) reply {
 		e := st.entries[i]
 		st.entries = slices.Delete(st.entries, i, i+1)
 		if e.active || e.external != 0 {
-			s := &stale{proto: e.proto, internal: e.internal, external: e.external, until: e.expires, next: time.Now()}
+			s := &stale{proto: e.proto, internal: e.internal, external: e.external, until: e.expires, next: time.Now(), via: e.via}
 			if st.gw == nil || !m.deleteStale(ctx, st, s) {
 				st.stale = append(st.stale, s)
 			}
@@ -336,7 +369,7 @@ func (m *Mapper) handle(ctx context.Context, st *state, r request) reply {
 	// A mapping for this port left by an earlier Remove is now wanted again.
 	st.stale = slices.DeleteFunc(st.stale, func(s *stale) bool {
 		if s.proto == e.proto && s.internal == e.internal {
-			e.external = s.external
+			e.external, e.via = s.external, s.via
 			return true
 		}
 		return false
@@ -362,40 +395,39 @@ func (m *Mapper) noGateway(st *state) error {
 func (m *Mapper) cleanup(st *state) {
 	for _, e := range st.entries {
 		if e.active || e.external != 0 {
-			st.stale = append(st.stale, &stale{proto: e.proto, internal: e.internal, external: e.external, until: e.expires})
+			st.stale = append(st.stale, &stale{proto: e.proto, internal: e.internal, external: e.external,
+				until: e.expires, via: e.via})
 		}
 	}
 	st.entries = nil
+	// What is not deleted stays in st.stale, so stays in the record: the
+	// next run deletes it.
+	st.stale = slices.DeleteFunc(st.stale, func(s *stale) bool { return !s.until.IsZero() && !time.Now().Before(s.until) })
 	if len(st.stale) == 0 {
 		return
 	}
 	if st.gw == nil {
-		m.log.Warn("nat: gateway gone; mappings left to expire at the router", "count", len(st.stale))
-		st.stale = nil
+		m.log.Warn("nat: gateway gone; mappings left at the router until their lease ends or the next run deletes them",
+			"count", len(st.stale))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CloseTimeout)
 	defer cancel()
-	left := 0
-	for _, s := range st.stale {
+	st.stale = slices.DeleteFunc(st.stale, func(s *stale) bool {
 		if ctx.Err() != nil {
-			left++
-			continue
-		}
-		if !s.until.IsZero() && !time.Now().Before(s.until) {
-			continue
+			return false
 		}
 		if err := st.gw.remove(ctx, s.proto, s.internal, s.external); err != nil {
-			left++
 			m.log.Warn("nat: delete mapping failed", "proto", s.proto, "port", s.internal, "external", s.external, "err", err)
-			continue
+			return false
 		}
 		m.log.Info("nat: mapping deleted", "proto", s.proto, "port", s.internal, "external", s.external)
+		return true
+	})
+	if len(st.stale) > 0 {
+		m.log.Warn("nat: mappings left at the router until their lease ends or the next run deletes them",
+			"count", len(st.stale))
 	}
-	if left > 0 {
-		m.log.Warn("nat: mappings left to expire at the router", "count", left)
-	}
-	st.stale = nil
 }
 
 func (st *state) nextWake() time.Time {

@@ -25,6 +25,7 @@ const (
 	// description names our mappings in the router's list.
 	description = "swarmvpn"
 
+	upnpNoSuchEntry        = 714 // NoSuchEntryInArray
 	upnpConflict           = 718 // ConflictInMappingEntry
 	upnpOnlyPermanentLease = 725 // OnlyPermanentLeasesSupported
 )
@@ -35,6 +36,8 @@ type igd interface {
 		internalPort uint16, internalClient string, enabled bool, description string, leaseSeconds uint32) error
 	DeletePortMappingCtx(ctx context.Context, remoteHost string, externalPort uint16, protocol string) error
 	GetExternalIPAddressCtx(ctx context.Context) (string, error)
+	GetSpecificPortMappingEntryCtx(ctx context.Context, remoteHost string, externalPort uint16, protocol string) (
+		internalPort uint16, internalClient string, enabled bool, description string, leaseSeconds uint32, err error)
 }
 
 var (
@@ -206,6 +209,25 @@ func (u *upnpGateway) remove(ctx context.Context, proto string, internal, extern
 		return upnpError("DeletePortMapping", err)
 	}
 	return nil
+}
+
+func (u *upnpGateway) localAddr() netip.Addr { return u.local }
+
+// holds asks the router what its external port r.External forwards to:
+// the mapping is ours to delete only if it still forwards to r.Client and
+// r.Internal, under our description (or none, for a router that keeps no
+// descriptions).
+func (u *upnpGateway) holds(ctx context.Context, r recorded) (bool, error) {
+	internal, client, _, desc, _, err := u.svc.GetSpecificPortMappingEntryCtx(ctx, "", r.External, strings.ToUpper(r.Proto))
+	if faultCode(err) == upnpNoSuchEntry {
+		return false, nil
+	}
+	if err != nil {
+		return false, upnpError("GetSpecificPortMappingEntry", err)
+	}
+	a, perr := netip.ParseAddr(strings.TrimSpace(client))
+	desc = strings.TrimSpace(desc)
+	return perr == nil && a.Unmap() == r.Client && internal == r.Internal && (desc == description || desc == ""), nil
 }
 
 // upnpError describes err from a UPnP action: a SOAP fault is the router

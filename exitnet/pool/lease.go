@@ -28,9 +28,11 @@ const probeWait = 12 * time.Second
 // and routes the exit's answers.
 type lease struct {
 	st   *yamux.Stream
-	port uint16
 	log  *slog.Logger
 	done chan struct{} // closed when the stream's reading ends
+	// moved is called from read when the exit says peers now reach the
+	// forward at another port; set before read starts.
+	moved func(port uint16)
 
 	wmu sync.Mutex
 
@@ -38,6 +40,7 @@ type lease struct {
 	nextID uint32
 	probes map[uint32]chan wire.ProbeResult
 	tcp    wire.InboundTCPState // as the exit last said; listening at first
+	port   uint16               // the port peers reach the forward at, as the exit last said
 }
 
 func newLease(st *yamux.Stream, port uint16, log *slog.Logger) *lease {
@@ -70,6 +73,22 @@ func (l *lease) read() {
 			if ch != nil {
 				ch <- res // buffered
 			}
+		case wire.LeasePublicPort:
+			pp, err := wire.ParsePublicPort(body)
+			if err != nil {
+				continue
+			}
+			l.mu.Lock()
+			was := l.port
+			l.port = pp.Port
+			l.mu.Unlock()
+			if was == pp.Port {
+				continue
+			}
+			l.log.Warn("the exit's router moved the forwarded port; announcing the new one", "was", was, "port", pp.Port)
+			if l.moved != nil {
+				l.moved(pp.Port)
+			}
 		case wire.LeaseInboundTCP:
 			if len(body) < 1 {
 				continue
@@ -79,10 +98,18 @@ func (l *lease) read() {
 			l.tcp = state
 			l.mu.Unlock()
 			if state == wire.InboundTCPLost {
-				l.log.Warn("the exit cannot accept TCP on the forwarded port again (another program took it): peers reach the torrent client by uTP only", "port", l.port)
+				l.log.Warn("the exit cannot accept TCP on the forwarded port again (another program took it): peers reach the torrent client by uTP only", "port", l.publicPort())
 			}
 		}
 	}
+}
+
+// publicPort is the port peers reach the forward at, as the exit last
+// said.
+func (l *lease) publicPort() uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.port
 }
 
 func (l *lease) send(typ byte, body []byte) error {
@@ -112,7 +139,7 @@ func (l *lease) probe(ctx context.Context) (wire.ProbeResult, error) {
 		l.mu.Unlock()
 	}()
 	if err := l.send(wire.LeaseProbe, wire.ProbeRequest{ID: id}.Body()); err != nil {
-		return wire.ProbeResult{}, fmt.Errorf("ask the exit to probe port %d: %w", l.port, err)
+		return wire.ProbeResult{}, fmt.Errorf("ask the exit to probe port %d: %w", l.publicPort(), err)
 	}
 	t := time.NewTimer(probeWait)
 	defer t.Stop()
@@ -120,7 +147,7 @@ func (l *lease) probe(ctx context.Context) (wire.ProbeResult, error) {
 	case res := <-ch:
 		return res, nil
 	case <-l.done:
-		return wire.ProbeResult{}, fmt.Errorf("probe port %d: %w", l.port, ErrNoForward)
+		return wire.ProbeResult{}, fmt.Errorf("probe port %d: %w", l.publicPort(), ErrNoForward)
 	case <-t.C:
 		return wire.ProbeResult{}, ErrNoProbe
 	case <-ctx.Done():
@@ -140,7 +167,7 @@ func (p *Pool) CheckPort(ctx context.Context) (wire.ProbeResult, uint16, error) 
 		return wire.ProbeResult{}, 0, ErrNoForward
 	}
 	res, err := l.probe(ctx)
-	return res, l.port, err
+	return res, l.publicPort(), err
 }
 
 // SetInboundTCP tells the exit whether to accept TCP connections on the
@@ -177,6 +204,6 @@ func (l *lease) setTCP(on bool) {
 		b = 1
 	}
 	if err := l.send(wire.LeaseInboundTCP, []byte{b}); err != nil {
-		l.log.Debug("forward: cannot tell the exit about inbound TCP", "port", l.port, "err", err)
+		l.log.Debug("forward: cannot tell the exit about inbound TCP", "port", l.publicPort(), "err", err)
 	}
 }

@@ -72,6 +72,15 @@ func (ev dialed) applyLocked(p *Pool, lp *loop)     { p.onDialed(lp, ev) }
 func (ev dialFailed) applyLocked(p *Pool, lp *loop) { p.onDialFailed(ev) }
 func (ev linkDown) applyLocked(p *Pool, lp *loop)   { p.onLinkDown(lp, ev) }
 func (ev forwarded) applyLocked(p *Pool, lp *loop)  { p.onForwarded(lp, ev) }
+func (ev portMoved) applyLocked(p *Pool, lp *loop)  { p.onPortMoved(lp, ev) }
+
+// portMoved: the exit of lease said that peers now reach the forward at
+// port (its router moved the mapping).
+type portMoved struct {
+	c     *candidate
+	lease *lease
+	port  uint16
+}
 
 // loop is what Run's handlers need besides the pool: where to start
 // goroutines and post their events, and the callbacks to run once p.mu is
@@ -422,6 +431,13 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 		port = l.port
 		ev.c.port = port // asked for again by number on the next path to this exit
 		p.lease = l
+		c := ev.c
+		l.moved = func(port uint16) {
+			select {
+			case lp.events <- portMoved{c: c, lease: l, port: port}:
+			case <-lp.ctx.Done():
+			}
+		}
 		lp.wg.Go(l.read)
 		if p.tcpOff {
 			lp.after = append(lp.after, func() { l.setTCP(false) })
@@ -430,6 +446,23 @@ func (p *Pool) onForwarded(lp *loop, ev forwarded) {
 	p.goLiveLocked(lp, ev.c, port)
 	if p.sess == ev.sess {
 		p.status.ForwardError = ev.reason
+	}
+}
+
+// onPortMoved publishes the port the active forward is reached at now, as
+// a new forward's: in the status and through OnPort, so that the torrent
+// client and its trackers hear of it.
+func (p *Pool) onPortMoved(lp *loop, ev portMoved) {
+	if p.lease != ev.lease {
+		return // a forward no longer active
+	}
+	ev.c.port = ev.port // the number to ask for on the next path to this exit
+	if p.status.ForwardedPort == ev.port {
+		return
+	}
+	p.status.ForwardedPort = ev.port
+	if p.cfg.OnPort != nil {
+		lp.after = append(lp.after, func() { p.cfg.OnPort(ev.port) })
 	}
 }
 

@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"internal/statefile":         nil,
 	"exitnet":                    nil,
 	"exitnet/policy":             {"internal/wire", "internal/netaddr"},
-	"exitnet/nat":                {"internal/netaddr"},
+	"exitnet/nat":                {"internal/netaddr", "internal/statefile"},
 	"exitnet/discovery":          {"internal/link", "internal/wire", "internal/statefile"},
 	"exitnet/discovery/mainline": {"internal/link", "internal/wire", "internal/netaddr"},
 	"exitnet/exit":               {"exitnet/policy", "exitnet/discovery", "exitnet/discovery/mainline", "internal/link", "internal/wire", "internal/relay", "internal/meter", "internal/listener", "internal/udpbatch", "internal/netaddr", "internal/statefile"},

@@ -31,6 +31,11 @@ type Options struct {
 	// CheckEvery, when set, is how often the client checks its forward
 	// target for a TCP listener and has the exit probe its port.
 	CheckEvery time.Duration
+	// NAT, when set, is the exit's router (a stand-in: nothing here
+	// speaks to a real one).
+	NAT exit.PortMapper
+	// PortFile, when set, is where the client writes its forwarded port.
+	PortFile string
 }
 
 // Topology is an exit and a client linked to it, built by client.New as
@@ -77,7 +82,7 @@ func Start(t testing.TB, opts Options) *Topology {
 		t.Fatal(err)
 	}
 	cfg := client.Config{Identity: clientID, Exits: []link.ExitAddr{tp.ExitAddr}, StateDir: t.TempDir(),
-		SOCKS: "127.0.0.1:0", HTTP: "127.0.0.1:0", Forward: "off",
+		SOCKS: "127.0.0.1:0", HTTP: "127.0.0.1:0", Forward: "off", PortFile: opts.PortFile,
 		Tuning: client.Tuning{DialWait: time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 			ProbeEvery: opts.CheckEvery, TargetEvery: opts.CheckEvery},
 		OnPort: func(port uint16) {
@@ -141,6 +146,7 @@ func (tp *Topology) StartExit(addr string) {
 	if tp.leases != nil {
 		ec.Ports = tp.leases
 	}
+	ec.NAT = tp.opts.NAT
 	n := StartExitNode(tp.t, ec, addr)
 	tp.ExitAddr, tp.Exit = n.Addr, n.Exit
 	tp.mu.Lock()

@@ -31,6 +31,10 @@ const (
 	// client's local target accepts none. Exit → client, one byte
 	// InboundTCPState: what the exit does now.
 	LeaseInboundTCP byte = 2
+	// LeasePublicPort: exit → client, PublicPort: the router in front of
+	// the exit moved the forward to another external port, which peers
+	// must now be told. A client sends none; an exit ignores one.
+	LeasePublicPort byte = 3
 )
 
 // ErrLeaseMsg reports a lease message that cannot be read: after it, the
@@ -154,4 +158,22 @@ func (u ProbeUDP) String() string {
 		return "not sent"
 	}
 	return fmt.Sprintf("unknown (%d)", byte(u))
+}
+
+// PublicPort is the port at which peers on the internet now reach the
+// forwarded port: what the forward response's bound PORT said, changed.
+type PublicPort struct{ Port uint16 }
+
+func (p PublicPort) Body() []byte { return binary.BigEndian.AppendUint16(nil, p.Port) }
+
+// ParsePublicPort reads a PublicPort's body; port 0 is refused.
+func ParsePublicPort(body []byte) (PublicPort, error) {
+	if len(body) < 2 {
+		return PublicPort{}, fmt.Errorf("%w: public port of %d bytes", ErrLeaseMsg, len(body))
+	}
+	p := PublicPort{Port: binary.BigEndian.Uint16(body)}
+	if p.Port == 0 {
+		return PublicPort{}, fmt.Errorf("%w: public port 0", ErrLeaseMsg)
+	}
+	return p, nil
 }

@@ -12,8 +12,9 @@ func TestLeaseMessages(t *testing.T) {
 	b, _ = AppendLeaseMsg(b, LeaseProbe, ProbeRequest{ID: 0x01020304}.Body())
 	b, _ = AppendLeaseMsg(b, LeaseProbe, ProbeResult{ID: 7, TCP: ProbeTCPClosed, UDP: ProbeUDPAnswered}.Body())
 	b, _ = AppendLeaseMsg(b, LeaseInboundTCP, []byte{byte(InboundTCPClosed)})
+	b, _ = AppendLeaseMsg(b, LeasePublicPort, PublicPort{Port: 40007}.Body())
 	b, _ = AppendLeaseMsg(b, 99, []byte("a type from a later version"))
-	want := []byte{0, 5, 1, 1, 2, 3, 4, 0, 7, 1, 0, 0, 0, 7, 2, 0, 0, 2, 2, 0}
+	want := []byte{0, 5, 1, 1, 2, 3, 4, 0, 7, 1, 0, 0, 0, 7, 2, 0, 0, 2, 2, 0, 0, 3, 3, 0x9c, 0x47}
 	if !bytes.HasPrefix(b, want) {
 		t.Fatalf("encoded %x, want prefix %x", b, want)
 	}
@@ -30,6 +31,10 @@ func TestLeaseMessages(t *testing.T) {
 	}
 	if typ, body, err = ReadLeaseMsg(r, buf); err != nil || typ != LeaseInboundTCP || !bytes.Equal(body, []byte{0}) {
 		t.Fatalf("inbound tcp: %d %x %v", typ, body, err)
+	}
+	typ, body, err = ReadLeaseMsg(r, buf)
+	if pp, perr := ParsePublicPort(body); err != nil || typ != LeasePublicPort || perr != nil || pp.Port != 40007 {
+		t.Fatalf("public port: %d %x %v %v", typ, body, err, perr)
 	}
 	if typ, _, err = ReadLeaseMsg(r, buf); err != nil || typ != 99 {
 		t.Fatalf("unknown type: %d %v", typ, err)
@@ -48,6 +53,14 @@ func TestLeaseMessages(t *testing.T) {
 	if _, err := ParseProbeResult([]byte{1, 2, 3}); err == nil {
 		t.Error("short probe result parsed")
 	}
+	for _, bad := range [][]byte{nil, {1}, {0, 0}, {0, 0, 1}} {
+		if p, err := ParsePublicPort(bad); !errors.Is(err, ErrLeaseMsg) {
+			t.Errorf("public port %x: %v, %v", bad, p, err)
+		}
+	}
+	if p, err := ParsePublicPort([]byte{0, 1, 0xff}); err != nil || p.Port != 1 {
+		t.Errorf("public port with a longer body: %v, %v", p, err)
+	}
 }
 
 // FuzzReadLeaseMsg reads a forward stream as both ends do: message after
@@ -55,6 +68,7 @@ func TestLeaseMessages(t *testing.T) {
 func FuzzReadLeaseMsg(f *testing.F) {
 	good, _ := AppendLeaseMsg(nil, LeaseProbe, ProbeRequest{ID: 9}.Body())
 	good, _ = AppendLeaseMsg(good, LeaseInboundTCP, []byte{1})
+	good, _ = AppendLeaseMsg(good, LeasePublicPort, PublicPort{Port: 41000}.Body())
 	f.Add(good)
 	f.Add([]byte{0, 1})
 	f.Add([]byte{0xff, 0xff, 1})
@@ -80,6 +94,11 @@ func FuzzReadLeaseMsg(f *testing.F) {
 					t.Fatalf("probe result %+v re-encodes differently", res)
 				}
 				ParseProbeRequest(body)
+			}
+			if typ == LeasePublicPort {
+				if p, err := ParsePublicPort(body); err == nil && (p.Port == 0 || !bytes.Equal(p.Body(), body[:2])) {
+					t.Fatalf("public port %+v from %x", p, body)
+				}
 			}
 		}
 	})

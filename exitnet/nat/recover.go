@@ -1,0 +1,228 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/swarmvpn/swarmvpn/internal/statefile"
+)
+
+// loadRecord reads what an earlier run left in the record file into
+// st.leftover. A file that cannot be read or parsed is ignored, with a
+// warning; it is replaced by the next write.
+func (m *Mapper) loadRecord(st *state) {
+	path := m.cfg.RecordPath
+	if path == "" {
+		return
+	}
+	rs, err := readRecord(path)
+	if err != nil {
+		m.log.Warn("nat: ignoring the record of mappings an earlier run made", "path", path, "err", err)
+		return
+	}
+	if len(rs) == 0 {
+		return
+	}
+	st.leftover = rs
+	m.log.Info("nat: an earlier run did not delete its mappings; deleting them before mapping anything",
+		"count", len(rs), "path", path)
+}
+
+// saveRecord writes the record file when what it should hold changed:
+// the mappings left by an earlier run and not deleted yet, every mapping
+// this run holds or still has to delete, and pending (about to be asked
+// for). With nothing to hold, the file is removed.
+func (m *Mapper) saveRecord(st *state, pending ...recorded) {
+	path := m.cfg.RecordPath
+	if path == "" {
+		return
+	}
+	rs := slices.Clone(st.leftover)
+	for _, e := range st.entries {
+		if e.external != 0 && e.via.method != "" {
+			rs = append(rs, e.via.rec(e.proto, e.internal, e.external))
+		}
+	}
+	for _, s := range st.stale {
+		if s.external != 0 && s.via.method != "" {
+			rs = append(rs, s.via.rec(s.proto, s.internal, s.external))
+		}
+	}
+	rs = append(rs, pending...)
+	dropped := len(rs) - maxRecorded
+	if dropped > 0 {
+		rs = rs[dropped:] // the oldest leftovers go first
+	}
+	text := ""
+	if len(rs) > 0 {
+		text = string(marshalRecord(rs))
+	}
+	if st.saved && text == st.written {
+		return
+	}
+	if dropped > 0 {
+		m.log.Warn("nat: too many mappings to record; a crash would leave those not recorded on the router",
+			"not_recorded", dropped, "recorded", maxRecorded)
+	}
+	var err error
+	if text == "" {
+		if err = os.Remove(path); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	} else {
+		err = statefile.WriteAtomic(path, []byte(text))
+	}
+	if err != nil {
+		// Mapping goes on; only a crash would now leave a mapping behind.
+		m.log.Warn("nat: cannot write the record of mappings; a crash would leave them on the router",
+			"path", path, "err", err)
+		st.saved = false
+		return
+	}
+	st.written, st.saved = text, true
+}
+
+// recover deletes the mappings an earlier run left (st.leftover) that the
+// router still holds for this host's address and port, through the gateway
+// just found. Those of another router stay recorded for a run behind it;
+// those the router could not be asked about now are tried again when the
+// gateway is found again, or by the next run.
+func (m *Mapper) recover(ctx context.Context, st *state) {
+	if len(st.leftover) == 0 {
+		return
+	}
+	var keep []recorded
+	other := map[string]gateway{}
+	for _, r := range st.leftover {
+		if ctx.Err() != nil || st.gw == nil {
+			keep = append(keep, r)
+			continue
+		}
+		if r.Gateway != st.gw.address() {
+			m.log.Info("nat: a mapping an earlier run left is on another router; kept in the record until the exit is behind it again",
+				"mapping", r.String())
+			keep = append(keep, r)
+			continue
+		}
+		if m.ownsNow(st, r) {
+			// This run mapped the same port since: the mapping is live, and
+			// what this run holds is recorded and deleted as its own.
+			continue
+		}
+		if r.Client != st.gw.localAddr() {
+			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host",
+				"mapping", r.String(), "address", st.gw.localAddr())
+			continue
+		}
+		if m.inUse(r.Proto, r.Client, r.Internal) {
+			// Another program of this host may have mapped it since
+			// (NAT-PMP deletes by internal port, and a router may keep no
+			// descriptions), or this exit listens there again and maps it
+			// anew, which replaces it.
+			m.log.Info("nat: not deleting a mapping an earlier run left: a program of this host uses its port now; kept in the record",
+				"mapping", r.String())
+			keep = append(keep, r)
+			continue
+		}
+		g := st.gw
+		if r.Method != g.method() {
+			if g = other[r.Method]; g == nil {
+				dctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+				d, err := m.dial(dctx, r.Method, r.Gateway, r.Client)
+				cancel()
+				if err != nil {
+					m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
+					keep = append(keep, r)
+					continue
+				}
+				g, other[r.Method] = d, d
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+		ours, err := g.holds(cctx, r)
+		if err == nil && ours {
+			err = g.remove(cctx, r.Proto, r.Internal, r.External)
+		}
+		cancel()
+		switch {
+		case err != nil && isRefused(err):
+			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; left to the router",
+				"mapping", r.String(), "err", err)
+		case err != nil:
+			m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
+			keep = append(keep, r)
+		case !ours:
+			m.log.Info("nat: a mapping an earlier run left is gone or no longer forwards to this host; left alone",
+				"mapping", r.String())
+		default:
+			m.log.Info("nat: deleted a mapping an earlier run left", "proto", r.Proto, "port", r.Internal,
+				"external", r.External, "method", r.Method)
+		}
+	}
+	st.leftover = keep
+	m.saveRecord(st)
+}
+
+// ownsNow reports whether r, left by an earlier run, names a mapping this
+// run holds or still has to delete at the same router for the same host:
+// the same external port, or with NAT-PMP, whose deletion names only the
+// internal port, the same internal port. Deleting r would delete this
+// run's own mapping; the router replaced the old one when this run mapped
+// it again.
+func (m *Mapper) ownsNow(st *state, r recorded) bool {
+	same := func(w where, proto string, internal, external uint16) bool {
+		if external == 0 || w.gw != r.Gateway || w.client != r.Client || proto != r.Proto {
+			return false
+		}
+		return external == r.External || (internal == r.Internal && (r.Method == MethodNATPMP || w.method == MethodNATPMP))
+	}
+	for _, e := range st.entries {
+		if same(e.via, e.proto, e.internal, e.external) {
+			return true
+		}
+	}
+	for _, s := range st.stale {
+		if same(s.via, s.proto, s.internal, s.external) {
+			return true
+		}
+	}
+	return false
+}
+
+// portInUse reports whether a socket of this host holds proto port on
+// local (or on every address) now, by binding it for a moment. A bind that
+// fails for any reason counts as in use: a mapping is then left alone.
+func portInUse(proto string, local netip.Addr, port uint16) bool {
+	ap := netip.AddrPortFrom(local, port)
+	switch proto {
+	case "tcp":
+		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(ap))
+		if err != nil {
+			return true
+		}
+		ln.Close()
+	case "udp":
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			return true
+		}
+		c.Close()
+	default:
+		return true
+	}
+	return false
+}
+
+// dropOwned forgets the leftovers that name a mapping this run now holds
+// (ownsNow): the router replaced them when this run mapped the port, and
+// this run deletes it as its own.
+func (m *Mapper) dropOwned(st *state) {
+	if len(st.leftover) > 0 {
+		st.leftover = slices.DeleteFunc(st.leftover, func(r recorded) bool { return m.ownsNow(st, r) })
+	}
+}
