@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 )
 
 // ownRefresh is how often the exit re-reads its interfaces' addresses, so
@@ -83,14 +85,24 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	e.own.StoreListeners(o.listening())
 }
 
-// listening returns where the exit's own process listens: the addresses
-// of Config.Listeners, its link listener and its DHT socket.
+// listening returns where the exit's own process listens or receives: the
+// addresses of Config.Listeners, its link listener, its DHT socket and,
+// with Config.MDNS, its mDNS responder's sockets (from the start, so that
+// there is no moment they are not refused). Its other sockets need no
+// entry: each UDP association's socket and the forwarded ports are there
+// to receive from anyone, the reachability probe's socket takes only the
+// answer from its own forwarded port, and the NAT mapper's sockets (SSDP,
+// NAT-PMP) are connected to the gateway, so the kernel hands them
+// nothing from elsewhere.
 func (o *ownAddrs) listening() []netip.AddrPort {
 	e := o.e
 	ls := slices.Clone(e.cfg.Listeners)
 	o.mu.Lock()
 	ls = append(ls, o.link)
 	o.mu.Unlock()
+	if e.cfg.MDNS {
+		ls = append(ls, discovery.ResponderAddrs()...)
+	}
 	if e.dht != nil {
 		// The socket's address once it is open; the one asked for
 		// before, so that there is no moment it is not refused.

@@ -18,8 +18,9 @@ type OwnAddrs struct {
 	listeners atomic.Pointer[map[uint16][]netip.Addr]
 }
 
-// StoreListeners replaces the addresses the exit's own process listens on
-// (its link listener, its DHT socket, its status page, its metrics):
+// StoreListeners replaces the addresses the exit's own process listens or
+// receives on (its link listener, its DHT socket, its mDNS responder, its
+// status page, its metrics):
 // Policy.Check refuses them whatever else allows them. A listener on an
 // unspecified address (or none) answers on loopback and on every address
 // of the exit, and is refused there; one on an address, there. Port 0 is

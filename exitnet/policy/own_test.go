@@ -130,6 +130,8 @@ func TestPolicyOwnListeners(t *testing.T) {
 		netip.AddrPortFrom(netip.Addr{}, 7000),    // no address: everywhere
 		netip.MustParseAddrPort("127.0.0.1:0"),    // no port: nothing
 		netip.MustParseAddrPort("[::ffff:127.0.0.1]:9090"),
+		netip.MustParseAddrPort("0.0.0.0:5353"), // the mDNS responder, IPv4
+		netip.MustParseAddrPort("[::]:5353"),    // and IPv6
 	})
 	lab := &Policy{AllowPrivate: true, Own: own}
 	ruled := &Policy{AllowPrivate: true, Own: own, Rules: mustRules(t, "allow 198.51.100.7/32", "allow 127.0.0.1/32"),
@@ -149,6 +151,12 @@ func TestPolicyOwnListeners(t *testing.T) {
 		{"dht on own public address", lab, "198.51.100.7:6881", false},
 		{"no address, loopback", lab, "127.0.0.1:7000", false},
 		{"nat64 of loopback link", &Policy{Own: own, Rules: mustRules(t, "allow 64:ff9b::/96")}, "[64:ff9b::7f00:1]:7843", false},
+		{"mdns on loopback", lab, "127.0.0.1:5353", false},
+		{"mdns on v6 loopback", lab, "[::1]:5353", false},
+		{"mdns mapped", lab, "[::ffff:127.0.0.1]:5353", false},
+		{"mdns on own private address", lab, "10.1.2.3:5353", false},
+		{"mdns on own public address", ruled, "198.51.100.7:5353", false},
+		{"mdns at another LAN host", lab, "10.1.2.4:5353", true},
 		{"loopback other port", lab, "127.0.0.1:9091", true},
 		{"other host same port", lab, "10.1.2.4:7843", true},
 		{"public host same port", lab, "203.0.113.5:7843", true},
@@ -162,8 +170,8 @@ func TestPolicyOwnListeners(t *testing.T) {
 			checkPolicy(t, tt.policy, ap.Addr(), ap.Port(), tt.allow)
 		})
 	}
-	if got := own.Listeners(); len(got) != 4 {
-		t.Errorf("Listeners() = %v, want 4", got)
+	if got := own.Listeners(); len(got) != 6 {
+		t.Errorf("Listeners() = %v, want 6", got)
 	}
 	err := lab.Check(netip.MustParseAddr("127.0.0.1"), 9090)
 	if err == nil || !strings.Contains(err.Error(), "listens on") {

@@ -219,7 +219,8 @@ type Policy struct {
 	// (OwnAddrs.StoreListeners; one on an unspecified address answers on
 	// loopback and on all the exit's own addresses) are refused whatever
 	// AllowPrivate, Rules and OwnPorts say: a lab exit must not carry its
-	// clients to its own status page, metrics, link or DHT socket.
+	// clients to its own status page, metrics, link, DHT socket or mDNS
+	// responder.
 	Own *OwnAddrs
 	// OwnPorts are ports allowed on the exit's own addresses all the same:
 	// the exit's forwarded port range, so that two clients of one exit
