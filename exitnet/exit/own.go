@@ -44,7 +44,7 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	o.refreshing.Lock()
 	defer o.refreshing.Unlock()
 	e := o.e
-	var addrs []netip.Addr
+	var addrs, bcasts []netip.Addr
 	ifs, err := net.InterfaceAddrs()
 	if err != nil {
 		e.log.Warn("cannot read the interfaces' addresses to refuse them as destinations", "err", err)
@@ -52,6 +52,9 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	for _, a := range ifs {
 		if p, err := netip.ParsePrefix(a.String()); err == nil {
 			addrs = append(addrs, p.Addr())
+			if b, ok := broadcastOf(p); ok {
+				bcasts = append(bcasts, b)
+			}
 		}
 	}
 	addrs = append(addrs, e.cfg.OwnAddrs...)
@@ -83,6 +86,22 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
 	}
 	e.own.StoreListeners(o.listening())
+	e.own.StoreBroadcasts(bcasts)
+}
+
+// broadcastOf returns the directed broadcast address of an IPv4 interface
+// prefix, the last address of its network; a /31 or /32 has none.
+func broadcastOf(p netip.Prefix) (netip.Addr, bool) {
+	a := p.Addr().Unmap()
+	if !a.Is4() || p.Bits() > 30 || p.Bits() < 0 {
+		return netip.Addr{}, false
+	}
+	b := a.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := range b {
+		b[i] |= byte(host >> (24 - 8*i))
+	}
+	return netip.AddrFrom4(b), true
 }
 
 // listening returns where the exit's own process listens or receives: the

@@ -102,3 +102,82 @@ func TestSecurityOwnMDNS(t *testing.T) {
 		t.Fatalf("UDP policy drops %d, want 2", st.DropPolicy)
 	}
 }
+
+// TestSecurityOwnBroadcast: a lab exit refuses datagrams to the directed
+// broadcast address of its own network, which would reach every host
+// there and, looped back, its own sockets bound to an unspecified address
+// (the control shows a socket on 0.0.0.0 receives one); an ordinary
+// loopback port stays open. It runs in a network namespace of its own,
+// with a veth pair for a LAN.
+func TestSecurityOwnBroadcast(t *testing.T) {
+	if !nstest.Isolated(t, "link set lo up", "link add swv0 type veth peer name swv1",
+		"addr add 10.9.9.1/24 brd + dev swv0", "link set swv0 up", "link set swv1 up") {
+		return
+	}
+	bcast := netip.MustParseAddr("10.9.9.255")
+	trap, err := net.ListenUDP("udp4", &net.UDPAddr{}) // as the exit's DHT socket on 0.0.0.0
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { trap.Close() })
+	to := netip.AddrPortFrom(bcast, udpAddrOf(trap).Port())
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	buf := make([]byte, 64)
+	if _, err := c.WriteToUDPAddrPort([]byte("control"), to); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	trap.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := trap.ReadFromUDP(buf); err != nil || string(buf[:n]) != "control" {
+		t.Fatalf("control: a socket on 0.0.0.0 did not receive a datagram to %v: %q %v", bcast, buf[:n], err)
+	}
+
+	echo := udpEcho(t, "udp4", "127.0.0.1:0")
+	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}})
+	waitFor(t, "the broadcast address among the exit's own", func() bool {
+		return slices.Contains(exit.exit.own.Broadcasts(), bcast)
+	})
+	pl := startPool(t, exit.addr)
+	if c, err := pl.DialContext(t.Context(), "tcp", to.String()); err == nil || wire.StatusOf(err) != wire.StatusNotAllowed {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("flow to %v: %v, want not allowed (SOCKS reply 2)", to, err)
+	}
+	a := associate(t, pl)
+	a.WriteTo([]byte("must not arrive"), wire.Addr{IP: bcast, Port: to.Port()})
+	a.WriteTo([]byte("allowed"), wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: udpAddrOf(echo).Port()})
+	if got, _ := readDatagram(t, a); string(got) != "allowed" {
+		t.Fatalf("echo %q", got)
+	}
+	// Local delivery is synchronous: a datagram sent before the allowed
+	// one would be waiting in the trap now.
+	trap.SetReadDeadline(time.Now())
+	if n, _, err := trap.ReadFromUDP(buf); err == nil {
+		t.Fatalf("a datagram (%d bytes) to the broadcast address reached a socket of the exit's host", n)
+	}
+	if st := exit.exit.Stats().UDP; st.DropPolicy != 1 {
+		t.Fatalf("UDP policy drops %d, want 1", st.DropPolicy)
+	}
+}
+
+func TestBroadcastOf(t *testing.T) {
+	for _, tt := range []struct{ prefix, want string }{
+		{"10.1.2.3/24", "10.1.2.255"},
+		{"192.168.1.77/16", "192.168.255.255"},
+		{"93.184.216.34/29", "93.184.216.39"},
+		{"100.64.0.1/30", "100.64.0.3"},
+		{"127.0.0.1/8", "127.255.255.255"},
+		{"10.0.0.1/31", ""},
+		{"10.0.0.1/32", ""},
+		{"2001:db8::1/64", ""},
+	} {
+		got, ok := broadcastOf(netip.MustParsePrefix(tt.prefix))
+		if ok != (tt.want != "") || ok && got.String() != tt.want {
+			t.Errorf("broadcastOf(%s) = %v, %v; want %q", tt.prefix, got, ok, tt.want)
+		}
+	}
+}
