@@ -86,6 +86,11 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
 	}
 	e.own.StoreListeners(o.listening())
+	if err != nil {
+		// The interfaces could not be read: keep the broadcast addresses
+		// known so far rather than allow them all until the next read.
+		bcasts = append(bcasts, e.own.Broadcasts()...)
+	}
 	e.own.StoreBroadcasts(bcasts)
 }
 

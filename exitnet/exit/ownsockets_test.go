@@ -3,6 +3,7 @@ package exit
 import (
 	"net"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strconv"
 	"testing"
@@ -162,6 +163,35 @@ func TestSecurityOwnBroadcast(t *testing.T) {
 	if st := exit.exit.Stats().UDP; st.DropPolicy != 1 {
 		t.Fatalf("UDP policy drops %d, want 1", st.DropPolicy)
 	}
+
+	// A network that appears while the exit runs: its broadcast address is
+	// refused once the exit re-reads its addresses (within ownRefresh),
+	// and one that goes is no longer.
+	if out, err := exec.Command("ip", "addr", "add", "10.9.8.1/24", "brd", "+", "dev", "swv0").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v\n%s", err, out)
+	}
+	later := netip.MustParseAddr("10.9.8.255")
+	waitFor(t, "a later network's broadcast address among the exit's own", func() bool {
+		return slices.Contains(exit.exit.own.Broadcasts(), later)
+	})
+	a.WriteTo([]byte("must not arrive"), wire.Addr{IP: later, Port: to.Port()})
+	a.WriteTo([]byte("allowed"), wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: udpAddrOf(echo).Port()})
+	if got, _ := readDatagram(t, a); string(got) != "allowed" {
+		t.Fatalf("echo %q", got)
+	}
+	trap.SetReadDeadline(time.Now())
+	if n, _, err := trap.ReadFromUDP(buf); err == nil {
+		t.Fatalf("a datagram (%d bytes) to a later network's broadcast address reached a socket of the exit's host", n)
+	}
+	if st := exit.exit.Stats().UDP; st.DropPolicy != 2 {
+		t.Fatalf("UDP policy drops %d, want 2", st.DropPolicy)
+	}
+	if out, err := exec.Command("ip", "addr", "del", "10.9.9.1/24", "dev", "swv0").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr del: %v\n%s", err, out)
+	}
+	waitFor(t, "a removed network's broadcast address gone from the exit's own", func() bool {
+		return !slices.Contains(exit.exit.own.Broadcasts(), bcast)
+	})
 }
 
 func TestBroadcastOf(t *testing.T) {
