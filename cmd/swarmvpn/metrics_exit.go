@@ -41,7 +41,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 		tcpClose = counter("swarmvpn_exit_forward_tcp_closings_total", "Times a forwarded port's TCP listener was closed at the client's request.")
 		probes   = counter("swarmvpn_exit_forward_probes_total", "Reachability probes of forwarded ports run for clients.")
 		reach    = counter("swarmvpn_exit_reach_requests_total",
-			"Reach requests of other exits, by result: answered (dialled back), refused_addr (not the asker's own public address), busy (at the caps).", "result")
+			"Reach requests of other exits, by result: answered (dialled back the asker's address), answered_subnet (dialled another address of the asker's IPv6 /64), refused_addr (not the asker's own public address), busy (at the caps).", "result")
 		descOnly = counter("swarmvpn_exit_descriptor_only_links_total", "Links admitted only to read the exit's descriptor (relays verifying it).")
 	)
 	return &snapshotCollector{
@@ -63,6 +63,7 @@ func exitCollector(e *exit.Server) prometheus.Collector {
 			emit(fallback, float64(s.Fallback))
 			emit(descOnly, float64(s.DescOnly))
 			emit(reach, float64(s.Reach.Answered), "answered")
+			emit(reach, float64(s.Reach.AnsweredSubnet), "answered_subnet")
 			emit(reach, float64(s.Reach.RefusedAddr), "refused_addr")
 			emit(reach, float64(s.Reach.RefusedBusy), "busy")
 			emit(rateBytes, float64(l.RateLimitedBytes))

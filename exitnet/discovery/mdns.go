@@ -22,6 +22,9 @@ import (
 // LAN.
 const MDNSService = "_swarmvpn._tcp"
 
+// MDNSPort is the port mDNS (RFC 6762) queries and answers use.
+const MDNSPort = 5353
+
 // ErrBadAnswer is wrapped by the errors Browse passes to warn for answers it
 // ignores, so that a caller can count them apart from mDNS failing.
 var ErrBadAnswer = errors.New("bad mDNS answer")
@@ -79,6 +82,20 @@ func Advertise(ctx context.Context, id link.PeerID, port int, ips []net.IP, caps
 	<-ctx.Done()
 	srv.Shutdown()
 	return nil
+}
+
+// ResponderAddrs returns where Advertise's responder receives while it
+// runs: the mDNS port on every IPv4 and every IPv6 address. hashicorp/mdns
+// joins the multicast groups on sockets bound to the unspecified addresses
+// (shared, by SO_REUSEADDR, with any other responder on the host), so a
+// unicast datagram to port 5353 of loopback or of any of the host's
+// addresses reaches it too, and a query with the unicast-response bit set
+// is answered to its sender.
+func ResponderAddrs() []netip.AddrPort {
+	return []netip.AddrPort{
+		netip.AddrPortFrom(netip.IPv4Unspecified(), MDNSPort),
+		netip.AddrPortFrom(netip.IPv6Unspecified(), MDNSPort),
+	}
 }
 
 // mdnsTXT validates Advertise's arguments and returns the TXT records.

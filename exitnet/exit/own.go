@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/exitnet/discovery"
 )
 
 // ownRefresh is how often the exit re-reads its interfaces' addresses, so
@@ -42,7 +44,7 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	o.refreshing.Lock()
 	defer o.refreshing.Unlock()
 	e := o.e
-	var addrs []netip.Addr
+	var addrs, bcasts []netip.Addr
 	ifs, err := net.InterfaceAddrs()
 	if err != nil {
 		e.log.Warn("cannot read the interfaces' addresses to refuse them as destinations", "err", err)
@@ -50,6 +52,9 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 	for _, a := range ifs {
 		if p, err := netip.ParsePrefix(a.String()); err == nil {
 			addrs = append(addrs, p.Addr())
+			if b, ok := broadcastOf(p); ok {
+				bcasts = append(bcasts, b)
+			}
 		}
 	}
 	addrs = append(addrs, e.cfg.OwnAddrs...)
@@ -81,16 +86,47 @@ func (o *ownAddrs) refresh(ctx context.Context) {
 		e.log.Debug("own addresses refused as destinations", "addrs", e.own.Addrs())
 	}
 	e.own.StoreListeners(o.listening())
+	if err != nil {
+		// The interfaces could not be read: keep the broadcast addresses
+		// known so far rather than allow them all until the next read.
+		bcasts = append(bcasts, e.own.Broadcasts()...)
+	}
+	e.own.StoreBroadcasts(bcasts)
 }
 
-// listening returns where the exit's own process listens: the addresses
-// of Config.Listeners, its link listener and its DHT socket.
+// broadcastOf returns the directed broadcast address of an IPv4 interface
+// prefix, the last address of its network; a /31 or /32 has none.
+func broadcastOf(p netip.Prefix) (netip.Addr, bool) {
+	a := p.Addr().Unmap()
+	if !a.Is4() || p.Bits() > 30 || p.Bits() < 0 {
+		return netip.Addr{}, false
+	}
+	b := a.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := range b {
+		b[i] |= byte(host >> (24 - 8*i))
+	}
+	return netip.AddrFrom4(b), true
+}
+
+// listening returns where the exit's own process listens or receives: the
+// addresses of Config.Listeners, its link listener, its DHT socket and,
+// with Config.MDNS, its mDNS responder's sockets (from the start, so that
+// there is no moment they are not refused). Its other sockets need no
+// entry: each UDP association's socket and the forwarded ports are there
+// to receive from anyone, the reachability probe's socket takes only the
+// answer from its own forwarded port, and the NAT mapper's sockets (SSDP,
+// NAT-PMP) are connected to the gateway, so the kernel hands them
+// nothing from elsewhere.
 func (o *ownAddrs) listening() []netip.AddrPort {
 	e := o.e
 	ls := slices.Clone(e.cfg.Listeners)
 	o.mu.Lock()
 	ls = append(ls, o.link)
 	o.mu.Unlock()
+	if e.cfg.MDNS {
+		ls = append(ls, discovery.ResponderAddrs()...)
+	}
 	if e.dht != nil {
 		// The socket's address once it is open; the one asked for
 		// before, so that there is no moment it is not refused.

@@ -174,8 +174,9 @@ func (e *Server) askReach(ctx context.Context, target netip.AddrPort) ReachRepor
 		case wire.StatusNotAllowed:
 			if ip := resp.Bound.IP.Unmap(); ip.IsValid() && ip != target.Addr().Unmap() {
 				// It dials back only the address it sees the link come
-				// from, and that is not the router's.
-				errs = append(errs, fmt.Errorf("exit %s sees this exit's link come from %s, not %s, and dials back only there",
+				// from (or, for IPv6, one of its /64), and that is not
+				// the router's.
+				errs = append(errs, fmt.Errorf("exit %s sees this exit's link come from %s, not %s, and dials back only there (or, for IPv6, in its /64)",
 					k.ID.Short(), ip, target.Addr()))
 				continue
 			}
@@ -187,6 +188,12 @@ func (e *Server) askReach(ctx context.Context, target netip.AddrPort) ReachRepor
 		case wire.StatusGeneralFailure:
 			r.State, r.Method = ReachUnreachable, method
 			r.Detail = "something else answers at " + target.String() + " (or the asked exit is busy): check the router's port forwarding"
+			if ip := resp.Bound.IP.Unmap(); ip.IsValid() && ip != target.Addr().Unmap() {
+				// Another address of the link's /64: the answer says
+				// only that this exit's key did not answer there.
+				r.Detail = "this exit's key does not answer at " + target.String() + " (or the asked exit is busy): " +
+					"check the router's port forwarding and firewall"
+			}
 		default:
 			r.State, r.Method = ReachUnreachable, method
 			r.Detail = fmt.Sprintf("dialling %s from the internet: %v; check the router's port forwarding and firewall", target, resp.Status)
@@ -217,33 +224,91 @@ func (e *Server) ask(ctx context.Context, k link.ExitAddr, target netip.AddrPort
 
 // ReachStats counts the reach requests an exit answered for others.
 type ReachStats struct {
-	Answered uint64 // dialled back, whatever the dial found
+	// Dialled back, whatever the dial found: the address the asker's link
+	// comes from; another address of its IPv6 /64.
+	Answered, AnsweredSubnet uint64
 	// Refused, by reason: the address is not the asker's own (the one its
-	// link comes from), or not public on an exit that does not allow
-	// private addresses; the exit or the asker had as many under way as
-	// they may.
+	// link comes from, or for IPv6 one in its /64), or not public on an
+	// exit that does not allow private addresses; the exit or the asker
+	// had as many under way as they may.
 	RefusedAddr, RefusedBusy uint64
 }
 
-type reachCounters struct{ answered, refusedAddr, refusedBusy atomic.Uint64 }
-
-func (c *reachCounters) snapshot() ReachStats {
-	return ReachStats{Answered: c.answered.Load(), RefusedAddr: c.refusedAddr.Load(), RefusedBusy: c.refusedBusy.Load()}
+type reachCounters struct {
+	answered, answeredSubnet, refusedAddr, refusedBusy atomic.Uint64
 }
 
-// reachAllowed reports whether the exit may dial dst back for an asker
-// whose link comes from observed: only the asker's own address, whatever
-// port it names, so that a reach request cannot make the exit connect,
-// under its identity, to a host the asker chooses; and only a public one
-// unless the exit allows private addresses (a lab).
-func (e *Server) reachAllowed(dst, observed wire.Addr) bool {
-	ip := dst.IP.Unmap()
-	return ip == observed.IP.Unmap() && (e.isPublic(ip) || e.policy.AllowPrivate)
+func (c *reachCounters) snapshot() ReachStats {
+	return ReachStats{Answered: c.answered.Load(), AnsweredSubnet: c.answeredSubnet.Load(),
+		RefusedAddr: c.refusedAddr.Load(), RefusedBusy: c.refusedBusy.Load()}
+}
+
+// reachScope is what a reach request's address is to the asker.
+type reachScope uint8
+
+const (
+	reachRefused  reachScope = iota // not the asker's own: dial nothing
+	reachObserved                   // the address the asker's link comes from
+	// reachSubnet is another address of the asker's IPv6 /64: an exit at
+	// home links out from a temporary privacy address (RFC 8981) and
+	// listens on its stable one beside it.
+	reachSubnet
+)
+
+// reachNoSubnet are IPv6 ranges whose /64s are not one network of hosts:
+// the forms that embed IPv4 addresses (IPv4-compatible, -mapped and
+// -translated in ::/64, NAT64, 6to4, Teredo, whose /64 holds every client
+// of one server). A /64 that overlaps one of them is no reach subnet.
+var reachNoSubnet = []netip.Prefix{
+	netip.MustParsePrefix("::/64"),
+	netip.MustParsePrefix("64:ff9b::/96"),
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("2001::/32"),
+	netip.MustParsePrefix("2002::/16"),
+}
+
+// reachAllowed says whether and how the exit may dial dst back for an
+// asker whose link comes from observed: only the asker's own address,
+// whatever port it names, so that a reach request cannot make the exit
+// connect, under its identity, to a host the asker chooses; for IPv6, also
+// another address of the observed address's /64 (see reachSubnet), which
+// answerReach answers without a word about what it found there but yes or
+// no. IPv4-mapped addresses are IPv4 addresses: exact match only. Either
+// way only a public address unless the exit allows private addresses (a
+// lab).
+func (e *Server) reachAllowed(dst, observed wire.Addr) reachScope {
+	ip, obs := dst.IP.Unmap(), observed.IP.Unmap()
+	if !ip.IsValid() || !obs.IsValid() || !e.isPublic(ip) && !e.policy.AllowPrivate {
+		return reachRefused
+	}
+	if ip == obs {
+		return reachObserved
+	}
+	if !ip.Is6() || !obs.Is6() || ip.Zone() != obs.Zone() {
+		return reachRefused
+	}
+	subnet, err := obs.WithZone("").Prefix(64)
+	if err != nil || !subnet.Contains(ip.WithZone("")) {
+		return reachRefused
+	}
+	for _, r := range reachNoSubnet {
+		if subnet.Overlaps(r) {
+			return reachRefused
+		}
+	}
+	return reachSubnet
 }
 
 // answerReach answers another exit's reach request: it dials dst, which
-// must be the asker's own address, as a connect flow would (the policy
-// holds), and runs a link handshake there pinning the asker's peer ID.
+// must be the asker's own address (reachAllowed), as a connect flow would
+// (the policy holds), and runs a link handshake there pinning the asker's
+// peer ID.
+//
+// For another address of the asker's /64 than the observed one, which may
+// be another host of its LAN, the answer tells the asker nothing it could
+// not know: OK if the handshake proved its key there, else
+// reachSubnetFailure, whatever the dial found, and only when reachTimeout
+// is up, so that its timing says nothing either.
 func (e *Server) answerReach(ctx context.Context, log *slog.Logger, sess *link.Session, st *yamux.Stream, c *client, dst wire.Addr) {
 	defer st.Close()
 	observed := wire.AddrFromNet(sess.Conn.RemoteAddr())
@@ -252,7 +317,8 @@ func (e *Server) answerReach(ctx context.Context, log *slog.Logger, sess *link.S
 		respond(wire.StatusAddrTypeUnsupported)
 		return
 	}
-	if !e.reachAllowed(dst, observed) {
+	scope := e.reachAllowed(dst, observed)
+	if scope == reachRefused {
 		e.stats.reach.refusedAddr.Add(1)
 		log.Debug("reach refused: not the asker's own public address", "dst", dst)
 		respond(wire.StatusNotAllowed)
@@ -272,22 +338,42 @@ func (e *Server) answerReach(ctx context.Context, log *slog.Logger, sess *link.S
 		return
 	}
 	defer c.reaching.Store(false)
-	e.stats.reach.answered.Add(1)
+	if scope == reachSubnet {
+		e.stats.reach.answeredSubnet.Add(1)
+	} else {
+		e.stats.reach.answered.Add(1)
+	}
 	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
 	defer cancel()
+	status := e.dialBack(ctx, log, sess.Peer, dst)
+	if scope == reachSubnet && status != wire.StatusOK {
+		status = reachSubnetFailure
+		<-ctx.Done() // every failure takes as long: the whole reachTimeout
+	}
+	respond(status)
+}
+
+// reachSubnetFailure is the one answer to a reach request for another
+// address of the asker's /64 than the observed one that did not prove the
+// asker's key there: the dial's own status (refused, unreachable, timed
+// out) would tell the asker about other hosts of that network.
+const reachSubnetFailure = wire.StatusGeneralFailure
+
+// dialBack dials dst and runs a link handshake pinning peer, and returns
+// the reach answer: OK when peer's key answered, the dial's status when
+// the connection failed, general failure when something else answered.
+func (e *Server) dialBack(ctx context.Context, log *slog.Logger, peer link.PeerID, dst wire.Addr) wire.Status {
 	conn, err := e.dialer.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		log.Debug("reach: dial failed", "dst", dst, "err", err)
-		respond(wire.StatusOf(err))
-		return
+		return wire.StatusOf(err)
 	}
-	back, err := link.Client(ctx, conn, link.Config{Identity: e.cfg.Link.Identity, HandshakeTimeout: reachTimeout}, sess.Peer)
+	back, err := link.Client(ctx, conn, link.Config{Identity: e.cfg.Link.Identity, HandshakeTimeout: reachTimeout}, peer)
 	if err != nil {
 		log.Debug("reach: handshake failed", "dst", dst, "err", err)
-		respond(wire.StatusGeneralFailure)
-		return
+		return wire.StatusGeneralFailure
 	}
 	back.Close()
 	log.Debug("reach: the asker answers", "dst", dst)
-	respond(wire.StatusOK)
+	return wire.StatusOK
 }

@@ -35,9 +35,13 @@ var errBadURL = errors.New("refused URL")
 
 // ssdpSearch sends an SSDP M-SEARCH to the gateway itself (unicast, so no
 // other LAN host is asked) and returns the first acceptable LOCATION from
-// an answer whose source is the gateway.
+// an answer whose source is the gateway. The socket is connected to the
+// gateway's SSDP port, so the kernel hands it no datagram from anywhere
+// else: not from another LAN host, nor one that a client of the exit
+// sends to the exit's own address.
 func ssdpSearch(ctx context.Context, gw netip.Addr) (*url.URL, error) {
-	conn, err := net.ListenUDP("udp4", nil)
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, ssdpPort))
+	conn, err := net.DialUDP("udp4", nil, to)
 	if err != nil {
 		return nil, fmt.Errorf("ssdp search: %w", err)
 	}
@@ -47,10 +51,9 @@ func ssdpSearch(ctx context.Context, gw netip.Addr) (*url.URL, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, ssdpPort))
 	for _, st := range ssdpTargets {
 		msg := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: " + st + "\r\n\r\n"
-		if _, err := conn.WriteToUDP([]byte(msg), to); err != nil {
+		if _, err := conn.Write([]byte(msg)); err != nil {
 			return nil, fmt.Errorf("ssdp search %v: %w", gw, err)
 		}
 	}

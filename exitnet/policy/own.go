@@ -16,10 +16,48 @@ type OwnAddrs struct {
 	// listeners are the addresses the exit's process listens on, by
 	// port; see StoreListeners.
 	listeners atomic.Pointer[map[uint16][]netip.Addr]
+	// broadcasts are the directed broadcast addresses of the exit's
+	// IPv4 networks; see StoreBroadcasts.
+	broadcasts atomic.Pointer[[]netip.Addr]
 }
 
-// StoreListeners replaces the addresses the exit's own process listens on
-// (its link listener, its DHT socket, its status page, its metrics):
+// StoreBroadcasts replaces the directed broadcast addresses of the exit's
+// own IPv4 networks (10.1.2.255 for an interface at 10.1.2.3/24): a
+// datagram to one reaches every host of that network and, looped back,
+// the exit's own sockets bound to an unspecified address (its DHT socket,
+// its mDNS responder). Policy.Check refuses them whatever else allows
+// them. Addresses are unmapped and zoneless; others than IPv4 are left
+// out.
+func (o *OwnAddrs) StoreBroadcasts(addrs []netip.Addr) {
+	var bs []netip.Addr
+	for _, a := range addrs {
+		if a = a.Unmap().WithZone(""); a.Is4() && !slices.Contains(bs, a) {
+			bs = append(bs, a)
+		}
+	}
+	slices.SortFunc(bs, netip.Addr.Compare)
+	o.broadcasts.Store(&bs)
+}
+
+// Broadcasts returns the addresses StoreBroadcasts stored, sorted.
+func (o *OwnAddrs) Broadcasts() []netip.Addr {
+	bs := o.broadcasts.Load()
+	if bs == nil {
+		return nil
+	}
+	return slices.Clone(*bs)
+}
+
+// broadcast reports whether ip, unmapped and zoneless, is one of the
+// stored broadcast addresses. It does not allocate.
+func (o *OwnAddrs) broadcast(ip netip.Addr) bool {
+	bs := o.broadcasts.Load()
+	return bs != nil && slices.Contains(*bs, ip)
+}
+
+// StoreListeners replaces the addresses the exit's own process listens or
+// receives on (its link listener, its DHT socket, its mDNS responder, its
+// status page, its metrics):
 // Policy.Check refuses them whatever else allows them. A listener on an
 // unspecified address (or none) answers on loopback and on every address
 // of the exit, and is refused there; one on an address, there. Port 0 is

@@ -130,6 +130,8 @@ func TestPolicyOwnListeners(t *testing.T) {
 		netip.AddrPortFrom(netip.Addr{}, 7000),    // no address: everywhere
 		netip.MustParseAddrPort("127.0.0.1:0"),    // no port: nothing
 		netip.MustParseAddrPort("[::ffff:127.0.0.1]:9090"),
+		netip.MustParseAddrPort("0.0.0.0:5353"), // the mDNS responder, IPv4
+		netip.MustParseAddrPort("[::]:5353"),    // and IPv6
 	})
 	lab := &Policy{AllowPrivate: true, Own: own}
 	ruled := &Policy{AllowPrivate: true, Own: own, Rules: mustRules(t, "allow 198.51.100.7/32", "allow 127.0.0.1/32"),
@@ -149,6 +151,12 @@ func TestPolicyOwnListeners(t *testing.T) {
 		{"dht on own public address", lab, "198.51.100.7:6881", false},
 		{"no address, loopback", lab, "127.0.0.1:7000", false},
 		{"nat64 of loopback link", &Policy{Own: own, Rules: mustRules(t, "allow 64:ff9b::/96")}, "[64:ff9b::7f00:1]:7843", false},
+		{"mdns on loopback", lab, "127.0.0.1:5353", false},
+		{"mdns on v6 loopback", lab, "[::1]:5353", false},
+		{"mdns mapped", lab, "[::ffff:127.0.0.1]:5353", false},
+		{"mdns on own private address", lab, "10.1.2.3:5353", false},
+		{"mdns on own public address", ruled, "198.51.100.7:5353", false},
+		{"mdns at another LAN host", lab, "10.1.2.4:5353", true},
 		{"loopback other port", lab, "127.0.0.1:9091", true},
 		{"other host same port", lab, "10.1.2.4:7843", true},
 		{"public host same port", lab, "203.0.113.5:7843", true},
@@ -162,11 +170,58 @@ func TestPolicyOwnListeners(t *testing.T) {
 			checkPolicy(t, tt.policy, ap.Addr(), ap.Port(), tt.allow)
 		})
 	}
-	if got := own.Listeners(); len(got) != 4 {
-		t.Errorf("Listeners() = %v, want 4", got)
+	if got := own.Listeners(); len(got) != 6 {
+		t.Errorf("Listeners() = %v, want 6", got)
 	}
 	err := lab.Check(netip.MustParseAddr("127.0.0.1"), 9090)
 	if err == nil || !strings.Contains(err.Error(), "listens on") {
+		t.Errorf("refusal %v does not say why", err)
+	}
+}
+
+// TestPolicyOwnBroadcasts: the directed broadcast addresses of the exit's
+// own networks are refused on every port, by the default policy (a public
+// network's too), with AllowPrivate, and whatever rules and OwnPorts say,
+// also in an IPv6 form that embeds them; their neighbours are not.
+func TestPolicyOwnBroadcasts(t *testing.T) {
+	own := new(OwnAddrs)
+	own.Store([]netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("93.184.216.34")})
+	own.StoreBroadcasts([]netip.Addr{
+		netip.MustParseAddr("10.1.2.255"),
+		netip.MustParseAddr("::ffff:93.184.216.39"), // a public /29's
+		netip.MustParseAddr("10.1.2.255"),
+		netip.MustParseAddr("2001:db8::ff"), // not IPv4: left out
+	})
+	if got := own.Broadcasts(); len(got) != 2 {
+		t.Errorf("Broadcasts() = %v, want 2", got)
+	}
+	strict := &Policy{Own: own}
+	lab := &Policy{AllowPrivate: true, Own: own}
+	ruled := &Policy{AllowPrivate: true, Own: own, OwnPorts: []PortRange{{}},
+		Rules: mustRules(t, "allow 10.1.2.255/32", "allow 93.184.216.39/32", "allow 64:ff9b::/96")}
+	tests := []struct {
+		name   string
+		policy *Policy
+		dst    string
+		allow  bool
+	}{
+		{"private network, lab", lab, "10.1.2.255:6881", false},
+		{"private network, mapped", lab, "[::ffff:10.1.2.255]:5353", false},
+		{"public network, default policy", strict, "93.184.216.39:6881", false},
+		{"rules and own ports lift nothing", ruled, "10.1.2.255:7000", false},
+		{"rule naming a public one", ruled, "93.184.216.39:7000", false},
+		{"nat64 form", ruled, "[64:ff9b::5db8:d827]:6881", false},
+		{"a neighbour on the LAN", lab, "10.1.2.254:6881", true},
+		{"another network's last address", lab, "10.1.3.255:6881", true},
+		{"a public neighbour", strict, "93.184.216.38:6881", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ap := netip.MustParseAddrPort(tt.dst)
+			checkPolicy(t, tt.policy, ap.Addr(), ap.Port(), tt.allow)
+		})
+	}
+	if err := lab.Check(netip.MustParseAddr("10.1.2.255"), 1); err == nil || !strings.Contains(err.Error(), "broadcast") {
 		t.Errorf("refusal %v does not say why", err)
 	}
 }

@@ -185,7 +185,7 @@ func (r Rule) String() string {
 //     AllowPrivate does not lift this, only a rule inside the form's range;
 //   - the exit's own addresses, when Own is set (see Own), and, never
 //     lifted, where its own process listens, on those addresses and on
-//     loopback;
+//     loopback, and the broadcast addresses of its own IPv4 networks;
 //   - the ports in DenyPorts, on every address.
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are unmapped before any check,
@@ -219,7 +219,10 @@ type Policy struct {
 	// (OwnAddrs.StoreListeners; one on an unspecified address answers on
 	// loopback and on all the exit's own addresses) are refused whatever
 	// AllowPrivate, Rules and OwnPorts say: a lab exit must not carry its
-	// clients to its own status page, metrics, link or DHT socket.
+	// clients to its own status page, metrics, link, DHT socket or mDNS
+	// responder. Nor are the directed broadcast addresses of its own
+	// networks (OwnAddrs.StoreBroadcasts), which reach every host there
+	// and the exit's own sockets on an unspecified address.
 	Own *OwnAddrs
 	// OwnPorts are ports allowed on the exit's own addresses all the same:
 	// the exit's forwarded port range, so that two clients of one exit
@@ -374,6 +377,9 @@ func (p *Policy) Check(ip netip.Addr, port uint16) error {
 	if p.Own != nil && p.ownListener(ip, port, v) {
 		return refusePolicy(ip, port, "a port the exit itself listens on")
 	}
+	if p.Own != nil && p.ownBroadcast(ip, v) {
+		return refusePolicy(ip, port, "a broadcast address of the exit's own network")
+	}
 	if p.Own != nil && p.isOwn(ip, v) && !p.ownLifted(ip, port) {
 		return refusePolicy(ip, port, "the exit's own address")
 	}
@@ -428,6 +434,20 @@ func (p *Policy) ownListener(ip netip.Addr, port uint16, v policyVerdict) bool {
 	}
 	for _, in := range v.inner {
 		if in.IsValid() && p.Own.listens(in, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownBroadcast reports whether ip, or an IPv4 address its IPv6 form v
+// embeds, is a broadcast address of the exit's own networks.
+func (p *Policy) ownBroadcast(ip netip.Addr, v policyVerdict) bool {
+	if p.Own.broadcast(ip) {
+		return true
+	}
+	for _, in := range v.inner {
+		if in.IsValid() && p.Own.broadcast(in) {
 			return true
 		}
 	}
