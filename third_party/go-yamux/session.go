@@ -95,6 +95,11 @@ type Session struct {
 	// stream writing its frame itself when nothing is queued.
 	writeMu           sync.Mutex
 	lastWriteDeadline time.Time // guarded by writeMu
+	// writeErr is the first error a write to conn returned (guarded by
+	// writeMu): nothing is written after it, since the frame it cut
+	// short may be half on the wire and the bytes after it would be read
+	// as that frame's rest.
+	writeErr error
 	// queued counts the frames in sendCh or taken from it and not yet
 	// written: a direct write happens only when it is zero, so that no
 	// frame overtakes one queued before it.
@@ -563,10 +568,15 @@ func (s *Session) sendData(hdr header, body []byte, deadline <-chan struct{}, di
 			pool.Put(buf)
 			s.directFrames.Add(1)
 			if err != nil {
-				// As when the send loop fails: the session ends.
-				go s.writeFailed(err)
+				// As when the send loop fails: the session ends, and
+				// the stream reports the session's error, as the
+				// sender of a queued frame does (not the connection's
+				// own, such as net.ErrClosed, which callers may take
+				// for a clean end).
+				s.writeFailed(err)
+				return s.shutdownErr
 			}
-			return err
+			return nil
 		}
 		s.writeMu.Unlock()
 	}
@@ -602,16 +612,23 @@ func (s *Session) queue(buf []byte, deadline <-chan struct{}, waitForShutDown bo
 // writeLocked writes buf to conn, extending the write deadline when past
 // its halfway point; the caller holds writeMu.
 func (s *Session) writeLocked(buf []byte) error {
+	if s.writeErr != nil {
+		return s.writeErr
+	}
 	now := time.Now()
 	if now.Add(s.config.ConnectionWriteTimeout / 2).After(s.lastWriteDeadline) {
 		s.lastWriteDeadline = now.Add(s.config.ConnectionWriteTimeout)
 		if err := s.conn.SetWriteDeadline(s.lastWriteDeadline); err != nil {
+			s.writeErr = err
 			return err
 		}
 	}
 	_, err := s.conn.Write(buf)
-	if err != nil && os.IsTimeout(err) {
-		err = ErrConnectionWriteTimeout
+	if err != nil {
+		if os.IsTimeout(err) {
+			err = ErrConnectionWriteTimeout
+		}
+		s.writeErr = err
 	}
 	return err
 }
