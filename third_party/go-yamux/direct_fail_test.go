@@ -154,12 +154,51 @@ func stallPair(t *testing.T, conf *Config) (*stallConn, *Session, *Session, *Str
 	if _, err := io.ReadFull(sst, make([]byte, 5)); err != nil {
 		t.Fatal(err)
 	}
-	// The first RTT measurement is done and its ping answered: nothing
-	// is queued and the send loop waits.
-	if _, err := client.Ping(); err != nil {
+	settle(t, client, server)
+	return sc, client, server, cst, sst
+}
+
+// openSettled opens a stream from client, has server accept it (its SYN
+// is written), and settles.
+func openSettled(t *testing.T, client, server *Session) (*Stream, *Stream) {
+	t.Helper()
+	st, err := client.OpenStream(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
-	return sc, client, server, cst, sst
+	sst, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, client, server)
+	return st, sst
+}
+
+// settle returns once both sessions' first RTT measurements are done (no
+// other ping is sent: quietConf) and client's send loop has finished
+// writing its answer: nothing is queued or being written, so that the
+// client's next data frame is written by its stream.
+func settle(t *testing.T, client, server *Session) {
+	t.Helper()
+	for i := 0; client.RTT() == 0 || server.RTT() == 0; i++ {
+		if i == 1000 {
+			t.Fatal("no RTT measured")
+		}
+		if _, err := client.Ping(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.Ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := server.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	client.writeMu.Lock() // the send loop is done with the pong
+	client.writeMu.Unlock()
+	if q := client.queued.Load(); q != 0 {
+		t.Fatalf("%d frames queued", q)
+	}
 }
 
 func quietConf() *Config {
@@ -202,18 +241,9 @@ func TestDirectWriteErrorIsSessions(t *testing.T) {
 // frame, nothing more is written to it: neither by a stream writing its
 // own frame nor by the send loop, while the session is still ending.
 func TestNothingWrittenAfterFailedWrite(t *testing.T) {
-	sc, client, _, cst, _ := stallPair(t, quietConf())
-	queuedSt, err := client.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	directSt, err := client.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Ping(); err != nil { // both SYNs are written
-		t.Fatal(err)
-	}
+	sc, client, server, cst, _ := stallPair(t, quietConf())
+	queuedSt, _ := openSettled(t, client, server)
+	directSt, _ := openSettled(t, client, server)
 	closeGate := make(chan struct{})
 	sc.mu.Lock()
 	sc.failNext = true
@@ -342,13 +372,7 @@ func TestQueuedCountAfterDeadlines(t *testing.T) {
 	conf := quietConf()
 	conf.ConnectionWriteTimeout = time.Minute
 	sc, client, server, cst, sst := stallPair(t, conf)
-	st, err := client.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Ping(); err != nil { // the SYN is written
-		t.Fatal(err)
-	}
+	st, sst3 := openSettled(t, client, server)
 	sc.stall()
 	st.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	written, timeouts := 0, 0
@@ -370,10 +394,6 @@ func TestQueuedCountAfterDeadlines(t *testing.T) {
 		t.Fatalf("queued %d, want %d (the frames written)", q, written)
 	}
 	sc.release()
-	sst3, err := server.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := io.ReadFull(sst3, make([]byte, written)); err != nil {
 		t.Fatal(err)
 	}
@@ -385,6 +405,8 @@ func TestQueuedCountAfterDeadlines(t *testing.T) {
 	if q := client.queued.Load(); q != 0 {
 		t.Fatalf("queued %d after the queue drained", q)
 	}
+	client.writeMu.Lock() // the send loop is done with the ping
+	client.writeMu.Unlock()
 	before := client.directFrames.Load()
 	if _, err := cst.Write([]byte("direct")); err != nil {
 		t.Fatal(err)
@@ -394,5 +416,112 @@ func TestQueuedCountAfterDeadlines(t *testing.T) {
 	}
 	if _, err := io.ReadFull(sst, make([]byte, 6)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Streams writing their own frames back to back do not hold the send
+// loop's pings off the connection: each ping is answered well within the
+// write timeout that would otherwise end the session.
+func TestPingNotStarvedByDirectWriters(t *testing.T) {
+	c1, c2 := testTCPConn(t)
+	conf := quietConf()
+	conf.ConnectionWriteTimeout = 5 * time.Second
+	client, err := Client(c1, conf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := Server(c2, conf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+
+	const writers = 8
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range writers {
+		st, err := client.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer st.Close()
+			b := make([]byte, 16<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := st.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for range writers {
+		st, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			io.Copy(io.Discard, st)
+		}()
+	}
+	before := client.directFrames.Load()
+	for range 20 {
+		start := time.Now()
+		if _, err := client.Ping(); err != nil {
+			t.Errorf("ping: %v", err)
+			break
+		}
+		if took := time.Since(start); took > conf.ConnectionWriteTimeout/2 {
+			t.Errorf("ping took %v", took)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if client.directFrames.Load() == before {
+		t.Error("no stream wrote its own frame during the pings")
+	}
+}
+
+// A stream with a write deadline is held to it while another stream's own
+// write waits on a stalled connection: its frames queue, and when the
+// queue is full its Write returns at the deadline, long before the
+// connection write timeout.
+func TestStreamDeadlineBehindStalledDirectWrite(t *testing.T) {
+	conf := quietConf()
+	conf.ConnectionWriteTimeout = time.Minute
+	sc, client, server, cst, _ := stallPair(t, conf)
+	st, _ := openSettled(t, client, server)
+	sc.stall()
+	defer sc.release()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cst.Write([]byte("stuck"))
+		errc <- err
+	}()
+	<-sc.entered
+	const wait = 200 * time.Millisecond
+	st.SetWriteDeadline(time.Now().Add(wait))
+	start := time.Now()
+	var werr error
+	for range 200 {
+		if _, werr = st.Write([]byte("q")); werr != nil {
+			break
+		}
+	}
+	if took := time.Since(start); !errors.Is(werr, ErrTimeout) || took > wait+2*time.Second {
+		t.Fatalf("write returned %v after %v, want %v after %v", werr, took, ErrTimeout, wait)
+	}
+	sc.release()
+	if err := <-errc; err != nil {
+		t.Fatalf("stalled write, once released: %v", err)
 	}
 }
