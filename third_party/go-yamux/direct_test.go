@@ -81,8 +81,15 @@ func TestDirectWritesKeepOrder(t *testing.T) {
 					return
 				}
 			}
-			if len(data) < writes {
-				errs <- fmt.Errorf("stream %d: %d bytes", n, len(data))
+			// Every byte written, none after the FIN: the stream's
+			// Close comes after its last frame.
+			rng := rand.New(rand.NewSource(int64(n)))
+			want := 0
+			for range writes {
+				want += 1 + rng.Intn(100_000)
+			}
+			if len(data) != want {
+				errs <- fmt.Errorf("stream %d: %d bytes, want %d", n, len(data), want)
 			}
 		}()
 	}
