@@ -11,7 +11,8 @@ build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/swarmvpn
 
 # The project's whole check: formatting, vet, builds and vets for Windows
-# and macOS, every test with the race detector, then the soak, which the
+# and macOS, every test with the race detector (the go-yamux fork's in
+# third_party too), then the soak, which the
 # race detector cannot run (too many goroutines); SWARMVPN_SOAK_DURATION
 # shortens its 60s hold.
 test:
@@ -20,6 +21,7 @@ test:
 	$(GO) vet ./...
 	$(MAKE) --no-print-directory cross
 	$(GO) test -race -timeout 20m ./...
+	cd third_party/go-yamux && $(GO) test -race -count=1 -timeout 5m .
 	$(GO) test -count=1 -timeout 5m -run '^TestSoak' ./internal/testnet/
 
 # The code and its tests must keep building on the other systems users run

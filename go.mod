@@ -53,3 +53,5 @@ require (
 	golang.org/x/tools v0.40.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
 )
+
+replace github.com/libp2p/go-yamux/v5 => ./third_party/go-yamux
