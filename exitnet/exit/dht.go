@@ -140,10 +140,35 @@ func (e *Server) runDHT(ctx context.Context, ln net.Addr) {
 		select { // the socket's port becomes one of the exit's own at once
 		case <-e.dht.node.Ready():
 			e.ownAddrs.refresh(ctx)
+			e.mapDHT(ctx)
 		case <-ctx.Done():
 		}
 	})
 	wg.Wait()
+}
+
+// mapDHT maps the DHT socket's UDP port on the router, when the exit has a
+// PortMapper: behind a NAT, other nodes could otherwise not reach the
+// exit's node, which would sit in their routing tables unanswering. The
+// PortMapper keeps the mapping (and keeps trying when it fails) until it
+// stops, when it deletes it.
+func (e *Server) mapDHT(ctx context.Context) {
+	if e.cfg.NAT == nil {
+		return
+	}
+	a, ok := e.dht.node.Addr().(*net.UDPAddr)
+	if !ok || a.Port == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, mapTimeout)
+	defer cancel()
+	ext, err := e.cfg.NAT.Add(ctx, "udp", uint16(a.Port))
+	if err != nil {
+		e.log.Warn("cannot map the DHT port on the router: other DHT nodes cannot reach this exit's node until it can (it keeps trying)",
+			"port", a.Port, "err", err)
+		return
+	}
+	e.log.Info("DHT port mapped on the router", "port", a.Port, "external", ext)
 }
 
 // announcePort is the link port to announce on the rendezvous hash:

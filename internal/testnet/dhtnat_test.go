@@ -80,8 +80,9 @@ func (r *router) change(addr string, offset uint16) {
 	}
 }
 
-// startNATExit runs an exit behind r that is on d.
-func startNATExit(t *testing.T, d *DHT, r *router) (*ExitNode, uint16) {
+// startNATExit runs an exit behind r that is on d, and returns it with its
+// link port and its DHT socket's port.
+func startNATExit(t *testing.T, d *DHT, r *router) (*ExitNode, uint16, int) {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -92,18 +93,19 @@ func startNATExit(t *testing.T, d *DHT, r *router) (*ExitNode, uint16) {
 	_, port, _ := net.SplitHostPort(n.Addr.Addr)
 	var p uint16
 	fmt.Sscan(port, &p)
-	return n, p
+	return n, p, conn.LocalAddr().(*net.UDPAddr).Port
 }
 
-// TestDHTExitBehindNAT: an exit behind a router announces the external
-// port the router maps to its link, not its own; stops publishing when the
+// TestDHTExitBehindNAT: an exit behind a router maps its DHT socket's UDP
+// port there, and announces the external port the router maps to its link,
+// not its own; stops publishing when the
 // router loses its public address (the exit then knows the internet cannot
 // reach it); and publishes again, with the new external port, once the
 // router has one again.
 func TestDHTExitBehindNAT(t *testing.T) {
 	d := StartDHT(t, 8)
 	r := newRouter("11.7.0.1", 1000)
-	n, port := startNATExit(t, d, r)
+	n, port, dhtPort := startNATExit(t, d, r)
 	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +126,12 @@ func TestDHTExitBehindNAT(t *testing.T) {
 	}
 
 	waitLong(t, "the exit publishes with the router's external port", 30*time.Second, publishing(port+1000))
+	waitLong(t, "the exit maps its DHT socket's UDP port", 10*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		_, ok := r.mapped[fmt.Sprintf("udp/%d", dhtPort)]
+		return ok
+	})
 	waitLong(t, "the external port announced", 30*time.Second, func() bool { return announced(port + 1000) })
 	if announced(port) {
 		t.Errorf("the exit announced its internal port %d", port)
@@ -144,7 +152,7 @@ func TestDHTExitBehindNAT(t *testing.T) {
 // joins the DHT but neither announces nor publishes.
 func TestDHTExitUnreachable(t *testing.T) {
 	d := StartDHT(t, 4)
-	n, _ := startNATExit(t, d, newRouter("", 1000))
+	n, _, _ := startNATExit(t, d, newRouter("", 1000))
 	waitLong(t, "the exit's DHT node has the others", 30*time.Second, func() bool {
 		s := n.Exit.DHTReport()
 		return s != nil && s.Nodes > 0
