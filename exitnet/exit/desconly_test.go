@@ -57,15 +57,8 @@ func TestDescriptorOnlyLink(t *testing.T) {
 		t.Fatal("a client off the allow-list fetched the descriptor on an ordinary link")
 	}
 
-	sess, err := link.Dial(t.Context(), link.Config{Identity: stranger, DescriptorOnly: true}, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, st := linkStream(t, link.Config{Identity: stranger, DescriptorOnly: true}, addr)
 	defer sess.Close()
-	st, err := sess.OpenStream(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
 	resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindConnect, Dst: mustWireAddr(t, "127.0.0.1:"+tg.port())}, 10*time.Second)
 	if err != nil || resp.Status != wire.StatusNotAllowed {
 		t.Fatalf("connect on a descriptor-only link: %v %v, want not allowed", resp.Status, err)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/libp2p/go-yamux/v5"
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/exitnet/pool"
 	"github.com/swarmvpn/swarmvpn/internal/link"
@@ -192,6 +193,22 @@ func newIdentity(t testing.TB) *link.Identity {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// linkStream dials a link to addr with cfg and opens one stream on it; the
+// caller closes the session.
+func linkStream(t testing.TB, cfg link.Config, addr link.ExitAddr) (*link.Session, *yamux.Stream) {
+	t.Helper()
+	sess, err := link.Dial(t.Context(), cfg, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sess.OpenStream(t.Context())
+	if err != nil {
+		sess.Close()
+		t.Fatal(err)
+	}
+	return sess, st
 }
 
 // roundTrip sends payload on a flow to addr, half-closes, and checks that

@@ -438,15 +438,8 @@ func TestExitTimesOutSilentPeers(t *testing.T) {
 	}
 
 	clientID := newIdentity(t)
-	sess, err := link.Dial(t.Context(), link.Config{Identity: clientID}, exit.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, st := linkStream(t, link.Config{Identity: clientID}, exit.addr)
 	defer sess.Close()
-	st, err := sess.OpenStream(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer st.Close()
 	st.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := st.Read(make([]byte, 1)); n != 0 || !errors.Is(err, yamux.ErrStreamReset) {

@@ -199,15 +199,8 @@ func TestNATForward(t *testing.T) {
 				m.fail = errors.New("ConflictInMappingEntry")
 			}
 			e, addr, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
-			sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, addr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			sess, st := linkStream(t, link.Config{Identity: newIdentity(t)}, addr)
 			defer sess.Close()
-			st, err := sess.OpenStream(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
 			resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward}, 10*time.Second)
 			if err != nil || resp.Status != wire.StatusOK {
 				t.Fatalf("forward: %v %v", resp.Status, err)
@@ -303,15 +296,8 @@ func TestReachRequest(t *testing.T) {
 		{"private, strict exit", strict, mustWireAddr(t, other.addr.Addr), wire.StatusNotAllowed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, tt.to.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			sess, st := linkStream(t, link.Config{Identity: newIdentity(t)}, tt.to.addr)
 			defer sess.Close()
-			st, err := sess.OpenStream(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
 			resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindReach, Dst: tt.dst}, 20*time.Second)
 			if err != nil || resp.Status != tt.want || !resp.Bound.IP.IsLoopback() {
 				t.Fatalf("reach %v: %v %v bound %v; want %v", tt.dst, resp.Status, err, resp.Bound, tt.want)
@@ -349,15 +335,8 @@ func TestNATForwardMoved(t *testing.T) {
 	lent := uint16(p)
 	m := newFakeMapper("11.7.0.1", 7)
 	e, addr, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
-	sess, err := link.Dial(t.Context(), link.Config{Identity: newIdentity(t)}, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, st := linkStream(t, link.Config{Identity: newIdentity(t)}, addr)
 	defer sess.Close()
-	st, err := sess.OpenStream(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
 	resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward}, 10*time.Second)
 	if err != nil || resp.Status != wire.StatusOK || resp.Bound.Port != lent+7 {
 		t.Fatalf("forward: %v %v port %d", resp.Status, err, resp.Bound.Port)
@@ -416,15 +395,8 @@ func TestNATForwardAskedAgainByToldPort(t *testing.T) {
 	id := newIdentity(t)
 	forward := func(id *link.Identity, want uint16) uint16 {
 		t.Helper()
-		sess, err := link.Dial(t.Context(), link.Config{Identity: id}, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		sess, st := linkStream(t, link.Config{Identity: id}, addr)
 		defer sess.Close()
-		st, err := sess.OpenStream(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
 		defer st.Close()
 		resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward, Dst: wire.Addr{Port: want}}, 10*time.Second)
 		if err != nil || resp.Status != wire.StatusOK {

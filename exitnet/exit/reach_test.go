@@ -112,15 +112,8 @@ func TestReachSubnet(t *testing.T) {
 	// it took.
 	ask := func(t *testing.T, id *link.Identity, dst string) (wire.Status, time.Duration) {
 		t.Helper()
-		sess, err := link.Dial(t.Context(), link.Config{Identity: id}, helper.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		sess, st := linkStream(t, link.Config{Identity: id}, helper.addr)
 		defer sess.Close()
-		st, err := sess.OpenStream(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
 		defer st.Close()
 		start := time.Now()
 		resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindReach, Dst: mustWireAddr(t, dst)}, 3*reachTimeout)

@@ -1,71 +1,23 @@
 package testnet
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-
-	"github.com/swarmvpn/swarmvpn/exitnet/exit"
 )
-
-// movingRouter is a home router in front of the exit that maps port p to
-// p+offset, and forgets its mappings when moved, as one that restarted and
-// found the old external ports taken. It has no public address, so the
-// exit publishes none and the client dials only loopback.
-type movingRouter struct {
-	mu      sync.Mutex
-	offset  uint16
-	mapped  map[string]uint16
-	changes chan struct{}
-}
-
-var _ exit.PortMapper = (*movingRouter)(nil)
-
-func (r *movingRouter) Add(_ context.Context, proto string, internal uint16) (uint16, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := fmt.Sprintf("%s/%d", proto, internal)
-	if _, ok := r.mapped[k]; !ok {
-		r.mapped[k] = internal + r.offset
-	}
-	return r.mapped[k], nil
-}
-
-func (r *movingRouter) Remove(_ context.Context, proto string, internal uint16) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.mapped, fmt.Sprintf("%s/%d", proto, internal))
-	return nil
-}
-
-func (r *movingRouter) ExternalAddr() (netip.Addr, error) {
-	return netip.Addr{}, errors.New("no public address in this test")
-}
-
-func (r *movingRouter) Changes() <-chan struct{} { return r.changes }
-
-// move makes every mapping again at p+offset, and signals it.
-func (r *movingRouter) move(offset uint16) {
-	r.mu.Lock()
-	r.offset = offset
-	clear(r.mapped)
-	r.mu.Unlock()
-	r.changes <- struct{}{}
-}
 
 // TestForwardPortMoved: the exit's router moves the lent port to another
 // external port; the exit tells the client on the forward stream, and the
 // client announces the new port (status, port file, OnPort) as it does a
 // new forward's, on the same forward.
 func TestForwardPortMoved(t *testing.T) {
-	router := &movingRouter{offset: 7, mapped: map[string]uint16{}, changes: make(chan struct{}, 1)}
+	// A router with no public address: the exit publishes none, and the
+	// client dials only loopback. Moved, it makes every mapping again at
+	// the new offset, as one that restarted and found the old ports taken.
+	router := newRouter("", 7)
 	app := StartTarget(t, "127.0.0.1:0", func(c net.Conn) { c.Close() })
 	portFile := filepath.Join(t.TempDir(), "port")
 	fr := forwardRange()
@@ -82,7 +34,7 @@ func TestForwardPortMoved(t *testing.T) {
 	if got := inFile(); got != fmt.Sprint(first) {
 		t.Fatalf("port file %q, want %d", got, first)
 	}
-	router.move(9)
+	router.change("", 9)
 	if moved := waitPort(t, tp.Ports); moved != lent+9 {
 		t.Fatalf("announced %d after the move, want %d", moved, lent+9)
 	}
