@@ -24,6 +24,14 @@ var ErrNoProbe = errors.New("the exit did not answer the probe (an exit too old 
 // itself at 8s.
 const probeWait = 12 * time.Second
 
+// minMoveGap is the least time between two moved ports the client
+// announces. A router moves a port once in hours, and each announcement
+// runs the port hook and has qBittorrent announce to all its trackers: a
+// faulty or hostile exit sending moves in a stream must not turn that into
+// a flood (trackers ban clients that announce too often). A port that
+// arrives within the gap is announced at its end, the newest one only.
+var minMoveGap = 30 * time.Second
+
 // lease is the client's end of a forward stream: it sends lease messages
 // and routes the exit's answers.
 type lease struct {
@@ -41,6 +49,10 @@ type lease struct {
 	probes map[uint32]chan wire.ProbeResult
 	tcp    wire.InboundTCPState // as the exit last said; listening at first
 	port   uint16               // the port peers reach the forward at, as the exit last said
+
+	lastMove  time.Time   // when a moved port was last announced
+	moveTimer *time.Timer // announces the newest port at the end of the gap; nil: none waits
+	ended     bool        // read has returned: announce nothing more
 }
 
 func newLease(st *yamux.Stream, port uint16, log *slog.Logger) *lease {
@@ -51,6 +63,7 @@ func newLease(st *yamux.Stream, port uint16, log *slog.Logger) *lease {
 // read routes the exit's messages until the stream ends.
 func (l *lease) read() {
 	defer close(l.done)
+	defer l.endMoves()
 	buf := make([]byte, wire.MaxLeaseMsg)
 	for {
 		typ, body, err := wire.ReadLeaseMsg(l.st, buf)
@@ -82,12 +95,8 @@ func (l *lease) read() {
 			was := l.port
 			l.port = pp.Port
 			l.mu.Unlock()
-			if was == pp.Port {
-				continue
-			}
-			l.log.Warn("the exit's router moved the forwarded port; announcing the new one", "was", was, "port", pp.Port)
-			if l.moved != nil {
-				l.moved(pp.Port)
+			if was != pp.Port {
+				l.portMoved()
 			}
 		case wire.LeaseInboundTCP:
 			if len(body) < 1 {
@@ -101,6 +110,51 @@ func (l *lease) read() {
 				l.log.Warn("the exit cannot accept TCP on the forwarded port again (another program took it): peers reach the torrent client by uTP only", "port", l.publicPort())
 			}
 		}
+	}
+}
+
+// portMoved announces the port the exit last said, at once or, within
+// minMoveGap of the last announcement, at the gap's end.
+func (l *lease) portMoved() {
+	l.mu.Lock()
+	if l.moveTimer != nil || l.ended {
+		l.mu.Unlock()
+		return // the waiting announcement will carry the newest port
+	}
+	if wait := minMoveGap - time.Since(l.lastMove); wait > 0 {
+		l.moveTimer = time.AfterFunc(wait, l.announceMove)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.announceMove()
+}
+
+// announceMove tells moved the port the exit last said.
+func (l *lease) announceMove() {
+	l.mu.Lock()
+	l.moveTimer = nil
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.lastMove = time.Now()
+	port := l.port
+	l.mu.Unlock()
+	l.log.Warn("the exit's router moved the forwarded port; announcing the new one", "port", port)
+	if l.moved != nil {
+		l.moved(port)
+	}
+}
+
+// endMoves drops an announcement still waiting: the forward has ended.
+func (l *lease) endMoves() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ended = true
+	if l.moveTimer != nil {
+		l.moveTimer.Stop()
+		l.moveTimer = nil
 	}
 }
 
