@@ -98,8 +98,13 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 	}
 	var keep []recorded
 	other := map[string]gateway{}
+	// down names the methods by which the router did not answer: the
+	// leftovers still to try by that method are kept without asking, so
+	// that a router that stops answering costs one Timeout, not one per
+	// leftover, before this run maps anything.
+	down := map[string]bool{}
 	for _, r := range st.leftover {
-		if ctx.Err() != nil || st.gw == nil {
+		if ctx.Err() != nil || st.gw == nil || down[r.Method] {
 			keep = append(keep, r)
 			continue
 		}
@@ -138,6 +143,7 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 				if err != nil {
 					m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
 					keep = append(keep, r)
+					down[r.Method] = true
 					continue
 				}
 				g, other[r.Method] = d, d
@@ -156,6 +162,7 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 		case err != nil:
 			m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
 			keep = append(keep, r)
+			down[r.Method] = true
 		case !ours:
 			m.log.Info("nat: a mapping an earlier run left is gone or no longer forwards to this host; left alone",
 				"mapping", r.String())
