@@ -3,6 +3,7 @@ package nat
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"net"
@@ -514,4 +515,50 @@ func (h holdsStalls) holds(ctx context.Context, r recorded) (bool, error) {
 	h.asked.Add(1)
 	<-ctx.Done()
 	return false, ctx.Err()
+}
+
+// TestMapperLeftoverNotDeletedSaysHow: a mapping an earlier run left that
+// this run does not delete (this host's address changed; the router
+// refused) is reported with what the user can do about it.
+func TestMapperLeftoverNotDeletedSaysHow(t *testing.T) {
+	for _, why := range []string{"address", "refused"} {
+		t.Run(why, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake()
+				f.maps["udp/40000"] = 40000
+				r := recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "udp",
+					Internal: 40000, External: 40000}
+				if why == "address" {
+					r.Client = netip.MustParseAddr("192.168.77.3")
+				}
+				if err := os.WriteFile(path, marshalRecord([]recorded{r}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				var logs logBuffer
+				m, err := New(Config{RecordPath: path, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.discover = func(context.Context) (gateway, error) { return removeRefuses{f}, nil }
+				m.inUse = func(string, netip.Addr, uint16) bool { return false }
+				done := make(chan error, 1)
+				go func() { done <- m.Run(context.Background()) }()
+				defer func() { m.Close(); <-done }()
+				if _, err := m.Add(t.Context(), "tcp", 7000); err != nil {
+					t.Fatal(err)
+				}
+				if want := "delete it in the router's port forwarding settings"; !strings.Contains(logs.String(), want) {
+					t.Fatalf("no %q in the log:\n%s", want, logs.String())
+				}
+			})
+		})
+	}
+}
+
+// removeRefuses is a gateway that refuses to delete a mapping.
+type removeRefuses struct{ *fakeGateway }
+
+func (removeRefuses) remove(context.Context, string, uint16, uint16) error {
+	return &refusedError{errors.New("NotAuthorized")}
 }

@@ -120,7 +120,8 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 			continue
 		}
 		if r.Client != st.gw.localAddr() {
-			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host",
+			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host; "+
+				"if no host of this network uses it, delete it in the router's port forwarding settings",
 				"mapping", r.String(), "address", st.gw.localAddr())
 			continue
 		}
@@ -157,7 +158,8 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 		cancel()
 		switch {
 		case err != nil && isRefused(err):
-			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; left to the router",
+			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; "+
+				"if it still forwards to this host, delete it in the router's port forwarding settings",
 				"mapping", r.String(), "err", err)
 		case err != nil:
 			m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
