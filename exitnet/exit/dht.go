@@ -171,6 +171,25 @@ func (e *Server) mapDHT(ctx context.Context) {
 	e.log.Info("DHT port mapped on the router", "port", a.Port, "external", ext)
 }
 
+// errDHTPort refuses to lend the port of the exit's DHT socket.
+var errDHTPort = errors.New("the exit's DHT node uses this UDP port")
+
+// dhtOnPort reports whether the exit's DHT socket is on UDP port p, which
+// may fall in the forwarded range (an ephemeral port, by default). Such a
+// port is not lent: its UDP side is not the client's to receive on, and
+// the router's UDP mapping of it, the DHT's, would be deleted when the
+// lease ends.
+func (e *Server) dhtOnPort(p uint16) bool {
+	if e.dht == nil {
+		return false
+	}
+	if a, ok := e.dht.node.Addr().(*net.UDPAddr); ok && a.Port == int(p) {
+		return true
+	}
+	_, port, err := net.SplitHostPort(e.cfg.DHT.Node.Listen)
+	return err == nil && port == strconv.Itoa(int(p))
+}
+
 // announcePort is the link port to announce on the rendezvous hash:
 // DHTConfig.Port when set, else the router's external port for the link
 // when it maps one, else the listener's.

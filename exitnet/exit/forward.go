@@ -60,6 +60,9 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	from := wire.AddrFromNet(sess.Conn.RemoteAddr()).IP
 	want = e.lentUnder(sess.Peer, want)
 	port, err := e.cfg.Ports.Acquire(sess.Peer, from, want, func(p uint16) error {
+		if e.dhtOnPort(p) {
+			return errDHTPort
+		}
 		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: int(p)})
 		ln = l
 		return err

@@ -3,6 +3,7 @@ package nat
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"net"
@@ -441,4 +442,123 @@ func TestPortInUse(t *testing.T) {
 	if !portInUse("sctp", lo, tcp) {
 		t.Fatal("an unknown protocol counts as free")
 	}
+}
+
+// TestMapperLeftoverRouterDown: when the router does not answer about a
+// mapping an earlier run left, the other leftovers by the same method are
+// kept for later without asking: many leftovers must not hold back this
+// run's mappings by one Timeout each.
+func TestMapperLeftoverRouterDown(t *testing.T) {
+	for _, via := range []string{"dial", "holds"} {
+		t.Run(via, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake() // NAT-PMP
+				method := MethodNATPMP
+				if via == "dial" {
+					method = MethodUPnP // made by another method than found now
+				}
+				var rs []recorded
+				for i := range 50 {
+					rs = append(rs, recorded{Method: method, Gateway: f.address(), Client: f.localAddr(), Proto: "udp",
+						Internal: uint16(40000 + i), External: uint16(40000 + i)})
+				}
+				if err := os.WriteFile(path, marshalRecord(rs), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				m, err := New(Config{RecordPath: path, Log: discardLog, Timeout: time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var asked atomic.Int32
+				m.discover = func(context.Context) (gateway, error) {
+					if via == "holds" {
+						return holdsStalls{f, &asked}, nil
+					}
+					return f, nil
+				}
+				m.dial = func(ctx context.Context, _ string, _, _ netip.Addr) (gateway, error) {
+					asked.Add(1)
+					<-ctx.Done() // the router does not answer
+					return nil, ctx.Err()
+				}
+				m.inUse = func(string, netip.Addr, uint16) bool { return false }
+				done := make(chan error, 1)
+				go func() { done <- m.Run(context.Background()) }()
+				defer func() { m.Close(); <-done }()
+				start := time.Now()
+				if _, err := m.Add(context.Background(), "tcp", 7000); err != nil {
+					t.Fatal(err)
+				}
+				if n := asked.Load(); n != 1 {
+					t.Errorf("the router was asked %d times about leftovers, want 1", n)
+				}
+				if d := time.Since(start); d > 5*time.Second {
+					t.Errorf("mapping took %v behind the leftovers", d)
+				}
+				b, _ := os.ReadFile(path)
+				if got, err := parseRecord(b); err != nil || len(got) != len(rs)+1 {
+					t.Fatalf("record: %d mappings, %v; want the %d leftovers kept and the new one", len(got), err, len(rs))
+				}
+			})
+		})
+	}
+}
+
+// holdsStalls is a gateway that does not answer holds.
+type holdsStalls struct {
+	*fakeGateway
+	asked *atomic.Int32
+}
+
+func (h holdsStalls) holds(ctx context.Context, r recorded) (bool, error) {
+	h.asked.Add(1)
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+// TestMapperLeftoverNotDeletedSaysHow: a mapping an earlier run left that
+// this run does not delete (this host's address changed; the router
+// refused) is reported with what the user can do about it.
+func TestMapperLeftoverNotDeletedSaysHow(t *testing.T) {
+	for _, why := range []string{"address", "refused"} {
+		t.Run(why, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake()
+				f.maps["udp/40000"] = 40000
+				r := recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "udp",
+					Internal: 40000, External: 40000}
+				if why == "address" {
+					r.Client = netip.MustParseAddr("192.168.77.3")
+				}
+				if err := os.WriteFile(path, marshalRecord([]recorded{r}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				var logs logBuffer
+				m, err := New(Config{RecordPath: path, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.discover = func(context.Context) (gateway, error) { return removeRefuses{f}, nil }
+				m.inUse = func(string, netip.Addr, uint16) bool { return false }
+				done := make(chan error, 1)
+				go func() { done <- m.Run(context.Background()) }()
+				defer func() { m.Close(); <-done }()
+				if _, err := m.Add(t.Context(), "tcp", 7000); err != nil {
+					t.Fatal(err)
+				}
+				if want := "delete it in the router's port forwarding settings"; !strings.Contains(logs.String(), want) {
+					t.Fatalf("no %q in the log:\n%s", want, logs.String())
+				}
+			})
+		})
+	}
+}
+
+// removeRefuses is a gateway that refuses to delete a mapping.
+type removeRefuses struct{ *fakeGateway }
+
+func (removeRefuses) remove(context.Context, string, uint16, uint16) error {
+	return &refusedError{errors.New("NotAuthorized")}
 }

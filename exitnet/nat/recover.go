@@ -98,8 +98,13 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 	}
 	var keep []recorded
 	other := map[string]gateway{}
+	// down names the methods by which the router did not answer: the
+	// leftovers still to try by that method are kept without asking, so
+	// that a router that stops answering costs one Timeout, not one per
+	// leftover, before this run maps anything.
+	down := map[string]bool{}
 	for _, r := range st.leftover {
-		if ctx.Err() != nil || st.gw == nil {
+		if ctx.Err() != nil || st.gw == nil || down[r.Method] {
 			keep = append(keep, r)
 			continue
 		}
@@ -115,7 +120,8 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 			continue
 		}
 		if r.Client != st.gw.localAddr() {
-			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host",
+			m.log.Warn("nat: not deleting a mapping an earlier run left: this host's address changed, so it may now forward to another host; "+
+				"if no host of this network uses it, delete it in the router's port forwarding settings",
 				"mapping", r.String(), "address", st.gw.localAddr())
 			continue
 		}
@@ -138,6 +144,7 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 				if err != nil {
 					m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
 					keep = append(keep, r)
+					down[r.Method] = true
 					continue
 				}
 				g, other[r.Method] = d, d
@@ -151,11 +158,13 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 		cancel()
 		switch {
 		case err != nil && isRefused(err):
-			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; left to the router",
+			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; "+
+				"if it still forwards to this host, delete it in the router's port forwarding settings",
 				"mapping", r.String(), "err", err)
 		case err != nil:
 			m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", r.String(), "err", err)
 			keep = append(keep, r)
+			down[r.Method] = true
 		case !ours:
 			m.log.Info("nat: a mapping an earlier run left is gone or no longer forwards to this host; left alone",
 				"mapping", r.String())
