@@ -160,9 +160,15 @@ func (e *Server) mapDHT(ctx context.Context) {
 	if !ok || a.Port == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, mapTimeout)
-	defer cancel()
+	// No time limit: a mapper busy at start (finding the router, deleting
+	// a crashed run's mappings) may take longer than mapTimeout to take
+	// the request, and a request given up before it is taken is lost: the
+	// DHT port, unlike the link's and the lent ones, is not asked for
+	// again. Once taken, the mapper keeps the port wanted and retries it.
 	ext, err := e.cfg.NAT.Add(ctx, "udp", uint16(a.Port))
+	if ctx.Err() != nil {
+		return
+	}
 	if err != nil {
 		e.log.Warn("cannot map the DHT port on the router: other DHT nodes cannot reach this exit's node until it can (it keeps trying)",
 			"port", a.Port, "err", err)
