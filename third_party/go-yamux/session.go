@@ -522,15 +522,25 @@ func (s *Session) extendKeepalive() {
 // For details see: https://github.com/libp2p/go-yamux/issues/129
 // and the test `TestSessionCloseDeadlock`
 func (s *Session) sendMsg(hdr header, body []byte, deadline <-chan struct{}, waitForShutDown bool) error {
+	buf, err := s.frame(hdr, body, deadline)
+	if err != nil {
+		return err
+	}
+	return s.queue(buf, deadline, waitForShutDown)
+}
+
+// frame returns hdr and body copied into one buffer from the pool, unless
+// the session is shut down or deadline has passed.
+func (s *Session) frame(hdr header, body []byte, deadline <-chan struct{}) ([]byte, error) {
 	select {
 	case <-s.shutdownCh:
-		return s.shutdownErr
+		return nil, s.shutdownErr
 	default:
 	}
 
 	select {
 	case <-deadline:
-		return ErrTimeout
+		return nil, ErrTimeout
 	default:
 	}
 
@@ -538,8 +548,7 @@ func (s *Session) sendMsg(hdr header, body []byte, deadline <-chan struct{}, wai
 	buf := pool.Get(headerSize + len(body))
 	copy(buf[:headerSize], hdr[:])
 	copy(buf[headerSize:], body)
-
-	return s.queue(buf, deadline, waitForShutDown)
+	return buf, nil
 }
 
 // sendData sends a stream's data frame. When direct is set and no other
@@ -548,22 +557,13 @@ func (s *Session) sendMsg(hdr header, body []byte, deadline <-chan struct{}, wai
 // another thread for each frame); otherwise it is queued as sendMsg
 // queues it.
 func (s *Session) sendData(hdr header, body []byte, deadline <-chan struct{}, direct bool) error {
-	select {
-	case <-s.shutdownCh:
-		return s.shutdownErr
-	default:
+	buf, err := s.frame(hdr, body, deadline)
+	if err != nil {
+		return err
 	}
-	select {
-	case <-deadline:
-		return ErrTimeout
-	default:
-	}
-	buf := pool.Get(headerSize + len(body))
-	copy(buf[:headerSize], hdr[:])
-	copy(buf[headerSize:], body)
 	if direct && s.queued.Load() == 0 && s.writeMu.TryLock() {
 		if s.queued.Load() == 0 && !s.IsClosed() {
-			err := s.writeLocked(buf)
+			err = s.writeLocked(buf)
 			s.writeMu.Unlock()
 			pool.Put(buf)
 			s.directFrames.Add(1)
