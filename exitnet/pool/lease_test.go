@@ -40,6 +40,19 @@ func leasePair(t *testing.T) (*lease, net.Conn) {
 	return newLease(st, 40000, slog.New(slog.DiscardHandler)), exitEnd
 }
 
+// sendMove writes what an exit whose router moved the forward's port
+// sends: a public port message.
+func sendMove(t *testing.T, exitEnd net.Conn, port uint16) {
+	t.Helper()
+	msg, err := wire.AppendLeaseMsg(nil, wire.LeasePublicPort, wire.PublicPort{Port: port}.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exitEnd.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A stream of moved ports from the exit is announced at most once per
 // minMoveGap, the newest port at the gap's end: a hostile or faulty exit
 // cannot make the client run its hook and reannounce to its trackers in a
@@ -53,13 +66,7 @@ func TestLeaseMovesRateLimited(t *testing.T) {
 	go l.read()
 	const moves = 200
 	for i := range moves {
-		msg, err := wire.AppendLeaseMsg(nil, wire.LeasePublicPort, wire.PublicPort{Port: uint16(50000 + i)}.Body())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := exitEnd.Write(msg); err != nil {
-			t.Fatal(err)
-		}
+		sendMove(t, exitEnd, uint16(50000+i))
 	}
 	var got []uint16
 	deadline := time.After(5 * time.Second)
@@ -91,12 +98,8 @@ func TestLeaseMoveDroppedAfterEnd(t *testing.T) {
 	moved := make(chan uint16, 10)
 	l.moved = func(p uint16) { moved <- p }
 	go l.read()
-	for _, p := range []uint16{50001, 50002} {
-		msg, _ := wire.AppendLeaseMsg(nil, wire.LeasePublicPort, wire.PublicPort{Port: p}.Body())
-		if _, err := exitEnd.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendMove(t, exitEnd, 50001)
+	sendMove(t, exitEnd, 50002)
 	if p := <-moved; p != 50001 {
 		t.Fatalf("first move announced as %d, want 50001", p)
 	}
