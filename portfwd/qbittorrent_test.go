@@ -1,7 +1,6 @@
 package portfwd
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/syncbuf"
 )
 
 // fakeQB is qBittorrent's WebUI API as far as swarmvpn uses it, with a
@@ -338,28 +339,9 @@ func TestQBittorrentRealHTTP(t *testing.T) {
 }
 
 // logBuffer collects log output from another goroutine.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type logBuffer struct{ syncbuf.Buffer }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
+func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
 
 // TestQBittorrentKeep: Keep puts the port back after qBittorrent changes it
 // (here while also forgetting its sessions, as a restart does), waits while

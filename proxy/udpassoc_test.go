@@ -17,6 +17,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/swarmvpn/swarmvpn/internal/syncbuf"
 	"github.com/swarmvpn/swarmvpn/internal/wire"
 )
 
@@ -599,24 +600,6 @@ func TestUDPAssociateRefused(t *testing.T) {
 	}
 }
 
-// syncBuffer is an io.Writer for a logger, safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // When the association to the far side fails, the proxy closes it and
 // opens another by itself, here after a failed attempt and its back-off;
 // the client keeps its relay address and its control connection
@@ -625,7 +608,7 @@ func TestUDPReassociate(t *testing.T) {
 	checkLeaks(t)
 	echo := startUDPEcho(t, "127.0.0.1:0")
 	far := newLoopAssociator(t, "127.0.0.1:0")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, proxy, _ := startUDPSOCKS(t, "127.0.0.1:0", SOCKSConfig{Dialer: &net.Dialer{}, Associator: far, Log: log})
 	c, _ := socksAssociate(t, proxy, "0.0.0.0:0", nil)

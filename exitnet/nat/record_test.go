@@ -12,11 +12,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/swarmvpn/swarmvpn/internal/syncbuf"
 )
 
 func TestParseRecord(t *testing.T) {
@@ -119,24 +120,6 @@ func FuzzParseRecord(f *testing.F) {
 	})
 }
 
-// logBuffer collects log lines; safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestMapperRecordSurvivesCrash: each mapping is in the record file before
 // the router makes it; a run that ends without deleting it (here: the file
 // and the router as a killed run leaves them) has it deleted by the next
@@ -184,7 +167,7 @@ func TestMapperRecordSurvivesCrash(t *testing.T) {
 		if err := os.WriteFile(path, crashed, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var logs logBuffer
+		var logs syncbuf.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		m2 := startFake(t, f, Config{RecordPath: path, Log: log})
 		if _, err := m2.Add(t.Context(), "tcp", 7844); err != nil {
@@ -268,7 +251,7 @@ func TestMapperBadRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := newFake()
-		var logs logBuffer
+		var logs syncbuf.Buffer
 		m := startFake(t, f, Config{RecordPath: path, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 		if _, err := m.Add(t.Context(), "tcp", 7000); err != nil {
 			t.Fatal(err)
@@ -535,7 +518,7 @@ func TestMapperLeftoverNotDeletedSaysHow(t *testing.T) {
 				if err := os.WriteFile(path, marshalRecord([]recorded{r}), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				var logs logBuffer
+				var logs syncbuf.Buffer
 				m, err := New(Config{RecordPath: path, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 				if err != nil {
 					t.Fatal(err)

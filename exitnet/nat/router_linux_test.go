@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/swarmvpn/swarmvpn/internal/nstest"
+	"github.com/swarmvpn/swarmvpn/internal/syncbuf"
 )
 
 // The real-router tests: Debian's miniupnpd (package miniupnpd-nftables)
@@ -363,7 +364,7 @@ func crashAndRecover(t *testing.T, r *nstest.Router, mode string) {
 	}
 
 	// The next run, on the same record, maps another port.
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m, err := New(Config{Mode: mode, Log: log, RecordPath: record, RetryMin: 200 * time.Millisecond, RetryMax: time.Second})
 	if err != nil {

@@ -31,6 +31,7 @@ var allowed = map[string][]string{
 	"internal/testnet": {"client", "exitnet/...", "proxy", "portfwd/...", "internal/link", "internal/wire",
 		"internal/relay", "internal/meter", "internal/socks"},
 	"internal/statefile":         nil,
+	"internal/syncbuf":           nil,
 	"exitnet":                    nil,
 	"exitnet/policy":             {"internal/wire", "internal/netaddr"},
 	"exitnet/nat":                {"internal/netaddr", "internal/statefile"},
