@@ -162,14 +162,16 @@ func (e *Server) serveRelay(ctx context.Context, log *slog.Logger, st *yamux.Str
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetKeepAlive(false) // the link inside pings on its own
 	}
+	// Open before the answer: a client that has its answer finds the
+	// relayed link counted.
+	c.open.Add(1)
+	defer c.open.Add(-1)
 	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK}); err != nil {
 		conn.Close()
 		st.Reset()
 		return
 	}
 	c.flows.Add(1)
-	c.open.Add(1)
-	defer c.open.Add(-1)
 	start := time.Now()
 	r := e.relaySplice(st, conn)
 	log.Debug("relayed link done", "exit", id.Short(), "bytes_in", r.BtoA, "bytes_out", r.AtoB,

@@ -48,14 +48,16 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	conn.SetReadBuffer(2 << 20)
 	conn.SetWriteBuffer(2 << 20)
 	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	// Active before the answer, as a forward is: a client that has its
+	// answer finds its association counted.
+	e.stats.udp.active.Add(1)
+	defer e.stats.udp.active.Add(-1)
 	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
 		conn.Close()
 		st.Reset()
 		return
 	}
 	e.stats.udp.associations.Add(1)
-	e.stats.udp.active.Add(1)
-	defer e.stats.udp.active.Add(-1)
 	log.Debug("udp association open", "stream", st.StreamID(), "port", port)
 
 	var last atomic.Int64 // unix nanoseconds of the last datagram either way
