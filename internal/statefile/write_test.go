@@ -1,8 +1,11 @@
 package statefile
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -38,5 +41,37 @@ func TestWriteAtomic(t *testing.T) {
 	}
 	if m := di.Mode().Perm(); m&0o077 != 0 {
 		t.Fatalf("directory mode %v, want none for group and others", m)
+	}
+}
+
+// TestWriteAtomicSyncs: the temporary file is flushed whole before it is
+// renamed over the file, and the directory after the rename, so that the
+// new file survives a power cut.
+func TestWriteAtomicSyncs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := WriteAtomic(path, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	orig := fsync
+	t.Cleanup(func() { fsync = orig })
+	fsync = func(f *os.File) error {
+		tmp, _ := os.ReadFile(path + ".tmp")
+		cur, _ := os.ReadFile(path)
+		seen = append(seen, fmt.Sprintf("%s tmp=%q file=%q", f.Name(), tmp, cur))
+		return orig(f)
+	}
+	if err := WriteAtomic(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		fmt.Sprintf("%s tmp=%q file=%q", path+".tmp", "new", "old"),
+		fmt.Sprintf("%s tmp=%q file=%q", filepath.Dir(path), "", "new"),
+	}
+	if runtime.GOOS == "windows" {
+		want = want[:1]
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("flushes:\n%q\nwant\n%q", seen, want)
 	}
 }
