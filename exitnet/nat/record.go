@@ -17,7 +17,8 @@ import (
 // cut) has them deleted by the next one: a lease without end (what a
 // router that answers error 725 grants) would otherwise forward a port to
 // this host for ever. A mapping is written down before it is asked for,
-// and dropped once it is deleted.
+// and dropped once it is deleted, or once the router refused it or says it
+// holds no such mapping: one asked for without an answer stays.
 //
 // The file is read back as untrusted input: it is size-bounded, checked
 // entry by entry, and a file that does not parse is ignored, with a

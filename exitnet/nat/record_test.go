@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -544,4 +545,80 @@ type removeRefuses struct{ *fakeGateway }
 
 func (removeRefuses) remove(context.Context, string, uint16, uint16) error {
 	return &refusedError{errors.New("NotAuthorized")}
+}
+
+// addTimesOut is a gateway whose next adds (while lose is above 0) get no
+// answer in time; the router makes the mapping all the same when made is
+// set.
+type addTimesOut struct {
+	*fakeGateway
+	lose *atomic.Int32
+	made bool
+}
+
+func (a addTimesOut) add(ctx context.Context, proto string, internal, want uint16, lifetime time.Duration) (uint16, time.Duration, error) {
+	if a.lose.Add(-1) >= 0 {
+		if a.made {
+			a.fakeGateway.add(ctx, proto, internal, want, lifetime)
+		}
+		return 0, 0, context.DeadlineExceeded
+	}
+	return a.fakeGateway.add(ctx, proto, internal, want, lifetime)
+}
+
+// TestMapperRecordKeepsTimedOutAdd: a mapping whose add got no answer may
+// have been made by the router: it stays in the record (for the next run
+// to delete, were this one to crash) until the router deletes it, or says
+// it holds no such mapping.
+func TestMapperRecordKeepsTimedOutAdd(t *testing.T) {
+	for _, made := range []bool{true, false} {
+		t.Run(fmt.Sprint("made=", made), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake()
+				f.upnp = true
+				lose := new(atomic.Int32)
+				lose.Store(1)
+				m, err := New(Config{RecordPath: path, Log: discardLog})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.discover = func(context.Context) (gateway, error) { return addTimesOut{f, lose, made}, nil }
+				m.inUse = func(string, netip.Addr, uint16) bool { return false }
+				done := make(chan error, 1)
+				go func() { done <- m.Run(context.Background()) }()
+				defer func() { m.Close(); <-done }()
+				if _, err := m.Add(t.Context(), "udp", 40000); !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Add: %v, want the timeout", err)
+				}
+				// A crash now must leave the mapping in the record.
+				b, _ := os.ReadFile(path)
+				if rs, err := parseRecord(b); err != nil || len(rs) != 1 || rs[0].Proto != "udp" || rs[0].External != 40000 {
+					t.Fatalf("record after the timed-out add: %v, %v\n%s", rs, err, b)
+				}
+				if err := m.Remove(t.Context(), "udp", 40000); err != nil {
+					t.Fatal(err)
+				}
+				b, _ = os.ReadFile(path)
+				if rs, err := parseRecord(b); err != nil || len(rs) != 1 {
+					t.Fatalf("record after Remove, before the router answers again: %v, %v\n%s", rs, err, b)
+				}
+				// The gateway is found again: what it holds is deleted, and
+				// the record emptied either way.
+				time.Sleep(5 * time.Second)
+				synctest.Wait()
+				if _, err := os.Stat(path); !os.IsNotExist(err) {
+					b, _ := os.ReadFile(path)
+					t.Fatalf("record once the router answered: %v\n%s", err, b)
+				}
+				maps, _, _, _ := f.snapshot()
+				f.mu.Lock()
+				ops := slices.Clone(f.ops)
+				f.mu.Unlock()
+				if _, ok := maps["udp/40000"]; ok || slices.Contains(ops, "remove udp/40000") != made {
+					t.Fatalf("router holds %v after %q", maps, ops)
+				}
+			})
+		})
+	}
 }

@@ -264,12 +264,16 @@ func (m *Mapper) refresh(ctx context.Context, st *state, e *entry) {
 	// Written down before it is asked for: a crash right after the router
 	// maps it leaves it in the record, for the next run to delete.
 	via := whereOf(st.gw)
-	m.saveRecord(st, via.rec(e.proto, e.internal, want))
+	asked := via.rec(e.proto, e.internal, want)
+	m.saveRecord(st, asked)
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	ext, granted, err := st.gw.add(cctx, e.proto, e.internal, want, lifetime)
 	cancel()
 	now := time.Now()
 	if err != nil {
+		if !isRefused(err) {
+			m.keepUnanswered(st, e, asked)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -308,6 +312,21 @@ func (m *Mapper) refresh(ctx context.Context, st *state, e *entry) {
 	} else {
 		e.expires = time.Time{}
 		e.next = now.Add(lifetime / 2)
+	}
+}
+
+// keepUnanswered keeps asked, a mapping of e the router did not answer
+// for, in the record: the router may have made it before the answer was
+// lost. It stays there as a leftover, which recover deletes once the
+// router answers again (or the next run does) unless the router says it
+// holds no such mapping, and which e's next success drops if it names the
+// same mapping.
+func (m *Mapper) keepUnanswered(st *state, e *entry, asked recorded) {
+	if e.external != 0 && e.via.method != "" && e.via.rec(e.proto, e.internal, e.external) == asked {
+		return // e keeps it recorded
+	}
+	if !slices.Contains(st.leftover, asked) {
+		st.leftover = append(st.leftover, asked)
 	}
 }
 
