@@ -43,12 +43,12 @@ type public struct {
 	mapping sync.Mutex
 
 	mu       sync.Mutex
-	linkPort uint16            // the link listener's port; 0 before MapLink
-	linkExt  uint16            // its external port; 0 while not mapped
-	linkErr  string            // why it is not mapped
-	addr     netip.Addr        // the router's public address; invalid while unknown
-	addrErr  string            // why it is unknown
-	forwards map[uint16]uint16 // lent port -> external TCP port told to the client (0: not mapped)
+	linkPort uint16               // the link listener's port; 0 before MapLink
+	linkExt  uint16               // its external port; 0 while not mapped
+	linkErr  string               // why it is not mapped
+	addr     netip.Addr           // the router's public address; invalid while unknown
+	addrErr  string               // why it is unknown
+	forwards map[uint16]forwarded // lent port -> what the router maps for it
 	// tell sends a lent port's client the port peers now reach it at, while
 	// its forward stream is open.
 	tell map[uint16]func(public uint16)
@@ -59,6 +59,22 @@ type public struct {
 	// port, so bounded by the lender's range.
 	told  map[uint16]toldTo
 	reach ReachReport
+}
+
+// forwarded is what the router maps for a lent port: the external port of
+// each side, 0 while the router has not mapped it. A side whose mapping
+// fails to renew keeps its last port, which the PortMapper asks for again.
+type forwarded struct {
+	tcp, udp uint16
+}
+
+// external is the port the lent port's client is told while the router
+// maps it: the TCP side's, else the UDP side's; 0 while it maps neither.
+func (f forwarded) external() uint16 {
+	if f.tcp != 0 {
+		return f.tcp
+	}
+	return f.udp
 }
 
 // toldTo is the external port a lent port's client was told.
@@ -220,10 +236,9 @@ func (e *Server) republish() {
 }
 
 // mapForward maps a port lent to a client on the router, TCP and UDP, and
-// returns the port to tell the client: the external TCP port when the
-// router mapped it, port itself otherwise (no mapper, or the router
-// refused: the port is then reachable only where the exit's own address
-// is).
+// returns the port to tell the client (toldPort): the port itself when
+// the router mapped neither side (no mapper, or the router refused: the
+// port is then reachable only where the exit's own address is).
 func (e *Server) mapForward(ctx context.Context, port uint16) uint16 {
 	if e.cfg.NAT == nil {
 		return port
@@ -232,32 +247,35 @@ func (e *Server) mapForward(ctx context.Context, port uint16) uint16 {
 	defer e.pub.mapping.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, mapTimeout)
 	defer cancel()
-	ext, err := e.cfg.NAT.Add(ctx, "tcp", port)
-	if err != nil {
+	var f forwarded
+	var err error
+	if f.tcp, err = e.cfg.NAT.Add(ctx, "tcp", port); err != nil {
 		e.log.Warn("cannot map a forwarded port on the router; peers outside this network cannot reach it until it can",
 			"port", port, "proto", "tcp", "err", err)
-		ext = 0
+		f.tcp = 0
 	}
-	uext, uerr := e.cfg.NAT.Add(ctx, "udp", port)
-	switch {
-	case uerr != nil:
-		e.log.Warn("cannot map a forwarded port on the router", "port", port, "proto", "udp", "err", uerr)
-	case ext != 0 && uext != ext:
-		e.log.Warn("the router mapped a forwarded port's UDP side to another external port than its TCP side; "+
-			"peers reach UDP only at the UDP one", "port", port, "tcp", ext, "udp", uext)
-	case ext == 0:
-		ext = uext
+	if f.udp, err = e.cfg.NAT.Add(ctx, "udp", port); err != nil {
+		e.log.Warn("cannot map a forwarded port on the router", "port", port, "proto", "udp", "err", err)
+		f.udp = 0
 	}
+	e.warnSplit(port, f)
 	e.pub.mu.Lock()
 	if e.pub.forwards == nil {
-		e.pub.forwards = make(map[uint16]uint16)
+		e.pub.forwards = make(map[uint16]forwarded)
 	}
-	e.pub.forwards[port] = ext
+	e.pub.forwards[port] = f
 	e.pub.mu.Unlock()
-	if ext == 0 {
-		return port
+	return toldPort(port, f)
+}
+
+// warnSplit says when the router maps a lent port's two sides at different
+// external ports: peers reach each side only at its own, and the client is
+// told one.
+func (e *Server) warnSplit(port uint16, f forwarded) {
+	if f.tcp != 0 && f.udp != 0 && f.tcp != f.udp {
+		e.log.Warn("the router mapped a forwarded port's UDP side to another external port than its TCP side; "+
+			"peers reach each side only at its own", "port", port, "tcp", f.tcp, "udp", f.udp, "told", f.external())
 	}
-	return ext
 }
 
 // unmapForward deletes the router's mappings of a port whose lease ended.
@@ -279,11 +297,11 @@ func (e *Server) unmapForward(port uint16) {
 	}
 }
 
-// checkForwards tells a client when the router moved its lent port to
-// another external port than the one it was told (after a router restart,
-// say), since peers reach it only at the new one: a lease message on its
-// forward stream (SPEC.md, public port). A client too old to read it keeps
-// the old port until its next forward.
+// checkForwards re-reads both sides of each lent port's mapping, and tells
+// a client when the port it should be told moved (the router restarted
+// and gave another external port, say), since peers reach it only at the
+// new one: a lease message on its forward stream (SPEC.md, public port). A
+// client too old to read it keeps the old port until its next forward.
 func (e *Server) checkForwards() {
 	e.pub.mu.Lock()
 	ports := slices.Collect(maps.Keys(e.pub.forwards))
@@ -291,32 +309,43 @@ func (e *Server) checkForwards() {
 	for _, p := range ports {
 		e.pub.mapping.Lock()
 		e.pub.mu.Lock()
-		x, lent := e.pub.forwards[p]
+		was, lent := e.pub.forwards[p]
 		e.pub.mu.Unlock()
 		if !lent { // its lease ended since the snapshot: nothing to check
 			e.pub.mapping.Unlock()
 			continue
 		}
+		now := was
 		ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
-		now, err := e.cfg.NAT.Add(ctx, "tcp", p)
+		if x, err := e.cfg.NAT.Add(ctx, "tcp", p); err == nil && x != 0 {
+			now.tcp = x
+		}
+		if x, err := e.cfg.NAT.Add(ctx, "udp", p); err == nil && x != 0 {
+			now.udp = x
+		}
 		cancel()
-		if err != nil || now == 0 || now == toldPort(p, x) {
+		if now == was {
 			e.pub.mapping.Unlock()
 			continue
 		}
+		told := toldPort(p, now)
 		e.pub.mu.Lock()
 		e.pub.forwards[p] = now
 		if t, ok := e.pub.told[p]; ok {
-			t.external = now
+			t.external = told
 			e.pub.told[p] = t
 		}
 		tell := e.pub.tell[p]
 		e.pub.mu.Unlock()
 		e.pub.mapping.Unlock()
+		e.warnSplit(p, now)
+		if told == toldPort(p, was) {
+			continue
+		}
 		e.log.Warn("the router moved a forwarded port; telling its client the new one", "port", p,
-			"was", toldPort(p, x), "now", now)
+			"was", toldPort(p, was), "now", told)
 		if tell != nil {
-			tell(now)
+			tell(told)
 		}
 	}
 }
@@ -356,13 +385,13 @@ func (e *Server) lentUnder(peer link.PeerID, want uint16) uint16 {
 	return want
 }
 
-// toldPort is the port a client was told for lent port p whose external port
-// is x: x, or p itself while the router did not map it.
-func toldPort(p, x uint16) uint16 {
-	if x == 0 {
-		return p
+// toldPort is the port a client is told for lent port p that the router
+// maps as f: f.external(), or p itself while the router maps neither side.
+func toldPort(p uint16, f forwarded) uint16 {
+	if x := f.external(); x != 0 {
+		return x
 	}
-	return x
+	return p
 }
 
 // tellForward makes checkForwards tell port's client through send until
@@ -374,9 +403,9 @@ func (e *Server) tellForward(port, was uint16, send func(public uint16)) (stop f
 		e.pub.tell = make(map[uint16]func(uint16))
 	}
 	e.pub.tell[port] = send
-	now, lent := e.pub.forwards[port]
+	f, lent := e.pub.forwards[port]
 	e.pub.mu.Unlock()
-	if lent && now != 0 && now != was {
+	if now := f.external(); lent && now != 0 && now != was {
 		send(now)
 	}
 	return func() {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-yamux/v5"
+
 	"github.com/swarmvpn/swarmvpn/exitnet/policy"
 	"github.com/swarmvpn/swarmvpn/internal/link"
 	"github.com/swarmvpn/swarmvpn/internal/netaddr"
@@ -27,6 +29,7 @@ type fakeMapper struct {
 	addrErr error
 	offset  uint16
 	fail    error             // every Add fails with it when set
+	refuse  map[string]error  // by protocol: Adds of it fail with the error
 	mapped  map[string]uint16 // "tcp/40000" -> external port
 	removed []string
 	changes chan struct{}
@@ -43,6 +46,9 @@ func (f *fakeMapper) Add(_ context.Context, proto string, internal uint16) (uint
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return 0, f.fail
+	}
+	if err := f.refuse[proto]; err != nil {
+		return 0, err
 	}
 	k := fmt.Sprintf("%s/%d", proto, internal)
 	if _, ok := f.mapped[k]; !ok {
@@ -417,4 +423,68 @@ func TestNATForwardAskedAgainByToldPort(t *testing.T) {
 	if want := []uint16{0, lent, told}; !slices.Equal(lender.wants, want) {
 		t.Fatalf("the lender was asked for %v, want %v (the lent port, not the external one)", lender.wants, want)
 	}
+}
+
+// forwardNAT opens a forward of the lent port through an exit behind m,
+// and returns the exit, the forward stream and the port it was told.
+func forwardNAT(t *testing.T, m *fakeMapper, lent uint16) (*Server, *yamux.Stream, uint16) {
+	t.Helper()
+	e, addr, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
+	sess, st := linkStream(t, link.Config{Identity: newIdentity(t)}, addr)
+	t.Cleanup(func() { sess.Close() })
+	resp, err := wire.Call(t.Context(), st, wire.Request{Kind: wire.KindForward}, 10*time.Second)
+	if err != nil || resp.Status != wire.StatusOK {
+		t.Fatalf("forward: %v %v", resp.Status, err)
+	}
+	return e, st, resp.Bound.Port
+}
+
+// readPublicPort reads the next lease message on a forward stream, which
+// must tell the public port.
+func readPublicPort(t *testing.T, st *yamux.Stream) uint16 {
+	t.Helper()
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer st.SetReadDeadline(time.Time{})
+	buf := make([]byte, wire.MaxLeaseMsg)
+	typ, body, err := wire.ReadLeaseMsg(st, buf)
+	if err != nil || typ != wire.LeasePublicPort {
+		t.Fatalf("lease message %d %x, %v; want public port", typ, body, err)
+	}
+	pp, err := wire.ParsePublicPort(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pp.Port
+}
+
+// TestNATForwardUDPMoved: the UDP side of a lent port is re-checked too:
+// when the router maps only it and then moves it, the client is told the
+// new port.
+func TestNATForwardUDPMoved(t *testing.T) {
+	lent := lendablePort(t)
+	m := newFakeMapper("11.7.0.1", 7)
+	m.refuse = map[string]error{"tcp": errors.New("ConflictInMappingEntry")}
+	e, st, told := forwardNAT(t, m, lent)
+	if told != lent+7 {
+		t.Fatalf("told %d, want the UDP side's %d", told, lent+7)
+	}
+	m.change(func(f *fakeMapper) { f.mapped[fmt.Sprintf("udp/%d", lent)] = lent + 9 })
+	if got := readPublicPort(t, st); got != lent+9 {
+		t.Fatalf("public port %d, want %d", got, lent+9)
+	}
+	if f := e.Report().Public.Forwards; len(f) != 1 || f[0].External != lent+9 {
+		t.Fatalf("report forwards %+v", f)
+	}
+}
+
+// lendablePort is a port below the ephemeral range, so that no connection
+// made meanwhile takes it before the exit binds it.
+func lendablePort(t *testing.T) uint16 {
+	t.Helper()
+	_, portText, _ := net.SplitHostPort(restartableAddr(t))
+	p, err := strconv.Atoi(portText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint16(p)
 }

@@ -71,7 +71,7 @@ func (e *Server) Report() Report {
 		p.Addr = e.pub.addr.String()
 	}
 	for _, port := range slices.Sorted(maps.Keys(e.pub.forwards)) {
-		p.Forwards = append(p.Forwards, ForwardReport{Port: port, External: e.pub.forwards[port]})
+		p.Forwards = append(p.Forwards, ForwardReport{Port: port, External: e.pub.forwards[port].external()})
 	}
 	r.Public = p
 	return r
