@@ -69,12 +69,15 @@ type forwarded struct {
 }
 
 // external is the port the lent port's client is told while the router
-// maps it: the TCP side's, else the UDP side's; 0 while it maps neither.
+// maps it: the UDP side's, else the TCP side's; 0 while it maps neither.
+// UDP first: a torrent client behind a SOCKS5 proxy takes inbound peers
+// only as uTP over its UDP association (it opens no TCP listener), so the
+// port it announces must be the one where UDP arrives.
 func (f forwarded) external() uint16 {
-	if f.tcp != 0 {
-		return f.tcp
+	if f.udp != 0 {
+		return f.udp
 	}
-	return f.udp
+	return f.tcp
 }
 
 // toldTo is the external port a lent port's client was told.

@@ -488,3 +488,39 @@ func lendablePort(t *testing.T) uint16 {
 	}
 	return uint16(p)
 }
+
+// TestNATForwardToldUDPSide: where the router maps a lent port's two sides
+// at different external ports, the client is told the UDP side's (where
+// uTP arrives), at the forward and later, when the TCP side gets mapped
+// after a refusal; a later move of the UDP side is still told.
+func TestNATForwardToldUDPSide(t *testing.T) {
+	for _, tcpLater := range []bool{false, true} {
+		t.Run(fmt.Sprint("tcpLater=", tcpLater), func(t *testing.T) {
+			lent := lendablePort(t)
+			tcpKey, udpKey := fmt.Sprintf("tcp/%d", lent), fmt.Sprintf("udp/%d", lent)
+			m := newFakeMapper("11.7.0.1", 7)
+			if tcpLater {
+				m.refuse = map[string]error{"tcp": errors.New("ConflictInMappingEntry")}
+			} else {
+				m.mapped[tcpKey] = lent + 30
+			}
+			e, st, told := forwardNAT(t, m, lent)
+			if told != lent+7 {
+				t.Fatalf("told %d, want the UDP side's %d", told, lent+7)
+			}
+			if tcpLater {
+				m.mu.Lock()
+				m.refuse, m.mapped[tcpKey] = nil, lent+30
+				m.mu.Unlock()
+				e.checkForwards() // now maps the TCP side at its own port
+			}
+			if f := e.Report().Public.Forwards; len(f) != 1 || f[0].External != lent+7 {
+				t.Fatalf("report forwards %+v, want told %d", f, lent+7)
+			}
+			m.change(func(f *fakeMapper) { f.mapped[udpKey] = lent + 9 })
+			if got := readPublicPort(t, st); got != lent+9 {
+				t.Fatalf("public port %d, want the UDP side's new %d", got, lent+9)
+			}
+		})
+	}
+}
