@@ -77,8 +77,7 @@ func (e *Server) forward(ctx context.Context, log *slog.Logger, sess *link.Sessi
 	}
 	carried := c.carried.Load()
 	defer func() { e.cfg.Ports.Release(sess.Peer, port, c.carried.Load()-carried) }()
-	told := e.mapForward(ctx, port) // the port the internet reaches it at
-	e.rememberTold(sess.Peer, port, told)
+	told := e.mapForward(ctx, sess.Peer, port) // the port the internet reaches it at
 	defer e.unmapForward(port)
 	c.forward.Store(uint32(port))
 	defer c.forward.CompareAndSwap(uint32(port), 0)

@@ -238,11 +238,13 @@ func (e *Server) republish() {
 	}
 }
 
-// mapForward maps a port lent to a client on the router, TCP and UDP, and
-// returns the port to tell the client (toldPort): the port itself when
-// the router mapped neither side (no mapper, or the router refused: the
-// port is then reachable only where the exit's own address is).
-func (e *Server) mapForward(ctx context.Context, port uint16) uint16 {
+// mapForward maps a port lent to peer on the router, TCP and UDP, and
+// returns the port to tell it (toldPort): the port itself when the router
+// mapped neither side (no mapper, or the router refused: the port is then
+// reachable only where the exit's own address is). What peer is told is
+// noted with the mapping, under the same locks, so that a checkForwards
+// that moves the port after it finds the note to update.
+func (e *Server) mapForward(ctx context.Context, peer link.PeerID, port uint16) uint16 {
 	if e.cfg.NAT == nil {
 		return port
 	}
@@ -262,13 +264,18 @@ func (e *Server) mapForward(ctx context.Context, port uint16) uint16 {
 		f.udp = 0
 	}
 	e.warnSplit(port, f)
+	told := toldPort(port, f)
 	e.pub.mu.Lock()
 	if e.pub.forwards == nil {
 		e.pub.forwards = make(map[uint16]forwarded)
 	}
+	if e.pub.told == nil {
+		e.pub.told = make(map[uint16]toldTo)
+	}
 	e.pub.forwards[port] = f
+	e.pub.told[port] = toldTo{peer: peer, external: told}
 	e.pub.mu.Unlock()
-	return toldPort(port, f)
+	return told
 }
 
 // warnSplit says when the router maps a lent port's two sides at different
@@ -351,19 +358,6 @@ func (e *Server) checkForwards() {
 			tell(told)
 		}
 	}
-}
-
-// rememberTold notes that peer was told external for lent port port.
-func (e *Server) rememberTold(peer link.PeerID, port, external uint16) {
-	if e.cfg.NAT == nil {
-		return
-	}
-	e.pub.mu.Lock()
-	defer e.pub.mu.Unlock()
-	if e.pub.told == nil {
-		e.pub.told = make(map[uint16]toldTo)
-	}
-	e.pub.told[port] = toldTo{peer: peer, external: external}
 }
 
 // lentUnder is the port to ask the lender for when peer asks for want:

@@ -524,3 +524,27 @@ func TestNATForwardToldUDPSide(t *testing.T) {
 		})
 	}
 }
+
+// TestNATForwardToldFollowsMove: a move that checkForwards finds right
+// after a lent port is mapped updates what its client was noted as told,
+// so that the client, asking again by the new number, gets the port it
+// was lent.
+func TestNATForwardToldFollowsMove(t *testing.T) {
+	lent := lendablePort(t)
+	m := newFakeMapper("11.7.0.1", 7)
+	e, _, _ := serveNAT(t, Config{NAT: m, Ports: oneLender{lent}})
+	peer := newIdentity(t).ID()
+	if told := e.mapForward(t.Context(), peer, lent); told != lent+7 {
+		t.Fatalf("told %d, want %d", told, lent+7)
+	}
+	defer e.unmapForward(lent)
+	// The router moves the port before anything else happens.
+	m.mu.Lock()
+	clear(m.mapped)
+	m.offset = 9
+	m.mu.Unlock()
+	e.checkForwards()
+	if got := e.lentUnder(peer, lent+9); got != lent {
+		t.Fatalf("asked again by the new port %d: lent port %d, want %d", lent+9, got, lent)
+	}
+}
