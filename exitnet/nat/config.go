@@ -140,6 +140,11 @@ type gateway interface {
 	// r.Internal (and, where the router says, as ours), so that deleting
 	// it touches no other host's mapping.
 	holds(ctx context.Context, r recorded) (bool, error)
+	// list returns the mappings the router holds to this host under this
+	// package's description, asking each part within each, where the
+	// router may have chosen their external port (UPnP-IGD v2
+	// AddAnyPortMapping); nil elsewhere.
+	list(ctx context.Context, each time.Duration) ([]recorded, error)
 }
 
 // refusedError is a gateway that answered, with a refusal: it is still

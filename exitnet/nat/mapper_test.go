@@ -58,6 +58,27 @@ func (f *fakeGateway) holds(_ context.Context, r recorded) (bool, error) {
 	return ok && (!f.upnp || ext == r.External), nil
 }
 
+// list is the UPnP router's list: every mapping, made with our
+// description.
+func (f *fakeGateway) list(context.Context, time.Duration) ([]recorded, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errDown
+	}
+	if !f.upnp {
+		return nil, nil
+	}
+	var out []recorded
+	for k, ext := range f.maps {
+		var r recorded
+		fmt.Sscanf(k, "%3s/%d", &r.Proto, &r.Internal)
+		r.Method, r.Gateway, r.Client, r.External = MethodUPnP, f.address(), f.localAddr(), ext
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 func (f *fakeGateway) externalAddr(context.Context) (netip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

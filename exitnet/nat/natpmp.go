@@ -88,6 +88,10 @@ func (p *pmpGateway) localAddr() netip.Addr { return p.local }
 // touches no other host's mapping.
 func (p *pmpGateway) holds(context.Context, recorded) (bool, error) { return true, nil }
 
+// list: NAT-PMP cannot list mappings, and needs not: a deletion names the
+// internal port, whatever external port the gateway chose.
+func (p *pmpGateway) list(context.Context, time.Duration) ([]recorded, error) { return nil, nil }
+
 // checkPMPMapping checks a NAT-PMP mapping answer for the internal port we
 // asked for, and returns the external port and the lifetime granted.
 func checkPMPMapping(asked, internal, external uint16, lifetime uint32) (uint16, time.Duration, error) {

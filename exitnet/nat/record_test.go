@@ -622,3 +622,45 @@ func TestMapperRecordKeepsTimedOutAdd(t *testing.T) {
 		})
 	}
 }
+
+// TestMapperLeftoverPlacedByRouter: an IGDv2 router asked for an external
+// port someone holds places the mapping at another (AddAnyPortMapping); a
+// run that ended before it wrote that port down left in the record the
+// port it asked for. The next run finds the placed mapping in the router's
+// list and deletes it, and leaves alone a mapping of another internal port
+// at the port asked for.
+func TestMapperLeftoverPlacedByRouter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "nat.json")
+		f := newFake()
+		f.upnp = true
+		f.maps["tcp/40000"] = 40123 // placed by the router
+		f.maps["tcp/40001"] = 40000 // what held the port asked for
+		left := recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "tcp",
+			Internal: 40000, External: 40000}
+		if err := os.WriteFile(path, marshalRecord([]recorded{left}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var logs syncbuf.Buffer
+		m := startFake(t, f, Config{RecordPath: path, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		if _, err := m.Add(t.Context(), "tcp", 7843); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		ops := slices.Clone(f.ops)
+		f.mu.Unlock()
+		if want := []string{"remove tcp/40000", "add tcp/7843"}; !slices.Equal(ops, want) {
+			t.Fatalf("router saw %q, want %q", ops, want)
+		}
+		if now, _, _, _ := f.snapshot(); len(now) != 2 || now["tcp/40001"] != 40000 || now["tcp/7843"] != 7843 {
+			t.Fatalf("router after recovery: %v", now)
+		}
+		if want := "at the external port the router chose"; !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, logs.String())
+		}
+		b, _ := os.ReadFile(path)
+		if rs, err := parseRecord(b); err != nil || len(rs) != 1 || rs[0].Internal != 7843 {
+			t.Fatalf("record after recovery: %v, %v", rs, err)
+		}
+	})
+}

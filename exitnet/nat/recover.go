@@ -103,6 +103,7 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 	// that a router that stops answering costs one Timeout, not one per
 	// leftover, before this run maps anything.
 	down := map[string]bool{}
+	lists := map[string][]recorded{} // by method: the router's list, read once
 	for _, r := range st.leftover {
 		if ctx.Err() != nil || st.gw == nil || down[r.Method] {
 			keep = append(keep, r)
@@ -166,8 +167,14 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 			keep = append(keep, r)
 			down[r.Method] = true
 		case !ours:
-			m.log.Info("nat: a mapping an earlier run left is gone or no longer forwards to this host; left alone",
-				"mapping", r.String())
+			n, ok := m.deletePlaced(ctx, st, g, r, lists)
+			if !ok {
+				keep = append(keep, r)
+				down[r.Method] = true
+			} else if n == 0 {
+				m.log.Info("nat: a mapping an earlier run left is gone or no longer forwards to this host; left alone",
+					"mapping", r.String())
+			}
 		default:
 			m.log.Info("nat: deleted a mapping an earlier run left", "proto", r.Proto, "port", r.Internal,
 				"external", r.External, "method", r.Method)
@@ -175,6 +182,53 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 	}
 	st.leftover = keep
 	m.saveRecord(st)
+}
+
+// deletePlaced deletes the mappings for r that the router placed at another
+// external port than r names: an IGDv2 router asked for a port someone else
+// holds chooses another (AddAnyPortMapping), and a run that ended before
+// it wrote that one down left r, the port it asked for. They are found in
+// the router's list (read once per pass, into lists): to r.Client and
+// r.Internal, under our description, and not held by this run. It returns
+// how many it deleted, and false when the router did not answer.
+func (m *Mapper) deletePlaced(ctx context.Context, st *state, g gateway, r recorded, lists map[string][]recorded) (int, bool) {
+	l, ok := lists[r.Method]
+	if !ok {
+		var err error
+		if l, err = g.list(ctx, m.cfg.Timeout); err != nil {
+			m.log.Warn("nat: cannot read the router's list of mappings; trying again later", "mapping", r.String(), "err", err)
+			return 0, false
+		}
+		lists[r.Method] = l
+	}
+	n := 0
+	for _, p := range l {
+		if p.Proto != r.Proto || p.Internal != r.Internal || p.Client != r.Client || p.External == r.External || m.ownsNow(st, p) {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+		err := g.remove(cctx, p.Proto, p.Internal, p.External)
+		cancel()
+		if err != nil && !isRefused(err) {
+			m.log.Warn("nat: cannot delete a mapping an earlier run left; trying again later", "mapping", p.String(), "err", err)
+			return n, false
+		}
+		if err != nil {
+			m.log.Warn("nat: the router refused to delete a mapping an earlier run left; "+
+				"if it still forwards to this host, delete it in the router's port forwarding settings",
+				"mapping", p.String(), "err", err)
+			continue
+		}
+		n++
+		m.log.Info("nat: deleted a mapping an earlier run left, at the external port the router chose",
+			"proto", p.Proto, "port", p.Internal, "external", p.External, "asked", r.External, "method", r.Method)
+	}
+	if n > 0 {
+		lists[r.Method] = slices.DeleteFunc(l, func(p recorded) bool {
+			return p.Proto == r.Proto && p.Internal == r.Internal && p.External != r.External && !m.ownsNow(st, p)
+		})
+	}
+	return n, true
 }
 
 // ownsNow reports whether r, left by an earlier run, names a mapping this

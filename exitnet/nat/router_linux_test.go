@@ -51,6 +51,7 @@ func TestRouter(t *testing.T) {
 		{"doublenat", "100.64.0"},
 		{"crash-upnp", "11.7.0"},
 		{"crash-natpmp", "11.7.0"},
+		{"placed", "11.7.0"},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := nstest.NewRouter(t, fmt.Sprint("s", i), sc.wan)
@@ -95,6 +96,10 @@ func TestRouterHome(t *testing.T) {
 	gateway := r.StartGateway(t)
 	if mode, ok := strings.CutPrefix(scenario, "crash-"); ok {
 		crashAndRecover(t, r, mode)
+		return
+	}
+	if scenario == "placed" {
+		placedAndRecover(t, r)
 		return
 	}
 
@@ -404,6 +409,56 @@ func crashAndRecover(t *testing.T, r *nstest.Router, mode string) {
 	}
 	if _, err := os.Stat(record); !os.IsNotExist(err) {
 		t.Fatalf("record after a clean stop: %v", err)
+	}
+}
+
+// placedAndRecover: a run that asked the IGDv2 router for an external port
+// another mapping held, and ended before it wrote down the one the router
+// placed its mapping at (AddAnyPortMapping), left in its record the port it
+// asked for. Made here with upnpc: the router forwards tcp 7020 to
+// home:7010 under our description, and 7010 to home:7011 under another
+// program's; the record names 7010 to home:7010. The next run deletes the
+// first, found in the router's list, and leaves the second.
+func placedAndRecover(t *testing.T, r *nstest.Router) {
+	if _, err := exec.LookPath("upnpc"); err != nil {
+		t.Skip("upnpc (Debian package miniupnpc) not installed")
+	}
+	home := r.HomeAddr.String()
+	nstest.Run(t, "upnpc", "-e", description, "-a", home, "7010", "7020", "TCP", "3600")
+	nstest.Run(t, "upnpc", "-a", home, "7011", "7010", "TCP", "3600")
+	t.Cleanup(func() { exec.Command("upnpc", "-d", "7010", "TCP").Run() })
+	to := func(ext uint16, internal int) string {
+		return fmt.Sprintf("dport %d dnat ip to %s:%d", ext, r.HomeAddr, internal)
+	}
+	if rules := r.NATRules(t); !strings.Contains(rules, to(7020, 7010)) || !strings.Contains(rules, to(7010, 7011)) {
+		t.Fatalf("upnpc did not map:\n%s", rules)
+	}
+	record := filepath.Join(t.TempDir(), "nat.json")
+	left := recorded{Method: MethodUPnP, Gateway: r.LAN, Client: r.HomeAddr, Proto: "tcp", Internal: 7010, External: 7010}
+	if err := os.WriteFile(record, marshalRecord([]recorded{left}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m, err := New(Config{Mode: ModeUPnP, Log: log, RecordPath: record, RetryMin: 200 * time.Millisecond, RetryMax: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- m.Run(context.Background()) }()
+	t.Cleanup(func() { m.Close(); <-runDone })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	ext, err := m.Add(ctx, "tcp", 7012)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := r.NATRules(t)
+	if strings.Contains(rules, to(7020, 7010)) || !strings.Contains(rules, to(7010, 7011)) || !strings.Contains(rules, to(ext, 7012)) {
+		t.Fatalf("after the restart the router holds:\n%s", rules)
+	}
+	if want := `at the external port the router chose" proto=tcp port=7010 external=7020 asked=7010`; !strings.Contains(logs.String(), want) {
+		t.Fatalf("no %q in the log:\n%s", want, logs.String())
 	}
 }
 

@@ -28,6 +28,10 @@ const (
 	upnpNoSuchEntry        = 714 // NoSuchEntryInArray
 	upnpConflict           = 718 // ConflictInMappingEntry
 	upnpOnlyPermanentLease = 725 // OnlyPermanentLeasesSupported
+
+	// maxListed bounds the entries of the router's mapping list read (one
+	// request each) when looking for mappings the router placed.
+	maxListed = 1024
 )
 
 // igd is what the three kinds of WAN connection service have in common.
@@ -38,6 +42,9 @@ type igd interface {
 	GetExternalIPAddressCtx(ctx context.Context) (string, error)
 	GetSpecificPortMappingEntryCtx(ctx context.Context, remoteHost string, externalPort uint16, protocol string) (
 		internalPort uint16, internalClient string, enabled bool, description string, leaseSeconds uint32, err error)
+	GetGenericPortMappingEntryCtx(ctx context.Context, index uint16) (remoteHost string, externalPort uint16,
+		protocol string, internalPort uint16, internalClient string, enabled bool, description string,
+		leaseSeconds uint32, err error)
 }
 
 var (
@@ -194,9 +201,14 @@ func (u *upnpGateway) add(ctx context.Context, proto string, internal, want uint
 		return 0, 0, upnpError("AddPortMapping", err)
 	}
 	// IGDv2: let the router choose a free external port.
+	// The record names want: were this run to end before it records
+	// the port the router chose, the next one finds that mapping in the
+	// router's list (list).
 	got, err2 := u.v2.AddAnyPortMappingCtx(ctx, "", want, p, internal, client, true, description, lease)
 	if err2 != nil {
-		return 0, 0, fmt.Errorf("%w; %w", upnpError("AddPortMapping", err), upnpError("AddAnyPortMapping", err2))
+		// A refusal only if the second is one: a second that got no
+		// answer may have been made.
+		return 0, 0, fmt.Errorf("%v; %w", upnpError("AddPortMapping", err), upnpError("AddAnyPortMapping", err2))
 	}
 	if got == 0 {
 		return 0, 0, &refusedError{errors.New("upnp AddAnyPortMapping: router reserved port 0")}
@@ -228,6 +240,35 @@ func (u *upnpGateway) holds(ctx context.Context, r recorded) (bool, error) {
 	a, perr := netip.ParseAddr(strings.TrimSpace(client))
 	desc = strings.TrimSpace(desc)
 	return perr == nil && a.Unmap() == r.Client && internal == r.Internal && (desc == description || desc == ""), nil
+}
+
+// list reads the router's mapping list (GetGenericPortMappingEntry, index
+// by index until the router answers with a fault, SpecifiedArrayIndexInvalid
+// at the end) for the mappings to this host under our description. Only an
+// IGDv2 router places a mapping at an external port it chooses.
+func (u *upnpGateway) list(ctx context.Context, each time.Duration) ([]recorded, error) {
+	if u.v2 == nil {
+		return nil, nil
+	}
+	var out []recorded
+	for i := range maxListed {
+		cctx, cancel := context.WithTimeout(ctx, each)
+		_, ext, proto, internal, client, _, desc, _, err := u.svc.GetGenericPortMappingEntryCtx(cctx, uint16(i))
+		cancel()
+		if faultCode(err) != 0 {
+			break
+		}
+		if err != nil {
+			return nil, upnpError("GetGenericPortMappingEntry", err)
+		}
+		r := recorded{Method: MethodUPnP, Gateway: u.gw, Client: u.local, Proto: strings.ToLower(strings.TrimSpace(proto)),
+			Internal: internal, External: ext}
+		a, perr := netip.ParseAddr(strings.TrimSpace(client))
+		if perr == nil && a.Unmap() == u.local && strings.TrimSpace(desc) == description && r.check() == nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // upnpError describes err from a UPnP action: a SOAP fault is the router
