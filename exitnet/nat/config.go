@@ -47,7 +47,8 @@ type Config struct {
 	// lifetime granted. Zero means DefaultLifetimeUPnP or
 	// DefaultLifetimeNATPMP. Between 2 s and 7 days.
 	Lifetime time.Duration
-	// Timeout bounds discovery, and each request to the gateway.
+	// Timeout bounds discovery, and each request to the gateway. Reading
+	// the router's list of mappings, at start, takes at most twice it.
 	Timeout time.Duration
 	// CloseTimeout bounds deleting every mapping when the Mapper stops.
 	CloseTimeout time.Duration
@@ -59,7 +60,9 @@ type Config struct {
 	// it once deleted. At start, Run deletes the mappings a run that did
 	// not clean up left there (a crash, a kill) before it maps anything,
 	// if the router still holds them for this host's address and port and
-	// no program of this host holds that port now.
+	// no program of this host holds that port now; on an IGDv2 router, also
+	// those it placed at an external port it chose, found in its list under
+	// this package's description.
 	// Without it a mapping left by a crash lasts until its lease ends, or
 	// for ever where the router grants only leases without end.
 	RecordPath string
@@ -141,9 +144,10 @@ type gateway interface {
 	// it touches no other host's mapping.
 	holds(ctx context.Context, r recorded) (bool, error)
 	// list returns the mappings the router holds to this host under this
-	// package's description, asking each part within each, where the
-	// router may have chosen their external port (UPnP-IGD v2
-	// AddAnyPortMapping); nil elsewhere.
+	// package's description, where the router may have chosen their
+	// external port (UPnP-IGD v2 AddAnyPortMapping); nil elsewhere. Each
+	// request to the router takes at most each; a list cut short by ctx or
+	// by its length is returned with errListCut.
 	list(ctx context.Context, each time.Duration) ([]recorded, error)
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -28,6 +29,8 @@ type fakeGateway struct {
 	discover int
 	foreign  map[string]bool // "udp/40000": an external port now forwarded to another host
 	ops      []string        // "add tcp/7000", "remove tcp/7000", in order
+	listed   []recorded      // when set, what list returns (with listErr) instead of maps
+	listErr  error
 }
 
 func newFake() *fakeGateway {
@@ -68,6 +71,9 @@ func (f *fakeGateway) list(context.Context, time.Duration) ([]recorded, error) {
 	}
 	if !f.upnp {
 		return nil, nil
+	}
+	if f.listed != nil {
+		return slices.Clone(f.listed), f.listErr
 	}
 	var out []recorded
 	for k, ext := range f.maps {

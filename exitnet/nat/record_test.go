@@ -664,3 +664,53 @@ func TestMapperLeftoverPlacedByRouter(t *testing.T) {
 		}
 	})
 }
+
+// TestMapperPlacedBounded: the router's list comes from the network. A
+// list read in part is used for what it shows; a list naming more
+// mappings of one port than a run leaves is believed for maxPlaced of
+// them, the rest left to their lease.
+func TestMapperPlacedBounded(t *testing.T) {
+	for _, many := range []bool{false, true} {
+		t.Run(fmt.Sprint("many=", many), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake()
+				f.upnp = true
+				rec := func(ext uint16) recorded {
+					return recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "tcp",
+						Internal: 40000, External: ext}
+				}
+				f.listed = []recorded{rec(40123)}
+				f.listErr = fmt.Errorf("%w after 1 entries", errListCut)
+				if many {
+					f.listed = nil
+					for i := range 3 * maxPlaced {
+						f.listed = append(f.listed, rec(41000+uint16(i)))
+					}
+					f.listErr = nil
+				}
+				f.maps["tcp/40000"] = f.listed[len(f.listed)-1].External
+				if err := os.WriteFile(path, marshalRecord([]recorded{rec(40000)}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				var logs syncbuf.Buffer
+				m := startFake(t, f, Config{RecordPath: path, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+				if _, err := m.Add(t.Context(), "udp", 7843); err != nil {
+					t.Fatal(err)
+				}
+				now, _, removes, _ := f.snapshot()
+				_, held := now["tcp/40000"]
+				want, warn := 1, "too long or too slow to read whole"
+				if many {
+					want, warn = maxPlaced, "more mappings of one port than an earlier run could leave"
+				}
+				if removes != want || held != many {
+					t.Fatalf("%d deletions, router holds %v; want %d", removes, now, want)
+				}
+				if !strings.Contains(logs.String(), warn) {
+					t.Errorf("no %q in the log:\n%s", warn, logs.String())
+				}
+			})
+		})
+	}
+}

@@ -184,6 +184,19 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 	m.saveRecord(st)
 }
 
+// Bounds on what recover does with a router's mapping list, which comes
+// from the network. A mapping they leave is left to its lease, which on an
+// IGDv2 router (the only kind that places mappings) ends, within a week.
+const (
+	// listTimeouts bounds reading a router's list, in Timeouts: mapping
+	// waits meanwhile, and a busy LAN's list can be long.
+	listTimeouts = 2
+	// maxPlaced bounds the mappings deleted for one leftover: a run leaves
+	// one, the router having placed it when the port asked for was taken;
+	// a list that names more is believed this far.
+	maxPlaced = 4
+)
+
 // deletePlaced deletes the mappings for r that the router placed at another
 // external port than r names: an IGDv2 router asked for a port someone else
 // holds chooses another (AddAnyPortMapping), and a run that ended before
@@ -194,18 +207,36 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 func (m *Mapper) deletePlaced(ctx context.Context, st *state, g gateway, r recorded, lists map[string][]recorded) (int, bool) {
 	l, ok := lists[r.Method]
 	if !ok {
+		lctx, cancel := context.WithTimeout(ctx, listTimeouts*m.cfg.Timeout)
 		var err error
-		if l, err = g.list(ctx, m.cfg.Timeout); err != nil {
+		l, err = g.list(lctx, m.cfg.Timeout)
+		cancel()
+		switch {
+		case errors.Is(err, errListCut) && ctx.Err() == nil:
+			m.log.Warn("nat: the router's list of mappings is too long or too slow to read whole; "+
+				"a mapping an earlier run left beyond what was read stays until its lease ends",
+				"read", len(l), "err", err)
+		case err != nil:
 			m.log.Warn("nat: cannot read the router's list of mappings; trying again later", "mapping", r.String(), "err", err)
 			return 0, false
 		}
 		lists[r.Method] = l
 	}
-	n := 0
+	placed := func(p recorded) bool {
+		return p.Proto == r.Proto && p.Internal == r.Internal && p.Client == r.Client && p.External != r.External &&
+			!m.ownsNow(st, p)
+	}
+	n, tried := 0, 0
 	for _, p := range l {
-		if p.Proto != r.Proto || p.Internal != r.Internal || p.Client != r.Client || p.External == r.External || m.ownsNow(st, p) {
+		if !placed(p) {
 			continue
 		}
+		if tried == maxPlaced {
+			m.log.Warn("nat: the router lists more mappings of one port than an earlier run could leave; "+
+				"the others stay until their lease ends", "mapping", r.String(), "deleted", n)
+			break
+		}
+		tried++
 		cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 		err := g.remove(cctx, p.Proto, p.Internal, p.External)
 		cancel()
@@ -223,11 +254,9 @@ func (m *Mapper) deletePlaced(ctx context.Context, st *state, g gateway, r recor
 		m.log.Info("nat: deleted a mapping an earlier run left, at the external port the router chose",
 			"proto", p.Proto, "port", p.Internal, "external", p.External, "asked", r.External, "method", r.Method)
 	}
-	if n > 0 {
-		lists[r.Method] = slices.DeleteFunc(l, func(p recorded) bool {
-			return p.Proto == r.Proto && p.Internal == r.Internal && p.External != r.External && !m.ownsNow(st, p)
-		})
-	}
+	// Done with, whatever the router answered: another leftover of the
+	// same port does not ask again.
+	lists[r.Method] = slices.DeleteFunc(l, placed)
 	return n, true
 }
 

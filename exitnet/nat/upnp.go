@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -244,8 +245,11 @@ func (u *upnpGateway) holds(ctx context.Context, r recorded) (bool, error) {
 
 // list reads the router's mapping list (GetGenericPortMappingEntry, index
 // by index until the router answers with a fault, SpecifiedArrayIndexInvalid
-// at the end) for the mappings to this host under our description. Only an
-// IGDv2 router places a mapping at an external port it chooses.
+// at the end) for the mappings to this host under our description, each
+// once. Only an IGDv2 router places a mapping at an external port it
+// chooses. The list comes from the network: it reads at most maxListed
+// entries, each within each, and stops when ctx ends; what it read then is
+// returned with errListCut.
 func (u *upnpGateway) list(ctx context.Context, each time.Duration) ([]recorded, error) {
 	if u.v2 == nil {
 		return nil, nil
@@ -253,10 +257,13 @@ func (u *upnpGateway) list(ctx context.Context, each time.Duration) ([]recorded,
 	var out []recorded
 	for i := range maxListed {
 		cctx, cancel := context.WithTimeout(ctx, each)
-		_, ext, proto, internal, client, _, desc, _, err := u.svc.GetGenericPortMappingEntryCtx(cctx, uint16(i))
+		host, ext, proto, internal, client, _, desc, _, err := u.svc.GetGenericPortMappingEntryCtx(cctx, uint16(i))
 		cancel()
 		if faultCode(err) != 0 {
-			break
+			return out, nil
+		}
+		if err != nil && ctx.Err() != nil {
+			return out, fmt.Errorf("%w after %d entries: %w", errListCut, i, ctx.Err())
 		}
 		if err != nil {
 			return nil, upnpError("GetGenericPortMappingEntry", err)
@@ -264,12 +271,18 @@ func (u *upnpGateway) list(ctx context.Context, each time.Duration) ([]recorded,
 		r := recorded{Method: MethodUPnP, Gateway: u.gw, Client: u.local, Proto: strings.ToLower(strings.TrimSpace(proto)),
 			Internal: internal, External: ext}
 		a, perr := netip.ParseAddr(strings.TrimSpace(client))
-		if perr == nil && a.Unmap() == u.local && strings.TrimSpace(desc) == description && r.check() == nil {
+		// We map from any remote host (""); a mapping restricted to one
+		// is not ours, and deleting by external port would name another.
+		if perr == nil && a.Unmap() == u.local && strings.TrimSpace(desc) == description &&
+			strings.TrimSpace(host) == "" && r.check() == nil && !slices.Contains(out, r) {
 			out = append(out, r)
 		}
 	}
-	return out, nil
+	return out, fmt.Errorf("%w at %d entries", errListCut, maxListed)
 }
+
+// errListCut: the router's mapping list was not read to its end.
+var errListCut = errors.New("router's list of mappings read in part")
 
 // upnpError describes err from a UPnP action: a SOAP fault is the router
 // refusing (a refusedError), anything else is the router not answering.
