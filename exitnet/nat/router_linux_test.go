@@ -418,7 +418,9 @@ func crashAndRecover(t *testing.T, r *nstest.Router, mode string) {
 // asked for. Made here with upnpc: the router forwards tcp 7020 to
 // home:7010 under our description, and 7010 to home:7011 under another
 // program's; the record names 7010 to home:7010. The next run deletes the
-// first, found in the router's list, and leaves the second.
+// first, found in the router's list, and leaves the second, and those to
+// home:7010 of another program (tcp 7030) or of the other protocol (udp
+// 7040, not recorded).
 func placedAndRecover(t *testing.T, r *nstest.Router) {
 	if _, err := exec.LookPath("upnpc"); err != nil {
 		t.Skip("upnpc (Debian package miniupnpc) not installed")
@@ -426,11 +428,18 @@ func placedAndRecover(t *testing.T, r *nstest.Router) {
 	home := r.HomeAddr.String()
 	nstest.Run(t, "upnpc", "-e", description, "-a", home, "7010", "7020", "TCP", "3600")
 	nstest.Run(t, "upnpc", "-a", home, "7011", "7010", "TCP", "3600")
-	t.Cleanup(func() { exec.Command("upnpc", "-d", "7010", "TCP").Run() })
+	nstest.Run(t, "upnpc", "-e", "another program", "-a", home, "7010", "7030", "TCP", "3600")
+	nstest.Run(t, "upnpc", "-e", description, "-a", home, "7010", "7040", "UDP", "3600")
+	t.Cleanup(func() {
+		for _, m := range [][]string{{"7010", "TCP"}, {"7030", "TCP"}, {"7040", "UDP"}} {
+			exec.Command("upnpc", "-d", m[0], m[1]).Run()
+		}
+	})
 	to := func(ext uint16, internal int) string {
 		return fmt.Sprintf("dport %d dnat ip to %s:%d", ext, r.HomeAddr, internal)
 	}
-	if rules := r.NATRules(t); !strings.Contains(rules, to(7020, 7010)) || !strings.Contains(rules, to(7010, 7011)) {
+	others := []string{to(7010, 7011), to(7030, 7010), "0x11 th " + to(7040, 7010)} // 0x11: UDP
+	if rules := r.NATRules(t); !strings.Contains(rules, to(7020, 7010)) || !containsAll(rules, others) {
 		t.Fatalf("upnpc did not map:\n%s", rules)
 	}
 	record := filepath.Join(t.TempDir(), "nat.json")
@@ -454,12 +463,22 @@ func placedAndRecover(t *testing.T, r *nstest.Router) {
 		t.Fatal(err)
 	}
 	rules := r.NATRules(t)
-	if strings.Contains(rules, to(7020, 7010)) || !strings.Contains(rules, to(7010, 7011)) || !strings.Contains(rules, to(ext, 7012)) {
+	if strings.Contains(rules, to(7020, 7010)) || !containsAll(rules, others) || !strings.Contains(rules, to(ext, 7012)) {
 		t.Fatalf("after the restart the router holds:\n%s", rules)
 	}
 	if want := `at the external port the router chose" proto=tcp port=7010 external=7020 asked=7010`; !strings.Contains(logs.String(), want) {
 		t.Fatalf("no %q in the log:\n%s", want, logs.String())
 	}
+}
+
+// containsAll reports whether s contains every one of subs.
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // TestRouterCrashChild maps tcp and udp 7001 with a record file, prints
