@@ -60,9 +60,9 @@ type Config struct {
 	// it once deleted. At start, Run deletes the mappings a run that did
 	// not clean up left there (a crash, a kill) before it maps anything,
 	// if the router still holds them for this host's address and port and
-	// no program of this host holds that port now; on an IGDv2 router, also
-	// those it placed at an external port it chose, found in its list under
-	// this package's description.
+	// no program of this host holds that port now (by TCP or UDP); on an
+	// IGDv2 router, also those it placed at an external port it chose,
+	// found in its list under this package's description.
 	// Without it a mapping left by a crash lasts until its lease ends, or
 	// for ever where the router grants only leases without end.
 	RecordPath string

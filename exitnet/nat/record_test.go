@@ -362,43 +362,48 @@ func TestRecordFullReadBack(t *testing.T) {
 }
 
 // TestMapperLeftoverPortInUse: a mapping an earlier run left whose port a
-// program of this host uses now is not deleted (it may be that program's:
-// NAT-PMP deletes by internal port), and stays in the record; the others
-// are deleted.
+// program of this host uses now, by either protocol, is not deleted (it
+// may be that program's: NAT-PMP deletes by internal port, and an exit
+// holds a lent port's UDP side only while a client uses it), and stays in
+// the record; the others are deleted.
 func TestMapperLeftoverPortInUse(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "nat.json")
-		f := newFake()
-		f.maps["udp/40000"], f.maps["udp/40001"] = 40000, 40001
-		rec := func(internal uint16) recorded {
-			return recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "udp",
-				Internal: internal, External: internal}
-		}
-		if err := os.WriteFile(path, marshalRecord([]recorded{rec(40000), rec(40001)}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		m, err := New(Config{RecordPath: path, Log: discardLog})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.discover = func(context.Context) (gateway, error) { return f, nil }
-		m.inUse = func(proto string, local netip.Addr, port uint16) bool {
-			return proto == "udp" && local == f.localAddr() && port == 40000
-		}
-		done := make(chan error, 1)
-		go func() { done <- m.Run(context.Background()) }()
-		defer func() { m.Close(); <-done }()
-		if _, err := m.Add(t.Context(), "tcp", 7000); err != nil {
-			t.Fatal(err)
-		}
-		if maps, _, _, _ := f.snapshot(); maps["udp/40000"] != 40000 || maps["udp/40001"] != 0 {
-			t.Fatalf("router after recovery: %v", maps)
-		}
-		b, _ := os.ReadFile(path)
-		if rs, err := parseRecord(b); err != nil || !slices.Contains(rs, rec(40000)) || slices.Contains(rs, rec(40001)) {
-			t.Fatalf("record after recovery: %v, %v", rs, err)
-		}
-	})
+	for _, held := range []string{"udp", "tcp"} {
+		t.Run(held, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "nat.json")
+				f := newFake()
+				f.maps["udp/40000"], f.maps["udp/40001"] = 40000, 40001
+				rec := func(internal uint16) recorded {
+					return recorded{Method: f.method(), Gateway: f.address(), Client: f.localAddr(), Proto: "udp",
+						Internal: internal, External: internal}
+				}
+				if err := os.WriteFile(path, marshalRecord([]recorded{rec(40000), rec(40001)}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				m, err := New(Config{RecordPath: path, Log: discardLog})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.discover = func(context.Context) (gateway, error) { return f, nil }
+				m.inUse = func(proto string, local netip.Addr, port uint16) bool {
+					return proto == held && local == f.localAddr() && port == 40000
+				}
+				done := make(chan error, 1)
+				go func() { done <- m.Run(context.Background()) }()
+				defer func() { m.Close(); <-done }()
+				if _, err := m.Add(t.Context(), "tcp", 7000); err != nil {
+					t.Fatal(err)
+				}
+				if maps, _, _, _ := f.snapshot(); maps["udp/40000"] != 40000 || maps["udp/40001"] != 0 {
+					t.Fatalf("router after recovery: %v", maps)
+				}
+				b, _ := os.ReadFile(path)
+				if rs, err := parseRecord(b); err != nil || !slices.Contains(rs, rec(40000)) || slices.Contains(rs, rec(40001)) {
+					t.Fatalf("record after recovery: %v, %v", rs, err)
+				}
+			})
+		})
+	}
 }
 
 // TestPortInUse: a port a socket of this host holds is in use; once it is

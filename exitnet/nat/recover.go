@@ -126,11 +126,15 @@ func (m *Mapper) recover(ctx context.Context, st *state) {
 				"mapping", r.String(), "address", st.gw.localAddr())
 			continue
 		}
-		if m.inUse(r.Proto, r.Client, r.Internal) {
+		if m.inUse("tcp", r.Client, r.Internal) || m.inUse("udp", r.Client, r.Internal) {
 			// Another program of this host may have mapped it since
 			// (NAT-PMP deletes by internal port, and a router may keep no
-			// descriptions), or this exit listens there again and maps it
-			// anew, which replaces it.
+			// descriptions, or the program is another swarmvpn), or this
+			// exit listens there again and maps it anew, which replaces
+			// it. Either protocol: a program that maps both sides of a
+			// port may hold one (an exit holds a lent port's TCP side,
+			// and its UDP side only while a client's UDP association is
+			// bound there).
 			m.log.Info("nat: not deleting a mapping an earlier run left: a program of this host uses its port now; kept in the record",
 				"mapping", r.String())
 			keep = append(keep, r)
