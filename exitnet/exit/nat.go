@@ -49,9 +49,9 @@ type public struct {
 	addr     netip.Addr           // the router's public address; invalid while unknown
 	addrErr  string               // why it is unknown
 	forwards map[uint16]forwarded // lent port -> what the router maps for it
-	// tell sends a lent port's client the port peers now reach it at, while
-	// its forward stream is open.
-	tell map[uint16]func(public uint16)
+	// tell tells a lent port's client the port peers now reach it at,
+	// while its forward stream is open.
+	tell map[uint16]*teller
 	// told remembers, by lent port, the client last lent it and the
 	// external port it was last told, beyond the lease: a client asks
 	// again by the number it was told (SPEC.md, forward), and that number
@@ -345,7 +345,7 @@ func (e *Server) checkForwards() {
 			t.external = told
 			e.pub.told[p] = t
 		}
-		tell := e.pub.tell[p]
+		t := e.pub.tell[p]
 		e.pub.mu.Unlock()
 		e.pub.mapping.Unlock()
 		e.warnSplit(p, now)
@@ -354,8 +354,8 @@ func (e *Server) checkForwards() {
 		}
 		e.log.Warn("the router moved a forwarded port; telling its client the new one", "port", p,
 			"was", toldPort(p, was), "now", told)
-		if tell != nil {
-			tell(told)
+		if t != nil {
+			t.update(e, p)
 		}
 	}
 }
@@ -395,20 +395,43 @@ func toldPort(p uint16, f forwarded) uint16 {
 // the returned func is called, and tells it at once if the router moved
 // the port since the client was told was.
 func (e *Server) tellForward(port, was uint16, send func(public uint16)) (stop func()) {
+	t := &teller{last: was, send: send}
 	e.pub.mu.Lock()
 	if e.pub.tell == nil {
-		e.pub.tell = make(map[uint16]func(uint16))
+		e.pub.tell = make(map[uint16]*teller)
 	}
-	e.pub.tell[port] = send
-	f, lent := e.pub.forwards[port]
+	e.pub.tell[port] = t
 	e.pub.mu.Unlock()
-	if now := f.external(); lent && now != 0 && now != was {
-		send(now)
-	}
+	t.update(e, port)
 	return func() {
 		e.pub.mu.Lock()
-		delete(e.pub.tell, port)
+		if e.pub.tell[port] == t {
+			delete(e.pub.tell, port)
+		}
 		e.pub.mu.Unlock()
+	}
+}
+
+// teller tells one lent port's client the external port peers reach it
+// at. Whoever calls update, in whatever order, the client hears each port
+// once and the newest last: the port is read, and sent, under mu.
+type teller struct {
+	mu   sync.Mutex
+	last uint16 // what the client was last told
+	send func(public uint16)
+}
+
+// update tells the client the port's external port if it changed since
+// the client was last told.
+func (t *teller) update(e *Server, port uint16) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.pub.mu.Lock()
+	f, lent := e.pub.forwards[port]
+	e.pub.mu.Unlock()
+	if now := f.external(); lent && now != 0 && now != t.last {
+		t.send(now)
+		t.last = now
 	}
 }
 

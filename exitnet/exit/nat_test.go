@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -546,5 +547,59 @@ func TestNATForwardToldFollowsMove(t *testing.T) {
 	e.checkForwards()
 	if got := e.lentUnder(peer, lent+9); got != lent {
 		t.Fatalf("asked again by the new port %d: lent port %d, want %d", lent+9, got, lent)
+	}
+}
+
+// However the checks of a lent port's mapping and the forward's own first
+// look interleave, its client hears each external port once, and the
+// newest last.
+func TestTellerNewestLast(t *testing.T) {
+	const port = 7000
+	e := &Server{}
+	e.pub.forwards = map[uint16]forwarded{port: {udp: 1}}
+	var mu sync.Mutex
+	var heard []uint16
+	stop := e.tellForward(port, 1, func(p uint16) {
+		mu.Lock()
+		heard = append(heard, p)
+		mu.Unlock()
+		time.Sleep(10 * time.Microsecond) // a stream write takes a while
+	})
+	var next atomic.Uint32
+	next.Store(1)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 500 {
+				e.pub.mu.Lock()
+				e.pub.forwards[port] = forwarded{udp: uint16(next.Add(1))}
+				e.pub.mu.Unlock()
+				e.pub.mu.Lock()
+				tl := e.pub.tell[port]
+				e.pub.mu.Unlock()
+				tl.update(e, port)
+			}
+		})
+	}
+	wg.Wait()
+	final := e.pub.forwards[port].udp
+	if len(heard) == 0 || heard[len(heard)-1] != final {
+		t.Fatalf("the client heard %d ports, the last %v; want the newest, %d, last", len(heard), heard[max(len(heard)-1, 0):], final)
+	}
+	for i := 1; i < len(heard); i++ {
+		if heard[i] == heard[i-1] {
+			t.Fatalf("port %d told twice in a row", heard[i])
+		}
+	}
+	// A forward of the same port opened before this one's end keeps its
+	// teller.
+	stop2 := e.tellForward(port, final, func(uint16) {})
+	stop()
+	if e.pub.tell[port] == nil {
+		t.Fatal("the end of an earlier forward removed the new one's teller")
+	}
+	stop2()
+	if e.pub.tell[port] != nil {
+		t.Fatal("the teller outlived its forward")
 	}
 }
