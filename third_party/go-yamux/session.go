@@ -609,6 +609,24 @@ func (s *Session) queue(buf []byte, deadline <-chan struct{}, waitForShutDown bo
 	}
 }
 
+// tryQueueMsg queues a frame of hdr alone for the send loop if the queue
+// has room now, and reports whether it did.
+func (s *Session) tryQueueMsg(hdr header) bool {
+	buf, err := s.frame(hdr, nil, nil)
+	if err != nil {
+		return true // shut down: nothing is sent any more
+	}
+	s.queued.Add(1)
+	select {
+	case s.sendCh <- buf:
+		return true
+	default:
+		s.queued.Add(-1)
+		pool.Put(buf)
+		return false
+	}
+}
+
 // writeLocked writes buf to conn, extending the write deadline when past
 // its halfway point; the caller holds writeMu.
 func (s *Session) writeLocked(buf []byte) error {

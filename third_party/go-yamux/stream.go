@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	pool "github.com/libp2p/go-buffer-pool"
 )
 
 type streamState int
@@ -50,6 +52,14 @@ type Stream struct {
 	sendNotifyCh chan struct{}
 
 	readDeadline, writeDeadline pipeDeadline
+
+	// deliver, once set (SetDeliver), takes the stream's data on the
+	// receive loop, unless paused: then data is kept in recvBuf for Read
+	// until Resume. deliverMu guards both, and is held while the receive
+	// loop files a frame's data, and across calls of deliver.
+	deliverMu sync.Mutex
+	deliver   func([]byte) bool
+	paused    bool
 }
 
 // newStream is used to construct a new stream within a given session for an ID.
@@ -216,13 +226,22 @@ func (s *Stream) sendFlags() uint16 {
 // sendWindowUpdate potentially sends a window update enabling
 // further writes to take place. Must be invoked with the lock.
 func (s *Stream) sendWindowUpdate(deadline <-chan struct{}) error {
+	hdr, ok := s.windowUpdate()
+	if !ok {
+		return nil
+	}
+	return s.session.sendMsg(hdr, nil, deadline, true)
+}
+
+// windowUpdate returns the window update due now, if one is.
+func (s *Stream) windowUpdate() (header, bool) {
 	// Determine the flags if any
 	flags := s.sendFlags()
 
 	// Update the receive window.
 	needed, delta := s.recvBuf.GrowTo(s.recvWindow, flags != 0)
 	if !needed {
-		return nil
+		return header{}, false
 	}
 
 	now := time.Now()
@@ -243,8 +262,7 @@ func (s *Stream) sendWindowUpdate(deadline <-chan struct{}) error {
 	}
 
 	s.epochStart = now
-	hdr := encode(typeWindowUpdate, flags, s.id, delta)
-	return s.session.sendMsg(hdr, nil, deadline, true)
+	return encode(typeWindowUpdate, flags, s.id, delta), true
 }
 
 // sendClose is used to send a FIN
@@ -477,15 +495,107 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	if length == 0 {
 		return nil
 	}
-
-	// Copy into buffer
-	if err := s.recvBuf.Append(conn, length); err != nil {
+	if err := s.recvBuf.checkOverflow(length); err != nil {
 		s.session.logger.Printf("[ERR] yamux: Failed to read stream data on stream %d: %v", s.id, err)
 		return err
 	}
+	buf := pool.Get(int(length))
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		pool.Put(buf)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		s.session.logger.Printf("[ERR] yamux: Failed to read stream data on stream %d: %v", s.id, err)
+		return err
+	}
+
+	s.deliverMu.Lock()
+	if s.deliver != nil && !s.paused {
+		s.stateLock.Lock()
+		reset := s.readState == halfReset
+		s.stateLock.Unlock()
+		// Data for a stream closed for reading is dropped, as Read
+		// would never return it.
+		if reset || s.deliver(buf) {
+			s.recvBuf.consume(length)
+			s.windowUpdateNoWait()
+			s.deliverMu.Unlock()
+			pool.Put(buf)
+			return nil
+		}
+		s.paused = true
+	}
+	// Copy into buffer
+	s.recvBuf.appendBuf(buf)
+	s.deliverMu.Unlock()
 	// Unblock the reader
 	asyncNotify(s.recvNotifyCh)
 	return nil
+}
+
+// SetDeliver has the session's receive loop hand the stream's data to f
+// as it arrives, instead of keeping it for Read: the reader's wake-up for
+// each frame is saved. f is never called concurrently with itself, and it
+// runs on the receive loop, which reads every stream of the session: it
+// must return soon, never wait for the network or for another stream, and
+// not keep p after it returns. Once f returns true, the data counts as
+// read (window updates follow as Read sends them).
+//
+// f returns false to refuse p, having done nothing with it: p is then
+// kept for Read, and so is all the stream's data after it, until Resume.
+// Data that arrived before SetDeliver is handed to f first, on the
+// caller's goroutine, as Resume does; SetDeliver reports false if f
+// refused some of it.
+//
+// While nothing is kept, Read waits: it returns data again only after f
+// refused some, and io.EOF once the peer has closed its side and all is
+// read, or the error that reset the stream. So a reader may wait in Read
+// for either. Read and Resume must not be called concurrently, and
+// SetDeliver only once, before either.
+func (s *Stream) SetDeliver(f func(p []byte) bool) bool {
+	s.deliverMu.Lock()
+	s.deliver = f
+	s.paused = true
+	s.deliverMu.Unlock()
+	return s.Resume()
+}
+
+// Resume hands what Read has not taken of the stream's data to the
+// deliver func, and then each piece as it arrives, as before the func
+// refused one. It reports false if the func refused again: the rest is
+// kept for Read, as before.
+func (s *Stream) Resume() bool {
+	s.deliverMu.Lock()
+	defer s.deliverMu.Unlock()
+	for {
+		p := s.recvBuf.peek()
+		if len(p) == 0 {
+			break
+		}
+		if !s.deliver(p) {
+			return false
+		}
+		s.recvBuf.drop(len(p))
+		s.windowUpdateNoWait()
+	}
+	s.paused = false
+	return true
+}
+
+// windowUpdateNoWait sends a window update if one is due, without waiting
+// for room in the send queue: it runs on the receive loop, which must not
+// wait for the send loop (that could wait for the peer, whose own receive
+// loop could be waiting for us). The caller holds deliverMu; the stream is
+// delivering, so Read, which sends the other window updates, takes no data
+// and sends none.
+func (s *Stream) windowUpdateNoWait() {
+	hdr, ok := s.windowUpdate()
+	if !ok {
+		return
+	}
+	if !s.session.tryQueueMsg(hdr) {
+		go s.session.sendMsg(hdr, nil, nil, true)
+	}
 }
 
 // SetDeadline sets the read and write deadlines

@@ -141,6 +141,74 @@ func (s *segmentedBuffer) checkOverflow(l uint32) error {
 	return nil
 }
 
+// consume takes l bytes off the window for data that is passed on as it
+// arrives, never buffered: as if appended and read at once.
+func (s *segmentedBuffer) consume(l uint32) {
+	s.bm.Lock()
+	defer s.bm.Unlock()
+	s.cap -= l
+}
+
+// peek returns the data at the front of the buffer, or nil when it is
+// empty: the buffer keeps it until drop.
+func (s *segmentedBuffer) peek() []byte {
+	s.bm.Lock()
+	defer s.bm.Unlock()
+	if s.bPos == len(s.b) {
+		return nil
+	}
+	return s.b[s.bPos][s.readPos:]
+}
+
+// drop removes n bytes from the front of the buffer, as Read does.
+func (s *segmentedBuffer) drop(n int) {
+	s.bm.Lock()
+	defer s.bm.Unlock()
+	for n > 0 && s.bPos < len(s.b) {
+		k := len(s.b[s.bPos]) - s.readPos
+		if k > n {
+			k = n
+		}
+		s.readPos += k
+		s.len -= uint32(k)
+		n -= k
+		if s.readPos == len(s.b[s.bPos]) {
+			pool.Put(s.b[s.bPos])
+			s.b[s.bPos] = nil
+			s.bPos++
+			s.readPos = 0
+		}
+	}
+}
+
+// appendBuf adds dst, a buffer from the pool that the segmentedBuffer
+// takes, whose bytes checkOverflow has allowed.
+func (s *segmentedBuffer) appendBuf(dst []byte) {
+	s.bm.Lock()
+	defer s.bm.Unlock()
+	n := len(dst)
+	s.len += uint32(n)
+	s.cap -= uint32(n)
+	// s.b has no available space at the end, but has space at the beginning
+	if len(s.b) == cap(s.b) && s.bPos > 0 {
+		if s.bPos == len(s.b) {
+			// the buffer is empty, so just move pos
+			s.bPos = 0
+			s.b = s.b[:0]
+		} else if s.bPos > cap(s.b)/4 {
+			// at least 1/4 of buffer is empty, so shift data to the left to free space at the end
+			copied := copy(s.b, s.b[s.bPos:])
+			// clear references to copied data
+			for i := copied; i < len(s.b); i++ {
+				s.b[i] = nil
+			}
+			s.b = s.b[:copied]
+			s.bPos = 0
+		}
+	}
+	s.b = append(s.b, dst)
+}
+
 func (s *segmentedBuffer) Append(input io.Reader, length uint32) error {
 	if err := s.checkOverflow(length); err != nil {
 		return err
@@ -151,29 +219,10 @@ func (s *segmentedBuffer) Append(input io.Reader, length uint32) error {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	s.bm.Lock()
-	defer s.bm.Unlock()
 	if n > 0 {
-		s.len += uint32(n)
-		s.cap -= uint32(n)
-		// s.b has no available space at the end, but has space at the beginning
-		if len(s.b) == cap(s.b) && s.bPos > 0 {
-			if s.bPos == len(s.b) {
-				// the buffer is empty, so just move pos
-				s.bPos = 0
-				s.b = s.b[:0]
-			} else if s.bPos > cap(s.b)/4 {
-				// at least 1/4 of buffer is empty, so shift data to the left to free space at the end
-				copied := copy(s.b, s.b[s.bPos:])
-				// clear references to copied data
-				for i := copied; i < len(s.b); i++ {
-					s.b[i] = nil
-				}
-				s.b = s.b[:copied]
-				s.bPos = 0
-			}
-		}
-		s.b = append(s.b, dst[0:n])
+		s.appendBuf(dst[:n])
+	} else {
+		pool.Put(dst)
 	}
 	return err
 }

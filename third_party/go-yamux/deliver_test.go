@@ -1,0 +1,262 @@
+package yamux
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+)
+
+// deliverPair is a client and a server session over TCP on loopback.
+func deliverPair(t *testing.T) (client, server *Session) {
+	t.Helper()
+	c1, c2 := testTCPConn(t)
+	client, err := Client(c1, DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = Server(c2, DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// deliverData is n bytes that differ from one offset to the next.
+func deliverData(n int, seed int64) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+// writeChunks writes data in pieces of random sizes up to 100 kB, then
+// closes the stream.
+func writeChunks(st *Stream, data []byte, seed int64) error {
+	rng := rand.New(rand.NewSource(seed))
+	for len(data) > 0 {
+		n := 1 + rng.Intn(100_000)
+		if n > len(data) {
+			n = len(data)
+		}
+		if _, err := st.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return st.Close()
+}
+
+// A stream's data handed over by the receive loop: every byte, in order,
+// and far more than the initial window, so the window updates the receive
+// loop sends must reach the writer. Read waits for the end and returns
+// io.EOF.
+func TestDeliverKeepsEveryByte(t *testing.T) {
+	client, server := deliverPair(t)
+	data := deliverData(8<<20, 1)
+	errs := make(chan error, 1)
+	go func() {
+		st, err := client.OpenStream(context.Background())
+		if err != nil {
+			errs <- err
+			return
+		}
+		errs <- writeChunks(st, data, 2)
+	}()
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	var calls int
+	if !st.SetDeliver(func(p []byte) bool {
+		got = append(got, p...)
+		calls++
+		return true
+	}) {
+		t.Fatal("SetDeliver reported a refusal; nothing was refused")
+	}
+	st.SetReadDeadline(time.Now().Add(30 * time.Second))
+	n, err := io.Copy(io.Discard, st)
+	if n != 0 || err != nil {
+		t.Fatalf("Read after SetDeliver: %d bytes, err %v; want 0 bytes and io.EOF", n, err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("delivered %d bytes, want the %d written, in order", len(got), len(data))
+	}
+	if calls < 2 {
+		t.Fatalf("delivered in %d calls: the receive loop did not deliver", calls)
+	}
+	if st.recvBuf.Len() != 0 {
+		t.Fatalf("%d bytes left in the receive buffer", st.recvBuf.Len())
+	}
+}
+
+// A deliver func that refuses now and then: the refused piece and what
+// follows go to Read until Resume, and the two together are the stream's
+// bytes, in order, each once.
+func TestDeliverRefuseResume(t *testing.T) {
+	client, server := deliverPair(t)
+	data := deliverData(4<<20, 3)
+	errs := make(chan error, 1)
+	go func() {
+		st, err := client.OpenStream(context.Background())
+		if err != nil {
+			errs <- err
+			return
+		}
+		errs <- writeChunks(st, data, 4)
+	}()
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex // the deliver func runs on the receive loop, Read here
+	var got []byte
+	var calls, refused, read int
+	f := func(p []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls%5 == 0 {
+			refused++
+			return false
+		}
+		got = append(got, p...)
+		return true
+	}
+	st.SetDeliver(f)
+	st.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 10_000)
+	for {
+		n, err := st.Read(buf) // returns data only after a refusal
+		mu.Lock()
+		got = append(got, buf[:n]...)
+		mu.Unlock()
+		read += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 && st.recvBuf.Len() == 0 {
+			st.Resume()
+		}
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes, want the %d written, in order", len(got), len(data))
+	}
+	if refused == 0 || read == 0 {
+		t.Fatalf("%d refusals, %d bytes read: the paused path was not taken", refused, read)
+	}
+}
+
+// Data that arrived before SetDeliver is delivered first, in order; a
+// refusal of it is reported, and the rest stays for Read.
+func TestDeliverBufferedFirst(t *testing.T) {
+	client, server := deliverPair(t)
+	cst, err := client.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cst.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); st.recvBuf.Len() < 6; {
+		if time.Now().After(deadline) {
+			t.Fatal("the first bytes did not arrive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := cst.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); st.recvBuf.Len() < 10; {
+		if time.Now().After(deadline) {
+			t.Fatal("the second write did not arrive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// Refuse the second piece: the first is delivered, the second kept.
+	var got []string
+	ok := st.SetDeliver(func(p []byte) bool {
+		if len(got) == 1 {
+			return false
+		}
+		got = append(got, string(p))
+		return true
+	})
+	if ok || len(got) != 1 || got[0] != "before" {
+		t.Fatalf("SetDeliver = %v, delivered %q; want false and [before]", ok, got)
+	}
+	buf := make([]byte, 100)
+	n, err := st.Read(buf)
+	if err != nil || string(buf[:n]) != "more" {
+		t.Fatalf("Read = %q, %v; want the refused piece", buf[:n], err)
+	}
+}
+
+// A stream closed for reading while delivering gets nothing more, and its
+// window still opens: the writer is not held up.
+func TestDeliverAfterCloseRead(t *testing.T) {
+	client, server := deliverPair(t)
+	data := deliverData(2<<20, 5)
+	errs := make(chan error, 1)
+	go func() {
+		st, err := client.OpenStream(context.Background())
+		if err != nil {
+			errs <- err
+			return
+		}
+		st.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		errs <- writeChunks(st, data, 6)
+	}()
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var delivered int
+	closed := false
+	st.SetDeliver(func(p []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			t.Error("delivered after CloseRead")
+		}
+		delivered += len(p)
+		return true
+	})
+	for {
+		mu.Lock()
+		d := delivered
+		mu.Unlock()
+		if d > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	closed = true
+	st.CloseRead()
+	mu.Unlock()
+	if err := <-errs; err != nil && !errors.Is(err, ErrStreamReset) {
+		t.Fatal(err)
+	}
+}
