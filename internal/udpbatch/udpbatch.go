@@ -47,3 +47,9 @@ func (b *Conn) ReadBatch(ms []Message) (int, error) { return b.read(ms) }
 // sent; when that is less than len(ms), err says why ms[n] was not sent,
 // and the caller may go on with ms[n+1:].
 func (b *Conn) WriteBatch(ms []Message) (int, error) { return b.write(ms) }
+
+// WriteBatchNow is WriteBatch that never waits for room in the socket's
+// send buffer (on Linux): a datagram that finds none fails with
+// syscall.EAGAIN, as if dropped on the way, and the caller may go on with
+// the next. Elsewhere it is WriteBatch.
+func (b *Conn) WriteBatchNow(ms []Message) (int, error) { return b.writeNow(ms) }

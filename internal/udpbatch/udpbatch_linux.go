@@ -43,6 +43,7 @@ type sys struct {
 	wgot  int
 	werr  syscall.Errno
 	wfn   func(uintptr) bool
+	wnow  bool // a full send buffer fails the call instead of waiting
 
 	// gsoBelow: runs of datagrams of fewer bytes each than this go to
 	// the kernel as one (UDP_SEGMENT, see gso.go); 0 when the kernel or
@@ -95,7 +96,7 @@ func (s *sys) recv(fd uintptr) bool {
 
 func (s *sys) send(fd uintptr) bool {
 	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.whs[0])), uintptr(s.wn), 0, 0, 0)
-	if e == unix.EAGAIN || e == unix.EINTR {
+	if e == unix.EINTR || e == unix.EAGAIN && !s.wnow {
 		return false
 	}
 	s.wgot, s.werr = int(n), e
@@ -138,6 +139,12 @@ func (s *sys) read(ms []Message) (int, error) {
 	// The kernel wrote into the buffers behind the race detector's back.
 	clearRefs(s.riov[:n])
 	return s.rgot, nil
+}
+
+func (s *sys) writeNow(ms []Message) (int, error) {
+	s.wnow = true
+	defer func() { s.wnow = false }()
+	return s.write(ms)
 }
 
 func (s *sys) write(ms []Message) (int, error) {

@@ -38,3 +38,7 @@ func (s *sys) write(ms []Message) (int, error) {
 	}
 	return len(ms), nil
 }
+
+// writeNow may wait here: the net package offers no send that fails at
+// once on a full buffer.
+func (s *sys) writeNow(ms []Message) (int, error) { return s.write(ms) }

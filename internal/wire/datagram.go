@@ -102,3 +102,58 @@ func ParseDatagram(body []byte) (Addr, []byte, error) {
 	}
 	return a, rest, err
 }
+
+// Frames cuts the pieces of an association's stream, as they arrive, into
+// frames: LEN alone delimits them, a piece may hold several, and one may
+// span pieces. The zero value is ready to use.
+type Frames struct {
+	// pend holds the start of a frame cut at a piece's end; done, the
+	// frame last completed from such a start, which a caller may still
+	// hold. They trade places as frames are completed.
+	pend, done []byte
+}
+
+// Split calls f with the body (the bytes after LEN) of each frame that p
+// completes, in order, and keeps the start of one cut at p's end for the
+// next call. A body is valid until the next call of Split or Reset.
+func (d *Frames) Split(p []byte, f func(body []byte)) {
+	if len(d.pend) > 0 {
+		if len(d.pend) < 2 {
+			k := min(2-len(d.pend), len(p))
+			d.pend = append(d.pend, p[:k]...)
+			p = p[k:]
+		}
+		if len(d.pend) < 2 {
+			return
+		}
+		n := 2 + int(binary.BigEndian.Uint16(d.pend))
+		k := min(n-len(d.pend), len(p))
+		d.pend = append(d.pend, p[:k]...)
+		p = p[k:]
+		if len(d.pend) < n {
+			return
+		}
+		d.pend, d.done = d.done[:0], d.pend
+		f(d.done[2:])
+	}
+	for len(p) >= 2 {
+		n := 2 + int(binary.BigEndian.Uint16(p))
+		if len(p) < n {
+			break
+		}
+		f(p[2:n])
+		p = p[n:]
+	}
+	d.pend = append(d.pend, p...)
+}
+
+// Pending returns the start of the frame cut at the end of the last piece,
+// if any: valid until the next call of Split or Reset.
+func (d *Frames) Pending() []byte { return d.pend }
+
+// Reset starts over with pending as the start of a frame that the next
+// piece goes on with (a reader's leftover, say). It keeps no reference to
+// pending, which must be shorter than MaxFrameLen.
+func (d *Frames) Reset(pending []byte) {
+	d.pend = append(d.pend[:0], pending...)
+}
