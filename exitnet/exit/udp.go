@@ -1,11 +1,10 @@
 package exit
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -48,6 +47,19 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	conn.SetReadBuffer(2 << 20)
 	conn.SetWriteBuffer(2 << 20)
 	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	bc, err := udpbatch.New(conn, udpBatch)
+	if err != nil {
+		log.Warn("udp association", "err", err)
+		wire.Respond(st, wire.Response{Status: wire.StatusGeneralFailure})
+		conn.Close()
+		st.Close()
+		return
+	}
+	var last atomic.Int64 // unix nanoseconds of the last datagram either way
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	// Before the answer: the client sends nothing until it has it.
+	st.SetDeliver(newUDPIn(ctx, e, c, conn, bc, &last, done).deliver)
 	// Active before the answer, as a forward is: a client that has its
 	// answer finds its association counted.
 	e.stats.udp.active.Add(1)
@@ -60,16 +72,13 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	e.stats.udp.associations.Add(1)
 	log.Debug("udp association open", "stream", st.StreamID(), "port", port)
 
-	var last atomic.Int64 // unix nanoseconds of the last datagram either way
-	last.Store(time.Now().UnixNano())
-	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		e.udpToClient(st, conn, c, &last)
 		st.Close()
 	})
 	wg.Go(func() { e.expireIdle(ctx, st, conn, &last, done) })
-	e.udpFromClient(ctx, st, conn, c, &last)
+	io.Copy(io.Discard, st) // waits for the stream's end: its data goes to udpIn
 	close(done)
 	conn.Close()
 	st.Close()
@@ -77,62 +86,148 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	log.Debug("udp association closed", "stream", st.StreamID(), "port", port)
 }
 
-// udpFromClient sends the client's datagrams until the stream ends. The
-// frames that one read from the stream brings are sent together, several
-// per system call.
-func (e *Server) udpFromClient(ctx context.Context, st *yamux.Stream, conn *net.UDPConn, c *client, last *atomic.Int64) {
-	bc, err := udpbatch.New(conn, udpBatch)
+// udpIn sends the client's datagrams on as the session's receive loop
+// hands the association's stream over (SetDeliver), so no goroutine wakes
+// for them. It must never wait: the receive loop reads every stream of the
+// client's link: a datagram for a name is sent at once only if the name
+// is in the cache, and otherwise by the association's resolver.
+type udpIn struct {
+	e    *Server
+	ctx  context.Context
+	c    *client
+	conn *net.UDPConn
+	bc   *udpbatch.Conn
+	last *atomic.Int64
+
+	frames wire.Frames
+	ms     []udpbatch.Message
+	each   func(body []byte)
+
+	named chan namedDatagram // to the resolver, once started
+	done  <-chan struct{}    // closed when the association ends
+}
+
+func newUDPIn(ctx context.Context, e *Server, c *client, conn *net.UDPConn, bc *udpbatch.Conn, last *atomic.Int64, done <-chan struct{}) *udpIn {
+	u := &udpIn{e: e, ctx: ctx, c: c, conn: conn, bc: bc, last: last, done: done, ms: make([]udpbatch.Message, 0, udpBatch)}
+	u.each = u.datagram
+	return u
+}
+
+// deliver takes a piece of the stream: whole frames, and perhaps the end
+// of one cut at the last piece's end and the start of the next. It always
+// takes it.
+func (u *udpIn) deliver(p []byte) bool {
+	u.frames.Split(p, u.each)
+	u.send()
+	return true
+}
+
+// datagram queues the datagram of one frame body, or drops it.
+func (u *udpIn) datagram(body []byte) {
+	e := u.e
+	dst, payload, err := wire.ParseDatagram(body)
 	if err != nil {
+		e.stats.udp.dropMalformed.Add(1)
 		return
 	}
-	r := bufio.NewReaderSize(st, wire.MaxFrameLen)
-	ms := make([]udpbatch.Message, 0, udpBatch)
+	ip, ok := u.c.probeDestination(dst)
+	if !ok && !dst.IP.IsValid() {
+		ips, known := e.names.cached(dst.Name)
+		if !known {
+			u.resolve(dst, payload)
+			return
+		}
+		ip, ok = e.pickAddr(ips, dst.Port)
+	} else if !ok {
+		ip, ok = e.udpDestination(u.ctx, dst)
+	}
+	if !ok || !e.allowDatagram(u.c, len(payload)) {
+		return
+	}
+	if len(u.ms) == udpBatch {
+		u.send()
+	}
+	u.ms = append(u.ms, udpbatch.Message{Buf: payload, Addr: netip.AddrPortFrom(ip.Unmap(), dst.Port)})
+}
+
+// resolve hands a datagram for a name not in the cache yet to the
+// association's resolver, which looks names up one at a time, in order:
+// a lookup may take seconds. At most maxResolving datagrams wait; more
+// are dropped, as a UDP tracker's client asks again.
+func (u *udpIn) resolve(dst wire.Addr, payload []byte) {
+	if u.named == nil {
+		u.named = make(chan namedDatagram, maxResolving)
+		go u.resolver()
+	}
+	select {
+	case u.named <- namedDatagram{dst, append([]byte(nil), payload...)}:
+	default:
+		u.e.stats.udp.dropResolve.Add(1)
+	}
+}
+
+type namedDatagram struct {
+	dst     wire.Addr
+	payload []byte
+}
+
+// maxResolving bounds the datagrams of an association that wait for a
+// name.
+const maxResolving = 64
+
+// resolver sends the datagrams for names not in the cache until the
+// association ends.
+func (u *udpIn) resolver() {
 	for {
-		// Frames already read are peeked, not copied: the payloads stay
-		// where they are until the batch is sent.
-		ms = ms[:0]
-		for len(ms) < udpBatch && (len(ms) == 0 || frameBuffered(r)) {
-			body, err := wire.PeekFrame(r)
-			if err != nil {
-				return
+		select {
+		case <-u.done:
+			return
+		case d := <-u.named:
+			ip, ok := u.e.udpDestination(u.ctx, d.dst)
+			if ok && u.e.allowDatagram(u.c, len(d.payload)) {
+				u.sendOne(d.payload, netip.AddrPortFrom(ip.Unmap(), d.dst.Port))
 			}
-			dst, payload, err := wire.ParseDatagram(body)
-			r.Discard(2 + len(body)) // the bytes stay put until the next read
-			if err != nil {
-				e.stats.udp.dropMalformed.Add(1)
-				continue
-			}
-			ip, ok := c.probeDestination(dst)
-			if !ok {
-				ip, ok = e.udpDestination(ctx, dst)
-			}
-			if !ok {
-				continue
-			}
-			if !e.allowDatagram(c, len(payload)) {
-				continue
-			}
-			ms = append(ms, udpbatch.Message{Buf: payload, Addr: netip.AddrPortFrom(ip.Unmap(), dst.Port)})
 		}
-		for rest := ms; len(rest) > 0; {
-			n, err := bc.WriteBatch(rest)
-			for _, m := range rest[:n] {
-				e.stats.udp.datagramsOut.Add(1)
-				e.stats.udp.bytesOut.Add(uint64(len(m.Buf)))
-				c.carried.Add(uint64(len(m.Buf)))
-			}
-			if n > 0 {
-				last.Store(time.Now().UnixNano())
-			}
-			if n == len(rest) {
-				break
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			e.stats.udp.dropSend.Add(1)
-			rest = rest[n+1:]
+	}
+}
+
+// send sends the queued datagrams, never waiting for room in the socket's
+// send buffer: one that finds none is dropped, as on a congested link.
+func (u *udpIn) send() {
+	e := u.e
+	for rest := u.ms; len(rest) > 0; {
+		n, err := u.bc.WriteBatchNow(rest)
+		u.sent(rest[:n])
+		if n == len(rest) || errors.Is(err, net.ErrClosed) {
+			break
 		}
+		e.stats.udp.dropSend.Add(1)
+		rest = rest[n+1:]
+	}
+	u.ms = u.ms[:0]
+}
+
+// sendOne sends one datagram from a goroutine other than the receive loop.
+func (u *udpIn) sendOne(payload []byte, dst netip.AddrPort) {
+	if _, err := u.conn.WriteToUDPAddrPort(payload, dst); err != nil {
+		if !errors.Is(err, net.ErrClosed) {
+			u.e.stats.udp.dropSend.Add(1)
+		}
+		return
+	}
+	u.sent([]udpbatch.Message{{Buf: payload}})
+}
+
+// sent counts datagrams sent.
+func (u *udpIn) sent(ms []udpbatch.Message) {
+	e := u.e
+	for _, m := range ms {
+		e.stats.udp.datagramsOut.Add(1)
+		e.stats.udp.bytesOut.Add(uint64(len(m.Buf)))
+		u.c.carried.Add(uint64(len(m.Buf)))
+	}
+	if len(ms) > 0 {
+		u.last.Store(time.Now().UnixNano())
 	}
 }
 
@@ -147,16 +242,6 @@ const (
 // maxBatchFrames bounds the frames written to the stream at once: what
 // fits in one yamux frame.
 const maxBatchFrames = 60 << 10
-
-// frameBuffered reports whether r holds a whole frame.
-func frameBuffered(r *bufio.Reader) bool {
-	n := r.Buffered()
-	if n < 2 {
-		return false
-	}
-	h, _ := r.Peek(2)
-	return n >= 2+int(binary.BigEndian.Uint16(h))
-}
 
 // udpDestination picks the address a datagram for dst goes to: dst's IP,
 // or the first address of its name, that the policy allows. It counts the
@@ -174,8 +259,18 @@ func (e *Server) udpDestination(ctx context.Context, dst wire.Addr) (netip.Addr,
 		e.stats.udp.dropResolve.Add(1)
 		return netip.Addr{}, false
 	}
+	return e.pickAddr(ips, dst.Port)
+}
+
+// pickAddr returns the first of a name's addresses that the policy allows
+// at port, and counts the drop when there is none.
+func (e *Server) pickAddr(ips []netip.Addr, port uint16) (netip.Addr, bool) {
+	if len(ips) == 0 {
+		e.stats.udp.dropResolve.Add(1)
+		return netip.Addr{}, false
+	}
 	for _, ip := range ips {
-		if e.policy.Check(ip, dst.Port) == nil {
+		if e.policy.Check(ip, port) == nil {
 			return ip, true
 		}
 	}
@@ -309,6 +404,19 @@ const (
 	nameMaxAddrs    = 4
 	nameLookupLimit = 5 * time.Second
 )
+
+// cached returns name's addresses from the cache, none for a name known not
+// to resolve, and reports whether the cache had a live answer: if not,
+// lookup must ask.
+func (nc *nameCache) cached(name string) ([]netip.Addr, bool) {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	ent, ok := nc.entries[name]
+	if !ok || time.Now().After(ent.expires) {
+		return nil, false
+	}
+	return ent.ips, true
+}
 
 // lookup returns up to nameMaxAddrs addresses of name.
 func (nc *nameCache) lookup(ctx context.Context, name string) ([]netip.Addr, error) {

@@ -2,6 +2,7 @@ package exit
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -105,5 +106,51 @@ func TestUDPBatchToClient(t *testing.T) {
 			t.Fatalf("datagram %d (%d bytes) was not sent, or came out of order", i, len(p))
 		}
 		j++
+	}
+}
+
+// A datagram for a name that is being looked up holds up nothing: the
+// datagrams after it, on the association and on the link, go on at once,
+// and it follows once the name resolves. (The exit takes datagrams on the
+// link's receive loop, which must never wait for a lookup.)
+func TestUDPNameLookupHoldsNothing(t *testing.T) {
+	fd := startFakeDNS(t, map[string]netip.Addr{"slow.test": netip.MustParseAddr("127.0.0.1")})
+	release := make(chan struct{})
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "udp4", fd.addr)
+	}}
+	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, Resolver: r})
+	a := associate(t, startPool(t, exit.addr))
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	port := udpAddrOf(sink).Port()
+	if err := a.WriteTo([]byte("by name"), wire.Addr{Name: "slow.test", Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteTo([]byte("by address"), wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	sink.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _, err := sink.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "by address" {
+		t.Fatalf("first datagram %q, %v; want the one by address while the lookup waits", buf[:n], err)
+	}
+	close(release)
+	n, _, err = sink.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "by name" {
+		t.Fatalf("second datagram %q, %v; want the one by name", buf[:n], err)
+	}
+	if st := exit.exit.Stats().UDP; st.DatagramsOut != 2 {
+		t.Fatalf("%d datagrams counted out, want 2", st.DatagramsOut)
 	}
 }
