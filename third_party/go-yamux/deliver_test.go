@@ -260,3 +260,64 @@ func TestDeliverAfterCloseRead(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A FIN on a data frame (as some yamux implementations send the last
+// data) ends the stream after that data: the deliver func has it while
+// the stream is still open for reading, or Read has it before io.EOF.
+// Processed before the data, the FIN let Read return io.EOF, and the
+// reader end its stream, before the data was handed over.
+func TestDeliverDataWithFIN(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		c1, c2 := testTCPConn(t)
+		server, err := Server(c2, DefaultConfig(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { server.Close(); c1.Close() })
+		go io.Copy(io.Discard, c1) // the server's ACK and window updates
+		// The peer's side, written by hand: a SYN, then data with FIN.
+		syn := encode(typeWindowUpdate, flagSYN, 1, 0)
+		if _, err := c1.Write(syn[:]); err != nil {
+			t.Fatal(err)
+		}
+		st, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var got []byte
+		var calls int
+		closedAtDelivery := false
+		st.SetDeliver(func(p []byte) bool {
+			st.stateLock.Lock()
+			closed := st.readState != halfOpen
+			st.stateLock.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			closedAtDelivery = closedAtDelivery || closed
+			if refuse {
+				return false
+			}
+			got = append(got, p...)
+			return true
+		})
+		data := []byte("the last words")
+		hdr := encode(typeData, flagFIN, 1, uint32(len(data)))
+		if _, err := c1.Write(append(hdr[:], data...)); err != nil {
+			t.Fatal(err)
+		}
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		read, err := io.ReadAll(st)
+		if err != nil {
+			t.Fatalf("refuse %v: Read: %v, want io.EOF at the end", refuse, err)
+		}
+		mu.Lock()
+		got = append(got, read...)
+		if calls != 1 || closedAtDelivery || string(got) != string(data) {
+			t.Errorf("refuse %v: %d calls, closed for reading at delivery %v, got %q by io.EOF; want 1, false, %q",
+				refuse, calls, closedAtDelivery, got, data)
+		}
+		mu.Unlock()
+	}
+}

@@ -488,13 +488,28 @@ func (s *Stream) incrSendWindow(hdr header, flags uint16) {
 
 // readData is used to handle a data frame
 func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
-	s.processFlags(hdr, flags)
-
-	// Check that our recv window is not exceeded
 	length := hdr.Length()
 	if length == 0 {
+		s.processFlags(hdr, flags)
 		return nil
 	}
+	// A FIN that comes with data ends the stream after the data: a reader
+	// told of the end (Read's io.EOF) has had all of it, and the deliver
+	// func is not handed data after it.
+	s.processFlags(hdr, flags&^flagFIN)
+	if err := s.takeData(length, conn); err != nil {
+		return err
+	}
+	if flags&flagFIN != 0 {
+		s.processFlags(hdr, flagFIN)
+	}
+	return nil
+}
+
+// takeData reads a data frame's length bytes from conn and hands them to
+// the deliver func or keeps them for Read.
+func (s *Stream) takeData(length uint32, conn io.Reader) error {
+	// Check that our recv window is not exceeded
 	if err := s.recvBuf.checkOverflow(length); err != nil {
 		s.session.logger.Printf("[ERR] yamux: Failed to read stream data on stream %d: %v", s.id, err)
 		return err
