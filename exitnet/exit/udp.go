@@ -58,12 +58,14 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 	var last atomic.Int64 // unix nanoseconds of the last datagram either way
 	last.Store(time.Now().UnixNano())
 	done := make(chan struct{})
+	in := newUDPIn(ctx, e, c, conn, bc, &last)
 	// Before the answer: the client sends nothing until it has it.
-	st.SetDeliver(newUDPIn(ctx, e, c, conn, bc, &last, done).deliver)
+	st.SetDeliver(in.deliver)
 	// Active before the answer, as a forward is: a client that has its
 	// answer finds its association counted.
 	e.stats.udp.active.Add(1)
 	defer e.stats.udp.active.Add(-1)
+	defer in.end() // on every way out: the resolver ends with the association
 	if err := wire.Respond(st, wire.Response{Status: wire.StatusOK, Bound: wire.Addr{Port: port}}); err != nil {
 		conn.Close()
 		st.Reset()
@@ -91,9 +93,14 @@ func (e *Server) associate(ctx context.Context, log *slog.Logger, st *yamux.Stre
 // for them. It must never wait: the receive loop reads every stream of the
 // client's link: a datagram for a name is sent at once only if the name
 // is in the cache, and otherwise by the association's resolver.
+//
+// The receive loop may still hand it a piece after the association has
+// ended (one under way as the stream closed): the socket is closed then,
+// and no resolver starts.
 type udpIn struct {
 	e    *Server
-	ctx  context.Context
+	ctx  context.Context // the association's: ended by end
+	stop context.CancelFunc
 	c    *client
 	conn *net.UDPConn
 	bc   *udpbatch.Conn
@@ -103,14 +110,28 @@ type udpIn struct {
 	ms     []udpbatch.Message
 	each   func(body []byte)
 
-	named chan namedDatagram // to the resolver, once started
-	done  <-chan struct{}    // closed when the association ends
+	named   chan namedDatagram // to the resolver, once started
+	waiting atomic.Int64       // payload bytes the resolver holds
+	mu      sync.Mutex         // guards ended and the resolver's start
+	ended   bool
+	running sync.WaitGroup // the resolver
 }
 
-func newUDPIn(ctx context.Context, e *Server, c *client, conn *net.UDPConn, bc *udpbatch.Conn, last *atomic.Int64, done <-chan struct{}) *udpIn {
-	u := &udpIn{e: e, ctx: ctx, c: c, conn: conn, bc: bc, last: last, done: done, ms: make([]udpbatch.Message, 0, udpBatch)}
+func newUDPIn(ctx context.Context, e *Server, c *client, conn *net.UDPConn, bc *udpbatch.Conn, last *atomic.Int64) *udpIn {
+	ctx, stop := context.WithCancel(ctx)
+	u := &udpIn{e: e, ctx: ctx, stop: stop, c: c, conn: conn, bc: bc, last: last, ms: make([]udpbatch.Message, 0, udpBatch)}
 	u.each = u.datagram
 	return u
+}
+
+// end stops the resolver, abandoning a lookup under way, and returns once
+// it has ended; none starts after.
+func (u *udpIn) end() {
+	u.stop()
+	u.mu.Lock()
+	u.ended = true
+	u.mu.Unlock()
+	u.running.Wait()
 }
 
 // deliver takes a piece of the stream: whole frames, and perhaps the end
@@ -152,18 +173,37 @@ func (u *udpIn) datagram(body []byte) {
 
 // resolve hands a datagram for a name not in the cache yet to the
 // association's resolver, which looks names up one at a time, in order:
-// a lookup may take seconds. At most maxResolving datagrams wait; more
-// are dropped, as a UDP tracker's client asks again.
+// a lookup may take seconds. At most maxResolving datagrams, of
+// maxResolvingBytes in all, wait; more are dropped, as a UDP tracker's
+// client asks again.
 func (u *udpIn) resolve(dst wire.Addr, payload []byte) {
-	if u.named == nil {
-		u.named = make(chan namedDatagram, maxResolving)
-		go u.resolver()
+	if u.named == nil && !u.startResolver() {
+		return // the association has ended
+	}
+	n := int64(len(payload))
+	if u.waiting.Add(n) > maxResolvingBytes {
+		u.waiting.Add(-n)
+		u.e.stats.udp.dropResolve.Add(1)
+		return
 	}
 	select {
 	case u.named <- namedDatagram{dst, append([]byte(nil), payload...)}:
 	default:
+		u.waiting.Add(-n)
 		u.e.stats.udp.dropResolve.Add(1)
 	}
+}
+
+// startResolver starts the resolver, unless the association has ended.
+func (u *udpIn) startResolver() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ended {
+		return false
+	}
+	u.named = make(chan namedDatagram, maxResolving)
+	u.running.Go(u.resolver)
+	return true
 }
 
 type namedDatagram struct {
@@ -171,22 +211,30 @@ type namedDatagram struct {
 	payload []byte
 }
 
-// maxResolving bounds the datagrams of an association that wait for a
-// name.
-const maxResolving = 64
+// maxResolving and maxResolvingBytes bound the datagrams of an
+// association that wait for a name: a tracker's announce is about 100
+// bytes, and the bound keeps a client from parking megabytes at the exit.
+const (
+	maxResolving      = 64
+	maxResolvingBytes = 256 << 10
+)
 
 // resolver sends the datagrams for names not in the cache until the
 // association ends.
 func (u *udpIn) resolver() {
 	for {
 		select {
-		case <-u.done:
+		case <-u.ctx.Done():
 			return
 		case d := <-u.named:
+			if u.ctx.Err() != nil {
+				return // ended: a lookup now would fail at once
+			}
 			ip, ok := u.e.udpDestination(u.ctx, d.dst)
 			if ok && u.e.allowDatagram(u.c, len(d.payload)) {
 				u.sendOne(d.payload, netip.AddrPortFrom(ip.Unmap(), d.dst.Port))
 			}
+			u.waiting.Add(-int64(len(d.payload)))
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +158,105 @@ func TestUDPNameLookupHoldsNothing(t *testing.T) {
 	if st := exit.exit.Stats().UDP; st.DatagramsOut != 2 || st.DropResolve != 0 || st.DropSend != 0 {
 		t.Fatalf("%d datagrams counted out, %d drops for the name, %d in sending; want 2, 0, 0",
 			st.DatagramsOut, st.DropResolve, st.DropSend)
+	}
+}
+
+// heldResolver is a resolver whose queries to the fake DNS wait until
+// release is closed, or their lookup gives up; dialing has a value for
+// each query that has begun to wait.
+func heldResolver(t *testing.T, names map[string]netip.Addr) (r *net.Resolver, dialing <-chan struct{}, release chan struct{}) {
+	fd := startFakeDNS(t, names)
+	release = make(chan struct{})
+	d := make(chan struct{}, 100)
+	r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		select {
+		case d <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		var dl net.Dialer
+		return dl.DialContext(ctx, "udp4", fd.addr)
+	}}
+	return r, d, release
+}
+
+// goroutinesIn counts the goroutines whose stacks hold fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	return strings.Count(string(buf), fn)
+}
+
+// An association's resolver ends with it, a lookup under way abandoned:
+// none outlives the association (it used to, for as long as the lookup
+// took, up to nameLookupLimit).
+func TestUDPResolverEndsWithAssociation(t *testing.T) {
+	r, dialing, _ := heldResolver(t, map[string]netip.Addr{"slow.test": netip.MustParseAddr("127.0.0.1")})
+	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, Resolver: r})
+	a := associate(t, startPool(t, exit.addr))
+	if err := a.WriteTo([]byte("by name"), wire.Addr{Name: "slow.test", Port: 9}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the exit did not look the name up")
+	}
+	if n := goroutinesIn("(*udpIn).resolver"); n != 1 {
+		t.Fatalf("%d resolvers during the lookup, want 1", n)
+	}
+	a.Close()
+	// Active drops as associate returns.
+	waitFor(t, "the association to end", func() bool { return exit.exit.Stats().UDP.Active == 0 })
+	if n := goroutinesIn("(*udpIn).resolver"); n != 0 {
+		t.Fatalf("%d resolvers left once the association ended, want 0", n)
+	}
+	if st := exit.exit.Stats().UDP; st.DatagramsOut != 0 {
+		t.Fatalf("%d datagrams sent, want 0: the name never resolved", st.DatagramsOut)
+	}
+}
+
+// Datagrams waiting for a name are bounded in bytes as well as in number:
+// of 20 datagrams of 15,000 bytes, the 17 that fit in maxResolvingBytes
+// wait and are sent once the name resolves; the rest are dropped.
+func TestUDPResolverBytesBound(t *testing.T) {
+	r, _, release := heldResolver(t, map[string]netip.Addr{"slow.test": netip.MustParseAddr("127.0.0.1")})
+	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, Resolver: r})
+	a := associate(t, startPool(t, exit.addr))
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	const size, sent = 15_000, 20
+	fit := maxResolvingBytes / size
+	if fit >= sent || fit >= maxResolving {
+		t.Fatalf("the test needs more than %d datagrams of %d bytes to pass the bound", sent, size)
+	}
+	payload := bytes.Repeat([]byte{'x'}, size)
+	for range sent {
+		if err := a.WriteTo(payload, wire.Addr{Name: "slow.test", Port: udpAddrOf(sink).Port()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last ones are dropped as they arrive: then all have arrived.
+	waitFor(t, "the datagrams over the bound dropped", func() bool {
+		return exit.exit.Stats().UDP.DropResolve == uint64(sent-fit)
+	})
+	close(release)
+	waitFor(t, "the waiting datagrams sent", func() bool { return exit.exit.Stats().UDP.DatagramsOut == uint64(fit) })
+	if st := exit.exit.Stats().UDP; st.DropResolve != uint64(sent-fit) || st.BytesOut != uint64(fit*size) {
+		t.Fatalf("%d dropped, %d bytes out; want %d, %d", st.DropResolve, st.BytesOut, sent-fit, fit*size)
 	}
 }
