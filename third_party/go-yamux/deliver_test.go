@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -319,5 +320,78 @@ func TestDeliverDataWithFIN(t *testing.T) {
 				refuse, calls, closedAtDelivery, got, data)
 		}
 		mu.Unlock()
+	}
+}
+
+// The peer's send window and our receive window agree once all is sent
+// and every window update has arrived, however often the window grew
+// on the way (the RTT is taken as an hour, so that it doubles at each
+// update up to the maximum), for data read and for data delivered. When
+// the window grew, the update carried only the growth, not what was due
+// before it: the peer's window fell behind ours by half the maximum or
+// more, for good, and a reader that read a full window at once could
+// leave the writer stalled.
+func TestWindowAgreesAfterGrowth(t *testing.T) {
+	for _, deliver := range []bool{false, true} {
+		client, server := deliverPair(t)
+		atomic.StoreInt64(&server.rtt, int64(time.Hour))
+		cst, err := client.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cst.Write([]byte{0}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := deliverData(48<<20, 7)
+		var got atomic.Int64
+		readDone := make(chan struct{})
+		if deliver {
+			st.SetDeliver(func(p []byte) bool { got.Add(int64(len(p))); return true })
+			close(readDone)
+		} else {
+			go func() {
+				defer close(readDone)
+				buf := make([]byte, 1<<20)
+				for {
+					n, err := st.Read(buf)
+					got.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+		cst.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := cst.Write(data); err != nil {
+			t.Fatalf("deliver %v: Write: %v", deliver, err)
+		}
+		var peer, ours uint32
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			peer = atomic.LoadUint32(&cst.sendWindow)
+			st.recvBuf.bm.Lock()
+			ours = st.recvBuf.cap
+			st.recvBuf.bm.Unlock()
+			if got.Load() == int64(len(data))+1 && peer == ours {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("deliver %v: %d of %d bytes taken; the peer's send window %d, our receive window %d: they differ",
+					deliver, got.Load(), len(data)+1, peer, ours)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// Once the reader is done, or under deliverMu, recvWindow is ours.
+		cst.Close()
+		<-readDone
+		st.deliverMu.Lock()
+		grown := st.recvWindow
+		st.deliverMu.Unlock()
+		if grown != server.config.MaxStreamWindowSize {
+			t.Fatalf("deliver %v: receive window %d, want it grown to the maximum, %d", deliver, grown, server.config.MaxStreamWindowSize)
+		}
 	}
 }

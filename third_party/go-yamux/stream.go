@@ -256,7 +256,11 @@ func (s *Stream) windowUpdate() (header, bool) {
 			grow := recvWindow - s.recvWindow
 			if err := s.memorySpan.ReserveMemory(int(grow), 128); err == nil {
 				s.recvWindow = recvWindow
-				_, delta = s.recvBuf.GrowTo(s.recvWindow, true)
+				// The peer is owed both growths: with only the
+				// second, its window fell short of ours by the first
+				// at each doubling, for good.
+				_, more := s.recvBuf.GrowTo(s.recvWindow, true)
+				delta += more
 			}
 		}
 	}
