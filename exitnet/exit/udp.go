@@ -111,6 +111,7 @@ type udpIn struct {
 	each   func(body []byte)
 
 	named   chan namedDatagram // to the resolver, once started
+	rbc     *udpbatch.Conn     // the resolver's sends
 	waiting atomic.Int64       // payload bytes the resolver holds
 	mu      sync.Mutex         // guards ended and the resolver's start
 	ended   bool
@@ -201,6 +202,11 @@ func (u *udpIn) startResolver() bool {
 	if u.ended {
 		return false
 	}
+	rbc, err := udpbatch.New(u.conn, 1)
+	if err != nil {
+		return false // as udpbatch.New(conn) succeeded before, it does not fail
+	}
+	u.rbc = rbc
 	u.named = make(chan namedDatagram, maxResolving)
 	u.running.Go(u.resolver)
 	return true
@@ -255,15 +261,19 @@ func (u *udpIn) send() {
 	u.ms = u.ms[:0]
 }
 
-// sendOne sends one datagram from a goroutine other than the receive loop.
+// sendOne sends one datagram for the resolver. It does not wait for room
+// in the socket's send buffer either: a send that waits holds the socket's
+// write lock, and the receive loop's next send to the socket would wait
+// for it.
 func (u *udpIn) sendOne(payload []byte, dst netip.AddrPort) {
-	if _, err := u.conn.WriteToUDPAddrPort(payload, dst); err != nil {
+	m := []udpbatch.Message{{Buf: payload, Addr: dst}}
+	if _, err := u.rbc.WriteBatchNow(m); err != nil {
 		if !errors.Is(err, net.ErrClosed) {
 			u.e.stats.udp.dropSend.Add(1)
 		}
 		return
 	}
-	u.sent([]udpbatch.Message{{Buf: payload}})
+	u.sent(m)
 }
 
 // sent counts datagrams sent.
