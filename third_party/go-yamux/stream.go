@@ -569,8 +569,12 @@ func (s *Stream) takeData(length uint32, conn io.Reader) error {
 // While nothing is kept, Read waits: it returns data again only after f
 // refused some, and io.EOF once the peer has closed its side and all is
 // read, or the error that reset the stream. So a reader may wait in Read
-// for either. Read and Resume must not be called concurrently, and
-// SetDeliver only once, before either.
+// for either: by io.EOF, f has had all the data. Read and Resume must not
+// be called concurrently, and SetDeliver only once, before either.
+//
+// Once the stream is closed for reading (CloseRead, Close, a reset, the
+// session's end), f is not called again, but a call under way then runs
+// to its end, perhaps after CloseRead has returned; f must allow for it.
 func (s *Stream) SetDeliver(f func(p []byte) bool) bool {
 	s.deliverMu.Lock()
 	s.deliver = f
