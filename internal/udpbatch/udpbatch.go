@@ -51,5 +51,8 @@ func (b *Conn) WriteBatch(ms []Message) (int, error) { return b.write(ms) }
 // WriteBatchNow is WriteBatch that never waits for room in the socket's
 // send buffer (on Linux): a datagram that finds none fails with
 // syscall.EAGAIN, as if dropped on the way, and the caller may go on with
-// the next. Elsewhere it is WriteBatch.
+// the next. Elsewhere, and for a destination with a zone (which the net
+// package sends), it is WriteBatch. While it runs, a send of the socket's
+// by other means that waits for room holds it up: such a send keeps the
+// socket's write lock while it waits.
 func (b *Conn) WriteBatchNow(ms []Message) (int, error) { return b.writeNow(ms) }
