@@ -98,6 +98,7 @@ type association struct {
 var (
 	_ proxy.Association = (*association)(nil)
 	_ proxy.Targeted    = (*association)(nil)
+	_ proxy.Receiver    = trackerReceiver{}
 )
 
 func (a *association) WriteTo(p []byte, dst wire.Addr) error {
@@ -128,6 +129,25 @@ func (a *association) ReadFrom(p []byte) (int, wire.Addr, error) {
 		a.trackers.Incoming(p[:n], netip.AddrPortFrom(src.IP, src.Port))
 	}
 	return n, src, err
+}
+
+// Receive is UDP.Receive with the answers to tracker connect requests
+// looked at, as ReadFrom does.
+func (a *association) Receive(r proxy.Receiver) error {
+	if a.trackers == nil {
+		return a.UDP.Receive(r)
+	}
+	return a.UDP.Receive(trackerReceiver{r, a.trackers})
+}
+
+type trackerReceiver struct {
+	proxy.Receiver
+	trackers *announce.UDPTrackers
+}
+
+func (t trackerReceiver) Datagram(p []byte, src wire.Addr) {
+	t.trackers.Incoming(p, netip.AddrPortFrom(src.IP, src.Port))
+	t.Receiver.Datagram(p, src)
 }
 
 // Target is the forward target while this association holds the

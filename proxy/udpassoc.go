@@ -389,6 +389,27 @@ func (r *udpRelay) flush(b *outBatch) {
 // return at once.
 type buffered interface{ Buffered() bool }
 
+// Receiver takes the far side's datagrams as they arrive: see receiving.
+type Receiver interface {
+	// Ready reports whether a piece of at most datagrams datagrams in
+	// bytes bytes (payloads and sources) may be taken now, without
+	// waiting; on false it comes later, where Datagram and Flush may wait.
+	Ready(bytes, datagrams int) bool
+	// Datagram takes a datagram from src; payload is valid until Flush
+	// returns.
+	Datagram(payload []byte, src wire.Addr)
+	// Flush ends a piece.
+	Flush()
+}
+
+// receiving is an Association that hands datagrams over as they arrive,
+// on a goroutine of its own (the link's receive loop, which saves a
+// wake-up per piece), rather than through ReadFrom. Receive returns when
+// the association ends, with the error ReadFrom would have given.
+type receiving interface {
+	Receive(r Receiver) error
+}
+
 // fromFar reads datagrams from each association the uplink opens in turn
 // and sends them to the client, until the relay ends. The datagrams that
 // arrived together go to the client in one system call, when the
@@ -411,6 +432,11 @@ func (r *udpRelay) fromFar() {
 		case <-r.up.ctx.Done():
 			return
 		case l = <-r.up.ready:
+		}
+		if ra, ok := l.a.(receiving); ok {
+			in := &farIn{r: r, a: l.a, bc: bc, pc: &pc, buf: buf, ms: ms[:0]}
+			r.up.fail(l.gen, ra.Receive(in))
+			continue
 		}
 		more, _ := l.a.(buffered)
 		for {
@@ -469,6 +495,81 @@ func (r *udpRelay) clientDst(a Association) (dst netip.AddrPort, toTarget bool) 
 		}
 	}
 	return netip.AddrPort{}, false
+}
+
+// farIn takes the datagrams of one association as it hands them over
+// (receiving), and sends them to the client a piece at a time. Pieces
+// taken on the link's receive loop are taken only when the client's
+// socket has room for them (Ready), so nothing there waits for the pacer;
+// the rest are paced on fromFar's goroutine.
+type farIn struct {
+	r   *udpRelay
+	a   Association
+	bc  *udpbatch.Conn
+	pc  *pacer
+	buf []byte // datagrams with their headers, each behind room for the longest
+	off int
+	ms  []udpbatch.Message
+	// now is set from a Ready until the Flush of its piece: the piece was
+	// taken on the receive loop, with room for it, and must not wait.
+	now bool
+}
+
+func (f *farIn) Ready(bytes, datagrams int) bool {
+	dst, _ := f.r.clientDst(f.a)
+	if !dst.IsValid() {
+		f.now = true // dropped, not sent
+		return true
+	}
+	// A SOCKS5 header is one byte longer than a frame's.
+	f.now = f.pc.take(f.r.up.ctx, f.r.pc, dst, bytes+datagrams*(1+paceOverhead))
+	return f.now
+}
+
+func (f *farIn) Datagram(payload []byte, src wire.Addr) {
+	const room = maxIPUDPHeaderLen + udpBufLen
+	if len(f.buf)-f.off < room {
+		f.send()
+	}
+	dst, toTarget := f.r.clientDst(f.a)
+	if !dst.IsValid() {
+		f.r.count.add(cDropNoClientPort, 1)
+		return
+	}
+	h := udpHeaderLen(src)
+	if h == 0 {
+		f.r.count.add(cDropMalformed, 1)
+		return
+	}
+	if toTarget {
+		f.r.count.add(cToTarget, 1)
+	}
+	n := copy(f.buf[f.off+maxIPUDPHeaderLen:f.off+room], payload)
+	start := f.off + maxIPUDPHeaderLen - h
+	appendUDPHeader(f.buf[start:start], src)
+	end := f.off + maxIPUDPHeaderLen + n
+	f.ms = append(f.ms, udpbatch.Message{Buf: f.buf[start:end], N: n, Addr: dst})
+	f.off = end
+	if len(f.ms) == relayBatch {
+		f.send()
+	}
+}
+
+func (f *farIn) Flush() {
+	f.send()
+	f.now = false
+}
+
+// send sends what is batched: at once for a piece taken with room for it,
+// else once the pacer has room.
+func (f *farIn) send() {
+	if len(f.ms) > 0 {
+		if !f.now {
+			f.pc.wait(f.r.up.ctx, f.r.pc, f.ms)
+		}
+		f.r.toClient(f.bc, f.ms)
+	}
+	f.ms, f.off = f.ms[:0], 0
 }
 
 // toClient sends ms to the client and counts them; each one's N is the

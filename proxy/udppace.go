@@ -56,45 +56,9 @@ func (p *pacer) wait(ctx context.Context, pc *net.UDPConn, ms []udpbatch.Message
 	for _, m := range ms {
 		need += len(m.Buf) + paceOverhead
 	}
-	if dst == p.dst && need <= p.room {
-		p.room -= need
-		return
-	}
-	if !dst.Addr().IsLoopback() {
-		return
-	}
-	if p.probe == nil {
-		local, _ := pc.LocalAddr().(*net.UDPAddr)
-		pr, err := udpbatch.NewQueueProbe()
-		if err != nil || local == nil {
-			if pr != nil {
-				pr.Close()
-			}
-			p.off = true
-			return
-		}
-		p.probe, p.port = pr, local.AddrPort().Port()
-	}
-	src := netip.AddrPortFrom(dst.Addr(), p.port)
-	var deadline time.Time
-	for {
-		queued, limit, err := p.probe.Queue(src, dst)
-		if err != nil {
-			// No such socket (yet): send as before. Any other error (a
-			// kernel without UDP socket diagnostics, a lost reply) would
-			// come back on every batch: the pacer stays off.
-			p.dst, p.room = netip.AddrPort{}, 0
-			p.off = !errors.Is(err, udpbatch.ErrNoSocket)
-			return
-		}
-		if queued+need <= limit || queued == 0 {
-			p.dst, p.room = dst, max(limit-queued-need, 0)
-			return
-		}
-		now := time.Now()
-		if deadline.IsZero() {
-			deadline = now.Add(paceMax)
-		} else if now.After(deadline) {
+	deadline := time.Now().Add(paceMax)
+	for !p.take(ctx, pc, dst, need) {
+		if time.Now().After(deadline) {
 			p.dst, p.room = netip.AddrPort{}, 0
 			return
 		}
@@ -110,6 +74,49 @@ func (p *pacer) wait(ctx context.Context, pc *net.UDPConn, ms []udpbatch.Message
 		case <-p.timer.C:
 		}
 	}
+}
+
+// take reports whether dst's socket has room for need more bytes now, and
+// if so counts them as sent. It looks at the socket's queue at most once,
+// and never waits. Where pacing does not apply (a destination on another
+// host, a socket it cannot find, ctx ended) it reports true.
+func (p *pacer) take(ctx context.Context, pc *net.UDPConn, dst netip.AddrPort, need int) bool {
+	if p.off || ctx.Err() != nil {
+		return true
+	}
+	if dst == p.dst && need <= p.room {
+		p.room -= need
+		return true
+	}
+	if !dst.Addr().IsLoopback() {
+		return true
+	}
+	if p.probe == nil {
+		local, _ := pc.LocalAddr().(*net.UDPAddr)
+		pr, err := udpbatch.NewQueueProbe()
+		if err != nil || local == nil {
+			if pr != nil {
+				pr.Close()
+			}
+			p.off = true
+			return true
+		}
+		p.probe, p.port = pr, local.AddrPort().Port()
+	}
+	queued, limit, err := p.probe.Queue(netip.AddrPortFrom(dst.Addr(), p.port), dst)
+	if err != nil {
+		// No such socket (yet): send as before. Any other error (a
+		// kernel without UDP socket diagnostics, a lost reply) would
+		// come back on every batch: the pacer stays off.
+		p.dst, p.room = netip.AddrPort{}, 0
+		p.off = !errors.Is(err, udpbatch.ErrNoSocket)
+		return true
+	}
+	if queued+need <= limit || queued == 0 {
+		p.dst, p.room = dst, max(limit-queued-need, 0)
+		return true
+	}
+	return false
 }
 
 // close releases the pacer's probe.

@@ -3,10 +3,12 @@ package exit
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,4 +261,114 @@ func TestUDPResolverBytesBound(t *testing.T) {
 	if st := exit.exit.Stats().UDP; st.DropResolve != uint64(sent-fit) || st.BytesOut != uint64(fit*size) {
 		t.Fatalf("%d dropped, %d bytes out; want %d, %d", st.DropResolve, st.BytesOut, sent-fit, fit*size)
 	}
+}
+
+// orderReceiver is a pool.Receiver that refuses every third piece, and
+// takes what it refused slowly.
+type orderReceiver struct {
+	mu       sync.Mutex
+	nums     []uint32
+	sizes    []int
+	readies  int
+	now      bool
+	onLoop   int // datagrams taken on the receive loop
+	offLoop  int // and on Receive's goroutine
+	want     int
+	finished chan struct{}
+}
+
+func (r *orderReceiver) Ready(bytes, datagrams int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.readies++
+	r.now = r.readies%3 != 0
+	return r.now
+}
+
+func (r *orderReceiver) Datagram(p []byte, src wire.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nums = append(r.nums, binary.BigEndian.Uint32(p))
+	r.sizes = append(r.sizes, len(p))
+	if r.now {
+		r.onLoop++
+	} else {
+		r.offLoop++
+	}
+	if len(r.nums) == r.want {
+		close(r.finished)
+	}
+}
+
+func (r *orderReceiver) Flush() {
+	r.mu.Lock()
+	slow := !r.now
+	r.now = false
+	r.mu.Unlock()
+	if slow {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Receive hands every datagram over whole and in order, on the link's
+// receive loop or, for the pieces the receiver refused, on its caller's
+// goroutine, and back.
+func TestUDPReceiveRefusals(t *testing.T) {
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
+	a := associate(t, startPool(t, exit.addr))
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port)
+	const total = 6000
+	r := &orderReceiver{want: total, finished: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- a.Receive(r) }()
+	buf := make([]byte, 1400)
+	for i := range total {
+		// Sizes vary, so frames fall anywhere in the pieces.
+		n := 4 + (i*37)%1396
+		binary.BigEndian.PutUint32(buf, uint32(i))
+		if _, err := peer.WriteToUDPAddrPort(buf[:n], to); err != nil {
+			t.Fatal(err)
+		}
+		if i%25 == 24 {
+			// No faster than the exit's socket can hold while the link
+			// waits for the receiver.
+			for deadline := time.Now().Add(10 * time.Second); exit.exit.Stats().UDP.DatagramsIn+50 < uint64(i+1); {
+				if time.Now().After(deadline) {
+					r.mu.Lock()
+					t.Fatalf("after %d sent, the exit relayed %d, the receiver has %d", i+1, exit.exit.Stats().UDP.DatagramsIn, len(r.nums))
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}
+	select {
+	case <-r.finished:
+	case <-time.After(30 * time.Second):
+	}
+	a.Close()
+	if err := <-done; err == nil {
+		t.Log("Receive returned no error after Close")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st := exit.exit.Stats().UDP; st.DatagramsIn != total {
+		t.Fatalf("the exit relayed %d of %d datagrams (its socket dropped some: the test sent too fast)", st.DatagramsIn, total)
+	}
+	for i, v := range r.nums {
+		if v != uint32(i) || r.sizes[i] != 4+(i*37)%1396 {
+			t.Fatalf("datagram %d is number %d of %d bytes: lost, cut or out of order", i, v, r.sizes[i])
+		}
+	}
+	if len(r.nums) != total {
+		t.Fatalf("received %d of %d datagrams", len(r.nums), total)
+	}
+	if r.onLoop == 0 || r.offLoop == 0 {
+		t.Fatalf("%d datagrams on the receive loop, %d off it: want both paths taken", r.onLoop, r.offLoop)
+	}
+	t.Logf("%d datagrams on the receive loop, %d off it, %d pieces offered", r.onLoop, r.offLoop, r.readies)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"io"
 	"sync"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -127,6 +128,79 @@ func (a *UDP) ReadFrom(p []byte) (int, wire.Addr, error) {
 		}
 		return n, src, nil
 	}
+}
+
+// Receiver takes an association's datagrams as they arrive (UDP.Receive).
+type Receiver interface {
+	// Ready reports whether a piece of the stream may be taken now: at
+	// most datagrams datagrams in bytes bytes of frames (payloads and
+	// sources, as on the wire). On false, the piece and all after it are
+	// taken later, on Receive's caller's goroutine.
+	Ready(bytes, datagrams int) bool
+	// Datagram takes one datagram from src, an IP. payload is valid only
+	// until Flush returns, and may be changed in place.
+	Datagram(payload []byte, src wire.Addr)
+	// Flush ends a piece: the datagrams since the last Flush may go on.
+	Flush()
+}
+
+// Receive hands the datagrams the exit relays to r as they arrive, on the
+// link's receive loop, which saves waking a goroutine for each piece: r's
+// methods must then return soon and never wait (for the network, a lock
+// held long, another association). When r is not Ready, Receive takes what
+// the link kept on its caller's goroutine, where r's Datagram and Flush
+// may wait (to pace an application's socket, say), and then hands over on
+// the receive loop again. Receive returns when the association ends, with
+// the error ReadFrom would have given. Frames that are not datagrams are
+// skipped and counted. Neither ReadFrom nor Buffered may be called with it.
+func (a *UDP) Receive(r Receiver) error {
+	d := &delivery{a: a, r: r}
+	d.each = d.datagram
+	a.st.SetDeliver(d.piece)
+	buf := make([]byte, wire.MaxFrameLen)
+	for {
+		// Read returns data only after r refused a piece.
+		n, err := a.st.Read(buf)
+		if n > 0 {
+			d.frames.Split(buf[:n], d.each)
+			r.Flush()
+		}
+		if err != nil {
+			if err == io.EOF && len(d.frames.Pending()) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		a.st.Resume()
+	}
+}
+
+// delivery is one Receive's state: never used by two goroutines at once
+// (the stream delivers only while Receive's caller reads nothing).
+type delivery struct {
+	a      *UDP
+	r      Receiver
+	frames wire.Frames
+	each   func(body []byte)
+}
+
+// piece takes a piece of the stream if r is ready for it.
+func (d *delivery) piece(p []byte) bool {
+	if !d.r.Ready(len(d.frames.Pending())+len(p), d.frames.Whole(p)) {
+		return false
+	}
+	d.frames.Split(p, d.each)
+	d.r.Flush()
+	return true
+}
+
+func (d *delivery) datagram(body []byte) {
+	src, payload, err := wire.ParseDatagram(body)
+	if err != nil || !src.IP.IsValid() {
+		d.a.stats.udpMalformed.Add(1)
+		return
+	}
+	d.r.Datagram(payload, src)
 }
 
 // Close ends the association at both ends.

@@ -157,3 +157,32 @@ func (d *Frames) Pending() []byte { return d.pend }
 func (d *Frames) Reset(pending []byte) {
 	d.pend = append(d.pend[:0], pending...)
 }
+
+// Whole returns how many frames p would complete after what is pending,
+// without taking p: an upper bound of the datagrams a piece brings.
+func (d *Frames) Whole(p []byte) int {
+	n := 0
+	if len(d.pend) > 0 {
+		var h [2]byte
+		k := copy(h[:], d.pend)
+		copy(h[k:], p)
+		if len(d.pend)+len(p) < 2 {
+			return 0
+		}
+		end := 2 + int(binary.BigEndian.Uint16(h[:])) - len(d.pend)
+		if end > len(p) {
+			return 0
+		}
+		p = p[end:]
+		n++
+	}
+	for len(p) >= 2 {
+		end := 2 + int(binary.BigEndian.Uint16(p))
+		if end > len(p) {
+			break
+		}
+		p = p[end:]
+		n++
+	}
+	return n
+}

@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -34,7 +35,11 @@ func splitAll(stream []byte, cuts []int) ([][]byte, []byte) {
 			got = append(got, append([]byte(nil), b...))
 		}
 		held = held[:0]
+		whole := d.Whole(stream[prev:c])
 		d.Split(stream[prev:c], func(body []byte) { held = append(held, body) })
+		if whole != len(held) {
+			panic(fmt.Sprintf("Whole said %d frames, Split gave %d", whole, len(held)))
+		}
 		prev = c
 	}
 	for _, b := range held {
