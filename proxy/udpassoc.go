@@ -405,7 +405,9 @@ type Receiver interface {
 // receiving is an Association that hands datagrams over as they arrive,
 // on a goroutine of its own (the link's receive loop, which saves a
 // wake-up per piece), rather than through ReadFrom. Receive returns when
-// the association ends, with the error ReadFrom would have given.
+// the association ends, with the error ReadFrom would have given, once r
+// is no longer used: fromFar hands r's buffers, socket and pacer to the
+// next association.
 type receiving interface {
 	Receive(r Receiver) error
 }

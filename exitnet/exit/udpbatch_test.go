@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -371,4 +372,92 @@ func TestUDPReceiveRefusals(t *testing.T) {
 		t.Fatalf("%d datagrams on the receive loop, %d off it: want both paths taken", r.onLoop, r.offLoop)
 	}
 	t.Logf("%d datagrams on the receive loop, %d off it, %d pieces offered", r.onLoop, r.offLoop, r.readies)
+}
+
+// holdReceiver is a pool.Receiver that holds the second datagram's call
+// (the first one may be handed over as Receive starts, on its goroutine)
+// until release is closed, and records whether Receive had returned by
+// the time the call did.
+type holdReceiver struct {
+	entered, release chan struct{}
+	returned         atomic.Bool // set by the test once Receive returns
+	lateReturn       atomic.Bool // Receive had returned while a call was under way
+	calls            atomic.Int32
+}
+
+func (r *holdReceiver) Ready(bytes, datagrams int) bool { return true }
+
+func (r *holdReceiver) Datagram(p []byte, src wire.Addr) {
+	if r.calls.Add(1) == 2 {
+		close(r.entered)
+		<-r.release
+	}
+	if r.returned.Load() {
+		r.lateReturn.Store(true)
+	}
+}
+
+func (r *holdReceiver) Flush() {
+	if r.returned.Load() {
+		r.lateReturn.Store(true)
+	}
+}
+
+// Receive returns only once the receiver is done with: a piece the link's
+// receive loop is handing over as the association closes ends first, so
+// that the caller may hand the receiver's buffers and socket to the next
+// association.
+func TestUDPReceiveEndsAfterCall(t *testing.T) {
+	exit := startExit(t, nil, "127.0.0.1:0", &policy.Policy{AllowPrivate: true})
+	a := associate(t, startPool(t, exit.addr))
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	r := &holdReceiver{entered: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		err := a.Receive(r)
+		r.returned.Store(true)
+		done <- err
+	}()
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port)
+	if _, err := peer.WriteToUDPAddrPort([]byte("first"), to); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); r.calls.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first datagram never reached the receiver")
+		}
+	}
+	// Receive has handed the stream over: the next piece comes on the
+	// link's receive loop.
+	if _, err := peer.WriteToUDPAddrPort([]byte("held"), to); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the datagram never reached the receiver")
+	}
+	a.Close()
+	select {
+	case err := <-done:
+		close(r.release)
+		t.Fatalf("Receive returned (%v) while the receiver was still taking a datagram", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(r.release)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Receive did not return after the association closed")
+	}
+	if r.lateReturn.Load() {
+		t.Fatal("the receiver was called after Receive returned")
+	}
+	if n := r.calls.Load(); n != 2 {
+		t.Fatalf("%d datagrams taken, want 2", n)
+	}
 }

@@ -151,7 +151,8 @@ type Receiver interface {
 // the link kept on its caller's goroutine, where r's Datagram and Flush
 // may wait (to pace an application's socket, say), and then hands over on
 // the receive loop again. Receive returns when the association ends, with
-// the error ReadFrom would have given. Frames that are not datagrams are
+// the error ReadFrom would have given, and only once no call of r's is
+// under way, on either goroutine: none is made after. Frames that are not datagrams are
 // skipped and counted. Neither ReadFrom nor Buffered may be called with it.
 func (a *UDP) Receive(r Receiver) error {
 	d := &delivery{a: a, r: r}
@@ -166,26 +167,48 @@ func (a *UDP) Receive(r Receiver) error {
 			r.Flush()
 		}
 		if err != nil {
-			if err == io.EOF && len(d.frames.Pending()) > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
+			return d.end(err)
 		}
 		a.st.Resume()
 	}
 }
 
 // delivery is one Receive's state: never used by two goroutines at once
-// (the stream delivers only while Receive's caller reads nothing).
+// (the stream delivers only while Receive's caller reads nothing), but for
+// a piece the receive loop is handing over as the stream closes, which
+// Receive's end waits for (mu).
 type delivery struct {
 	a      *UDP
 	r      Receiver
 	frames wire.Frames
 	each   func(body []byte)
+
+	mu    sync.Mutex // held while the stream hands a piece over
+	ended bool       // Receive has returned: r is not called again
+}
+
+// end ends Receive with err: once the stream has closed for reading, Read
+// returns at once, while the receive loop may still be handing a piece to
+// r. end waits for it, so that r is done with when Receive returns (its
+// caller may pass r's buffers and sockets to the next association), and
+// drops any piece after it.
+func (d *delivery) end(err error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ended = true
+	if err == io.EOF && len(d.frames.Pending()) > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // piece takes a piece of the stream if r is ready for it.
 func (d *delivery) piece(p []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended {
+		return true // dropped: the association has ended
+	}
 	if !d.r.Ready(len(d.frames.Pending())+len(p), d.frames.Whole(p)) {
 		return false
 	}
