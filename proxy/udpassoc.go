@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/things-go/go-socks5"
@@ -503,7 +504,11 @@ func (r *udpRelay) clientDst(a Association) (dst netip.AddrPort, toTarget bool) 
 // (receiving), and sends them to the client a piece at a time. Pieces
 // taken on the link's receive loop are taken only when the client's
 // socket has room for them (Ready), so nothing there waits for the pacer;
-// the rest are paced on fromFar's goroutine.
+// the rest are paced on fromFar's goroutine. Nor does a send there wait
+// for room in the relay socket's send buffer (a client on another host,
+// behind a slower network): what finds none is dropped, and the pieces
+// after it are taken on fromFar's goroutine, whose sends wait, until one
+// finds room at once.
 type farIn struct {
 	r   *udpRelay
 	a   Association
@@ -515,9 +520,16 @@ type farIn struct {
 	// now is set from a Ready until the Flush of its piece: the piece was
 	// taken on the receive loop, with room for it, and must not wait.
 	now bool
+	// full is set when the send buffer had no room for a send that could
+	// not wait, until one that could finds room at once.
+	full bool
 }
 
 func (f *farIn) Ready(bytes, datagrams int) bool {
+	if f.full {
+		f.now = false
+		return false
+	}
 	dst, _ := f.r.clientDst(f.a)
 	if !dst.IsValid() {
 		f.now = true // dropped, not sent
@@ -563,13 +575,21 @@ func (f *farIn) Flush() {
 }
 
 // send sends what is batched: at once for a piece taken with room for it,
-// else once the pacer has room.
+// dropping what finds the send buffer full; else once the pacer has room,
+// waiting for room in the send buffer.
 func (f *farIn) send() {
 	if len(f.ms) > 0 {
-		if !f.now {
+		if f.now {
+			if rest := f.r.toClientNow(f.bc, f.ms); len(rest) > 0 {
+				f.r.count.add(cDropSendFailed, uint64(len(rest)))
+				f.full = true
+			}
+		} else {
 			f.pc.wait(f.r.up.ctx, f.r.pc, f.ms)
+			rest := f.r.toClientNow(f.bc, f.ms)
+			f.full = len(rest) > 0
+			f.r.toClient(f.bc, rest)
 		}
-		f.r.toClient(f.bc, f.ms)
 	}
 	f.ms, f.off = f.ms[:0], 0
 }
@@ -589,6 +609,28 @@ func (r *udpRelay) toClient(bc *udpbatch.Conn, ms []udpbatch.Message) {
 		r.count.add(cDropSendFailed, 1)
 		ms = ms[n+1:]
 	}
+}
+
+// toClientNow is toClient that never waits for room in the socket's send
+// buffer: it returns the datagrams from the first that found none on, not
+// sent and not counted.
+func (r *udpRelay) toClientNow(bc *udpbatch.Conn, ms []udpbatch.Message) []udpbatch.Message {
+	for len(ms) > 0 {
+		n, err := bc.WriteBatchNow(ms)
+		for _, m := range ms[:n] {
+			r.count.add(cDatagramsIn, 1)
+			r.count.add(cBytesIn, uint64(m.N))
+		}
+		if n == len(ms) {
+			return nil
+		}
+		if errors.Is(err, syscall.EAGAIN) {
+			return ms[n:]
+		}
+		r.count.add(cDropSendFailed, 1)
+		ms = ms[n+1:]
+	}
+	return nil
 }
 
 // liveAssoc is an open association and its generation: the number that
