@@ -520,6 +520,11 @@ type farIn struct {
 	// now is set from a Ready until the Flush of its piece: the piece was
 	// taken on the receive loop, with room for it, and must not wait.
 	now bool
+	// dst and toTarget are where the piece taken by Ready goes, while now
+	// is set: where its room was counted, though the client may send its
+	// first datagram meanwhile.
+	dst      netip.AddrPort
+	toTarget bool
 	// full is set when the send buffer had no room for a send that could
 	// not wait, until one that could finds room at once.
 	full bool
@@ -530,13 +535,13 @@ func (f *farIn) Ready(bytes, datagrams int) bool {
 		f.now = false
 		return false
 	}
-	dst, _ := f.r.clientDst(f.a)
-	if !dst.IsValid() {
+	f.dst, f.toTarget = f.r.clientDst(f.a)
+	if !f.dst.IsValid() {
 		f.now = true // dropped, not sent
 		return true
 	}
 	// A SOCKS5 header is one byte longer than a frame's.
-	f.now = f.pc.take(f.r.up.ctx, f.r.pc, dst, bytes+datagrams*(1+paceOverhead))
+	f.now = f.pc.take(f.r.up.ctx, f.r.pc, f.dst, bytes+datagrams*(1+paceOverhead))
 	return f.now
 }
 
@@ -545,7 +550,10 @@ func (f *farIn) Datagram(payload []byte, src wire.Addr) {
 	if len(f.buf)-f.off < room {
 		f.send()
 	}
-	dst, toTarget := f.r.clientDst(f.a)
+	dst, toTarget := f.dst, f.toTarget
+	if !f.now {
+		dst, toTarget = f.r.clientDst(f.a)
+	}
 	if !dst.IsValid() {
 		f.r.count.add(cDropNoClientPort, 1)
 		return
