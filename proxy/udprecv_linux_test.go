@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os/exec"
 	"testing"
 
 	"github.com/swarmvpn/swarmvpn/internal/nstest"
@@ -19,21 +18,10 @@ import (
 // may wait, and none of those is lost. The client is behind a 1 Mbit/s
 // link (a token bucket on a veth, in a namespace of the test's own).
 func TestFarInReceiveLoopNeverWaitsToSend(t *testing.T) {
-	if !nstest.Isolated(t,
-		"link add va type veth peer name vb",
-		"addr add 10.9.0.1/24 dev va",
-		"link set va up",
-		"link set vb up",
-		// A neighbour that is not this host's, so datagrams leave by va.
-		"neigh add 10.9.0.2 lladdr 02:00:00:00:00:02 dev va",
-	) {
+	if !nstest.SlowLink(t, "1mbit") {
 		return
 	}
-	if out, err := exec.Command("tc", "qdisc", "add", "dev", "va", "root", "tbf",
-		"rate", "1mbit", "burst", "10k", "limit", "100mb").CombinedOutput(); err != nil {
-		t.Fatalf("tc: %v\n%s", err, out)
-	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 1)})
+	pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(nstest.SlowLocal, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +31,7 @@ func TestFarInReceiveLoopNeverWaitsToSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := netip.MustParseAddr("10.9.0.2")
+	client := nstest.SlowNeighbour
 	r := &udpRelay{pc: pc, clientAddr: client, clientIP: client}
 	var total udpCounters
 	r.count = udpCount{own: &r.own, total: &total}

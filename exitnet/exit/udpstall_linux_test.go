@@ -3,7 +3,6 @@ package exit
 import (
 	"net"
 	"net/netip"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -20,22 +19,10 @@ import (
 // by a veth whose token bucket lets almost nothing through, in a namespace
 // of the test's own.
 func TestUDPFullSocketHoldsNothing(t *testing.T) {
-	if !nstest.Isolated(t,
-		"link set lo up",
-		"link add va type veth peer name vb",
-		"addr add 10.9.0.1/24 dev va",
-		"link set va up",
-		"link set vb up",
-		// A neighbour that is not this host's, so datagrams leave by va.
-		"neigh add 10.9.0.2 lladdr 02:00:00:00:00:02 dev va",
-	) {
+	if !nstest.SlowLink(t, "8bit", "link set lo up") {
 		return
 	}
-	if out, err := exec.Command("tc", "qdisc", "add", "dev", "va", "root", "tbf",
-		"rate", "8bit", "burst", "10k", "limit", "100mb").CombinedOutput(); err != nil {
-		t.Fatalf("tc: %v\n%s", err, out)
-	}
-	fd := startFakeDNS(t, map[string]netip.Addr{"far.test": netip.MustParseAddr("10.9.0.2")})
+	fd := startFakeDNS(t, map[string]netip.Addr{"far.test": nstest.SlowNeighbour})
 	exit := serveExit(t, Config{Policy: &policy.Policy{AllowPrivate: true}, Resolver: fd.resolver()})
 	pl := startPool(t, exit.addr)
 	stuck, other := associate(t, pl), associate(t, pl)
@@ -46,7 +33,7 @@ func TestUDPFullSocketHoldsNothing(t *testing.T) {
 	defer sink.Close()
 
 	// Fill the stuck association's send buffer: its sends fail at once.
-	far := wire.Addr{IP: netip.MustParseAddr("10.9.0.2"), Port: 9}
+	far := wire.Addr{IP: nstest.SlowNeighbour, Port: 9}
 	payload := make([]byte, 1400)
 	sent := uint64(0)
 	for ; sent < 5000 && exit.exit.Stats().UDP.DropSend == 0; sent++ {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -16,21 +15,10 @@ import (
 // EAGAIN, where WriteBatch would wait. The buffer fills behind a link of
 // 1 Mbit/s (a token bucket on a veth, in a namespace of the test's own).
 func TestWriteBatchNowFullBuffer(t *testing.T) {
-	if !nstest.Isolated(t,
-		"link add va type veth peer name vb",
-		"addr add 10.9.0.1/24 dev va",
-		"link set va up",
-		"link set vb up",
-		// A neighbour that is not this host's, so datagrams leave by va.
-		"neigh add 10.9.0.2 lladdr 02:00:00:00:00:02 dev va",
-	) {
+	if !nstest.SlowLink(t, "1mbit") {
 		return
 	}
-	if out, err := exec.Command("tc", "qdisc", "add", "dev", "va", "root", "tbf",
-		"rate", "1mbit", "burst", "10k", "limit", "100mb").CombinedOutput(); err != nil {
-		t.Fatalf("tc: %v\n%s", err, out)
-	}
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 1)})
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(nstest.SlowLocal, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +28,7 @@ func TestWriteBatchNowFullBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := netip.MustParseAddrPort("10.9.0.2:9")
+	dst := netip.AddrPortFrom(nstest.SlowNeighbour, 9)
 	ms := make([]Message, 32)
 	for i := range ms {
 		// Sizes differ, so that each datagram is a header of its own.
