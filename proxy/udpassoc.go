@@ -476,7 +476,7 @@ func (r *udpRelay) fromFar() {
 			if len(ms) > 0 {
 				pc.wait(r.up.ctx, r.pc, ms)
 			}
-			r.toClient(bc, ms)
+			r.toClient(bc, ms, true)
 			if err != nil {
 				r.up.fail(l.gen, err)
 				break
@@ -588,43 +588,32 @@ func (f *farIn) Flush() {
 func (f *farIn) send() {
 	if len(f.ms) > 0 {
 		if f.now {
-			if rest := f.r.toClientNow(f.bc, f.ms); len(rest) > 0 {
+			if rest := f.r.toClient(f.bc, f.ms, false); len(rest) > 0 {
 				f.r.count.add(cDropSendFailed, uint64(len(rest)))
 				f.full = true
 			}
 		} else {
 			f.pc.wait(f.r.up.ctx, f.r.pc, f.ms)
-			rest := f.r.toClientNow(f.bc, f.ms)
+			rest := f.r.toClient(f.bc, f.ms, false)
 			f.full = len(rest) > 0
-			f.r.toClient(f.bc, rest)
+			f.r.toClient(f.bc, rest, true)
 		}
 	}
 	f.ms, f.off = f.ms[:0], 0
 }
 
 // toClient sends ms to the client and counts them; each one's N is the
-// length of its payload.
-func (r *udpRelay) toClient(bc *udpbatch.Conn, ms []udpbatch.Message) {
+// length of its payload. It returns the datagrams left unsent: with wait,
+// none (it waits for room in the socket's send buffer; one the kernel
+// refuses is dropped and counted); without, those from the first that
+// found no room on, not counted.
+func (r *udpRelay) toClient(bc *udpbatch.Conn, ms []udpbatch.Message, wait bool) []udpbatch.Message {
 	for len(ms) > 0 {
-		n, _ := bc.WriteBatch(ms)
-		for _, m := range ms[:n] {
-			r.count.add(cDatagramsIn, 1)
-			r.count.add(cBytesIn, uint64(m.N))
+		write := bc.WriteBatchNow
+		if wait {
+			write = bc.WriteBatch
 		}
-		if n == len(ms) {
-			return
-		}
-		r.count.add(cDropSendFailed, 1)
-		ms = ms[n+1:]
-	}
-}
-
-// toClientNow is toClient that never waits for room in the socket's send
-// buffer: it returns the datagrams from the first that found none on, not
-// sent and not counted.
-func (r *udpRelay) toClientNow(bc *udpbatch.Conn, ms []udpbatch.Message) []udpbatch.Message {
-	for len(ms) > 0 {
-		n, err := bc.WriteBatchNow(ms)
+		n, err := write(ms)
 		for _, m := range ms[:n] {
 			r.count.add(cDatagramsIn, 1)
 			r.count.add(cBytesIn, uint64(m.N))
@@ -632,7 +621,7 @@ func (r *udpRelay) toClientNow(bc *udpbatch.Conn, ms []udpbatch.Message) []udpba
 		if n == len(ms) {
 			return nil
 		}
-		if errors.Is(err, syscall.EAGAIN) {
+		if !wait && errors.Is(err, syscall.EAGAIN) {
 			return ms[n:]
 		}
 		r.count.add(cDropSendFailed, 1)
