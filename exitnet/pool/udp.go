@@ -21,10 +21,12 @@ type UDP struct {
 	Port uint16
 
 	wmu  sync.Mutex
-	wbuf []byte
+	wbuf []byte // WriteTo's frame, as long as the longest yet
 	qbuf []byte // the frames Queue collected for Flush
 
-	r     *bufio.Reader // used by ReadFrom only, which is not concurrent
+	// r is ReadFrom's and Buffered's, made by their first call: an
+	// association that Receives never needs it.
+	r     *bufio.Reader
 	stats *counters
 
 	end    func() // counts the association closed
@@ -37,8 +39,16 @@ func (p *Pool) Associate(ctx context.Context) (*UDP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &UDP{st: st, Port: resp.Bound.Port, end: p.stats.flows.Begin(wire.KindUDP), stats: &p.stats,
-		wbuf: make([]byte, 0, wire.MaxFrameLen), r: bufio.NewReaderSize(st, wire.MaxFrameLen)}, nil
+	return &UDP{st: st, Port: resp.Bound.Port, end: p.stats.flows.Begin(wire.KindUDP), stats: &p.stats}, nil
+}
+
+// reader returns the reader of ReadFrom and Buffered, which are never
+// called concurrently.
+func (a *UDP) reader() *bufio.Reader {
+	if a.r == nil {
+		a.r = bufio.NewReaderSize(a.st, wire.MaxFrameLen)
+	}
+	return a.r
 }
 
 // maxQueued bounds the frames Queue collects: what fits in one yamux
@@ -86,11 +96,12 @@ func (a *UDP) Flush() error {
 // Buffered reports whether a whole frame has arrived that ReadFrom has not
 // read yet: a ReadFrom now would not wait for the network.
 func (a *UDP) Buffered() bool {
-	n := a.r.Buffered()
+	r := a.reader()
+	n := r.Buffered()
 	if n < 2 {
 		return false
 	}
-	h, _ := a.r.Peek(2)
+	h, _ := r.Peek(2)
 	return n >= 2+int(binary.BigEndian.Uint16(h))
 }
 
@@ -102,6 +113,7 @@ func (a *UDP) WriteTo(payload []byte, dst wire.Addr) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	frame, err := wire.AppendDatagram(a.wbuf[:0], dst, payload)
+	a.wbuf = frame[:0]
 	if err != nil {
 		a.stats.udpUnsendable.Add(1)
 		return nil
@@ -114,14 +126,15 @@ func (a *UDP) WriteTo(payload []byte, dst wire.Addr) error {
 // p; a longer datagram is truncated. Frames that are not datagrams are
 // skipped and counted. It must not be called concurrently with itself.
 func (a *UDP) ReadFrom(p []byte) (int, wire.Addr, error) {
+	r := a.reader()
 	for {
-		body, err := wire.PeekFrame(a.r)
+		body, err := wire.PeekFrame(r)
 		if err != nil {
 			return 0, wire.Addr{}, err
 		}
 		src, payload, err := wire.ParseDatagram(body)
 		n := copy(p, payload)
-		a.r.Discard(2 + len(body))
+		r.Discard(2 + len(body))
 		if err != nil || !src.IP.IsValid() {
 			a.stats.udpMalformed.Add(1)
 			continue
