@@ -72,9 +72,10 @@ func TestWithCPU(t *testing.T) {
 	}
 	want := spent / (float64(carried) / (1 << 30))
 	// Both readings round to 1/100 s, and the round did a little more
-	// than what it timed.
+	// than what it timed. Client and exit are this process read one
+	// after the other, so a clock tick can fall between the two.
 	slack := 0.05 / (float64(carried) / (1 << 30))
-	if len(v) != 4 || math.Abs(v[2]-want) > slack || v[2] != v[3] || math.Abs(v[1]-v[2]-v[3]) > 1e-9 {
+	if len(v) != 4 || math.Abs(v[2]-want) > slack || math.Abs(v[2]-v[3]) > slack || math.Abs(v[1]-v[2]-v[3]) > 1e-9 {
 		t.Errorf("values %v; want client = exit ≈ %.2f s/GiB (±%.2f), their sum first", v, want, slack)
 	}
 
