@@ -132,11 +132,10 @@ func (a *UDP) ReadFrom(p []byte) (int, wire.Addr, error) {
 		if err != nil {
 			return 0, wire.Addr{}, err
 		}
-		src, payload, err := wire.ParseDatagram(body)
+		src, payload, ok := a.parse(body)
 		n := copy(p, payload)
 		r.Discard(2 + len(body))
-		if err != nil || !src.IP.IsValid() {
-			a.stats.udpMalformed.Add(1)
+		if !ok {
 			continue
 		}
 		return n, src, nil
@@ -165,8 +164,9 @@ type Receiver interface {
 // may wait (to pace an application's socket, say), and then hands over on
 // the receive loop again. Receive returns when the association ends, with
 // the error ReadFrom would have given, and only once no call of r's is
-// under way, on either goroutine: none is made after. Frames that are not datagrams are
-// skipped and counted. Neither ReadFrom nor Buffered may be called with it.
+// under way, on either goroutine: none is made after. Frames that are not
+// datagrams are skipped and counted. Neither ReadFrom nor Buffered may be
+// called with it.
 func (a *UDP) Receive(r Receiver) error {
 	d := &delivery{a: a, r: r}
 	d.each = d.datagram
@@ -231,12 +231,20 @@ func (d *delivery) piece(p []byte) bool {
 }
 
 func (d *delivery) datagram(body []byte) {
+	if src, payload, ok := d.a.parse(body); ok {
+		d.r.Datagram(payload, src)
+	}
+}
+
+// parse splits a frame body from the exit into source and payload, and
+// counts it when it is not a datagram from an IP.
+func (a *UDP) parse(body []byte) (wire.Addr, []byte, bool) {
 	src, payload, err := wire.ParseDatagram(body)
 	if err != nil || !src.IP.IsValid() {
-		d.a.stats.udpMalformed.Add(1)
-		return
+		a.stats.udpMalformed.Add(1)
+		return wire.Addr{}, nil, false
 	}
-	d.r.Datagram(payload, src)
+	return src, payload, true
 }
 
 // Close ends the association at both ends.
